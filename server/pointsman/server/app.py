@@ -1,0 +1,211 @@
+"""Builds the gRPC server from settings and runs it until SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from pointsman.firewall.v1 import firewall_pb2, firewall_pb2_grpc
+from pointsman.orchestrator.v1 import orchestrator_pb2, orchestrator_pb2_grpc
+from pointsman.registry.v1 import registry_pb2, registry_pb2_grpc
+
+from . import __version__
+from .backends.decision_log import InMemoryDecisionLog
+from .backends.rule_store import InMemoryRuleStore
+from .domain.batches import BatchRunner
+from .domain.catalog import BUILTIN_ALIAS, ModelCatalog
+from .domain.chat import Deployment, ProviderKind
+from .domain.conversations import ConversationStore
+from .domain.firewall.engine import FirewallEngine
+from .domain.firewall.rules import MatchType, Rule, RuleKind
+from .domain.orchestrator import Orchestrator
+from .domain.registry import Registry
+from .domain.validation import ChatLimits
+from .providers.builtin import BUILTIN_MODEL_ID, BuiltinProvider
+from .providers.openai_compatible import OpenAICompatibleProvider
+from .registration import SelfRegistration
+from .settings import Settings
+from .transport.calls import CallContext, CallInterceptor
+from .transport.firewall_servicer import FirewallServicer
+from .transport.orchestrator_servicer import OrchestratorServicer
+from .transport.registry_servicer import RegistryServicer
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAMES = (
+    orchestrator_pb2.DESCRIPTOR.services_by_name["OrchestratorService"].full_name,
+    firewall_pb2.DESCRIPTOR.services_by_name["FirewallService"].full_name,
+    registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name,
+)
+OPENAI_DEFAULT_ENDPOINT = "https://api.openai.com/v1"
+
+
+def build_catalog(settings: Settings) -> ModelCatalog:
+    catalog = ModelCatalog()
+    builtin = BuiltinProvider()
+    builtin_deployment = Deployment("builtin", ProviderKind.BUILTIN, BUILTIN_MODEL_ID)
+    catalog.add(BUILTIN_ALIAS, [(builtin_deployment, builtin)])
+    if settings.use_mock:
+        # USE_MOCK: every alias answers from the built-in model.
+        for alias in settings.openai_models:
+            catalog.add(alias, [(builtin_deployment, builtin)])
+    elif settings.openai_api_key is not None or settings.openai_base_url is not None:
+        endpoint = settings.openai_base_url or OPENAI_DEFAULT_ENDPOINT
+        # Local servers (Ollama, llama.cpp, ...) ignore the key but the SDK wants one.
+        key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else "not-needed"
+        provider = OpenAICompatibleProvider(
+            api_key=key, base_url=endpoint, timeout_seconds=settings.upstream_timeout_seconds
+        )
+        for alias in settings.openai_models:
+            catalog.add(alias, [(Deployment(f"openai/{alias}", ProviderKind.OPENAI, alias, endpoint), provider)])
+    return catalog
+
+
+def grpc_options(settings: Settings) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.max_concurrent_streams", settings.max_concurrent_streams),
+        # Keep idle streams (watches, heartbeats) alive through proxies, and
+        # let clients ping us as often as every 10 s.
+        ("grpc.keepalive_time_ms", 60_000),
+        ("grpc.keepalive_timeout_ms", 20_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.http2.max_pings_without_data", 0),
+    ]
+
+
+class PointsmanServer:
+    """One server process: all three services on one port, plus health and
+    reflection. `start()`, then `stop()`; nothing happens at construction
+    beyond building objects and binding the port."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.catalog = build_catalog(settings)
+        self.rules = InMemoryRuleStore()
+        self.decisions = InMemoryDecisionLog()
+        self.firewall = FirewallEngine(
+            self.rules,
+            self.decisions,
+            enabled=settings.firewall_enabled,
+            block_on_violation=settings.firewall_block_on_violation,
+        )
+        self.orchestrator = Orchestrator(
+            self.catalog, self.firewall, ChatLimits(settings.max_messages, settings.max_input_chars)
+        )
+        self.conversations = ConversationStore()
+        self.batches = BatchRunner(self.orchestrator)
+        self.registry = Registry()
+        self.health = health.aio.HealthServicer()
+        self.self_registration: SelfRegistration | None = None
+
+        calls = CallContext(settings.org_id)
+        self.server = grpc.aio.server(interceptors=[CallInterceptor()], options=grpc_options(settings))
+        orchestrator_pb2_grpc.add_OrchestratorServiceServicer_to_server(
+            OrchestratorServicer(self.orchestrator, self.conversations, self.batches, calls), self.server
+        )
+        firewall_pb2_grpc.add_FirewallServiceServicer_to_server(
+            FirewallServicer(self.firewall, self.rules, self.decisions, calls, settings.max_input_chars),
+            self.server,
+        )
+        registry_pb2_grpc.add_RegistryServiceServicer_to_server(RegistryServicer(self.registry, calls), self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            self.server,
+        )
+        self.port = self.server.add_insecure_port(settings.address)
+        if self.port == 0:
+            raise OSError(f"could not listen on {settings.address}")
+
+    @property
+    def address(self) -> str:
+        host = self.settings.address.rsplit(":", 1)[0]
+        return f"{host}:{self.port}"
+
+    async def start(self) -> None:
+        for name in ("", *SERVICE_NAMES):
+            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.server.start()
+        self.registry.start()
+        await self._seed_allowlist_topics()
+        if self.settings.registry_addr:
+            self.self_registration = SelfRegistration(
+                self.settings.registry_addr, self._instance(), self.settings.registry_lease_seconds
+            )
+            self.self_registration.start()
+        # Every dependency of the embedded default is in-process and ready now.
+        for name in ("", *SERVICE_NAMES):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info(
+            "serving on %s; models: %s",
+            self.address,
+            ", ".join(r.alias for r in self.catalog.routes()),
+        )
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Health NOT_SERVING, refuse new calls, let calls in flight finish
+        within the grace period, then close upstream clients."""
+        grace = self.settings.shutdown_grace_seconds if grace is None else grace
+        await self.health.enter_graceful_shutdown()
+        # Watches never end by themselves; end them so they do not hold the grace period.
+        self.rules.changes.close()
+        self.registry.changes.close()
+        if self.self_registration is not None:
+            await self.self_registration.aclose()
+        await self.server.stop(grace)
+        await self.batches.aclose()
+        await self.registry.aclose()
+        await self.catalog.aclose()
+        log.info("stopped")
+
+    def _instance(self) -> registry_pb2.Instance:
+        return registry_pb2.Instance(
+            instance_id=self.settings.orchestrator_id,
+            address=self.settings.advertise_address or self.address,
+            version=__version__,
+            models=[r.alias for r in self.catalog.routes()],
+        )
+
+    async def _seed_allowlist_topics(self) -> None:
+        """FIREWALL_ALLOWLIST_TOPICS: one allow rule for the listed topics, so
+        only prompts about them pass."""
+        topics = self.settings.firewall_allowlist_topics
+        if topics:
+            await self.rules.create_rule(
+                Rule(
+                    id="allowlist-topics",
+                    organisation=self.settings.org_id,
+                    kind=RuleKind.ALLOW,
+                    match_type=MatchType.TOPIC,
+                    keywords=tuple(topics),
+                    description="from FIREWALL_ALLOWLIST_TOPICS",
+                )
+            )
+
+
+def build_server(settings: Settings) -> PointsmanServer:
+    return PointsmanServer(settings)
+
+
+async def serve(settings: Settings) -> None:
+    """Runs until SIGTERM or SIGINT, then shuts down gracefully."""
+    started = time.perf_counter()
+    server = build_server(settings)
+    await server.start()
+    log.info("ready in %.0f ms", (time.perf_counter() - started) * 1000)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down (grace %.1fs)", settings.shutdown_grace_seconds)
+    await server.stop()

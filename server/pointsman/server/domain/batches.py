@@ -1,0 +1,132 @@
+"""Batch jobs run in-process: many chat requests, bounded concurrency, results
+kept for watchers. A failed item records its error; the batch goes on."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from .caller import Caller
+from .chat import ChatRequest
+from .errors import DomainError, NotFound
+from .orchestrator import CompletedAnswer, Orchestrator
+
+log = logging.getLogger(__name__)
+
+MAX_ITEMS = 10_000
+MAX_CONCURRENCY = 64
+DEFAULT_CONCURRENCY = 4
+
+
+@dataclass(frozen=True, slots=True)
+class BatchItem:
+    custom_id: str
+    request: ChatRequest
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    custom_id: str
+    answer: CompletedAnswer | None = None
+    error: DomainError | None = None
+
+
+@dataclass
+class Batch:
+    id: str
+    organisation: str
+    total: int
+    create_time: datetime
+    results: list[BatchResult] = field(default_factory=list)
+    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+    @property
+    def name(self) -> str:
+        return f"batches/{self.id}"
+
+    @property
+    def done(self) -> bool:
+        return len(self.results) == self.total
+
+    @property
+    def failed(self) -> int:
+        return sum(1 for r in self.results if r.error is not None)
+
+    @property
+    def succeeded(self) -> int:
+        return len(self.results) - self.failed
+
+
+class BatchRunner:
+    """Keeps the newest `max_batches` batches; older finished ones are forgotten."""
+
+    def __init__(self, orchestrator: Orchestrator, max_batches: int = 1000) -> None:
+        self._orchestrator = orchestrator
+        self._batches: OrderedDict[tuple[str, str], Batch] = OrderedDict()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._max_batches = max_batches
+
+    def submit(self, items: list[BatchItem], max_concurrency: int, caller: Caller) -> Batch:
+        batch = Batch(secrets.token_hex(8), caller.organisation, len(items), datetime.now(UTC))
+        self._batches[(caller.organisation, batch.id)] = batch
+        self._forget_old()
+        task = asyncio.create_task(self._run(batch, items, max_concurrency, caller))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return batch
+
+    def get(self, organisation: str, batch_id: str) -> Batch:
+        batch = self._batches.get((organisation, batch_id))
+        if batch is None:
+            raise NotFound(f"batch 'batches/{batch_id}' does not exist", reason="BATCH_NOT_FOUND")
+        return batch
+
+    async def watch(self, organisation: str, batch_id: str) -> AsyncIterator[BatchResult]:
+        """Every result, those already done first; ends when the batch is done."""
+        batch = self.get(organisation, batch_id)
+        sent = 0
+        while True:
+            async with batch.changed:
+                await batch.changed.wait_for(lambda: len(batch.results) > sent or batch.done)
+                fresh = batch.results[sent:]
+            for result in fresh:
+                yield result
+            sent += len(fresh)
+            if batch.done and sent == batch.total:
+                return
+
+    async def aclose(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _forget_old(self) -> None:
+        for key, batch in list(self._batches.items()):
+            if len(self._batches) <= self._max_batches:
+                break
+            if batch.done:
+                del self._batches[key]
+
+    async def _run(self, batch: Batch, items: list[BatchItem], concurrency: int, caller: Caller) -> None:
+        slots = asyncio.Semaphore(concurrency)
+
+        async def run_one(item: BatchItem) -> None:
+            async with slots:
+                item_caller = Caller(f"{caller.request_id}/{item.custom_id}", caller.organisation, caller.principal)
+                try:
+                    result = BatchResult(item.custom_id, answer=await self._orchestrator.complete(item.request, item_caller))
+                except DomainError as error:
+                    result = BatchResult(item.custom_id, error=error)
+                except Exception:
+                    log.exception("batch item %s failed", item.custom_id)
+                    result = BatchResult(item.custom_id, error=DomainError("internal error"))
+            async with batch.changed:
+                batch.results.append(result)
+                batch.changed.notify_all()
+
+        await asyncio.gather(*(run_one(item) for item in items))

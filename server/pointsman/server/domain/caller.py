@@ -1,0 +1,12 @@
+"""Who a request comes from, as the domain sees it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    request_id: str
+    organisation: str
+    principal: str = ""

@@ -1,0 +1,55 @@
+"""Model aliases and the deployments that serve them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..providers.base import ChatProvider
+from .chat import Deployment, ProviderKind
+from .errors import NotFound
+
+BUILTIN_ALIAS = "builtin"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRoute:
+    alias: str
+    deployments: tuple[Deployment, ...]
+
+    @property
+    def builtin(self) -> bool:
+        return all(d.provider is ProviderKind.BUILTIN for d in self.deployments)
+
+
+class ModelCatalog:
+    """Resolves aliases to routes and deployments to the provider clients that
+    call them. Provider clients are shared per endpoint (one connection pool)."""
+
+    def __init__(self) -> None:
+        self._routes: dict[str, ModelRoute] = {}
+        self._providers: dict[str, ChatProvider] = {}
+
+    def add(self, alias: str, deployments: list[tuple[Deployment, ChatProvider]]) -> None:
+        for deployment, provider in deployments:
+            self._providers[deployment.name] = provider
+        self._routes[alias] = ModelRoute(alias, tuple(d for d, _ in deployments))
+
+    def resolve(self, alias: str) -> ModelRoute:
+        route = self._routes.get(alias)
+        if route is None:
+            raise NotFound(
+                f"model '{alias}' is not served here; ListModels shows the models that are",
+                reason="MODEL_NOT_FOUND",
+                metadata={"model": alias[:256]},
+            )
+        return route
+
+    def provider(self, deployment: Deployment) -> ChatProvider:
+        return self._providers[deployment.name]
+
+    def routes(self) -> list[ModelRoute]:
+        return sorted(self._routes.values(), key=lambda r: r.alias)
+
+    async def aclose(self) -> None:
+        for provider in {id(p): p for p in self._providers.values()}.values():
+            await provider.aclose()

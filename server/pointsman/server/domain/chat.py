@@ -1,0 +1,121 @@
+"""The chat domain: requests, and the events an answer is streamed as."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Role(enum.Enum):
+    SYSTEM = "system"
+    USER = "user"
+    ASSISTANT = "assistant"
+    TOOL = "tool"
+
+
+class FinishReason(enum.Enum):
+    STOP = "stop"
+    LENGTH = "length"
+    TOOL_CALLS = "tool_calls"
+    CONTENT_FILTER = "content_filter"
+
+
+class ProviderKind(enum.Enum):
+    BUILTIN = "builtin"
+    OPENAI = "openai"
+    ANTHROPIC = "anthropic"
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments_json: str
+
+
+@dataclass(frozen=True, slots=True)
+class Tool:
+    name: str
+    description: str
+    parameters: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    role: Role
+    content: str
+    name: str = ""
+    tool_call_id: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationConfig:
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    tools: tuple[Tool, ...] = ()
+
+
+@dataclass(slots=True)
+class ChatRequest:
+    model: str
+    messages: list[Message]
+    config: GenerationConfig = field(default_factory=GenerationConfig)
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    """One concrete place a model alias is served from."""
+
+    name: str
+    provider: ProviderKind
+    model: str
+    endpoint: str = ""
+
+
+# Events of a streamed answer, in the order a client sees them.
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    request_id: str
+    model: str
+    deployment: Deployment
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    index: int
+    id: str
+    name: str
+    arguments_delta: str
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    input_tokens: int
+    output_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    reason: FinishReason
+    time_to_first_token: float | None = None  # seconds
+    total: float | None = None  # seconds
+
+
+# What a provider yields: the answer's own events, without gateway framing.
+ProviderEvent = TextDelta | ToolCallDelta | Usage | Finish

@@ -1,0 +1,163 @@
+"""The chat pipeline: validate, guard the prompt, route, stream, time."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import aclosing
+from dataclasses import dataclass, field
+
+from .caller import Caller
+from .catalog import ModelCatalog
+from .chat import (
+    ChatRequest,
+    Finish,
+    FinishReason,
+    Start,
+    TextDelta,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+)
+from .errors import DomainError, Unavailable, ViolationCollector
+from .firewall.engine import FirewallEngine
+from .firewall.verdict import Action, Direction, Verdict
+from .validation import ChatLimits, check_config, check_messages, check_model
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class FirewallNotice:
+    direction: Direction
+    verdict: Verdict
+
+
+ChatEvent = Start | TextDelta | ToolCallDelta | FirewallNotice | Usage | Finish
+
+
+@dataclass(slots=True)
+class CompletedAnswer:
+    """A whole answer, gathered from its events."""
+
+    start: Start | None = None
+    text: list[str] = field(default_factory=list)
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    usage: Usage | None = None
+    finish: Finish | None = None
+    notices: list[FirewallNotice] = field(default_factory=list)
+
+    @property
+    def content(self) -> str:
+        return "".join(self.text)
+
+    def add(self, event: ChatEvent) -> None:
+        match event:
+            case TextDelta(text=text):
+                self.text.append(text)
+            case ToolCallDelta():
+                self._add_tool_delta(event)
+            case Start():
+                self.start = event
+            case Usage():
+                self.usage = event
+            case Finish():
+                self.finish = event
+            case FirewallNotice():
+                self.notices.append(event)
+
+    def _add_tool_delta(self, delta: ToolCallDelta) -> None:
+        while len(self.tool_calls) <= delta.index:
+            self.tool_calls.append(ToolCall("", "", ""))
+        call = self.tool_calls[delta.index]
+        self.tool_calls[delta.index] = ToolCall(
+            delta.id or call.id, delta.name or call.name, call.arguments_json + delta.arguments_delta
+        )
+
+
+class Orchestrator:
+    def __init__(self, catalog: ModelCatalog, firewall: FirewallEngine, limits: ChatLimits) -> None:
+        self.catalog = catalog
+        self.firewall = firewall
+        self.limits = limits
+
+    def validate(self, request: ChatRequest, errors: ViolationCollector | None = None) -> None:
+        errors = errors or ViolationCollector()
+        check_model(request.model, errors)
+        check_messages(request.messages, self.limits, errors)
+        check_config(request.config, errors)
+        errors.raise_if_any()
+
+    async def chat(self, request: ChatRequest, caller: Caller) -> AsyncIterator[ChatEvent]:
+        """Streams one answer. Raises before the first event for anything that
+        can be known up front (invalid, unknown model, blocked, upstream down)."""
+        received = time.perf_counter()
+        self.validate(request)
+        route = self.catalog.resolve(request.model)
+        verdict = await self.firewall.guard_prompt(request.messages, caller)
+        deployment = route.deployments[0]
+        provider = self.catalog.provider(deployment)
+        first_token_at: float | None = None
+        started = False
+        async with aclosing(provider.stream(deployment, request)) as events:
+            async for event in events:
+                if not started:
+                    # Sent with the first upstream event, so the start names the
+                    # deployment that actually answered.
+                    started = True
+                    yield Start(caller.request_id, request.model, deployment)
+                    if verdict.action is not Action.ALLOW:
+                        yield FirewallNotice(Direction.INPUT, verdict)
+                if isinstance(event, Finish):
+                    now = time.perf_counter()
+                    ttft = None if first_token_at is None else first_token_at - received
+                    yield Finish(event.reason, ttft, now - received)
+                    return
+                if first_token_at is None and isinstance(event, (TextDelta, ToolCallDelta)):
+                    first_token_at = time.perf_counter()
+                yield event
+        raise Unavailable("the upstream model ended the answer early", reason="UPSTREAM_INCOMPLETE")
+
+    async def complete(self, request: ChatRequest, caller: Caller) -> CompletedAnswer:
+        answer = CompletedAnswer()
+        async for event in self.chat(request, caller):
+            answer.add(event)
+        return answer
+
+    async def compare(
+        self, requests: Sequence[ChatRequest], caller: Caller
+    ) -> AsyncIterator[tuple[str, ChatEvent | DomainError]]:
+        """Runs every request at once and yields (model, event) as events
+        arrive; a model's failure is yielded as its DomainError and the rest go
+        on. Bounded: each model's stream waits when the reader is behind."""
+        queue: asyncio.Queue[tuple[str, ChatEvent | DomainError] | None] = asyncio.Queue(64)
+
+        async def run(request: ChatRequest) -> None:
+            try:
+                async for event in self.chat(request, caller):
+                    await queue.put((request.model, event))
+            except DomainError as error:
+                await queue.put((request.model, error))
+            except Exception:
+                log.exception("model %s failed in a comparison", request.model)
+                await queue.put((request.model, DomainError("internal error")))
+            finally:
+                await queue.put(None)
+
+        tasks = [asyncio.create_task(run(r)) for r in requests]
+        try:
+            remaining = len(tasks)
+            while remaining:
+                item = await queue.get()
+                if item is None:
+                    remaining -= 1
+                else:
+                    yield item
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+

@@ -1,0 +1,66 @@
+"""Checks on chat requests that do not depend on the transport. Field paths
+match the proto field names so clients can point at the culprit."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .chat import GenerationConfig, Message, Role
+from .errors import ViolationCollector
+
+MAX_STOP_SEQUENCES = 4
+MAX_TOOLS = 128
+
+
+class ChatLimits:
+    """Size limits on a chat request, from settings."""
+
+    __slots__ = ("max_input_chars", "max_messages")
+
+    def __init__(self, max_messages: int, max_input_chars: int) -> None:
+        self.max_messages = max_messages
+        self.max_input_chars = max_input_chars
+
+
+def check_messages(
+    messages: Sequence[Message], limits: ChatLimits, errors: ViolationCollector, path: str = "messages"
+) -> None:
+    if not messages:
+        errors.add(path, "at least one message is required")
+        return
+    if len(messages) > limits.max_messages:
+        errors.add(path, f"at most {limits.max_messages} messages are allowed")
+    total_chars = 0
+    for index, message in enumerate(messages):
+        total_chars += len(message.content)
+        if not message.content and not message.tool_calls:
+            errors.add(f"{path}[{index}].content", "must not be empty")
+        if message.role is Role.TOOL and not message.tool_call_id:
+            errors.add(f"{path}[{index}].tool_call_id", "is required for tool messages")
+    if total_chars > limits.max_input_chars:
+        errors.add(path, f"total content is {total_chars} characters; the limit is {limits.max_input_chars}")
+
+
+def check_config(config: GenerationConfig, errors: ViolationCollector, path: str = "config") -> None:
+    if config.temperature is not None and not 0.0 <= config.temperature <= 2.0:
+        errors.add(f"{path}.temperature", "must be between 0 and 2")
+    if config.top_p is not None and not 0.0 <= config.top_p <= 1.0:
+        errors.add(f"{path}.top_p", "must be between 0 and 1")
+    if config.max_tokens is not None and config.max_tokens < 1:
+        errors.add(f"{path}.max_tokens", "must be at least 1")
+    if len(config.stop) > MAX_STOP_SEQUENCES:
+        errors.add(f"{path}.stop", f"at most {MAX_STOP_SEQUENCES} stop sequences are allowed")
+    if any(not s for s in config.stop):
+        errors.add(f"{path}.stop", "stop sequences must not be empty")
+    if len(config.tools) > MAX_TOOLS:
+        errors.add(f"{path}.tools", f"at most {MAX_TOOLS} tools are allowed")
+    for index, tool in enumerate(config.tools):
+        if not tool.name:
+            errors.add(f"{path}.tools[{index}].name", "is required")
+
+
+def check_model(model: str, errors: ViolationCollector, path: str = "model") -> None:
+    if not model:
+        errors.add(path, "is required")
+    elif len(model) > 256:
+        errors.add(path, "must be at most 256 characters")

@@ -1,0 +1,18 @@
+"""The interface every model provider implements."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+from ..domain.chat import ChatRequest, Deployment, ProviderEvent
+
+
+class ChatProvider(Protocol):
+    """Streams one answer from one deployment. Implementations must stop the
+    upstream call when the iterator is closed or cancelled, and raise only
+    `DomainError`s (mapping their SDK's exceptions)."""
+
+    def stream(self, deployment: Deployment, request: ChatRequest) -> AsyncIterator[ProviderEvent]: ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,83 @@
+"""Typed server settings, read once from the environment."""
+
+from __future__ import annotations
+
+import socket
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+def _default_instance_id() -> str:
+    return "orchestrator-" + socket.gethostname().lower().replace(".", "-")[:40]
+
+
+class Settings(BaseSettings):
+    """Everything `pointsman serve` can be told. Names follow what users of LLM
+    gateways expect (OPENAI_API_KEY, USE_MOCK, ...); Pointsman's own knobs carry
+    the POINTSMAN_ prefix."""
+
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", populate_by_name=True)
+
+    # Where the gRPC server listens, host:port. Port 0 picks a free port.
+    address: str = Field("127.0.0.1:50051", validation_alias="POINTSMAN_ADDRESS")
+
+    # Providers.
+    use_mock: bool = Field(False, validation_alias="USE_MOCK")
+    openai_api_key: SecretStr | None = Field(None, validation_alias="OPENAI_API_KEY")
+    openai_base_url: str | None = Field(None, validation_alias="OPENAI_BASE_URL")
+    openai_models: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["gpt-4o-mini", "gpt-4o"], validation_alias="OPENAI_MODELS"
+    )
+    upstream_timeout_seconds: float = Field(
+        60.0, gt=0, validation_alias="POINTSMAN_UPSTREAM_TIMEOUT_SECONDS"
+    )
+
+    # Firewall.
+    firewall_enabled: bool = Field(True, validation_alias="FIREWALL_ENABLED")
+    firewall_block_on_violation: bool = Field(True, validation_alias="FIREWALL_BLOCK_ON_VIOLATION")
+    firewall_allowlist_topics: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias="FIREWALL_ALLOWLIST_TOPICS"
+    )
+
+    # Identity of this instance and the registry it reports to.
+    org_id: str = Field("default", validation_alias="ORG_ID")
+    orchestrator_id: str = Field(
+        default_factory=_default_instance_id, validation_alias="ORCHESTRATOR_ID"
+    )
+    registry_addr: str | None = Field(None, validation_alias="REGISTRY_ADDR")
+    # Address other instances use to reach this one; defaults to `address`.
+    advertise_address: str | None = Field(None, validation_alias="POINTSMAN_ADVERTISE_ADDRESS")
+    registry_lease_seconds: float = Field(
+        15.0, ge=1, le=300, validation_alias="POINTSMAN_REGISTRY_LEASE_SECONDS"
+    )
+
+    # Limits.
+    max_message_bytes: int = Field(
+        4 * 1024 * 1024, ge=1024, validation_alias="POINTSMAN_MAX_MESSAGE_BYTES"
+    )
+    max_input_chars: int = Field(400_000, ge=1, validation_alias="POINTSMAN_MAX_INPUT_CHARS")
+    max_messages: int = Field(1000, ge=1, validation_alias="POINTSMAN_MAX_MESSAGES")
+    max_concurrent_streams: int = Field(
+        1000, ge=1, validation_alias="POINTSMAN_MAX_CONCURRENT_STREAMS"
+    )
+
+    # Operations.
+    shutdown_grace_seconds: float = Field(
+        10.0, ge=0, validation_alias="POINTSMAN_SHUTDOWN_GRACE_SECONDS"
+    )
+    log_level: str = Field("INFO", validation_alias="LOG_LEVEL")
+    log_format: Literal["text", "json"] = Field("text", validation_alias="LOG_FORMAT")
+
+    @field_validator("openai_models", "firewall_allowlist_topics", mode="before")
+    @classmethod
+    def _split_csv(cls, value: object) -> object:
+        # Lists come from the environment as comma-separated text.
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @property
+    def uses_builtin_model_only(self) -> bool:
+        return self.use_mock or (self.openai_api_key is None and self.openai_base_url is None)

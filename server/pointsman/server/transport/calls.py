@@ -1,0 +1,173 @@
+"""Per-call plumbing for every RPC, in one server interceptor: request id
+(accepted from and echoed in `x-request-id`), access log, and the mapping of
+errors to status codes and details. It wraps all four call kinds."""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import os
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from grpc.aio import AbortError
+
+from ..domain.caller import Caller
+from ..domain.errors import DomainError
+from .errors import internal_status, status_code_for, to_status
+
+REQUEST_ID_HEADER = "x-request-id"
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/-]{1,128}$")
+
+access_log = logging.getLogger("pointsman.access")
+log = logging.getLogger(__name__)
+
+current_request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
+
+
+def _request_id(context: grpc.aio.ServicerContext) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == REQUEST_ID_HEADER and isinstance(value, str) and _VALID_REQUEST_ID.match(value):
+            return value
+    return os.urandom(8).hex()
+
+
+class CallContext:
+    """Who is calling; the servicers read it through `caller()`. Auth will
+    fill in the principal and organisation; until then every call belongs to
+    the server's organisation."""
+
+    def __init__(self, organisation: str) -> None:
+        self.organisation = organisation
+
+    def caller(self) -> Caller:
+        return Caller(current_request_id.get(), self.organisation)
+
+
+class CallInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self) -> None:
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        method: str = handler_call_details.method
+        if handler is None:
+            return handler
+        wrapped = self._wrapped.get(method)
+        if wrapped is None:
+            wrapped = self._wrapped[method] = _wrap(handler, method)
+        return wrapped
+
+
+async def _begin(context: grpc.aio.ServicerContext) -> tuple[str, float]:
+    request_id = _request_id(context)
+    current_request_id.set(request_id)
+    await context.send_initial_metadata(((REQUEST_ID_HEADER, request_id),))
+    return request_id, time.perf_counter()
+
+
+async def _fail(context: grpc.aio.ServicerContext, error: BaseException, request_id: str) -> str:
+    """Aborts the call with the right status; returns the code name for the log."""
+    if isinstance(error, DomainError):
+        status = to_status(error, request_id)
+    else:
+        log.error("unhandled error in call %s", request_id, exc_info=error)
+        status = internal_status(request_id)
+    await context.abort_with_status(status)
+    raise AssertionError("unreachable")  # abort_with_status always raises
+
+
+def _log(method: str, code: str, started: float, request_id: str) -> None:
+    if access_log.isEnabledFor(logging.INFO):
+        access_log.info(
+            "%s %s %.2fms",
+            method,
+            code,
+            (time.perf_counter() - started) * 1000,
+            extra={"rpc": method, "code": code, "request_id": request_id},
+        )
+
+
+def _code_of(error: BaseException) -> str:
+    if isinstance(error, DomainError):
+        return status_code_for(error).name
+    return "INTERNAL"
+
+
+def _wrap(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+    if handler.unary_unary:
+        inner_uu = handler.unary_unary
+
+        async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            request_id, started = await _begin(context)
+            code = "OK"
+            try:
+                return await inner_uu(request, context)
+            except AbortError:
+                code = "ABORTED_BY_HANDLER"
+                raise
+            except Exception as error:
+                code = _code_of(error)
+                await _fail(context, error, request_id)
+            finally:
+                _log(method, code, started, request_id)
+
+        return grpc.unary_unary_rpc_method_handler(
+            unary_unary, handler.request_deserializer, handler.response_serializer
+        )
+
+    def streaming(inner: Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]) -> Any:
+        async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            request_id, started = await _begin(context)
+            code = "OK"
+            try:
+                async for response in inner(request, context):
+                    yield response
+            except AbortError:
+                code = "ABORTED_BY_HANDLER"
+                raise
+            except BaseException as error:
+                if not isinstance(error, Exception):
+                    code = "CANCELLED"
+                    raise
+                code = _code_of(error)
+                await _fail(context, error, request_id)
+            finally:
+                _log(method, code, started, request_id)
+
+        return stream
+
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(
+            streaming(handler.unary_stream), handler.request_deserializer, handler.response_serializer
+        )
+    if handler.stream_stream:
+        return grpc.stream_stream_rpc_method_handler(
+            streaming(handler.stream_stream), handler.request_deserializer, handler.response_serializer
+        )
+    inner_su = handler.stream_unary
+
+    async def stream_unary(request_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
+        request_id, started = await _begin(context)
+        code = "OK"
+        try:
+            return await inner_su(request_iterator, context)
+        except AbortError:
+            code = "ABORTED_BY_HANDLER"
+            raise
+        except Exception as error:
+            code = _code_of(error)
+            await _fail(context, error, request_id)
+        finally:
+            _log(method, code, started, request_id)
+
+    return grpc.stream_unary_rpc_method_handler(
+        stream_unary, handler.request_deserializer, handler.response_serializer
+    )

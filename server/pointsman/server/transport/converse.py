@@ -1,0 +1,164 @@
+"""One Converse session: a reader takes turns and cancels off the request
+stream while a worker answers turns in order; both feed one bounded event
+queue that the RPC streams back."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import grpc
+
+from pointsman.orchestrator.v1 import orchestrator_pb2 as pb
+
+from ..domain import chat
+from ..domain.caller import Caller
+from ..domain.conversations import ConversationStore
+from ..domain.errors import DomainError, InvalidArgument, ViolationCollector
+from ..domain.orchestrator import CompletedAnswer, Orchestrator
+from ..domain.validation import check_config
+from . import convert
+from .errors import status_code_for
+from .resources import resource_id
+
+MAX_QUEUED_TURNS = 16
+_END = object()
+
+
+class ConverseSession:
+    def __init__(self, orchestrator: Orchestrator, conversations: ConversationStore, caller: Caller) -> None:
+        self._orchestrator = orchestrator
+        self._conversations = conversations
+        self._caller = caller
+        self._events: asyncio.Queue[object] = asyncio.Queue(64)
+        self._turns: asyncio.Queue[pb.UserTurn | None] = asyncio.Queue(MAX_QUEUED_TURNS)
+        self._cancelled: set[str] = set()
+        self._seen: set[str] = set()
+        self._current: tuple[str, asyncio.Task[None]] | None = None
+
+    async def run(self, requests: AsyncIterator[pb.ConverseRequest]) -> AsyncIterator[pb.ConverseResponse]:
+        first = await anext(aiter(requests), None)
+        if first is None or first.WhichOneof("action") != "setup":
+            raise InvalidArgument.one("setup", "the first message of a session must be a setup")
+        started = self._open(first.setup)
+        yield started
+        reader = asyncio.create_task(self._read(requests))
+        worker = asyncio.create_task(self._work())
+        try:
+            while True:
+                item = await self._events.get()
+                if item is _END:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item  # type: ignore[misc]
+        finally:
+            for task in (reader, worker):
+                task.cancel()
+            await asyncio.gather(reader, worker, return_exceptions=True)
+
+    def _open(self, setup: pb.ConversationSetup) -> pb.ConverseResponse:
+        errors = ViolationCollector()
+        if not setup.model:
+            errors.add("setup.model", "is required")
+        self._config = convert.config_from_proto(setup.config)
+        check_config(self._config, errors, "setup.config")
+        errors.raise_if_any()
+        self._orchestrator.catalog.resolve(setup.model)
+        self._model = setup.model
+        if setup.conversation:
+            self._id = resource_id(setup.conversation, "conversations", "setup.conversation")
+            self._history = self._conversations.load(self._caller.organisation, self._id)
+        else:
+            self._id = self._conversations.new_id()
+            self._history = [chat.Message(chat.Role.SYSTEM, setup.system_prompt)] if setup.system_prompt else []
+            self._conversations.save(self._caller.organisation, self._id, self._history)
+        return pb.ConverseResponse(
+            started=pb.ConversationStarted(
+                conversation=f"conversations/{self._id}", history_length=len(self._history)
+            )
+        )
+
+    async def _read(self, requests: AsyncIterator[pb.ConverseRequest]) -> None:
+        try:
+            async for request in requests:
+                action = request.WhichOneof("action")
+                if action == "turn":
+                    await self._turns.put(request.turn)
+                elif action == "cancel":
+                    self._cancel(request.cancel.turn_id)
+                else:
+                    raise InvalidArgument.one("setup", "a session takes exactly one setup, first")
+            await self._turns.put(None)  # the client half-closed: finish queued turns
+        except (DomainError, grpc.RpcError) as error:
+            await self._events.put(error)
+
+    def _cancel(self, turn_id: str) -> None:
+        if self._current is not None and self._current[0] == turn_id:
+            self._current[1].cancel()
+        else:
+            self._cancelled.add(turn_id)
+
+    async def _work(self) -> None:
+        while (turn := await self._turns.get()) is not None:
+            problem = self._check_turn(turn)
+            if problem is not None:
+                await self._events.put(self._error(turn.turn_id, problem))
+                continue
+            self._seen.add(turn.turn_id)
+            if turn.turn_id in self._cancelled:
+                await self._events.put(self._cancelled_error(turn.turn_id))
+                continue
+            task = asyncio.create_task(self._answer(turn))
+            self._current = (turn.turn_id, task)
+            try:
+                await task
+            except asyncio.CancelledError:
+                if not task.cancelled():
+                    raise  # the session itself is being cancelled
+                await self._events.put(self._cancelled_error(turn.turn_id))
+            finally:
+                self._current = None
+        await self._events.put(_END)
+
+    def _check_turn(self, turn: pb.UserTurn) -> DomainError | None:
+        if not turn.turn_id or len(turn.turn_id) > 128:
+            return InvalidArgument.one("turn.turn_id", "must be 1 to 128 characters")
+        if turn.turn_id in self._seen:
+            return InvalidArgument.one("turn.turn_id", "must be unique within the session")
+        if not turn.content:
+            return InvalidArgument.one("turn.content", "must not be empty")
+        return None
+
+    async def _answer(self, turn: pb.UserTurn) -> None:
+        user = chat.Message(chat.Role.USER, turn.content)
+        request = chat.ChatRequest(self._model, [*self._history, user], self._config)
+        answer = CompletedAnswer()
+        try:
+            async for event in self._orchestrator.chat(request, self._caller):
+                answer.add(event)
+                await self._events.put(pb.ConverseResponse(turn_id=turn.turn_id, **convert.event_fields(event)))
+        except DomainError as error:
+            await self._events.put(self._error(turn.turn_id, error))
+            return
+        assistant = chat.Message(chat.Role.ASSISTANT, answer.content, tool_calls=tuple(answer.tool_calls))
+        self._history += [user, assistant]
+        self._conversations.save(self._caller.organisation, self._id, self._history)
+
+    @staticmethod
+    def _error(turn_id: str, error: DomainError) -> pb.ConverseResponse:
+        return pb.ConverseResponse(
+            turn_id=turn_id,
+            error=pb.TurnError(code=status_code_for(error).value[0], reason=error.reason, message=error.message),
+        )
+
+    @staticmethod
+    def _cancelled_error(turn_id: str) -> pb.ConverseResponse:
+        return pb.ConverseResponse(
+            turn_id=turn_id,
+            error=pb.TurnError(
+                code=grpc.StatusCode.CANCELLED.value[0], reason="TURN_CANCELLED", message="the turn was cancelled"
+            ),
+        )
+
+

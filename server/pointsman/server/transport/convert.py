@@ -1,0 +1,288 @@
+"""Proto <-> domain translation. Unknown enum numbers and malformed fields
+become field violations here, before the domain sees the request."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from google.protobuf import json_format, timestamp_pb2
+
+from pointsman.firewall.v1 import firewall_pb2 as fw
+from pointsman.orchestrator.v1 import orchestrator_pb2 as orch
+from pointsman.registry.v1 import registry_pb2 as reg
+from pointsman.type.v1 import chat_pb2, firewall_pb2
+
+from ..domain import chat, registry
+from ..domain.errors import ViolationCollector
+from ..domain.firewall import rules, verdict
+from ..domain.orchestrator import CompletedAnswer, FirewallNotice
+
+# -- enums ------------------------------------------------------------------
+
+ROLES = {
+    chat_pb2.ROLE_SYSTEM: chat.Role.SYSTEM,
+    chat_pb2.ROLE_USER: chat.Role.USER,
+    chat_pb2.ROLE_ASSISTANT: chat.Role.ASSISTANT,
+    chat_pb2.ROLE_TOOL: chat.Role.TOOL,
+}
+ROLES_TO_PROTO = {v: k for k, v in ROLES.items()}
+FINISH_REASONS = {
+    chat.FinishReason.STOP: orch.FINISH_REASON_STOP,
+    chat.FinishReason.LENGTH: orch.FINISH_REASON_LENGTH,
+    chat.FinishReason.TOOL_CALLS: orch.FINISH_REASON_TOOL_CALLS,
+    chat.FinishReason.CONTENT_FILTER: orch.FINISH_REASON_CONTENT_FILTER,
+}
+PROVIDERS = {
+    chat.ProviderKind.BUILTIN: orch.PROVIDER_BUILTIN,
+    chat.ProviderKind.OPENAI: orch.PROVIDER_OPENAI,
+    chat.ProviderKind.ANTHROPIC: orch.PROVIDER_ANTHROPIC,
+}
+DIRECTIONS = {
+    firewall_pb2.DIRECTION_INPUT: verdict.Direction.INPUT,
+    firewall_pb2.DIRECTION_OUTPUT: verdict.Direction.OUTPUT,
+}
+DIRECTIONS_TO_PROTO = {v: k for k, v in DIRECTIONS.items()}
+ACTIONS = {
+    firewall_pb2.ACTION_ALLOW: verdict.Action.ALLOW,
+    firewall_pb2.ACTION_REDACT: verdict.Action.REDACT,
+    firewall_pb2.ACTION_BLOCK: verdict.Action.BLOCK,
+    firewall_pb2.ACTION_LOG: verdict.Action.LOG,
+}
+ACTIONS_TO_PROTO = {v: k for k, v in ACTIONS.items()}
+CATEGORIES = {
+    firewall_pb2.CATEGORY_BLOCK_RULE: verdict.Category.BLOCK_RULE,
+    firewall_pb2.CATEGORY_NOT_ALLOWED: verdict.Category.NOT_ALLOWED,
+    firewall_pb2.CATEGORY_PII: verdict.Category.PII,
+    firewall_pb2.CATEGORY_SECRET: verdict.Category.SECRET,
+    firewall_pb2.CATEGORY_TOXICITY: verdict.Category.TOXICITY,
+}
+CATEGORIES_TO_PROTO = {v: k for k, v in CATEGORIES.items()}
+RULE_KINDS = {fw.RULE_KIND_BLOCK: rules.RuleKind.BLOCK, fw.RULE_KIND_ALLOW: rules.RuleKind.ALLOW}
+RULE_KINDS_TO_PROTO = {v: k for k, v in RULE_KINDS.items()}
+MATCH_TYPES = {
+    fw.MATCH_TYPE_SUBSTRING: rules.MatchType.SUBSTRING,
+    fw.MATCH_TYPE_REGEX: rules.MatchType.REGEX,
+    fw.MATCH_TYPE_TOPIC: rules.MatchType.TOPIC,
+}
+MATCH_TYPES_TO_PROTO = {v: k for k, v in MATCH_TYPES.items()}
+RULE_SCOPES = {
+    fw.RULE_SCOPE_UNSPECIFIED: rules.RuleScope.INPUT,
+    fw.RULE_SCOPE_INPUT: rules.RuleScope.INPUT,
+    fw.RULE_SCOPE_OUTPUT: rules.RuleScope.OUTPUT,
+    fw.RULE_SCOPE_BOTH: rules.RuleScope.BOTH,
+}
+RULE_SCOPES_TO_PROTO = {
+    rules.RuleScope.INPUT: fw.RULE_SCOPE_INPUT,
+    rules.RuleScope.OUTPUT: fw.RULE_SCOPE_OUTPUT,
+    rules.RuleScope.BOTH: fw.RULE_SCOPE_BOTH,
+}
+RULE_CHANGES = {"created": fw.CHANGE_TYPE_CREATED, "updated": fw.CHANGE_TYPE_UPDATED, "deleted": fw.CHANGE_TYPE_DELETED}
+INSTANCE_CHANGES = {
+    registry.InstanceChangeType.REGISTERED: reg.INSTANCE_CHANGE_TYPE_REGISTERED,
+    registry.InstanceChangeType.UPDATED: reg.INSTANCE_CHANGE_TYPE_UPDATED,
+    registry.InstanceChangeType.DEREGISTERED: reg.INSTANCE_CHANGE_TYPE_DEREGISTERED,
+    registry.InstanceChangeType.EXPIRED: reg.INSTANCE_CHANGE_TYPE_EXPIRED,
+}
+
+
+def enum_value(table: dict[int, Any], value: int, path: str, errors: ViolationCollector, *, required: bool = True) -> Any:
+    """Looks an enum number up; unset (0) and unknown numbers are violations."""
+    found = table.get(value)
+    if found is None and (required or value != 0):
+        errors.add(path, "is required" if value == 0 else f"unknown value {value}")
+    return found
+
+
+def optional_enum(table: dict[int, Any], value: int, path: str, errors: ViolationCollector) -> Any:
+    return None if value == 0 else enum_value(table, value, path, errors)
+
+
+def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
+    if value is None:
+        return None
+    out = timestamp_pb2.Timestamp()
+    out.FromDatetime(value)
+    return out
+
+
+def from_timestamp(value: timestamp_pb2.Timestamp) -> datetime:
+    return value.ToDatetime(tzinfo=UTC)
+
+
+# -- chat -------------------------------------------------------------------
+
+
+def messages_from_proto(messages: Any, errors: ViolationCollector, path: str = "messages") -> list[chat.Message]:
+    out = []
+    for index, m in enumerate(messages):
+        role = enum_value(ROLES, m.role, f"{path}[{index}].role", errors)
+        tool_calls = tuple(chat.ToolCall(c.id, c.name, c.arguments_json) for c in m.tool_calls)
+        out.append(chat.Message(role or chat.Role.USER, m.content, m.name, m.tool_call_id, tool_calls))
+    return out
+
+
+def config_from_proto(config: chat_pb2.GenerationConfig) -> chat.GenerationConfig:
+    return chat.GenerationConfig(
+        temperature=config.temperature if config.HasField("temperature") else None,
+        top_p=config.top_p if config.HasField("top_p") else None,
+        max_tokens=config.max_tokens if config.HasField("max_tokens") else None,
+        stop=tuple(config.stop),
+        seed=config.seed if config.HasField("seed") else None,
+        tools=tuple(
+            chat.Tool(t.name, t.description, json_format.MessageToDict(t.parameters))
+            for t in config.tools
+        ),
+    )
+
+
+def chat_request_from_proto(request: Any, errors: ViolationCollector) -> chat.ChatRequest:
+    """For ChatRequest, CompleteRequest and BatchItem, which share these fields."""
+    return chat.ChatRequest(
+        model=request.model,
+        messages=messages_from_proto(request.messages, errors),
+        config=config_from_proto(request.config),
+    )
+
+
+def usage_to_proto(usage: chat.Usage) -> chat_pb2.Usage:
+    return chat_pb2.Usage(
+        input_tokens=usage.input_tokens, output_tokens=usage.output_tokens, total_tokens=usage.total_tokens
+    )
+
+
+def deployment_to_proto(deployment: chat.Deployment) -> orch.Deployment:
+    return orch.Deployment(
+        name=deployment.name,
+        provider=PROVIDERS[deployment.provider],
+        model=deployment.model,
+        endpoint=deployment.endpoint,
+    )
+
+
+def start_to_proto(start: chat.Start) -> orch.ChatStart:
+    return orch.ChatStart(
+        request_id=start.request_id, model=start.model, deployment=deployment_to_proto(start.deployment)
+    )
+
+
+def finish_to_proto(finish: chat.Finish) -> orch.ChatFinish:
+    out = orch.ChatFinish(reason=FINISH_REASONS[finish.reason])
+    if finish.time_to_first_token is not None:
+        out.timings.time_to_first_token.FromNanoseconds(int(finish.time_to_first_token * 1e9))
+    if finish.total is not None:
+        out.timings.total.FromNanoseconds(int(finish.total * 1e9))
+    return out
+
+
+def verdict_to_proto(v: verdict.Verdict) -> firewall_pb2.Verdict:
+    return firewall_pb2.Verdict(
+        action=ACTIONS_TO_PROTO[v.action],
+        findings=[finding_to_proto(f) for f in v.findings],
+        redacted_text=v.redacted_text,
+        decision=v.decision,
+    )
+
+
+def finding_to_proto(f: verdict.Finding) -> firewall_pb2.Finding:
+    return firewall_pb2.Finding(
+        category=CATEGORIES_TO_PROTO[f.category], type=f.type, rule=f.rule, start=f.start, end=f.end, score=f.score
+    )
+
+
+def notice_to_proto(notice: FirewallNotice) -> orch.FirewallNotice:
+    return orch.FirewallNotice(
+        direction=DIRECTIONS_TO_PROTO[notice.direction], verdict=verdict_to_proto(notice.verdict)
+    )
+
+
+def event_fields(event: Any) -> dict[str, Any]:
+    """A chat event as the keyword argument of the event oneof shared by
+    ChatResponse, ConverseResponse and CompareResponse."""
+    kind = type(event)
+    if kind is chat.TextDelta:
+        return {"text_delta": orch.TextDelta(text=event.text)}
+    if kind is chat.ToolCallDelta:
+        return {
+            "tool_call_delta": orch.ToolCallDelta(
+                index=event.index, id=event.id, name=event.name, arguments_delta=event.arguments_delta
+            )
+        }
+    if kind is chat.Start:
+        return {"start": start_to_proto(event)}
+    if kind is chat.Usage:
+        return {"usage": usage_to_proto(event)}
+    if kind is chat.Finish:
+        return {"finish": finish_to_proto(event)}
+    if kind is FirewallNotice:
+        return {"firewall_notice": notice_to_proto(event)}
+    raise TypeError(f"not a chat event: {kind.__name__}")
+
+
+def complete_response(answer: CompletedAnswer) -> orch.CompleteResponse:
+    response = orch.CompleteResponse(
+        message=chat_pb2.ChatMessage(
+            role=chat_pb2.ROLE_ASSISTANT,
+            content=answer.content,
+            tool_calls=[
+                chat_pb2.ToolCall(id=c.id, name=c.name, arguments_json=c.arguments_json)
+                for c in answer.tool_calls
+            ],
+        ),
+        firewall_notices=[notice_to_proto(n) for n in answer.notices],
+    )
+    if answer.start is not None:
+        response.start.CopyFrom(start_to_proto(answer.start))
+    if answer.usage is not None:
+        response.usage.CopyFrom(usage_to_proto(answer.usage))
+    if answer.finish is not None:
+        response.finish.CopyFrom(finish_to_proto(answer.finish))
+    return response
+
+
+# -- firewall ---------------------------------------------------------------
+
+
+def rule_to_proto(rule: rules.Rule) -> fw.Rule:
+    return fw.Rule(
+        name=rule.name,
+        kind=RULE_KINDS_TO_PROTO[rule.kind],
+        match_type=MATCH_TYPES_TO_PROTO[rule.match_type],
+        pattern=rule.pattern,
+        keywords=list(rule.keywords),
+        description=rule.description,
+        enabled=rule.enabled,
+        scope=RULE_SCOPES_TO_PROTO[rule.scope],
+        create_time=timestamp(rule.create_time),
+        update_time=timestamp(rule.update_time),
+    )
+
+
+def decision_to_proto(d: verdict.Decision) -> fw.Decision:
+    return fw.Decision(
+        name=d.name,
+        create_time=timestamp(d.create_time),
+        principal=d.principal,
+        organisation=d.organisation,
+        direction=DIRECTIONS_TO_PROTO[d.direction],
+        action=ACTIONS_TO_PROTO[d.action],
+        findings=[finding_to_proto(f) for f in d.findings],
+        content_sha256=d.content_sha256,
+        request_id=d.request_id,
+    )
+
+
+# -- registry ---------------------------------------------------------------
+
+
+def instance_to_proto(instance: registry.Instance) -> reg.Instance:
+    return reg.Instance(
+        name=instance.name,
+        instance_id=instance.instance_id,
+        address=instance.address,
+        version=instance.version,
+        models=list(instance.models),
+        labels=instance.labels,
+        register_time=timestamp(instance.register_time),
+        lease_expire_time=timestamp(instance.lease_expire_time),
+    )

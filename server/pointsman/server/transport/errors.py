@@ -1,0 +1,68 @@
+"""Domain errors to gRPC status with AIP-193 details: exactly one ErrorInfo,
+BadRequest for invalid fields, RetryInfo where a retry can help."""
+
+from __future__ import annotations
+
+import grpc
+from google.protobuf import duration_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from ..domain import errors as domain
+
+ERROR_DOMAIN = "pointsman.dev"
+
+# Most specific class first.
+_CODES: list[tuple[type[domain.DomainError], grpc.StatusCode]] = [
+    (domain.InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
+    (domain.NotFound, grpc.StatusCode.NOT_FOUND),
+    (domain.AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
+    (domain.ContentBlocked, grpc.StatusCode.PERMISSION_DENIED),
+    (domain.FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
+    (domain.Unavailable, grpc.StatusCode.UNAVAILABLE),
+]
+
+# A retry of an upstream outage may help; this is the hint when the upstream
+# did not say how long to wait.
+DEFAULT_RETRY_SECONDS = 1.0
+
+
+def status_code_for(error: domain.DomainError) -> grpc.StatusCode:
+    for cls, code in _CODES:
+        if isinstance(error, cls):
+            return code
+    return grpc.StatusCode.INTERNAL
+
+
+def to_status(error: domain.DomainError, request_id: str) -> grpc.Status:
+    code = status_code_for(error)
+    status = status_pb2.Status(code=code.value[0], message=error.message)
+    metadata = dict(error.metadata)
+    metadata["request_id"] = request_id
+    status.details.add().Pack(
+        error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=metadata)
+    )
+    if isinstance(error, domain.InvalidArgument):
+        status.details.add().Pack(
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                    for v in error.violations
+                ]
+            )
+        )
+    if isinstance(error, domain.Unavailable):
+        seconds = error.retry_after_seconds or DEFAULT_RETRY_SECONDS
+        delay = duration_pb2.Duration()
+        delay.FromNanoseconds(int(seconds * 1e9))
+        status.details.add().Pack(error_details_pb2.RetryInfo(retry_delay=delay))
+    return rpc_status.to_status(status)
+
+
+def internal_status(request_id: str) -> grpc.Status:
+    """For errors we did not foresee: no detail leaves the process but the id
+    that finds the traceback in the log."""
+    error = domain.DomainError(f"internal error; quote request id {request_id} when reporting it")
+    return to_status(error, request_id)
+
+

@@ -1,0 +1,165 @@
+"""FirewallService: scans, rule CRUD and watch, decision listing."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+
+from pointsman.firewall.v1 import firewall_pb2 as pb
+from pointsman.firewall.v1 import firewall_pb2_grpc
+
+from ..backends.broadcast import SubscriberTooSlow
+from ..backends.decision_log import DecisionFilter, DecisionLog
+from ..backends.rule_store import RuleStore
+from ..domain.errors import InvalidArgument, Unavailable, ViolationCollector
+from ..domain.firewall.engine import FirewallEngine
+from ..domain.firewall.rules import Rule, check_rule
+from ..domain.firewall.verdict import Direction
+from . import convert
+from .calls import CallContext
+from .resources import decode_offset, decode_token, encode_token, page_size, resource_id
+
+UPDATABLE_FIELDS = {"kind", "match_type", "pattern", "keywords", "description", "enabled", "scope"}
+
+
+class FirewallServicer(firewall_pb2_grpc.FirewallServiceServicer):
+    def __init__(
+        self,
+        engine: FirewallEngine,
+        rules: RuleStore,
+        decisions: DecisionLog,
+        calls: CallContext,
+        max_scan_chars: int,
+    ) -> None:
+        self._engine = engine
+        self._rules = rules
+        self._decisions = decisions
+        self._calls = calls
+        self._max_scan_chars = max_scan_chars
+
+    def _scan_input(self, text: str, direction: int, path: str = "") -> Direction:
+        errors = ViolationCollector()
+        if not text:
+            errors.add(f"{path}text", "must not be empty")
+        elif len(text) > self._max_scan_chars:
+            errors.add(f"{path}text", f"must be at most {self._max_scan_chars} characters")
+        found = convert.optional_enum(convert.DIRECTIONS, direction, f"{path}direction", errors)
+        errors.raise_if_any()
+        return found or Direction.INPUT
+
+    async def Scan(self, request: pb.ScanRequest, context: grpc.aio.ServicerContext) -> pb.ScanResponse:
+        direction = self._scan_input(request.text, request.direction)
+        verdict = await self._engine.scan(request.text, direction, self._calls.caller())
+        return pb.ScanResponse(verdict=convert.verdict_to_proto(verdict))
+
+    async def ScanStream(
+        self, request_iterator: AsyncIterator[pb.ScanStreamRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.ScanStreamResponse]:
+        caller = self._calls.caller()
+        async for request in request_iterator:
+            direction = self._scan_input(request.text, request.direction)
+            verdict = await self._engine.scan(request.text, direction, caller)
+            yield pb.ScanStreamResponse(item_id=request.item_id, verdict=convert.verdict_to_proto(verdict))
+
+    def _rule_from_proto(self, rule: pb.Rule, rule_id: str = "") -> Rule:
+        errors = ViolationCollector()
+        domain_rule = Rule(
+            id=rule_id,
+            organisation=self._calls.caller().organisation,
+            kind=convert.enum_value(convert.RULE_KINDS, rule.kind, "rule.kind", errors),
+            match_type=convert.enum_value(convert.MATCH_TYPES, rule.match_type, "rule.match_type", errors),
+            pattern=rule.pattern,
+            keywords=tuple(rule.keywords),
+            description=rule.description,
+            enabled=rule.enabled,
+            scope=convert.enum_value(convert.RULE_SCOPES, rule.scope, "rule.scope", errors, required=False),
+        )
+        if domain_rule.match_type is not None:
+            check_rule(domain_rule, errors)
+        errors.raise_if_any()
+        return domain_rule
+
+    async def CreateRule(self, request: pb.CreateRuleRequest, context: grpc.aio.ServicerContext) -> pb.CreateRuleResponse:
+        if not request.HasField("rule"):
+            raise InvalidArgument.one("rule", "is required")
+        created = await self._rules.create_rule(self._rule_from_proto(request.rule))
+        return pb.CreateRuleResponse(rule=convert.rule_to_proto(created))
+
+    async def GetRule(self, request: pb.GetRuleRequest, context: grpc.aio.ServicerContext) -> pb.GetRuleResponse:
+        rule = await self._rules.get_rule(self._calls.caller().organisation, resource_id(request.name, "rules"))
+        return pb.GetRuleResponse(rule=convert.rule_to_proto(rule))
+
+    async def ListRules(self, request: pb.ListRulesRequest, context: grpc.aio.ServicerContext) -> pb.ListRulesResponse:
+        size = page_size(request.page_size)
+        offset = decode_offset(request.page_token)
+        rules = await self._rules.list_rules(self._calls.caller().organisation)
+        return pb.ListRulesResponse(
+            rules=[convert.rule_to_proto(r) for r in rules[offset : offset + size]],
+            next_page_token=encode_token(str(offset + size)) if offset + size < len(rules) else "",
+        )
+
+    async def UpdateRule(self, request: pb.UpdateRuleRequest, context: grpc.aio.ServicerContext) -> pb.UpdateRuleResponse:
+        paths = list(request.update_mask.paths)
+        errors = ViolationCollector()
+        if not paths:
+            errors.add("update_mask", "name at least one field to change")
+        for path in paths:
+            if path not in UPDATABLE_FIELDS:
+                errors.add("update_mask", f"'{path}' cannot be changed; allowed: {', '.join(sorted(UPDATABLE_FIELDS))}")
+        errors.raise_if_any()
+        organisation = self._calls.caller().organisation
+        current = await self._rules.get_rule(organisation, resource_id(request.rule.name, "rules", "rule.name"))
+        merged = convert.rule_to_proto(current)
+        for path in paths:
+            if path == "keywords":
+                del merged.keywords[:]
+                merged.keywords.extend(request.rule.keywords)
+            else:
+                setattr(merged, path, getattr(request.rule, path))
+        updated = self._rule_from_proto(merged, current.id).with_changes(create_time=current.create_time)
+        saved = await self._rules.update_rule(updated)
+        return pb.UpdateRuleResponse(rule=convert.rule_to_proto(saved))
+
+    async def DeleteRule(self, request: pb.DeleteRuleRequest, context: grpc.aio.ServicerContext) -> pb.DeleteRuleResponse:
+        await self._rules.delete_rule(self._calls.caller().organisation, resource_id(request.name, "rules"))
+        return pb.DeleteRuleResponse()
+
+    async def WatchRules(self, request: pb.WatchRulesRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.WatchRulesResponse]:
+        organisation = self._calls.caller().organisation
+        subscription = self._rules.changes.subscribe()  # before the snapshot: no gap
+        try:
+            rules = await self._rules.list_rules(organisation)
+            yield pb.WatchRulesResponse(snapshot=pb.RuleSnapshot(rules=[convert.rule_to_proto(r) for r in rules]))
+            async for change in subscription:
+                if change.rule.organisation == organisation:
+                    yield pb.WatchRulesResponse(
+                        change=pb.RuleChange(
+                            change_type=convert.RULE_CHANGES[change.change_type],
+                            rule=convert.rule_to_proto(change.rule),
+                        )
+                    )
+        except SubscriberTooSlow:
+            raise Unavailable("this watcher fell behind; watch again for a fresh snapshot", reason="WATCH_OVERFLOW") from None
+        finally:
+            subscription.close()
+
+    async def ListDecisions(self, request: pb.ListDecisionsRequest, context: grpc.aio.ServicerContext) -> pb.ListDecisionsResponse:
+        errors = ViolationCollector()
+        where = DecisionFilter(
+            action=convert.optional_enum(convert.ACTIONS, request.action, "action", errors),
+            direction=convert.optional_enum(convert.DIRECTIONS, request.direction, "direction", errors),
+            category=convert.optional_enum(convert.CATEGORIES, request.category, "category", errors),
+            start_time=convert.from_timestamp(request.start_time) if request.HasField("start_time") else None,
+            end_time=convert.from_timestamp(request.end_time) if request.HasField("end_time") else None,
+        )
+        errors.raise_if_any()
+        decisions, next_cursor = await self._decisions.list_decisions(
+            self._calls.caller().organisation, where, page_size(request.page_size), decode_token(request.page_token)
+        )
+        return pb.ListDecisionsResponse(
+            decisions=[convert.decision_to_proto(d) for d in decisions],
+            next_page_token=encode_token(next_cursor) if next_cursor else "",
+        )
+
+

@@ -1,0 +1,189 @@
+"""OrchestratorService: translates protos to domain calls and back."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from pointsman.orchestrator.v1 import orchestrator_pb2 as pb
+from pointsman.orchestrator.v1 import orchestrator_pb2_grpc
+
+from ..domain import chat
+from ..domain.batches import DEFAULT_CONCURRENCY, MAX_CONCURRENCY, MAX_ITEMS, BatchItem, BatchRunner
+from ..domain.conversations import ConversationStore
+from ..domain.errors import DomainError, ViolationCollector
+from ..domain.orchestrator import FirewallNotice, Orchestrator
+from . import convert
+from .calls import CallContext
+from .converse import ConverseSession
+from .errors import status_code_for
+from .resources import decode_offset, encode_token, page_size, resource_id
+
+MAX_COMPARE_MODELS = 8
+
+
+def turn_error(error: DomainError) -> pb.TurnError:
+    return pb.TurnError(code=status_code_for(error).value[0], reason=error.reason, message=error.message)
+
+
+class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
+    def __init__(
+        self,
+        orchestrator: Orchestrator,
+        conversations: ConversationStore,
+        batches: BatchRunner,
+        calls: CallContext,
+    ) -> None:
+        self._orchestrator = orchestrator
+        self._conversations = conversations
+        self._batches = batches
+        self._calls = calls
+
+    def _chat_request(self, request: Any) -> chat.ChatRequest:
+        errors = ViolationCollector()
+        domain_request = convert.chat_request_from_proto(request, errors)
+        self._orchestrator.validate(domain_request, errors)
+        return domain_request
+
+    async def Chat(self, request: pb.ChatRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.ChatResponse]:
+        domain_request = self._chat_request(request)
+        async for event in self._orchestrator.chat(domain_request, self._calls.caller()):
+            yield pb.ChatResponse(**convert.event_fields(event))
+
+    async def Complete(self, request: pb.CompleteRequest, context: grpc.aio.ServicerContext) -> pb.CompleteResponse:
+        answer = await self._orchestrator.complete(self._chat_request(request), self._calls.caller())
+        return convert.complete_response(answer)
+
+    async def Converse(
+        self, request_iterator: AsyncIterator[pb.ConverseRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.ConverseResponse]:
+        session = ConverseSession(self._orchestrator, self._conversations, self._calls.caller())
+        async for response in session.run(request_iterator):
+            yield response
+
+    async def Compare(self, request: pb.CompareRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.CompareResponse]:
+        errors = ViolationCollector()
+        models = list(request.models)
+        if not 2 <= len(models) <= MAX_COMPARE_MODELS:
+            errors.add("models", f"name 2 to {MAX_COMPARE_MODELS} models")
+        if len(set(models)) != len(models):
+            errors.add("models", "must not repeat a model")
+        messages = convert.messages_from_proto(request.messages, errors)
+        config = convert.config_from_proto(request.config)
+        requests = [chat.ChatRequest(m, messages, config) for m in models]
+        for r in requests:
+            self._orchestrator.validate(r, errors)
+        if request.judge_model:
+            self._orchestrator.catalog.resolve(request.judge_model)
+        errors.raise_if_any()
+        for r in requests:  # unknown models fail the call up front
+            self._orchestrator.catalog.resolve(r.model)
+
+        caller = self._calls.caller()
+        answers: dict[str, list[str]] = {m: [] for m in models}
+        async for model, item in self._orchestrator.compare(requests, caller):
+            if isinstance(item, DomainError):
+                yield pb.CompareResponse(model=model, error=turn_error(item))
+                continue
+            if isinstance(item, chat.TextDelta):
+                answers[model].append(item.text)
+            if not isinstance(item, FirewallNotice):
+                yield pb.CompareResponse(model=model, **convert.event_fields(item))
+
+        if request.judge_model:
+            judge = chat.ChatRequest(request.judge_model, _judge_prompt(messages, answers), config)
+            try:
+                async for event in self._orchestrator.chat(judge, caller):
+                    if not isinstance(event, FirewallNotice):  # CompareResponse has no notice event
+                        yield pb.CompareResponse(
+                            model=request.judge_model, synthesis=True, **convert.event_fields(event)
+                        )
+            except DomainError as error:
+                yield pb.CompareResponse(model=request.judge_model, synthesis=True, error=turn_error(error))
+
+    async def ListModels(self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext) -> pb.ListModelsResponse:
+        size = page_size(request.page_size)
+        offset = decode_offset(request.page_token)
+        routes = self._orchestrator.catalog.routes()
+        page = routes[offset : offset + size]
+        return pb.ListModelsResponse(
+            models=[
+                pb.Model(
+                    name=f"models/{r.alias}",
+                    alias=r.alias,
+                    deployments=[convert.deployment_to_proto(d) for d in r.deployments],
+                    builtin=r.builtin,
+                )
+                for r in page
+            ],
+            next_page_token=encode_token(str(offset + size)) if offset + size < len(routes) else "",
+        )
+
+    async def CreateBatch(self, request: pb.CreateBatchRequest, context: grpc.aio.ServicerContext) -> pb.CreateBatchResponse:
+        errors = ViolationCollector()
+        if not 1 <= len(request.items) <= MAX_ITEMS:
+            errors.add("items", f"submit 1 to {MAX_ITEMS} items")
+        if not 0 <= request.max_concurrency <= MAX_CONCURRENCY:
+            errors.add("max_concurrency", f"must be 0 to {MAX_CONCURRENCY}")
+        items: list[BatchItem] = []
+        seen: set[str] = set()
+        for index, item in enumerate(request.items):
+            item_errors = ViolationCollector()
+            domain_request = convert.chat_request_from_proto(item, item_errors)
+            self._orchestrator.validate(domain_request, item_errors)
+            if not item.custom_id or len(item.custom_id) > 128:
+                item_errors.add("custom_id", "must be 1 to 128 characters")
+            elif item.custom_id in seen:
+                item_errors.add("custom_id", "must be unique within the batch")
+            seen.add(item.custom_id)
+            for v in item_errors.violations:
+                errors.add(f"items[{index}].{v.field}", v.description)
+            items.append(BatchItem(item.custom_id, domain_request))
+            if len(errors.violations) > 100:
+                break
+        errors.raise_if_any()
+        batch = self._batches.submit(items, request.max_concurrency or DEFAULT_CONCURRENCY, self._calls.caller())
+        return pb.CreateBatchResponse(batch=_batch_to_proto(batch))
+
+    async def GetBatch(self, request: pb.GetBatchRequest, context: grpc.aio.ServicerContext) -> pb.GetBatchResponse:
+        batch = self._batches.get(self._calls.caller().organisation, resource_id(request.name, "batches"))
+        return pb.GetBatchResponse(batch=_batch_to_proto(batch))
+
+    async def WatchBatch(self, request: pb.WatchBatchRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.WatchBatchResponse]:
+        organisation = self._calls.caller().organisation
+        batch_id = resource_id(request.name, "batches")
+        async for result in self._batches.watch(organisation, batch_id):
+            out = pb.BatchResult(custom_id=result.custom_id)
+            if result.answer is not None:
+                out.response.CopyFrom(convert.complete_response(result.answer))
+            if result.error is not None:
+                out.error.CopyFrom(turn_error(result.error))
+            yield pb.WatchBatchResponse(result=out)
+        yield pb.WatchBatchResponse(done=_batch_to_proto(self._batches.get(organisation, batch_id)))
+
+
+def _batch_to_proto(batch: Any) -> pb.Batch:
+    return pb.Batch(
+        name=batch.name,
+        state=pb.BATCH_STATE_DONE if batch.done else pb.BATCH_STATE_RUNNING,
+        total_items=batch.total,
+        succeeded_items=batch.succeeded,
+        failed_items=batch.failed,
+        create_time=convert.timestamp(batch.create_time),
+    )
+
+
+def _judge_prompt(messages: list[chat.Message], answers: dict[str, list[str]]) -> list[chat.Message]:
+    question = "\n".join(m.content for m in messages if m.role is chat.Role.USER)
+    parts = [f"### {model}\n{''.join(text) or '(no answer)'}" for model, text in answers.items()]
+    return [
+        chat.Message(
+            chat.Role.SYSTEM,
+            "You compare answers from several models. Say where they agree and differ, "
+            "which is most accurate and why, then write the best combined answer.",
+        ),
+        chat.Message(chat.Role.USER, f"Question:\n{question}\n\nAnswers:\n" + "\n\n".join(parts)),
+    ]
+

@@ -1,0 +1,100 @@
+"""RegistryService: registration, lease heartbeats, listing and watching."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+
+from pointsman.registry.v1 import registry_pb2 as pb
+from pointsman.registry.v1 import registry_pb2_grpc
+
+from ..backends.broadcast import SubscriberTooSlow
+from ..domain.errors import InvalidArgument, Unavailable, ViolationCollector
+from ..domain.registry import Instance, Registry, check_instance
+from . import convert
+from .calls import CallContext
+from .resources import decode_offset, encode_token, page_size, resource_id
+
+
+class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
+    def __init__(self, registry: Registry, calls: CallContext) -> None:
+        self._registry = registry
+        self._calls = calls
+
+    async def RegisterInstance(
+        self, request: pb.RegisterInstanceRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RegisterInstanceResponse:
+        if not request.HasField("instance"):
+            raise InvalidArgument.one("instance", "is required")
+        given = request.instance
+        instance = Instance(
+            instance_id=given.instance_id,
+            organisation=self._calls.caller().organisation,
+            address=given.address,
+            version=given.version,
+            models=tuple(given.models),
+            labels=dict(given.labels),
+        )
+        errors = ViolationCollector()
+        check_instance(instance, errors)
+        lease_seconds = None
+        if request.HasField("lease_duration"):
+            lease_seconds = request.lease_duration.ToNanoseconds() / 1e9
+            if not 1.0 <= lease_seconds <= 300.0:
+                errors.add("lease_duration", "must be between 1s and 300s")
+        errors.raise_if_any()
+        registered, granted = self._registry.register(instance, lease_seconds)
+        response = pb.RegisterInstanceResponse(instance=convert.instance_to_proto(registered))
+        response.lease_duration.FromNanoseconds(int(granted * 1e9))
+        return response
+
+    async def Heartbeat(
+        self, request_iterator: AsyncIterator[pb.HeartbeatRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.HeartbeatResponse]:
+        organisation = self._calls.caller().organisation
+        async for request in request_iterator:
+            instance = self._registry.renew(organisation, resource_id(request.name, "instances"))
+            yield pb.HeartbeatResponse(
+                name=instance.name, lease_expire_time=convert.timestamp(instance.lease_expire_time)
+            )
+
+    async def GetInstance(self, request: pb.GetInstanceRequest, context: grpc.aio.ServicerContext) -> pb.GetInstanceResponse:
+        instance = self._registry.get(self._calls.caller().organisation, resource_id(request.name, "instances"))
+        return pb.GetInstanceResponse(instance=convert.instance_to_proto(instance))
+
+    async def ListInstances(self, request: pb.ListInstancesRequest, context: grpc.aio.ServicerContext) -> pb.ListInstancesResponse:
+        size = page_size(request.page_size)
+        offset = decode_offset(request.page_token)
+        instances = self._registry.list(self._calls.caller().organisation)
+        return pb.ListInstancesResponse(
+            instances=[convert.instance_to_proto(i) for i in instances[offset : offset + size]],
+            next_page_token=encode_token(str(offset + size)) if offset + size < len(instances) else "",
+        )
+
+    async def DeregisterInstance(
+        self, request: pb.DeregisterInstanceRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeregisterInstanceResponse:
+        self._registry.deregister(self._calls.caller().organisation, resource_id(request.name, "instances"))
+        return pb.DeregisterInstanceResponse()
+
+    async def WatchInstances(
+        self, request: pb.WatchInstancesRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.WatchInstancesResponse]:
+        organisation = self._calls.caller().organisation
+        subscription = self._registry.changes.subscribe()  # before the snapshot: no gap
+        try:
+            snapshot = [convert.instance_to_proto(i) for i in self._registry.list(organisation)]
+            yield pb.WatchInstancesResponse(snapshot=pb.InstanceSnapshot(instances=snapshot))
+            async for change in subscription:
+                if change.instance.organisation == organisation:
+                    yield pb.WatchInstancesResponse(
+                        change=pb.InstanceChange(
+                            change_type=convert.INSTANCE_CHANGES[change.change_type],
+                            instance=convert.instance_to_proto(change.instance),
+                        )
+                    )
+        except SubscriberTooSlow:
+            raise Unavailable("this watcher fell behind; watch again for a fresh snapshot", reason="WATCH_OVERFLOW") from None
+        finally:
+            subscription.close()
