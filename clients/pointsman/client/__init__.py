@@ -1,0 +1,7 @@
+"""Thin Python clients for Pointsman, over the generated stubs."""
+
+from .aio import AsyncClient
+from .errors import FieldViolation, PointsmanError
+from .sync import Client
+
+__all__ = ["AsyncClient", "Client", "FieldViolation", "PointsmanError"]

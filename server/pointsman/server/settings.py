@@ -18,7 +18,10 @@ class Settings(BaseSettings):
     gateways expect (OPENAI_API_KEY, USE_MOCK, ...); Pointsman's own knobs carry
     the POINTSMAN_ prefix."""
 
-    model_config = SettingsConfigDict(env_file=None, extra="ignore", populate_by_name=True)
+    # Empty variables (`FOO=` in compose files) mean "unset", not "empty value".
+    model_config = SettingsConfigDict(
+        env_file=None, extra="ignore", populate_by_name=True, env_ignore_empty=True
+    )
 
     # Where the gRPC server listens, host:port. Port 0 picks a free port.
     address: str = Field("127.0.0.1:50051", validation_alias="POINTSMAN_ADDRESS")

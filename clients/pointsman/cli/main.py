@@ -1,0 +1,316 @@
+"""The `pointsman` command: runs the server, and talks to one through the
+Python client. Exit status: 0 on success, the gRPC status code number on an
+RPC error (5 NOT_FOUND, 14 UNAVAILABLE, ...), 1 when `health` is not SERVING."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from google.protobuf import json_format
+
+from ..client import Client, PointsmanError
+from ..client.options import DEFAULT_ADDRESS
+
+
+def _print_json(message: Any) -> None:
+    print(json_format.MessageToJson(message, indent=None), flush=True)
+
+
+def _print_error(error: PointsmanError) -> int:
+    print(f"error: {error}", file=sys.stderr)
+    for violation in error.field_violations:
+        print(f"  {violation.field}: {violation.description}", file=sys.stderr)
+    if error.request_id:
+        print(f"  request id: {error.request_id}", file=sys.stderr)
+    return int(error.code.value[0])
+
+
+def _client(args: argparse.Namespace) -> Client:
+    return Client(args.address, api_key=args.api_key, timeout=args.timeout)
+
+
+# -- commands -----------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from pointsman.server.app import serve
+    from pointsman.server.logs import configure_logging
+    from pointsman.server.settings import Settings
+
+    overrides = {"POINTSMAN_ADDRESS": args.address} if args.address_given else {}
+    settings = Settings(**overrides)
+    configure_logging(settings.log_level, settings.log_format)
+    asyncio.run(serve(settings))
+    return 0
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from pointsman.orchestrator.v1 import orchestrator_pb2 as pb
+    from pointsman.type.v1 import chat_pb2
+
+    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    messages = []
+    if args.system:
+        messages.append(chat_pb2.ChatMessage(role=chat_pb2.ROLE_SYSTEM, content=args.system))
+    messages.append(chat_pb2.ChatMessage(role=chat_pb2.ROLE_USER, content=prompt))
+    config = chat_pb2.GenerationConfig()
+    if args.max_tokens is not None:
+        config.max_tokens = args.max_tokens
+    if args.temperature is not None:
+        config.temperature = args.temperature
+    request = pb.ChatRequest(model=args.model, messages=messages, config=config)
+    with _client(args) as client:
+        wrote_text = False
+        for event in client.orchestrator.Chat(request):
+            if args.json:
+                _print_json(event)
+            elif event.HasField("text_delta"):
+                sys.stdout.write(event.text_delta.text)
+                sys.stdout.flush()
+                wrote_text = True
+            elif event.HasField("finish") and event.finish.reason != pb.FINISH_REASON_STOP:
+                reason = pb.FinishReason.Name(event.finish.reason).removeprefix("FINISH_REASON_").lower()
+                print(f"\n[finished: {reason}]", file=sys.stderr)
+        if wrote_text:
+            print()
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from pointsman.orchestrator.v1 import orchestrator_pb2 as pb
+
+    with _client(args) as client:
+        for model in _pages(lambda token: client.orchestrator.ListModels(pb.ListModelsRequest(page_token=token)), "models"):
+            if args.json:
+                _print_json(model)
+            else:
+                where = ", ".join(f"{d.name} ({d.model})" for d in model.deployments)
+                label = "  [built-in deterministic model]" if model.builtin else ""
+                print(f"{model.alias}\t{where}{label}")
+    return 0
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    from pointsman.firewall.v1 import firewall_pb2 as pb
+    from pointsman.type.v1 import firewall_pb2 as types
+
+    text = sys.stdin.read() if args.text == "-" else args.text
+    direction = types.DIRECTION_OUTPUT if args.direction == "output" else types.DIRECTION_INPUT
+    with _client(args) as client:
+        response = client.firewall.Scan(pb.ScanRequest(text=text, direction=direction))
+    if args.json:
+        _print_json(response)
+    else:
+        verdict = response.verdict
+        print(types.Action.Name(verdict.action).removeprefix("ACTION_").lower())
+        for finding in verdict.findings:
+            category = types.Category.Name(finding.category).removeprefix("CATEGORY_").lower()
+            print(f"  {category} {finding.type or finding.rule} [{finding.start}:{finding.end}]")
+    return 0
+
+
+def _rule_line(rule: Any) -> str:
+    from pointsman.firewall.v1 import firewall_pb2 as pb
+
+    kind = pb.RuleKind.Name(rule.kind).removeprefix("RULE_KIND_").lower()
+    match = pb.MatchType.Name(rule.match_type).removeprefix("MATCH_TYPE_").lower()
+    what = ", ".join(rule.keywords) if rule.keywords else rule.pattern
+    state = "" if rule.enabled else "  (disabled)"
+    return f"{rule.name}\t{kind}\t{match}\t{what}{state}"
+
+
+def cmd_rules(args: argparse.Namespace) -> int:
+    from pointsman.firewall.v1 import firewall_pb2 as pb
+
+    with _client(args) as client:
+        if args.rules_command == "add":
+            rule = pb.Rule(
+                kind=pb.RULE_KIND_ALLOW if args.allow else pb.RULE_KIND_BLOCK,
+                description=args.description or "",
+                enabled=True,
+                scope={"input": pb.RULE_SCOPE_INPUT, "output": pb.RULE_SCOPE_OUTPUT, "both": pb.RULE_SCOPE_BOTH}[args.scope],
+            )
+            if args.regex is not None:
+                rule.match_type, rule.pattern = pb.MATCH_TYPE_REGEX, args.regex
+            elif args.topic is not None:
+                rule.match_type = pb.MATCH_TYPE_TOPIC
+                rule.keywords.extend(k.strip() for k in args.topic.split(",") if k.strip())
+            else:
+                rule.match_type, rule.pattern = pb.MATCH_TYPE_SUBSTRING, args.substring
+            created = client.firewall.CreateRule(pb.CreateRuleRequest(rule=rule)).rule
+            _print_json(created) if args.json else print(created.name)
+        elif args.rules_command == "list":
+            for rule in _pages(lambda token: client.firewall.ListRules(pb.ListRulesRequest(page_token=token)), "rules"):
+                _print_json(rule) if args.json else print(_rule_line(rule))
+        elif args.rules_command == "get":
+            rule = client.firewall.GetRule(pb.GetRuleRequest(name=_name(args.name, "rules"))).rule
+            _print_json(rule) if args.json else print(_rule_line(rule))
+        elif args.rules_command == "rm":
+            client.firewall.DeleteRule(pb.DeleteRuleRequest(name=_name(args.name, "rules")))
+            if not args.json:
+                print(f"deleted {_name(args.name, 'rules')}")
+        elif args.rules_command == "watch":
+            for event in client.firewall.WatchRules(pb.WatchRulesRequest(), timeout=args.watch_timeout):
+                if args.json:
+                    _print_json(event)
+                elif event.HasField("snapshot"):
+                    print(f"snapshot: {len(event.snapshot.rules)} rules", flush=True)
+                    for rule in event.snapshot.rules:
+                        print(f"  {_rule_line(rule)}", flush=True)
+                else:
+                    change = pb.ChangeType.Name(event.change.change_type).removeprefix("CHANGE_TYPE_").lower()
+                    print(f"{change}: {_rule_line(event.change.rule)}", flush=True)
+    return 0
+
+
+def cmd_registry(args: argparse.Namespace) -> int:
+    from pointsman.registry.v1 import registry_pb2 as pb
+
+    def line(instance: Any) -> str:
+        expires = instance.lease_expire_time.ToDatetime().strftime("%H:%M:%S")
+        return f"{instance.name}\t{instance.address}\t{instance.version}\tlease until {expires}Z"
+
+    with _client(args) as client:
+        if args.registry_command == "ls":
+            pages = _pages(lambda token: client.registry.ListInstances(pb.ListInstancesRequest(page_token=token)), "instances")
+            for instance in pages:
+                _print_json(instance) if args.json else print(line(instance))
+        else:
+            for event in client.registry.WatchInstances(pb.WatchInstancesRequest(), timeout=args.watch_timeout):
+                if args.json:
+                    _print_json(event)
+                elif event.HasField("snapshot"):
+                    print(f"snapshot: {len(event.snapshot.instances)} instances", flush=True)
+                    for instance in event.snapshot.instances:
+                        print(f"  {line(instance)}", flush=True)
+                else:
+                    change = pb.InstanceChangeType.Name(event.change.change_type)
+                    print(f"{change.removeprefix('INSTANCE_CHANGE_TYPE_').lower()}: {line(event.change.instance)}", flush=True)
+    return 0
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    from grpc_health.v1 import health_pb2
+
+    with _client(args) as client:
+        status = client.health(args.service)
+    name = health_pb2.HealthCheckResponse.ServingStatus.Name(status)
+    if args.json:
+        print(f'{{"status": "{name}"}}')
+    else:
+        print(name)
+    return 0 if status == health_pb2.HealthCheckResponse.SERVING else 1
+
+
+# -- plumbing -----------------------------------------------------------------
+
+
+def _name(value: str, collection: str) -> str:
+    return value if value.startswith(collection + "/") else f"{collection}/{value}"
+
+
+def _pages(fetch: Any, field: str) -> Iterator[Any]:
+    token = ""
+    while True:
+        response = fetch(token)
+        yield from getattr(response, field)
+        token = response.next_page_token
+        if not token:
+            return
+
+
+class _AddressAction(argparse.Action):
+    def __call__(self, parser: Any, namespace: argparse.Namespace, values: Any, option_string: Any = None) -> None:
+        namespace.address = values
+        namespace.address_given = True
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--address",
+        action=_AddressAction,
+        default=os.environ.get("POINTSMAN_ADDRESS", DEFAULT_ADDRESS),
+        help="server host:port (env POINTSMAN_ADDRESS; default %(default)s)",
+    )
+    common.add_argument("--json", action="store_true", help="print responses in the protobuf JSON mapping, one per line")
+    common.add_argument("--timeout", type=float, default=30.0, help="deadline of each call in seconds")
+    common.add_argument("--api-key", default=os.environ.get("POINTSMAN_API_KEY"), help="API key (env POINTSMAN_API_KEY)")
+
+    parser = argparse.ArgumentParser(prog="pointsman", description="Pointsman LLM gateway")
+    parser.set_defaults(address_given=False)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", parents=[common], help="run the server (configured from the environment)")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("chat", parents=[common], help="stream an answer; '-' reads the prompt from stdin")
+    p.add_argument("prompt")
+    p.add_argument("-m", "--model", default=os.environ.get("POINTSMAN_MODEL", "builtin"), help="model alias (env POINTSMAN_MODEL)")
+    p.add_argument("--system", help="system prompt")
+    p.add_argument("--max-tokens", type=int)
+    p.add_argument("--temperature", type=float)
+    p.set_defaults(func=cmd_chat)
+
+    p = sub.add_parser("models", parents=[common], help="list model aliases")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("scan", parents=[common], help="scan text with the firewall; '-' reads stdin")
+    p.add_argument("text")
+    p.add_argument("--direction", choices=["input", "output"], default="input")
+    p.set_defaults(func=cmd_scan)
+
+    rules = sub.add_parser("rules", help="firewall rules").add_subparsers(dest="rules_command", required=True)
+    p = rules.add_parser("add", parents=[common], help="add a rule")
+    kind = p.add_mutually_exclusive_group(required=True)
+    kind.add_argument("--block", action="store_true", help="block matching content")
+    kind.add_argument("--allow", action="store_true", help="allow matching content (turns on allowlist mode)")
+    match = p.add_mutually_exclusive_group(required=True)
+    match.add_argument("--substring", help="case-insensitive substring")
+    match.add_argument("--regex", help="regular expression (case-insensitive)")
+    match.add_argument("--topic", help="comma-separated keywords, matched as whole words")
+    p.add_argument("--description")
+    p.add_argument("--scope", choices=["input", "output", "both"], default="input")
+    p.set_defaults(func=cmd_rules)
+    for verb, text in (("list", "list rules"), ("watch", "print the rules, then every change")):
+        p = rules.add_parser(verb, parents=[common], help=text)
+        p.add_argument("--watch-timeout", type=float, default=None, help=argparse.SUPPRESS if verb == "list" else "stop watching after this many seconds")
+        p.set_defaults(func=cmd_rules)
+    for verb, text in (("get", "show a rule"), ("rm", "delete a rule")):
+        p = rules.add_parser(verb, parents=[common], help=text)
+        p.add_argument("name", help="rules/{id} or {id}")
+        p.set_defaults(func=cmd_rules)
+
+    registry = sub.add_parser("registry", help="orchestrator instances").add_subparsers(dest="registry_command", required=True)
+    for verb, text in (("ls", "list live instances"), ("watch", "print instances, then every change")):
+        p = registry.add_parser(verb, parents=[common], help=text)
+        p.add_argument("--watch-timeout", type=float, default=None, help=argparse.SUPPRESS if verb == "ls" else "stop watching after this many seconds")
+        p.set_defaults(func=cmd_registry)
+
+    p = sub.add_parser("health", parents=[common], help="exit 0 only if the server reports SERVING")
+    p.add_argument("--service", default="", help="service name; empty means the whole server")
+    p.set_defaults(func=cmd_health)
+    return parser
+
+
+def main(argv: Iterable[str] | None = None) -> int:
+    args = build_parser().parse_args(list(argv) if argv is not None else None)
+    try:
+        code: int = args.func(args)
+    except PointsmanError as error:
+        if error.code.name == "DEADLINE_EXCEEDED" and getattr(args, "watch_timeout", None):
+            return 0  # a watch that ran for the time asked for ended normally
+        return _print_error(error)
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""Async client over the generated stubs. Each service's RPCs are methods of
+`client.orchestrator`, `client.firewall` and `client.registry`, named as in
+the protos; they raise PointsmanError instead of grpc errors."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from .errors import PointsmanError
+from .options import CHANNEL_OPTIONS, DEFAULT_ADDRESS, SERVICES, CallDefaults
+
+
+class AsyncService:
+    def __init__(self, channel: grpc.aio.Channel, service: ServiceDescriptor, defaults: CallDefaults) -> None:
+        for method in service.methods:
+            setattr(self, method.name, _bind(channel, service, method, defaults))
+
+
+def _bind(channel: grpc.aio.Channel, service: ServiceDescriptor, method: MethodDescriptor, defaults: CallDefaults) -> Callable[..., Any]:
+    path = f"/{service.full_name}/{method.name}"
+    serialize = method.input_type._concrete_class.SerializeToString
+    deserialize = method.output_type._concrete_class.FromString
+    streaming_in, streaming_out = method.client_streaming, method.server_streaming
+    if streaming_in:
+        rpc: Any = (channel.stream_stream if streaming_out else channel.stream_unary)(path, serialize, deserialize)
+    else:
+        rpc = (channel.unary_stream if streaming_out else channel.unary_unary)(path, serialize, deserialize)
+    name = method.name
+
+    def options(timeout: float | None, request_id: str | None) -> dict[str, Any]:
+        return {
+            "timeout": defaults.timeout_for(name, streaming_in or streaming_out, timeout),
+            "metadata": defaults.metadata(request_id),
+        }
+
+    if streaming_out:
+
+        async def stream(request: Any, *, timeout: float | None = None, request_id: str | None = None) -> AsyncIterator[Any]:
+            call = rpc(request, **options(timeout, request_id))
+            try:
+                async for response in call:
+                    yield response
+            except grpc.RpcError as error:
+                raise PointsmanError.from_rpc_error(error) from None
+            finally:
+                call.cancel()  # a no-op when the call is done; stops it when the caller stops reading
+
+        return stream
+
+    async def unary(request: Any, *, timeout: float | None = None, request_id: str | None = None) -> Any:
+        try:
+            return await rpc(request, **options(timeout, request_id))
+        except grpc.RpcError as error:
+            raise PointsmanError.from_rpc_error(error) from None
+
+    return unary
+
+
+class AsyncClient:
+    """`async with AsyncClient("host:port") as client: ...`"""
+
+    def __init__(
+        self,
+        address: str = DEFAULT_ADDRESS,
+        *,
+        api_key: str | None = None,
+        token: str | None = None,
+        timeout: float = 30.0,
+        stream_timeout: float = 300.0,
+    ) -> None:
+        self.channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        defaults = CallDefaults(timeout, stream_timeout, api_key, token)
+        self.orchestrator = AsyncService(self.channel, SERVICES["orchestrator"], defaults)
+        self.firewall = AsyncService(self.channel, SERVICES["firewall"], defaults)
+        self.registry = AsyncService(self.channel, SERVICES["registry"], defaults)
+        self._health = health_pb2_grpc.HealthStub(self.channel)
+        self._timeout = timeout
+
+    async def health(self, service: str = "") -> int:
+        """The serving status (health_pb2.HealthCheckResponse.ServingStatus)."""
+        try:
+            response = await self._health.Check(health_pb2.HealthCheckRequest(service=service), timeout=self._timeout)
+        except grpc.RpcError as error:
+            raise PointsmanError.from_rpc_error(error) from None
+        return int(response.status)
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

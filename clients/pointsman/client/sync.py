@@ -1,0 +1,95 @@
+"""Blocking client over the generated stubs; the same shape as AsyncClient."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from .errors import PointsmanError
+from .options import CHANNEL_OPTIONS, DEFAULT_ADDRESS, SERVICES, CallDefaults
+
+
+class Service:
+    def __init__(self, channel: grpc.Channel, service: ServiceDescriptor, defaults: CallDefaults) -> None:
+        for method in service.methods:
+            setattr(self, method.name, _bind(channel, service, method, defaults))
+
+
+def _bind(channel: grpc.Channel, service: ServiceDescriptor, method: MethodDescriptor, defaults: CallDefaults) -> Callable[..., Any]:
+    path = f"/{service.full_name}/{method.name}"
+    serialize = method.input_type._concrete_class.SerializeToString
+    deserialize = method.output_type._concrete_class.FromString
+    streaming_in, streaming_out = method.client_streaming, method.server_streaming
+    if streaming_in:
+        rpc: Any = (channel.stream_stream if streaming_out else channel.stream_unary)(path, serialize, deserialize)
+    else:
+        rpc = (channel.unary_stream if streaming_out else channel.unary_unary)(path, serialize, deserialize)
+    name = method.name
+
+    def options(timeout: float | None, request_id: str | None) -> dict[str, Any]:
+        return {
+            "timeout": defaults.timeout_for(name, streaming_in or streaming_out, timeout),
+            "metadata": defaults.metadata(request_id),
+        }
+
+    if streaming_out:
+
+        def stream(request: Any, *, timeout: float | None = None, request_id: str | None = None) -> Iterator[Any]:
+            call = rpc(request, **options(timeout, request_id))
+            try:
+                yield from call
+            except grpc.RpcError as error:
+                raise PointsmanError.from_rpc_error(error) from None
+            finally:
+                call.cancel()
+
+        return stream
+
+    def unary(request: Any, *, timeout: float | None = None, request_id: str | None = None) -> Any:
+        try:
+            return rpc(request, **options(timeout, request_id))
+        except grpc.RpcError as error:
+            raise PointsmanError.from_rpc_error(error) from None
+
+    return unary
+
+
+class Client:
+    """`with Client("host:port") as client: ...`"""
+
+    def __init__(
+        self,
+        address: str = DEFAULT_ADDRESS,
+        *,
+        api_key: str | None = None,
+        token: str | None = None,
+        timeout: float = 30.0,
+        stream_timeout: float = 300.0,
+    ) -> None:
+        self.channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+        defaults = CallDefaults(timeout, stream_timeout, api_key, token)
+        self.orchestrator = Service(self.channel, SERVICES["orchestrator"], defaults)
+        self.firewall = Service(self.channel, SERVICES["firewall"], defaults)
+        self.registry = Service(self.channel, SERVICES["registry"], defaults)
+        self._health = health_pb2_grpc.HealthStub(self.channel)
+        self._timeout = timeout
+
+    def health(self, service: str = "") -> int:
+        try:
+            response = self._health.Check(health_pb2.HealthCheckRequest(service=service), timeout=self._timeout)
+        except grpc.RpcError as error:
+            raise PointsmanError.from_rpc_error(error) from None
+        return int(response.status)
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
