@@ -132,9 +132,16 @@ class PointsmanServer:
         return f"{host}:{self.port}"
 
     async def start(self) -> None:
+        await self.listen()
+        await self.become_ready()
+
+    async def listen(self) -> None:
+        """Accepts calls; health says NOT_SERVING until `become_ready`."""
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.start()
+
+    async def become_ready(self) -> None:
         self.registry.start()
         await self._seed_allowlist_topics()
         if self.settings.registry_addr:

@@ -83,11 +83,15 @@ class Orchestrator:
         self.firewall = firewall
         self.limits = limits
 
-    def validate(self, request: ChatRequest, errors: ViolationCollector | None = None) -> None:
-        errors = errors or ViolationCollector()
+    def check(self, request: ChatRequest, errors: ViolationCollector) -> None:
+        """Adds a violation for everything wrong with the request."""
         check_model(request.model, errors)
         check_messages(request.messages, self.limits, errors)
         check_config(request.config, errors)
+
+    def validate(self, request: ChatRequest, errors: ViolationCollector | None = None) -> None:
+        errors = errors or ViolationCollector()
+        self.check(request, errors)
         errors.raise_if_any()
 
     async def chat(self, request: ChatRequest, caller: Caller) -> AsyncIterator[ChatEvent]:

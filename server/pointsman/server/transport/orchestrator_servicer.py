@@ -73,8 +73,8 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         messages = convert.messages_from_proto(request.messages, errors)
         config = convert.config_from_proto(request.config)
         requests = [chat.ChatRequest(m, messages, config) for m in models]
-        for r in requests:
-            self._orchestrator.validate(r, errors)
+        if requests:
+            self._orchestrator.check(requests[0], errors)  # they differ only in model
         if request.judge_model:
             self._orchestrator.catalog.resolve(request.judge_model)
         errors.raise_if_any()
@@ -132,7 +132,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         for index, item in enumerate(request.items):
             item_errors = ViolationCollector()
             domain_request = convert.chat_request_from_proto(item, item_errors)
-            self._orchestrator.validate(domain_request, item_errors)
+            self._orchestrator.check(domain_request, item_errors)
             if not item.custom_id or len(item.custom_id) > 128:
                 item_errors.add("custom_id", "must be 1 to 128 characters")
             elif item.custom_id in seen:
