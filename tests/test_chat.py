@@ -7,12 +7,11 @@ from typing import Any
 
 import grpc
 from helpers_pb import chat_request, event_kinds, text_of, user
-from server_fixtures import collect
-
 from pointsman.client import AsyncClient
 from pointsman.orchestrator.v1 import orchestrator_pb2 as orch
 from pointsman.server.providers.builtin import BUILTIN_PREAMBLE
 from pointsman.type.v1 import chat_pb2
+from server_fixtures import collect
 
 
 async def test_chat_streams_start_deltas_usage_finish(client: AsyncClient) -> None:
@@ -45,9 +44,7 @@ async def test_request_id_is_accepted_and_echoed(server: Any) -> None:
 
 
 async def test_complete_returns_whole_answer(client: AsyncClient) -> None:
-    response = await client.orchestrator.Complete(
-        orch.CompleteRequest(model="builtin", messages=[user("one two")])
-    )
+    response = await client.orchestrator.Complete(orch.CompleteRequest(model="builtin", messages=[user("one two")]))
     assert response.message.role == chat_pb2.ROLE_ASSISTANT
     assert response.message.content == BUILTIN_PREAMBLE + "one two"
     assert response.finish.reason == orch.FINISH_REASON_STOP
@@ -114,7 +111,9 @@ async def test_converse_bad_turn_reports_error_and_session_goes_on(client: Async
 async def test_compare_tags_events_by_model_and_judges(start_server: Any) -> None:
     server = await start_server(USE_MOCK=True, OPENAI_MODELS=["model-a", "model-b"])
     async with AsyncClient(server.address) as client:
-        request = orch.CompareRequest(models=["model-a", "model-b"], messages=[user("compare me")], judge_model="builtin")
+        request = orch.CompareRequest(
+            models=["model-a", "model-b"], messages=[user("compare me")], judge_model="builtin"
+        )
         events = await collect(client.orchestrator.Compare(request))
     for model in ("model-a", "model-b"):
         mine = [e for e in events if e.model == model and not e.synthesis]
@@ -128,7 +127,14 @@ async def test_compare_tags_events_by_model_and_judges(start_server: Any) -> Non
 
 async def test_batch_streams_each_result_and_keeps_failures_apart(client: AsyncClient) -> None:
     items = [orch.BatchItem(custom_id=f"item-{i}", model="builtin", messages=[user(f"question {i}")]) for i in range(5)]
-    items.append(orch.BatchItem(custom_id="too-long", model="builtin", messages=[user("x " * 10)], config=chat_pb2.GenerationConfig(max_tokens=1)))
+    items.append(
+        orch.BatchItem(
+            custom_id="too-long",
+            model="builtin",
+            messages=[user("x " * 10)],
+            config=chat_pb2.GenerationConfig(max_tokens=1),
+        )
+    )
     created = await client.orchestrator.CreateBatch(orch.CreateBatchRequest(items=items, max_concurrency=2))
     assert created.batch.total_items == 6
     events = await collect(client.orchestrator.WatchBatch(orch.WatchBatchRequest(name=created.batch.name)))
@@ -146,7 +152,9 @@ async def test_list_models_pages(start_server: Any) -> None:
     server = await start_server(USE_MOCK=True, OPENAI_MODELS=["m1", "m2", "m3"])
     async with AsyncClient(server.address) as client:
         first = await client.orchestrator.ListModels(orch.ListModelsRequest(page_size=2))
-        second = await client.orchestrator.ListModels(orch.ListModelsRequest(page_size=2, page_token=first.next_page_token))
+        second = await client.orchestrator.ListModels(
+            orch.ListModelsRequest(page_size=2, page_token=first.next_page_token)
+        )
     aliases = [m.alias for m in [*first.models, *second.models]]
     assert aliases == ["builtin", "m1", "m2", "m3"]
     assert second.next_page_token == ""

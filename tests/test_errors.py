@@ -8,13 +8,12 @@ from typing import Any
 import grpc
 import pytest
 from helpers_pb import chat_request, user
-from server_fixtures import collect, raises
-
 from pointsman.client import AsyncClient, PointsmanError
 from pointsman.firewall.v1 import firewall_pb2 as fw
 from pointsman.orchestrator.v1 import orchestrator_pb2 as orch
 from pointsman.registry.v1 import registry_pb2 as reg
 from pointsman.type.v1 import chat_pb2
+from server_fixtures import collect, raises
 
 
 def fields(error: PointsmanError) -> set[str]:
@@ -24,7 +23,7 @@ def fields(error: PointsmanError) -> set[str]:
 def assert_clean(error: PointsmanError) -> None:
     assert error.domain == "pointsman.dev"
     assert error.request_id
-    assert "Traceback" not in error.message and "File \"" not in error.message
+    assert "Traceback" not in error.message and 'File "' not in error.message
 
 
 @pytest.mark.parametrize(
@@ -39,7 +38,9 @@ def assert_clean(error: PointsmanError) -> None:
         (chat_request("hi", max_tokens=0), "config.max_tokens"),
     ],
 )
-async def test_invalid_chat_requests_name_the_field(client: AsyncClient, request_: orch.ChatRequest, field: str) -> None:
+async def test_invalid_chat_requests_name_the_field(
+    client: AsyncClient, request_: orch.ChatRequest, field: str
+) -> None:
     error = await raises(collect(client.orchestrator.Chat(request_)))
     assert error.code == grpc.StatusCode.INVALID_ARGUMENT
     assert error.reason == "INVALID_REQUEST"
@@ -85,7 +86,11 @@ async def test_rule_missing_required_fields(client: AsyncClient) -> None:
     assert {"rule.kind", "rule.match_type"} <= fields(error)
     error = await raises(client.firewall.CreateRule(fw.CreateRuleRequest()))
     assert fields(error) == {"rule"}
-    error = await raises(client.firewall.CreateRule(fw.CreateRuleRequest(rule=fw.Rule(kind=5, match_type=fw.MATCH_TYPE_SUBSTRING, pattern="x"))))
+    error = await raises(
+        client.firewall.CreateRule(
+            fw.CreateRuleRequest(rule=fw.Rule(kind=5, match_type=fw.MATCH_TYPE_SUBSTRING, pattern="x"))
+        )
+    )
     assert "rule.kind" in fields(error)
 
 
@@ -123,7 +128,9 @@ async def test_update_rule_rejects_unknown_mask_paths(client: AsyncClient) -> No
 
 
 async def test_compare_and_batch_validation(client: AsyncClient) -> None:
-    error = await raises(collect(client.orchestrator.Compare(orch.CompareRequest(models=["builtin"], messages=[user("x")]))))
+    error = await raises(
+        collect(client.orchestrator.Compare(orch.CompareRequest(models=["builtin"], messages=[user("x")])))
+    )
     assert "models" in fields(error)
     error = await raises(client.orchestrator.CreateBatch(orch.CreateBatchRequest()))
     assert "items" in fields(error)

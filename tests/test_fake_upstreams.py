@@ -27,9 +27,7 @@ OPENAI_TOOLS: list[ChatCompletionToolParam] = [
         "function": {"name": "lookup", "parameters": {"type": "object", "properties": {}}},
     }
 ]
-ANTHROPIC_TOOLS: list[ToolParam] = [
-    {"name": "lookup", "input_schema": {"type": "object", "properties": {}}}
-]
+ANTHROPIC_TOOLS: list[ToolParam] = [{"name": "lookup", "input_schema": {"type": "object", "properties": {}}}]
 
 
 @pytest_asyncio.fixture
@@ -39,14 +37,10 @@ async def oai_fake() -> AsyncIterator[FakeOpenAI]:
 
 
 @pytest_asyncio.fixture(params=["httpx", "aiohttp"])
-async def oai(
-    request: pytest.FixtureRequest, oai_fake: FakeOpenAI
-) -> AsyncIterator[openai.AsyncOpenAI]:
+async def oai(request: pytest.FixtureRequest, oai_fake: FakeOpenAI) -> AsyncIterator[openai.AsyncOpenAI]:
     """An SDK client on each of its transports: httpx (default) and DefaultAioHttpClient."""
     http_client = openai.DefaultAioHttpClient() if request.param == "aiohttp" else None
-    client = openai.AsyncOpenAI(
-        base_url=oai_fake.base_url, api_key="sk-test", max_retries=0, http_client=http_client
-    )
+    client = openai.AsyncOpenAI(base_url=oai_fake.base_url, api_key="sk-test", max_retries=0, http_client=http_client)
     yield client
     await client.close()
 
@@ -79,9 +73,7 @@ async def test_openai_non_streaming(oai: openai.AsyncOpenAI, oai_fake: FakeOpenA
     assert oai_fake.auth_headers == ["Bearer sk-test"]
 
 
-async def test_openai_streaming_text_and_usage(
-    oai: openai.AsyncOpenAI, oai_fake: FakeOpenAI
-) -> None:
+async def test_openai_streaming_text_and_usage(oai: openai.AsyncOpenAI, oai_fake: FakeOpenAI) -> None:
     stream = await oai.chat.completions.create(
         model="gpt-fake", messages=USER, stream=True, stream_options={"include_usage": True}
     )
@@ -96,9 +88,7 @@ async def test_openai_streaming_text_and_usage(
 
 
 async def test_openai_streaming_tool_call(oai: openai.AsyncOpenAI) -> None:
-    async with oai.chat.completions.stream(
-        model="gpt-fake", messages=USER, tools=OPENAI_TOOLS
-    ) as stream:
+    async with oai.chat.completions.stream(model="gpt-fake", messages=USER, tools=OPENAI_TOOLS) as stream:
         final = await stream.get_final_completion()
     choice = final.choices[0]
     assert choice.finish_reason == "tool_calls"
@@ -137,9 +127,7 @@ async def test_openai_models(oai: openai.AsyncOpenAI) -> None:
         ("fault-401", openai.AuthenticationError),
     ],
 )
-async def test_openai_http_faults(
-    oai: openai.AsyncOpenAI, model: str, error: type[openai.APIStatusError]
-) -> None:
+async def test_openai_http_faults(oai: openai.AsyncOpenAI, model: str, error: type[openai.APIStatusError]) -> None:
     with pytest.raises(error) as info:
         await oai.chat.completions.create(model=model, messages=USER)
     assert info.value.body is not None  # the SDK parsed the OpenAI error body
@@ -148,9 +136,7 @@ async def test_openai_http_faults(
         assert info.value.response.headers["retry-after-ms"] == "1000"
 
 
-async def test_openai_server_wide_fault_for_n_requests(
-    oai: openai.AsyncOpenAI, oai_fake: FakeOpenAI
-) -> None:
+async def test_openai_server_wide_fault_for_n_requests(oai: openai.AsyncOpenAI, oai_fake: FakeOpenAI) -> None:
     oai_fake.set_fault("fault-500", times=1)
     with pytest.raises(openai.InternalServerError):
         await oai.chat.completions.create(model="gpt-fake", messages=USER)
@@ -168,9 +154,7 @@ async def test_openai_cut(oai: openai.AsyncOpenAI, oai_fake: FakeOpenAI) -> None
     await oai_fake.wait_for(lambda: oai_fake.streams_cut == 1 and oai_fake.streams_open == 0)
 
 
-async def test_openai_stall_times_out_and_counts_abort(
-    oai: openai.AsyncOpenAI, oai_fake: FakeOpenAI
-) -> None:
+async def test_openai_stall_times_out_and_counts_abort(oai: openai.AsyncOpenAI, oai_fake: FakeOpenAI) -> None:
     stream = await oai.with_options(timeout=0.5).chat.completions.create(
         model="fault-stall", messages=USER, stream=True
     )
@@ -184,9 +168,7 @@ async def test_openai_stall_times_out_and_counts_abort(
     assert oai_fake.streams_completed == 0
 
 
-async def test_openai_closing_stream_early_aborts_upstream(
-    oai: openai.AsyncOpenAI, oai_fake: FakeOpenAI
-) -> None:
+async def test_openai_closing_stream_early_aborts_upstream(oai: openai.AsyncOpenAI, oai_fake: FakeOpenAI) -> None:
     stream = await oai.chat.completions.create(model="long-100+slow-50", messages=USER, stream=True)
     await stream.__anext__()
     await oai_fake.wait_for(lambda: oai_fake.streams_open == 1)
@@ -205,24 +187,16 @@ async def test_openai_malformed_chunk(oai: openai.AsyncOpenAI) -> None:
 # --------------------------------------------------------------------------- Anthropic
 
 
-async def test_anthropic_non_streaming(
-    ant: anthropic.AsyncAnthropic, ant_fake: FakeAnthropic
-) -> None:
-    m = await ant.messages.create(
-        model="claude-fake", max_tokens=100, system="be terse", messages=ANT_USER
-    )
+async def test_anthropic_non_streaming(ant: anthropic.AsyncAnthropic, ant_fake: FakeAnthropic) -> None:
+    m = await ant.messages.create(model="claude-fake", max_tokens=100, system="be terse", messages=ANT_USER)
     assert m.content[0].type == "text" and m.content[0].text == "Echo: hello big world"
     assert m.stop_reason == "end_turn"
     assert (m.usage.input_tokens, m.usage.output_tokens) == (5, 4)  # system words count
     assert ant_fake.last_request is not None and ant_fake.last_request["system"] == "be terse"
 
 
-async def test_anthropic_streaming_text(
-    ant: anthropic.AsyncAnthropic, ant_fake: FakeAnthropic
-) -> None:
-    async with ant.messages.stream(
-        model="claude-fake", max_tokens=100, messages=ANT_USER
-    ) as stream:
+async def test_anthropic_streaming_text(ant: anthropic.AsyncAnthropic, ant_fake: FakeAnthropic) -> None:
+    async with ant.messages.stream(model="claude-fake", max_tokens=100, messages=ANT_USER) as stream:
         text = [t async for t in stream.text_stream]
         final = await stream.get_final_message()
     assert text == ["Echo: ", "hello ", "big ", "world"]
@@ -232,9 +206,7 @@ async def test_anthropic_streaming_text(
 
 
 async def test_anthropic_event_sequence(ant: anthropic.AsyncAnthropic) -> None:
-    stream = await ant.messages.create(
-        model="claude-fake", max_tokens=100, messages=ANT_USER, stream=True
-    )
+    stream = await ant.messages.create(model="claude-fake", max_tokens=100, messages=ANT_USER, stream=True)
     kinds = [e.type async for e in stream]
     assert kinds == [
         "message_start",
@@ -266,9 +238,7 @@ async def test_anthropic_max_tokens(ant: anthropic.AsyncAnthropic) -> None:
 
 
 async def test_anthropic_stop_sequence(ant: anthropic.AsyncAnthropic) -> None:
-    m = await ant.messages.create(
-        model="claude-fake", max_tokens=100, stop_sequences=["big"], messages=ANT_USER
-    )
+    m = await ant.messages.create(model="claude-fake", max_tokens=100, stop_sequences=["big"], messages=ANT_USER)
     assert m.stop_reason == "stop_sequence" and m.stop_sequence == "big"
     assert m.content[0].type == "text" and m.content[0].text == "Echo: hello "
 
@@ -288,9 +258,7 @@ async def test_anthropic_http_faults(
         await ant.messages.create(model=model, max_tokens=10, messages=ANT_USER)
 
 
-async def test_anthropic_stall_counts_abort(
-    ant: anthropic.AsyncAnthropic, ant_fake: FakeAnthropic
-) -> None:
+async def test_anthropic_stall_counts_abort(ant: anthropic.AsyncAnthropic, ant_fake: FakeAnthropic) -> None:
     # This SDK lets the transport's timeout escape unwrapped from a stream, so accept both.
     with pytest.raises((anthropic.APITimeoutError, httpx2.TimeoutException)):
         async with ant.with_options(timeout=0.5).messages.stream(
@@ -304,9 +272,7 @@ async def test_anthropic_stall_counts_abort(
 # --------------------------------------------------------------------------- standalone mode
 
 
-@pytest.mark.parametrize(
-    ("module", "suffix"), [("openai_upstream.py", "/v1"), ("anthropic_upstream.py", "")]
-)
+@pytest.mark.parametrize(("module", "suffix"), [("openai_upstream.py", "/v1"), ("anthropic_upstream.py", "")])
 async def test_standalone_mode(module: str, suffix: str) -> None:
     script = Path(__file__).parent / "fakes" / module
     proc = await asyncio.create_subprocess_exec(
@@ -323,9 +289,7 @@ async def test_standalone_mode(module: str, suffix: str) -> None:
             assert r.choices[0].message.content == "Echo: hello big world"
         else:
             async with anthropic.AsyncAnthropic(base_url=base_url, api_key="k") as aclient:
-                m = await aclient.messages.create(
-                    model="claude-fake", max_tokens=9, messages=ANT_USER
-                )
+                m = await aclient.messages.create(model="claude-fake", max_tokens=9, messages=ANT_USER)
             assert m.stop_reason == "end_turn"
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), timeout=10) == 0

@@ -8,14 +8,15 @@ from typing import Any
 
 import grpc
 from helpers_pb import chat_request
-from server_fixtures import collect, eventually, raises
-
 from pointsman.client import AsyncClient
 from pointsman.firewall.v1 import firewall_pb2 as fw
 from pointsman.type.v1 import firewall_pb2 as types
+from server_fixtures import collect, eventually, raises
 
 
-def rule(kind: int, match_type: int, pattern: str = "", keywords: tuple[str, ...] = (), **extra: Any) -> fw.CreateRuleRequest:
+def rule(
+    kind: int, match_type: int, pattern: str = "", keywords: tuple[str, ...] = (), **extra: Any
+) -> fw.CreateRuleRequest:
     return fw.CreateRuleRequest(
         rule=fw.Rule(kind=kind, match_type=match_type, pattern=pattern, keywords=keywords, enabled=True, **extra)
     )
@@ -26,7 +27,11 @@ async def scan(client: AsyncClient, text: str, direction: int = types.DIRECTION_
 
 
 async def test_rule_crud_round_trip(client: AsyncClient) -> None:
-    created = (await client.firewall.CreateRule(rule(fw.RULE_KIND_BLOCK, fw.MATCH_TYPE_SUBSTRING, "Project X", description="leak"))).rule
+    created = (
+        await client.firewall.CreateRule(
+            rule(fw.RULE_KIND_BLOCK, fw.MATCH_TYPE_SUBSTRING, "Project X", description="leak")
+        )
+    ).rule
     assert created.name.startswith("rules/") and created.create_time.seconds > 0
     got = (await client.firewall.GetRule(fw.GetRuleRequest(name=created.name))).rule
     assert got == created
@@ -44,7 +49,13 @@ async def test_rule_crud_round_trip(client: AsyncClient) -> None:
 
 async def test_smart_mode_blocklist_then_allowlist(client: AsyncClient) -> None:
     assert (await scan(client, "anything at all")).action == types.ACTION_ALLOW
-    await client.firewall.CreateRule(rule(fw.RULE_KIND_BLOCK, fw.MATCH_TYPE_REGEX, r"\bpassword\s*=", ))
+    await client.firewall.CreateRule(
+        rule(
+            fw.RULE_KIND_BLOCK,
+            fw.MATCH_TYPE_REGEX,
+            r"\bpassword\s*=",
+        )
+    )
     assert (await scan(client, "my PASSWORD = hunter2")).action == types.ACTION_BLOCK
     assert (await scan(client, "the weather today")).action == types.ACTION_ALLOW
     # The first allow rule switches to allowlist mode: only matching content passes.
@@ -62,7 +73,9 @@ async def test_smart_mode_blocklist_then_allowlist(client: AsyncClient) -> None:
 
 
 async def test_rule_scope_applies_to_its_direction(client: AsyncClient) -> None:
-    await client.firewall.CreateRule(rule(fw.RULE_KIND_BLOCK, fw.MATCH_TYPE_SUBSTRING, "internal", scope=fw.RULE_SCOPE_OUTPUT))
+    await client.firewall.CreateRule(
+        rule(fw.RULE_KIND_BLOCK, fw.MATCH_TYPE_SUBSTRING, "internal", scope=fw.RULE_SCOPE_OUTPUT)
+    )
     assert (await scan(client, "internal memo")).action == types.ACTION_ALLOW
     assert (await scan(client, "internal memo", types.DIRECTION_OUTPUT)).action == types.ACTION_BLOCK
 
@@ -143,7 +156,9 @@ async def test_scan_stream_answers_each_item_in_order(client: AsyncClient) -> No
 
     responses = await collect(client.firewall.ScanStream(items()))
     assert [(r.item_id, r.verdict.action) for r in responses] == [
-        ("0", types.ACTION_ALLOW), ("1", types.ACTION_BLOCK), ("2", types.ACTION_ALLOW)
+        ("0", types.ACTION_ALLOW),
+        ("1", types.ACTION_BLOCK),
+        ("2", types.ACTION_ALLOW),
     ]
 
 

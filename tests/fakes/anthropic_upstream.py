@@ -70,13 +70,8 @@ class FakeAnthropic(FakeUpstream):
 
     async def _models(self, request: web.Request) -> web.Response:
         self._note(request)
-        data = [
-            {"type": "model", "id": m, "display_name": m, "created_at": "2025-01-01T00:00:00Z"}
-            for m in _MODELS
-        ]
-        return web.json_response(
-            {"data": data, "has_more": False, "first_id": _MODELS[0], "last_id": _MODELS[-1]}
-        )
+        data = [{"type": "model", "id": m, "display_name": m, "created_at": "2025-01-01T00:00:00Z"} for m in _MODELS]
+        return web.json_response({"data": data, "has_more": False, "first_id": _MODELS[0], "last_id": _MODELS[-1]})
 
     def _auth_of(self, request: web.Request) -> str | None:
         return request.headers.get("x-api-key") or request.headers.get("Authorization")
@@ -122,9 +117,7 @@ class FakeAnthropic(FakeUpstream):
         if answer.tool_name is None:
             return [{"type": "text", "text": answer.text}]
         tool_input = json.loads(answer.tool_arguments)
-        return [
-            {"type": "tool_use", "id": "toolu_1", "name": answer.tool_name, "input": tool_input}
-        ]
+        return [{"type": "tool_use", "id": "toolu_1", "name": answer.tool_name, "input": tool_input}]
 
     def _message(self, prompt: Prompt, content: list[JSON], output_tokens: int) -> JSON:
         return {

@@ -86,7 +86,9 @@ def cmd_models(args: argparse.Namespace) -> int:
     from pointsman.orchestrator.v1 import orchestrator_pb2 as pb
 
     with _client(args) as client:
-        for model in _pages(lambda token: client.orchestrator.ListModels(pb.ListModelsRequest(page_token=token)), "models"):
+        for model in _pages(
+            lambda token: client.orchestrator.ListModels(pb.ListModelsRequest(page_token=token)), "models"
+        ):
             if args.json:
                 _print_json(model)
             else:
@@ -134,7 +136,9 @@ def cmd_rules(args: argparse.Namespace) -> int:
                 kind=pb.RULE_KIND_ALLOW if args.allow else pb.RULE_KIND_BLOCK,
                 description=args.description or "",
                 enabled=True,
-                scope={"input": pb.RULE_SCOPE_INPUT, "output": pb.RULE_SCOPE_OUTPUT, "both": pb.RULE_SCOPE_BOTH}[args.scope],
+                scope={"input": pb.RULE_SCOPE_INPUT, "output": pb.RULE_SCOPE_OUTPUT, "both": pb.RULE_SCOPE_BOTH}[
+                    args.scope
+                ],
             )
             if args.regex is not None:
                 rule.match_type, rule.pattern = pb.MATCH_TYPE_REGEX, args.regex
@@ -178,7 +182,9 @@ def cmd_registry(args: argparse.Namespace) -> int:
 
     with _client(args) as client:
         if args.registry_command == "ls":
-            pages = _pages(lambda token: client.registry.ListInstances(pb.ListInstancesRequest(page_token=token)), "instances")
+            pages = _pages(
+                lambda token: client.registry.ListInstances(pb.ListInstancesRequest(page_token=token)), "instances"
+            )
             for instance in pages:
                 _print_json(instance) if args.json else print(line(instance))
         else:
@@ -191,7 +197,10 @@ def cmd_registry(args: argparse.Namespace) -> int:
                         print(f"  {line(instance)}", flush=True)
                 else:
                     change = pb.InstanceChangeType.Name(event.change.change_type)
-                    print(f"{change.removeprefix('INSTANCE_CHANGE_TYPE_').lower()}: {line(event.change.instance)}", flush=True)
+                    print(
+                        f"{change.removeprefix('INSTANCE_CHANGE_TYPE_').lower()}: {line(event.change.instance)}",
+                        flush=True,
+                    )
     return 0
 
 
@@ -239,9 +248,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("POINTSMAN_ADDRESS", DEFAULT_ADDRESS),
         help="server host:port (env POINTSMAN_ADDRESS; default %(default)s)",
     )
-    common.add_argument("--json", action="store_true", help="print responses in the protobuf JSON mapping, one per line")
+    common.add_argument(
+        "--json", action="store_true", help="print responses in the protobuf JSON mapping, one per line"
+    )
     common.add_argument("--timeout", type=float, default=30.0, help="deadline of each call in seconds")
-    common.add_argument("--api-key", default=os.environ.get("POINTSMAN_API_KEY"), help="API key (env POINTSMAN_API_KEY)")
+    common.add_argument(
+        "--api-key", default=os.environ.get("POINTSMAN_API_KEY"), help="API key (env POINTSMAN_API_KEY)"
+    )
 
     parser = argparse.ArgumentParser(prog="pointsman", description="Pointsman LLM gateway")
     parser.set_defaults(address_given=False)
@@ -252,7 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("chat", parents=[common], help="stream an answer; '-' reads the prompt from stdin")
     p.add_argument("prompt")
-    p.add_argument("-m", "--model", default=os.environ.get("POINTSMAN_MODEL", "builtin"), help="model alias (env POINTSMAN_MODEL)")
+    p.add_argument(
+        "-m", "--model", default=os.environ.get("POINTSMAN_MODEL", "builtin"), help="model alias (env POINTSMAN_MODEL)"
+    )
     p.add_argument("--system", help="system prompt")
     p.add_argument("--max-tokens", type=int)
     p.add_argument("--temperature", type=float)
@@ -280,17 +295,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_rules)
     for verb, text in (("list", "list rules"), ("watch", "print the rules, then every change")):
         p = rules.add_parser(verb, parents=[common], help=text)
-        p.add_argument("--watch-timeout", type=float, default=None, help=argparse.SUPPRESS if verb == "list" else "stop watching after this many seconds")
+        p.add_argument(
+            "--watch-timeout",
+            type=float,
+            default=None,
+            help=argparse.SUPPRESS if verb == "list" else "stop watching after this many seconds",
+        )
         p.set_defaults(func=cmd_rules)
     for verb, text in (("get", "show a rule"), ("rm", "delete a rule")):
         p = rules.add_parser(verb, parents=[common], help=text)
         p.add_argument("name", help="rules/{id} or {id}")
         p.set_defaults(func=cmd_rules)
 
-    registry = sub.add_parser("registry", help="orchestrator instances").add_subparsers(dest="registry_command", required=True)
+    registry = sub.add_parser("registry", help="orchestrator instances").add_subparsers(
+        dest="registry_command", required=True
+    )
     for verb, text in (("ls", "list live instances"), ("watch", "print instances, then every change")):
         p = registry.add_parser(verb, parents=[common], help=text)
-        p.add_argument("--watch-timeout", type=float, default=None, help=argparse.SUPPRESS if verb == "ls" else "stop watching after this many seconds")
+        p.add_argument(
+            "--watch-timeout",
+            type=float,
+            default=None,
+            help=argparse.SUPPRESS if verb == "ls" else "stop watching after this many seconds",
+        )
         p.set_defaults(func=cmd_registry)
 
     p = sub.add_parser("health", parents=[common], help="exit 0 only if the server reports SERVING")

@@ -21,7 +21,9 @@ class AsyncService:
             setattr(self, method.name, _bind(channel, service, method, defaults))
 
 
-def _bind(channel: grpc.aio.Channel, service: ServiceDescriptor, method: MethodDescriptor, defaults: CallDefaults) -> Callable[..., Any]:
+def _bind(
+    channel: grpc.aio.Channel, service: ServiceDescriptor, method: MethodDescriptor, defaults: CallDefaults
+) -> Callable[..., Any]:
     path = f"/{service.full_name}/{method.name}"
     serialize = method.input_type._concrete_class.SerializeToString
     deserialize = method.output_type._concrete_class.FromString
@@ -40,7 +42,9 @@ def _bind(channel: grpc.aio.Channel, service: ServiceDescriptor, method: MethodD
 
     if streaming_out:
 
-        async def stream(request: Any, *, timeout: float | None = None, request_id: str | None = None) -> AsyncIterator[Any]:
+        async def stream(
+            request: Any, *, timeout: float | None = None, request_id: str | None = None
+        ) -> AsyncIterator[Any]:
             call = rpc(request, **options(timeout, request_id))
             try:
                 async for response in call:

@@ -19,7 +19,9 @@ class Service:
             setattr(self, method.name, _bind(channel, service, method, defaults))
 
 
-def _bind(channel: grpc.Channel, service: ServiceDescriptor, method: MethodDescriptor, defaults: CallDefaults) -> Callable[..., Any]:
+def _bind(
+    channel: grpc.Channel, service: ServiceDescriptor, method: MethodDescriptor, defaults: CallDefaults
+) -> Callable[..., Any]:
     path = f"/{service.full_name}/{method.name}"
     serialize = method.input_type._concrete_class.SerializeToString
     deserialize = method.output_type._concrete_class.FromString

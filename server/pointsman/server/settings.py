@@ -19,9 +19,7 @@ class Settings(BaseSettings):
     the POINTSMAN_ prefix."""
 
     # Empty variables (`FOO=` in compose files) mean "unset", not "empty value".
-    model_config = SettingsConfigDict(
-        env_file=None, extra="ignore", populate_by_name=True, env_ignore_empty=True
-    )
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", populate_by_name=True, env_ignore_empty=True)
 
     # Where the gRPC server listens, host:port. Port 0 picks a free port.
     address: str = Field("127.0.0.1:50051", validation_alias="POINTSMAN_ADDRESS")
@@ -33,9 +31,7 @@ class Settings(BaseSettings):
     openai_models: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["gpt-4o-mini", "gpt-4o"], validation_alias="OPENAI_MODELS"
     )
-    upstream_timeout_seconds: float = Field(
-        60.0, gt=0, validation_alias="POINTSMAN_UPSTREAM_TIMEOUT_SECONDS"
-    )
+    upstream_timeout_seconds: float = Field(60.0, gt=0, validation_alias="POINTSMAN_UPSTREAM_TIMEOUT_SECONDS")
 
     # Firewall.
     firewall_enabled: bool = Field(True, validation_alias="FIREWALL_ENABLED")
@@ -46,30 +42,20 @@ class Settings(BaseSettings):
 
     # Identity of this instance and the registry it reports to.
     org_id: str = Field("default", validation_alias="ORG_ID")
-    orchestrator_id: str = Field(
-        default_factory=_default_instance_id, validation_alias="ORCHESTRATOR_ID"
-    )
+    orchestrator_id: str = Field(default_factory=_default_instance_id, validation_alias="ORCHESTRATOR_ID")
     registry_addr: str | None = Field(None, validation_alias="REGISTRY_ADDR")
     # Address other instances use to reach this one; defaults to `address`.
     advertise_address: str | None = Field(None, validation_alias="POINTSMAN_ADVERTISE_ADDRESS")
-    registry_lease_seconds: float = Field(
-        15.0, ge=1, le=300, validation_alias="POINTSMAN_REGISTRY_LEASE_SECONDS"
-    )
+    registry_lease_seconds: float = Field(15.0, ge=1, le=300, validation_alias="POINTSMAN_REGISTRY_LEASE_SECONDS")
 
     # Limits.
-    max_message_bytes: int = Field(
-        4 * 1024 * 1024, ge=1024, validation_alias="POINTSMAN_MAX_MESSAGE_BYTES"
-    )
+    max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024, validation_alias="POINTSMAN_MAX_MESSAGE_BYTES")
     max_input_chars: int = Field(400_000, ge=1, validation_alias="POINTSMAN_MAX_INPUT_CHARS")
     max_messages: int = Field(1000, ge=1, validation_alias="POINTSMAN_MAX_MESSAGES")
-    max_concurrent_streams: int = Field(
-        1000, ge=1, validation_alias="POINTSMAN_MAX_CONCURRENT_STREAMS"
-    )
+    max_concurrent_streams: int = Field(1000, ge=1, validation_alias="POINTSMAN_MAX_CONCURRENT_STREAMS")
 
     # Operations.
-    shutdown_grace_seconds: float = Field(
-        10.0, ge=0, validation_alias="POINTSMAN_SHUTDOWN_GRACE_SECONDS"
-    )
+    shutdown_grace_seconds: float = Field(10.0, ge=0, validation_alias="POINTSMAN_SHUTDOWN_GRACE_SECONDS")
     log_level: str = Field("INFO", validation_alias="LOG_LEVEL")
     log_format: Literal["text", "json"] = Field("text", validation_alias="LOG_FORMAT")
 

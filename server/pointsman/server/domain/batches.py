@@ -92,7 +92,7 @@ class BatchRunner:
         sent = 0
         while True:
             async with batch.changed:
-                await batch.changed.wait_for(lambda: len(batch.results) > sent or batch.done)
+                await batch.changed.wait_for(lambda seen=sent: len(batch.results) > seen or batch.done)
                 fresh = batch.results[sent:]
             for result in fresh:
                 yield result
@@ -119,7 +119,9 @@ class BatchRunner:
             async with slots:
                 item_caller = Caller(f"{caller.request_id}/{item.custom_id}", caller.organisation, caller.principal)
                 try:
-                    result = BatchResult(item.custom_id, answer=await self._orchestrator.complete(item.request, item_caller))
+                    result = BatchResult(
+                        item.custom_id, answer=await self._orchestrator.complete(item.request, item_caller)
+                    )
                 except DomainError as error:
                     result = BatchResult(item.custom_id, error=error)
                 except Exception:

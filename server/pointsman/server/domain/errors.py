@@ -20,9 +20,7 @@ class DomainError(Exception):
 
     reason: str = "INTERNAL"
 
-    def __init__(
-        self, message: str, *, reason: str | None = None, metadata: dict[str, str] | None = None
-    ) -> None:
+    def __init__(self, message: str, *, reason: str | None = None, metadata: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.message = message
         if reason is not None:

@@ -14,7 +14,6 @@ from .catalog import ModelCatalog
 from .chat import (
     ChatRequest,
     Finish,
-    FinishReason,
     Start,
     TextDelta,
     ToolCall,
@@ -163,5 +162,3 @@ class Orchestrator:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-
-

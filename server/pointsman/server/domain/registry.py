@@ -98,9 +98,7 @@ class Registry:
         key = (instance.organisation, instance.instance_id)
         previous = self._leases.get(key)
         now = datetime.now(UTC)
-        instance = replace(
-            instance, register_time=now, lease_expire_time=now + timedelta(seconds=seconds)
-        )
+        instance = replace(instance, register_time=now, lease_expire_time=now + timedelta(seconds=seconds))
         self._leases[key] = _Lease(instance, seconds, time.monotonic() + seconds)
         self._wake.set()
         change = InstanceChangeType.UPDATED if previous else InstanceChangeType.REGISTERED
@@ -110,9 +108,7 @@ class Registry:
     def renew(self, organisation: str, instance_id: str) -> Instance:
         lease = self._lease(organisation, instance_id)
         lease.deadline = time.monotonic() + lease.seconds
-        lease.instance = replace(
-            lease.instance, lease_expire_time=datetime.now(UTC) + timedelta(seconds=lease.seconds)
-        )
+        lease.instance = replace(lease.instance, lease_expire_time=datetime.now(UTC) + timedelta(seconds=lease.seconds))
         return lease.instance
 
     def get(self, organisation: str, instance_id: str) -> Instance:

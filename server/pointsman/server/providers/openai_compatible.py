@@ -80,9 +80,7 @@ class OpenAICompatibleProvider:
             # A chunk the SDK could not parse (bad JSON, wrong shape): the
             # upstream's fault, never a reason to crash the stream handler.
             log.warning("malformed chunk from %s: %s", deployment.name, type(error).__name__)
-            raise Unavailable(
-                "the upstream model sent a malformed response", reason="UPSTREAM_MALFORMED"
-            ) from error
+            raise Unavailable("the upstream model sent a malformed response", reason="UPSTREAM_MALFORMED") from error
         if usage is not None:
             yield usage
         if finish is None:

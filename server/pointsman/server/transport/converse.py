@@ -8,7 +8,6 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import grpc
-
 from pointsman.orchestrator.v1 import orchestrator_pb2 as pb
 
 from ..domain import chat
@@ -74,9 +73,7 @@ class ConverseSession:
             self._history = [chat.Message(chat.Role.SYSTEM, setup.system_prompt)] if setup.system_prompt else []
             self._conversations.save(self._caller.organisation, self._id, self._history)
         return pb.ConverseResponse(
-            started=pb.ConversationStarted(
-                conversation=f"conversations/{self._id}", history_length=len(self._history)
-            )
+            started=pb.ConversationStarted(conversation=f"conversations/{self._id}", history_length=len(self._history))
         )
 
     async def _read(self, requests: AsyncIterator[pb.ConverseRequest]) -> None:
@@ -160,5 +157,3 @@ class ConverseSession:
                 code=grpc.StatusCode.CANCELLED.value[0], reason="TURN_CANCELLED", message="the turn was cancelled"
             ),
         )
-
-

@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from google.protobuf import json_format, timestamp_pb2
-
 from pointsman.firewall.v1 import firewall_pb2 as fw
 from pointsman.orchestrator.v1 import orchestrator_pb2 as orch
 from pointsman.registry.v1 import registry_pb2 as reg
@@ -86,7 +85,9 @@ INSTANCE_CHANGES = {
 }
 
 
-def enum_value(table: dict[int, Any], value: int, path: str, errors: ViolationCollector, *, required: bool = True) -> Any:
+def enum_value(
+    table: dict[int, Any], value: int, path: str, errors: ViolationCollector, *, required: bool = True
+) -> Any:
     """Looks an enum number up; unset (0) and unknown numbers are violations."""
     found = table.get(value)
     if found is None and (required or value != 0):
@@ -129,10 +130,7 @@ def config_from_proto(config: chat_pb2.GenerationConfig) -> chat.GenerationConfi
         max_tokens=config.max_tokens if config.HasField("max_tokens") else None,
         stop=tuple(config.stop),
         seed=config.seed if config.HasField("seed") else None,
-        tools=tuple(
-            chat.Tool(t.name, t.description, json_format.MessageToDict(t.parameters))
-            for t in config.tools
-        ),
+        tools=tuple(chat.Tool(t.name, t.description, json_format.MessageToDict(t.parameters)) for t in config.tools),
     )
 
 
@@ -225,8 +223,7 @@ def complete_response(answer: CompletedAnswer) -> orch.CompleteResponse:
             role=chat_pb2.ROLE_ASSISTANT,
             content=answer.content,
             tool_calls=[
-                chat_pb2.ToolCall(id=c.id, name=c.name, arguments_json=c.arguments_json)
-                for c in answer.tool_calls
+                chat_pb2.ToolCall(id=c.id, name=c.name, arguments_json=c.arguments_json) for c in answer.tool_calls
             ],
         ),
         firewall_notices=[notice_to_proto(n) for n in answer.notices],

@@ -39,9 +39,7 @@ def to_status(error: domain.DomainError, request_id: str) -> grpc.Status:
     status = status_pb2.Status(code=code.value[0], message=error.message)
     metadata = dict(error.metadata)
     metadata["request_id"] = request_id
-    status.details.add().Pack(
-        error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=metadata)
-    )
+    status.details.add().Pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=metadata))
     if isinstance(error, domain.InvalidArgument):
         status.details.add().Pack(
             error_details_pb2.BadRequest(
@@ -64,5 +62,3 @@ def internal_status(request_id: str) -> grpc.Status:
     that finds the traceback in the log."""
     error = domain.DomainError(f"internal error; quote request id {request_id} when reporting it")
     return to_status(error, request_id)
-
-

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import grpc
-
 from pointsman.firewall.v1 import firewall_pb2 as pb
 from pointsman.firewall.v1 import firewall_pb2_grpc
 
@@ -80,7 +79,9 @@ class FirewallServicer(firewall_pb2_grpc.FirewallServiceServicer):
         errors.raise_if_any()
         return domain_rule
 
-    async def CreateRule(self, request: pb.CreateRuleRequest, context: grpc.aio.ServicerContext) -> pb.CreateRuleResponse:
+    async def CreateRule(
+        self, request: pb.CreateRuleRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CreateRuleResponse:
         if not request.HasField("rule"):
             raise InvalidArgument.one("rule", "is required")
         created = await self._rules.create_rule(self._rule_from_proto(request.rule))
@@ -99,7 +100,9 @@ class FirewallServicer(firewall_pb2_grpc.FirewallServiceServicer):
             next_page_token=encode_token(str(offset + size)) if offset + size < len(rules) else "",
         )
 
-    async def UpdateRule(self, request: pb.UpdateRuleRequest, context: grpc.aio.ServicerContext) -> pb.UpdateRuleResponse:
+    async def UpdateRule(
+        self, request: pb.UpdateRuleRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UpdateRuleResponse:
         paths = list(request.update_mask.paths)
         errors = ViolationCollector()
         if not paths:
@@ -121,11 +124,15 @@ class FirewallServicer(firewall_pb2_grpc.FirewallServiceServicer):
         saved = await self._rules.update_rule(updated)
         return pb.UpdateRuleResponse(rule=convert.rule_to_proto(saved))
 
-    async def DeleteRule(self, request: pb.DeleteRuleRequest, context: grpc.aio.ServicerContext) -> pb.DeleteRuleResponse:
+    async def DeleteRule(
+        self, request: pb.DeleteRuleRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeleteRuleResponse:
         await self._rules.delete_rule(self._calls.caller().organisation, resource_id(request.name, "rules"))
         return pb.DeleteRuleResponse()
 
-    async def WatchRules(self, request: pb.WatchRulesRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.WatchRulesResponse]:
+    async def WatchRules(
+        self, request: pb.WatchRulesRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.WatchRulesResponse]:
         organisation = self._calls.caller().organisation
         subscription = self._rules.changes.subscribe()  # before the snapshot: no gap
         try:
@@ -140,11 +147,15 @@ class FirewallServicer(firewall_pb2_grpc.FirewallServiceServicer):
                         )
                     )
         except SubscriberTooSlow:
-            raise Unavailable("this watcher fell behind; watch again for a fresh snapshot", reason="WATCH_OVERFLOW") from None
+            raise Unavailable(
+                "this watcher fell behind; watch again for a fresh snapshot", reason="WATCH_OVERFLOW"
+            ) from None
         finally:
             subscription.close()
 
-    async def ListDecisions(self, request: pb.ListDecisionsRequest, context: grpc.aio.ServicerContext) -> pb.ListDecisionsResponse:
+    async def ListDecisions(
+        self, request: pb.ListDecisionsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListDecisionsResponse:
         errors = ViolationCollector()
         where = DecisionFilter(
             action=convert.optional_enum(convert.ACTIONS, request.action, "action", errors),
@@ -161,5 +172,3 @@ class FirewallServicer(firewall_pb2_grpc.FirewallServiceServicer):
             decisions=[convert.decision_to_proto(d) for d in decisions],
             next_page_token=encode_token(next_cursor) if next_cursor else "",
         )
-
-

@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
-
 from pointsman.orchestrator.v1 import orchestrator_pb2 as pb
 from pointsman.orchestrator.v1 import orchestrator_pb2_grpc
 
@@ -63,7 +62,9 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         async for response in session.run(request_iterator):
             yield response
 
-    async def Compare(self, request: pb.CompareRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.CompareResponse]:
+    async def Compare(
+        self, request: pb.CompareRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.CompareResponse]:
         errors = ViolationCollector()
         models = list(request.models)
         if not 2 <= len(models) <= MAX_COMPARE_MODELS:
@@ -103,7 +104,9 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             except DomainError as error:
                 yield pb.CompareResponse(model=request.judge_model, synthesis=True, error=turn_error(error))
 
-    async def ListModels(self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext) -> pb.ListModelsResponse:
+    async def ListModels(
+        self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListModelsResponse:
         size = page_size(request.page_size)
         offset = decode_offset(request.page_token)
         routes = self._orchestrator.catalog.routes()
@@ -121,7 +124,9 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             next_page_token=encode_token(str(offset + size)) if offset + size < len(routes) else "",
         )
 
-    async def CreateBatch(self, request: pb.CreateBatchRequest, context: grpc.aio.ServicerContext) -> pb.CreateBatchResponse:
+    async def CreateBatch(
+        self, request: pb.CreateBatchRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CreateBatchResponse:
         errors = ViolationCollector()
         if not 1 <= len(request.items) <= MAX_ITEMS:
             errors.add("items", f"submit 1 to {MAX_ITEMS} items")
@@ -151,7 +156,9 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         batch = self._batches.get(self._calls.caller().organisation, resource_id(request.name, "batches"))
         return pb.GetBatchResponse(batch=_batch_to_proto(batch))
 
-    async def WatchBatch(self, request: pb.WatchBatchRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.WatchBatchResponse]:
+    async def WatchBatch(
+        self, request: pb.WatchBatchRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.WatchBatchResponse]:
         organisation = self._calls.caller().organisation
         batch_id = resource_id(request.name, "batches")
         async for result in self._batches.watch(organisation, batch_id):
@@ -186,4 +193,3 @@ def _judge_prompt(messages: list[chat.Message], answers: dict[str, list[str]]) -
         ),
         chat.Message(chat.Role.USER, f"Question:\n{question}\n\nAnswers:\n" + "\n\n".join(parts)),
     ]
-

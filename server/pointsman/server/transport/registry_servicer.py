@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import grpc
-
 from pointsman.registry.v1 import registry_pb2 as pb
 from pointsman.registry.v1 import registry_pb2_grpc
 
@@ -59,11 +58,15 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
                 name=instance.name, lease_expire_time=convert.timestamp(instance.lease_expire_time)
             )
 
-    async def GetInstance(self, request: pb.GetInstanceRequest, context: grpc.aio.ServicerContext) -> pb.GetInstanceResponse:
+    async def GetInstance(
+        self, request: pb.GetInstanceRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetInstanceResponse:
         instance = self._registry.get(self._calls.caller().organisation, resource_id(request.name, "instances"))
         return pb.GetInstanceResponse(instance=convert.instance_to_proto(instance))
 
-    async def ListInstances(self, request: pb.ListInstancesRequest, context: grpc.aio.ServicerContext) -> pb.ListInstancesResponse:
+    async def ListInstances(
+        self, request: pb.ListInstancesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListInstancesResponse:
         size = page_size(request.page_size)
         offset = decode_offset(request.page_token)
         instances = self._registry.list(self._calls.caller().organisation)
@@ -95,6 +98,8 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
                         )
                     )
         except SubscriberTooSlow:
-            raise Unavailable("this watcher fell behind; watch again for a fresh snapshot", reason="WATCH_OVERFLOW") from None
+            raise Unavailable(
+                "this watcher fell behind; watch again for a fresh snapshot", reason="WATCH_OVERFLOW"
+            ) from None
         finally:
             subscription.close()

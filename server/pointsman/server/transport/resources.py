@@ -43,6 +43,6 @@ def decode_offset(token: str) -> int:
 def resource_id(name: str, collection: str, field: str = "name") -> str:
     """`rules/abc` -> `abc`; anything else is an invalid argument."""
     prefix = collection + "/"
-    if not name.startswith(prefix) or len(name) == len(prefix) or "/" in name[len(prefix):] or len(name) > 256:
+    if not name.startswith(prefix) or len(name) == len(prefix) or "/" in name[len(prefix) :] or len(name) > 256:
         raise InvalidArgument.one(field, f"must be a resource name of the form {collection}/{{id}}")
-    return name[len(prefix):]
+    return name[len(prefix) :]
