@@ -20,6 +20,7 @@ try:
         Prompt,
         StreamPlan,
         count_words,
+        last_user_text,
         message_text,
         run_standalone,
         split_words,
@@ -33,6 +34,7 @@ except ImportError:  # run as a script: python tests/fakes/anthropic_upstream.py
         Prompt,
         StreamPlan,
         count_words,
+        last_user_text,
         message_text,
         run_standalone,
         split_words,
@@ -99,13 +101,9 @@ class FakeAnthropic(FakeUpstream):
         if not isinstance(stops, list):
             raise BadRequest("stop_sequences: must be a list of strings")
         texts = [message_text(system), *(message_text(m.get("content")) for m in messages)]
-        user = next(
-            (message_text(m.get("content")) for m in reversed(messages) if m["role"] == "user"),
-            "",
-        )
         return Prompt(
             model=str(body.get("model") or ""),
-            user_text=user,
+            user_text=last_user_text(messages),
             prompt_tokens=count_words(texts),
             stream=bool(body.get("stream")),
             max_tokens=body["max_tokens"],

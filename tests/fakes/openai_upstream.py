@@ -454,6 +454,14 @@ def message_text(content: Any) -> str:
     return ""
 
 
+def last_user_text(messages: list[Any]) -> str:
+    """Text of the last user message: what the fake echoes."""
+    for m in reversed(messages):
+        if isinstance(m, dict) and m.get("role") == "user":
+            return message_text(m.get("content"))
+    return ""
+
+
 # --------------------------------------------------------------------------- standalone mode
 
 
@@ -538,16 +546,11 @@ class FakeOpenAI(FakeUpstream):
         if not isinstance(messages, list) or not messages:
             raise BadRequest("'messages' must be a non-empty array")
         texts = [message_text(m.get("content")) for m in messages if isinstance(m, dict)]
-        user = next(
-            (message_text(m.get("content")) for m in reversed(messages)
-             if isinstance(m, dict) and m.get("role") == "user"),
-            "",
-        )  # fmt: skip
         stop = body.get("stop") or ()
         max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
         return Prompt(
             model=str(body.get("model") or ""),
-            user_text=user,
+            user_text=last_user_text(messages),
             prompt_tokens=count_words(texts),
             stream=bool(body.get("stream")),
             max_tokens=int(max_tokens) if max_tokens is not None else None,

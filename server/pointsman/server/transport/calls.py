@@ -128,8 +128,12 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
             request_id, started = await _begin(context)
             code = "OK"
             try:
-                async for response in inner(request, context):
-                    yield response
+                responses = inner(request, context)
+                if hasattr(responses, "__aiter__"):
+                    async for response in responses:
+                        yield response
+                else:  # a coroutine that streams with context.write (grpc_health's Watch)
+                    await responses
             except AbortError:
                 code = "ABORTED_BY_HANDLER"
                 raise

@@ -1,0 +1,107 @@
+"""The OpenAI-compatible path: the real `openai` SDK inside the server, talking
+to a fake OpenAI server on loopback, including its faults."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import pytest_asyncio
+from fakes.openai_upstream import FakeOpenAI
+from helpers_pb import chat_request, text_of
+from pointsman.client import AsyncClient
+from pointsman.orchestrator.v1 import orchestrator_pb2 as orch
+from pointsman.type.v1 import chat_pb2
+from server_fixtures import collect, raises
+
+API_KEY = "sk-test-0123456789abcdef0123456789abcdef"
+MODELS = ["gpt-test", "fault-500", "fault-429", "fault-401", "fault-malformed", "fault-cut"]
+
+
+@pytest_asyncio.fixture
+async def upstream() -> AsyncIterator[FakeOpenAI]:
+    async with FakeOpenAI() as fake:
+        yield fake
+
+
+@pytest_asyncio.fixture
+async def gateway(start_server: Any, upstream: FakeOpenAI) -> AsyncIterator[AsyncClient]:
+    server = await start_server(OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=upstream.base_url, OPENAI_MODELS=MODELS)
+    async with AsyncClient(server.address, timeout=10) as client:
+        yield client
+
+
+async def test_chat_streams_through_the_sdk(gateway: AsyncClient, upstream: FakeOpenAI) -> None:
+    events = await collect(
+        gateway.orchestrator.Chat(chat_request("hello from grpc", model="gpt-test", temperature=0.5, seed=7))
+    )
+    assert events[0].start.deployment.provider == orch.PROVIDER_OPENAI
+    assert events[0].start.deployment.endpoint == upstream.base_url
+    assert text_of(events) == "Echo: hello from grpc"
+    assert events[-2].usage.total_tokens > 0
+    assert events[-1].finish.reason == orch.FINISH_REASON_STOP
+    sent = upstream.last_request
+    assert sent is not None
+    assert sent["model"] == "gpt-test" and sent["temperature"] == 0.5 and sent["seed"] == 7 and sent["stream"] is True
+    assert upstream.auth_headers[-1] == f"Bearer {API_KEY}"
+
+
+async def test_tool_calls_pass_through(gateway: AsyncClient) -> None:
+    tool = chat_pb2.Tool(name="get_weather", description="weather by city")
+    tool.parameters.update({"type": "object", "properties": {"city": {"type": "string"}}})
+    answer = await gateway.orchestrator.Complete(
+        orch.CompleteRequest(
+            model="gpt-test",
+            messages=[chat_request("Paris?").messages[0]],
+            config=chat_pb2.GenerationConfig(tools=[tool]),
+        )
+    )
+    assert answer.finish.reason == orch.FINISH_REASON_TOOL_CALLS
+    assert answer.message.tool_calls[0].name == "get_weather"
+    assert answer.message.tool_calls[0].arguments_json == '{"echo": "Paris?"}'
+
+
+async def test_upstream_500_is_unavailable_with_retry_info(gateway: AsyncClient) -> None:
+    error = await raises(collect(gateway.orchestrator.Chat(chat_request("x", model="fault-500"))))
+    assert error.code == grpc.StatusCode.UNAVAILABLE
+    assert error.reason == "UPSTREAM_UNAVAILABLE"
+    assert error.retry_delay is not None and error.retry_delay > 0
+
+
+async def test_upstream_429_passes_retry_after_on(gateway: AsyncClient) -> None:
+    error = await raises(collect(gateway.orchestrator.Chat(chat_request("x", model="fault-429"))))
+    assert error.code == grpc.StatusCode.UNAVAILABLE
+    assert error.reason == "UPSTREAM_RATE_LIMITED"
+    assert error.retry_delay == 1.0
+
+
+async def test_upstream_auth_failure_does_not_leak_the_key(gateway: AsyncClient) -> None:
+    error = await raises(collect(gateway.orchestrator.Chat(chat_request("x", model="fault-401"))))
+    assert error.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert error.reason == "UPSTREAM_AUTH_FAILED"
+    assert API_KEY not in str(error) and API_KEY[-8:] not in str(error.metadata)
+
+
+async def test_malformed_chunk_never_crashes_the_server(gateway: AsyncClient) -> None:
+    error = await raises(collect(gateway.orchestrator.Chat(chat_request("one two three", model="fault-malformed"))))
+    assert error.code == grpc.StatusCode.UNAVAILABLE
+    assert error.code != grpc.StatusCode.INTERNAL
+    # The server is fine afterwards.
+    assert (
+        text_of(await collect(gateway.orchestrator.Chat(chat_request("still here", model="gpt-test"))))
+        == "Echo: still here"
+    )
+
+
+async def test_stream_cut_mid_way_ends_with_unavailable(gateway: AsyncClient) -> None:
+    events: list[orch.ChatResponse] = []
+
+    async def read() -> None:
+        async for event in gateway.orchestrator.Chat(chat_request("a b c d e f", model="fault-cut")):
+            events.append(event)
+
+    error = await raises(read())
+    assert error.code == grpc.StatusCode.UNAVAILABLE
+    assert events and events[0].WhichOneof("event") == "start"  # the client saw the partial answer
+    assert all(e.WhichOneof("event") != "finish" for e in events)
