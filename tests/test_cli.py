@@ -1,0 +1,116 @@
+"""The `pointsman` command driven as a user would: a real `pointsman serve`
+process and client commands as subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pointsman.server.providers.builtin import BUILTIN_PREAMBLE
+
+POINTSMAN = [str(Path(sys.executable).with_name("pointsman"))]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run(*args: str, address: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*POINTSMAN, *args, "--address", address], input=stdin, capture_output=True, text=True, timeout=30
+    )
+
+
+@pytest.fixture(scope="module")
+def address() -> Iterator[str]:
+    address = f"127.0.0.1:{free_port()}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "REGISTRY_", "USE_MOCK"))}
+    env["POINTSMAN_SHUTDOWN_GRACE_SECONDS"] = "2"
+    server = subprocess.Popen([*POINTSMAN, "serve", "--address", address], env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 20
+    while run("health", address=address).returncode != 0:
+        assert server.poll() is None, server.stderr.read() if server.stderr else ""
+        assert time.monotonic() < deadline, "server did not become SERVING"
+        time.sleep(0.1)
+    yield address
+    server.send_signal(signal.SIGTERM)
+    assert server.wait(timeout=10) == 0  # a graceful stop exits cleanly
+
+
+def test_health_exits_zero_when_serving_and_fourteen_when_down(address: str) -> None:
+    result = run("health", address=address)
+    assert result.returncode == 0 and result.stdout.strip() == "SERVING"
+    down = run("health", address=f"127.0.0.1:{free_port()}")
+    assert down.returncode == 14  # UNAVAILABLE
+
+
+def test_chat_prints_the_answer(address: str) -> None:
+    result = run("chat", "hello from the shell", address=address)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == BUILTIN_PREAMBLE + "hello from the shell\n"
+    from_stdin = run("chat", "-", address=address, stdin="piped prompt")
+    assert from_stdin.stdout.strip().endswith("piped prompt")
+
+
+def test_chat_json_prints_one_event_per_line(address: str) -> None:
+    result = run("chat", "--json", "hi", address=address)
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    assert list(events[0]) == ["start"] and list(events[-1]) == ["finish"]
+    assert events[-1]["finish"]["reason"] == "FINISH_REASON_STOP"
+
+
+def test_unknown_model_exits_with_not_found(address: str) -> None:
+    result = run("chat", "-m", "no-such-model", "hi", address=address)
+    assert result.returncode == 5
+    assert "MODEL_NOT_FOUND" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_rules_lifecycle_and_blocking(address: str) -> None:
+    added = run("rules", "add", "--block", "--substring", "launch codes", address=address)
+    assert added.returncode == 0, added.stderr
+    name = added.stdout.strip()
+    assert name.startswith("rules/")
+    listed = run("rules", "list", address=address)
+    assert name in listed.stdout and "launch codes" in listed.stdout
+    got = run("rules", "get", "--json", name, address=address)
+    assert json.loads(got.stdout)["pattern"] == "launch codes"
+
+    blocked = run("chat", "what are the launch codes?", address=address)
+    assert blocked.returncode == 7  # PERMISSION_DENIED
+    assert "CONTENT_BLOCKED" in blocked.stderr
+    scanned = run("scan", "the launch codes", address=address)
+    assert scanned.stdout.splitlines()[0] == "block" and name in scanned.stdout
+    assert run("scan", "a harmless sentence", address=address).stdout.strip() == "allow"
+
+    assert run("rules", "rm", name, address=address).returncode == 0
+    assert run("rules", "get", name, address=address).returncode == 5
+    assert run("chat", "what are the launch codes?", address=address).returncode == 0
+
+
+def test_rules_watch_prints_snapshot(address: str) -> None:
+    result = run("rules", "watch", "--watch-timeout", "0.5", address=address)
+    assert result.returncode == 0
+    assert result.stdout.startswith("snapshot:")
+
+
+def test_bad_regex_is_reported_with_the_field(address: str) -> None:
+    result = run("rules", "add", "--block", "--regex", "(", address=address)
+    assert result.returncode == 3
+    assert "rule.pattern" in result.stderr
+
+
+def test_models_and_registry(address: str) -> None:
+    models = run("models", address=address)
+    assert models.stdout.startswith("builtin") and "built-in deterministic" in models.stdout
+    assert run("registry", "ls", address=address).returncode == 0
