@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+
 from pointsman.client import AsyncClient, PointsmanError
 from pointsman.server.app import PointsmanServer, build_server
 from pointsman.server.settings import Settings

@@ -6,11 +6,13 @@ import asyncio
 from typing import Any
 
 import grpc
-from helpers_pb import chat_request, event_kinds, text_of, user
+
 from pointsman.client import AsyncClient
 from pointsman.orchestrator.v1 import orchestrator_pb2 as orch
 from pointsman.server.providers.builtin import BUILTIN_PREAMBLE
 from pointsman.type.v1 import chat_pb2
+
+from helpers_pb import chat_request, event_kinds, text_of, user
 from server_fixtures import collect
 
 

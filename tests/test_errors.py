@@ -7,12 +7,14 @@ from typing import Any
 
 import grpc
 import pytest
-from helpers_pb import chat_request, user
+
 from pointsman.client import AsyncClient, PointsmanError
 from pointsman.firewall.v1 import firewall_pb2 as fw
 from pointsman.orchestrator.v1 import orchestrator_pb2 as orch
 from pointsman.registry.v1 import registry_pb2 as reg
 from pointsman.type.v1 import chat_pb2
+
+from helpers_pb import chat_request, user
 from server_fixtures import collect, raises
 
 

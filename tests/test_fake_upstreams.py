@@ -15,9 +15,10 @@ import openai
 import pytest
 import pytest_asyncio
 from anthropic.types import MessageParam, ToolParam
+from openai.types.chat import ChatCompletionMessageParam, ChatCompletionToolParam
+
 from fakes.anthropic_upstream import FakeAnthropic
 from fakes.openai_upstream import FakeOpenAI
-from openai.types.chat import ChatCompletionMessageParam, ChatCompletionToolParam
 
 USER: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello big world"}]
 ANT_USER: list[MessageParam] = [{"role": "user", "content": "hello big world"}]

@@ -7,10 +7,12 @@ import asyncio
 from typing import Any
 
 import grpc
-from helpers_pb import chat_request
+
 from pointsman.client import AsyncClient
 from pointsman.firewall.v1 import firewall_pb2 as fw
 from pointsman.type.v1 import firewall_pb2 as types
+
+from helpers_pb import chat_request
 from server_fixtures import collect, eventually, raises
 
 

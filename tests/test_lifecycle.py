@@ -7,12 +7,14 @@ import asyncio
 from typing import Any
 
 import grpc
-from fakes.openai_upstream import FakeOpenAI
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from helpers_pb import chat_request, text_of
+
 from pointsman.client import AsyncClient
 from pointsman.server.app import SERVICE_NAMES, build_server
+
+from fakes.openai_upstream import FakeOpenAI
+from helpers_pb import chat_request, text_of
 from server_fixtures import collect, raises, settings
 
 SERVING = health_pb2.HealthCheckResponse.SERVING

@@ -8,11 +8,13 @@ from typing import Any
 
 import grpc
 import pytest_asyncio
-from fakes.openai_upstream import FakeOpenAI
-from helpers_pb import chat_request, text_of
+
 from pointsman.client import AsyncClient
 from pointsman.orchestrator.v1 import orchestrator_pb2 as orch
 from pointsman.type.v1 import chat_pb2
+
+from fakes.openai_upstream import FakeOpenAI
+from helpers_pb import chat_request, text_of
 from server_fixtures import collect, raises
 
 API_KEY = "sk-test-0123456789abcdef0123456789abcdef"

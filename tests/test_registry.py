@@ -8,10 +8,11 @@ from typing import Any
 
 import grpc
 from google.protobuf import duration_pb2
-from server_fixtures import collect, eventually, raises
 
 from pointsman.client import AsyncClient
 from pointsman.registry.v1 import registry_pb2 as reg
+
+from server_fixtures import collect, eventually, raises
 
 
 def register(instance_id: str, lease_seconds: float = 1.0, **extra: Any) -> reg.RegisterInstanceRequest:

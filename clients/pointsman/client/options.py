@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from google.protobuf.descriptor import ServiceDescriptor
+
 from pointsman.firewall.v1 import firewall_pb2
 from pointsman.orchestrator.v1 import orchestrator_pb2
 from pointsman.registry.v1 import registry_pb2

@@ -10,6 +10,7 @@ import time
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+
 from pointsman.firewall.v1 import firewall_pb2, firewall_pb2_grpc
 from pointsman.orchestrator.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 from pointsman.registry.v1 import registry_pb2, registry_pb2_grpc

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 from google.protobuf import duration_pb2
+
 from pointsman.registry.v1 import registry_pb2 as pb
 from pointsman.registry.v1 import registry_pb2_grpc
 

@@ -8,6 +8,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import grpc
+
 from pointsman.orchestrator.v1 import orchestrator_pb2 as pb
 
 from ..domain import chat

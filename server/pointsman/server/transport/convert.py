@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from google.protobuf import json_format, timestamp_pb2
+
 from pointsman.firewall.v1 import firewall_pb2 as fw
 from pointsman.orchestrator.v1 import orchestrator_pb2 as orch
 from pointsman.registry.v1 import registry_pb2 as reg

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import grpc
+
 from pointsman.firewall.v1 import firewall_pb2 as pb
 from pointsman.firewall.v1 import firewall_pb2_grpc
 

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
+
 from pointsman.orchestrator.v1 import orchestrator_pb2 as pb
 from pointsman.orchestrator.v1 import orchestrator_pb2_grpc
 

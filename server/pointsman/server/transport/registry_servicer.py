@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import grpc
+
 from pointsman.registry.v1 import registry_pb2 as pb
 from pointsman.registry.v1 import registry_pb2_grpc
 
