@@ -28,7 +28,6 @@ from .domain.orchestrator import Orchestrator
 from .domain.registry import Registry
 from .domain.validation import ChatLimits
 from .providers.builtin import BUILTIN_MODEL_ID, BuiltinProvider
-from .providers.openai_compatible import OpenAICompatibleProvider
 from .registration import SelfRegistration
 from .settings import Settings
 from .transport.calls import CallContext, CallInterceptor
@@ -56,6 +55,10 @@ def build_catalog(settings: Settings) -> ModelCatalog:
         for alias in settings.openai_models:
             catalog.add(alias, [(builtin_deployment, builtin)])
     elif settings.openai_api_key is not None or settings.openai_base_url is not None:
+        # Imported here: the SDK takes most of a second to import, which a
+        # built-in-only server should not pay at start-up.
+        from .providers.openai_compatible import OpenAICompatibleProvider
+
         endpoint = settings.openai_base_url or OPENAI_DEFAULT_ENDPOINT
         # Local servers (Ollama, llama.cpp, ...) ignore the key but the SDK wants one.
         key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else "not-needed"

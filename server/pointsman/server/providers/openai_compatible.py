@@ -3,6 +3,7 @@ llama.cpp, vLLM, Groq) through the official `openai` SDK."""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -51,36 +52,59 @@ class OpenAICompatibleProvider:
 
     async def stream(self, deployment: Deployment, request: ChatRequest) -> AsyncIterator[ProviderEvent]:
         kwargs = _request_kwargs(deployment.model, request)
+        finish: FinishReason | None = None
+        usage: Usage | None = None
         try:
-            # `async with` closes the HTTP response when this generator is closed
-            # or cancelled, so a client that goes away stops the upstream call.
-            async with await self._client.chat.completions.create(**kwargs) as chunks:
-                finish: FinishReason | None = None
-                usage: Usage | None = None
-                async for chunk in chunks:
-                    if chunk.usage is not None:
-                        usage = Usage(chunk.usage.prompt_tokens or 0, chunk.usage.completion_tokens or 0)
-                    for choice in chunk.choices:
-                        delta = choice.delta
-                        if delta.content:
-                            yield TextDelta(delta.content)
-                        for call in delta.tool_calls or ():
-                            function = call.function
+            # The SDK builds, authenticates and sends the request and raises its
+            # typed errors; the body is read raw because building a pydantic
+            # model per chunk costs more than the rest of the gateway together.
+            # Leaving the `async with` (also by cancellation) closes the HTTP
+            # response, so a client that goes away stops the upstream call.
+            async with self._client.chat.completions.with_streaming_response.create(**kwargs) as response:
+                async for line in response.iter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        break
+                    chunk = json.loads(data)
+                    if "error" in chunk:
+                        raise Unavailable("the upstream model failed mid-answer", reason="UPSTREAM_STREAM_ERROR")
+                    if chunk.get("usage"):
+                        raw = chunk["usage"]
+                        usage = Usage(raw.get("prompt_tokens") or 0, raw.get("completion_tokens") or 0)
+                    for choice in chunk.get("choices") or ():
+                        delta = choice.get("delta") or {}
+                        if delta.get("content"):
+                            yield TextDelta(delta["content"])
+                        for call in delta.get("tool_calls") or ():
+                            function = call.get("function") or {}
                             yield ToolCallDelta(
-                                index=call.index,
-                                id=call.id or "",
-                                name=(function.name if function else None) or "",
-                                arguments_delta=(function.arguments if function else None) or "",
+                                index=call.get("index", 0),
+                                id=call.get("id") or "",
+                                name=function.get("name") or "",
+                                arguments_delta=function.get("arguments") or "",
                             )
-                        if choice.finish_reason:
-                            finish = _FINISH_REASONS.get(choice.finish_reason, FinishReason.STOP)
+                        if choice.get("finish_reason"):
+                            finish = _FINISH_REASONS.get(choice["finish_reason"], FinishReason.STOP)
         except openai.APIError as error:
             raise _map_error(error) from error
         except (ValueError, TypeError, KeyError, AttributeError) as error:
-            # A chunk the SDK could not parse (bad JSON, wrong shape): the
-            # upstream's fault, never a reason to crash the stream handler.
+            # A chunk that is not JSON or has the wrong shape: the upstream's
+            # fault, never a reason to crash the stream handler.
             log.warning("malformed chunk from %s: %s", deployment.name, type(error).__name__)
-            raise Unavailable("the upstream model sent a malformed response", reason="UPSTREAM_MALFORMED") from error
+            raise Unavailable(
+                "the upstream model sent a malformed response", reason="UPSTREAM_MALFORMED"
+            ) from error
+        except DomainError:
+            raise
+        except Exception as error:
+            # Raw body reads surface the SDK transport's own errors unwrapped
+            # (connection reset, read timeout); all of them are upstream failures.
+            log.warning("upstream %s failed mid-answer: %s", deployment.name, type(error).__name__)
+            raise Unavailable(
+                "the upstream connection failed mid-answer", reason="UPSTREAM_CONNECTION_LOST"
+            ) from error
         if usage is not None:
             yield usage
         if finish is None:
