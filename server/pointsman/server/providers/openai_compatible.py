@@ -93,18 +93,14 @@ class OpenAICompatibleProvider:
             # A chunk that is not JSON or has the wrong shape: the upstream's
             # fault, never a reason to crash the stream handler.
             log.warning("malformed chunk from %s: %s", deployment.name, type(error).__name__)
-            raise Unavailable(
-                "the upstream model sent a malformed response", reason="UPSTREAM_MALFORMED"
-            ) from error
+            raise Unavailable("the upstream model sent a malformed response", reason="UPSTREAM_MALFORMED") from error
         except DomainError:
             raise
         except Exception as error:
             # Raw body reads surface the SDK transport's own errors unwrapped
             # (connection reset, read timeout); all of them are upstream failures.
             log.warning("upstream %s failed mid-answer: %s", deployment.name, type(error).__name__)
-            raise Unavailable(
-                "the upstream connection failed mid-answer", reason="UPSTREAM_CONNECTION_LOST"
-            ) from error
+            raise Unavailable("the upstream connection failed mid-answer", reason="UPSTREAM_CONNECTION_LOST") from error
         if usage is not None:
             yield usage
         if finish is None:
