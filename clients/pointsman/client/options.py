@@ -5,8 +5,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from google.protobuf.descriptor import ServiceDescriptor
+from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 
 from pointsman.firewall.v1 import firewall_pb2
 from pointsman.orchestrator.v1 import orchestrator_pb2
@@ -56,3 +57,25 @@ class CallDefaults:
         if self.token:
             pairs.append(("authorization", f"Bearer {self.token}"))
         return tuple(pairs)
+
+
+def multicallable(channel: Any, service: ServiceDescriptor, method: MethodDescriptor) -> Any:
+    """The channel's callable for one RPC; sync and asyncio channels share this API."""
+    path = f"/{service.full_name}/{method.name}"
+    serialize = method.input_type._concrete_class.SerializeToString
+    deserialize = method.output_type._concrete_class.FromString
+    if method.client_streaming:
+        factory = channel.stream_stream if method.server_streaming else channel.stream_unary
+    else:
+        factory = channel.unary_stream if method.server_streaming else channel.unary_unary
+    return factory(path, serialize, deserialize)
+
+
+def call_options(
+    defaults: CallDefaults, method: MethodDescriptor, timeout: float | None, request_id: str | None
+) -> dict[str, Any]:
+    streaming = method.client_streaming or method.server_streaming
+    return {
+        "timeout": defaults.timeout_for(method.name, streaming, timeout),
+        "metadata": defaults.metadata(request_id),
+    }

@@ -10,7 +10,7 @@ from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from .errors import PointsmanError
-from .options import CHANNEL_OPTIONS, DEFAULT_ADDRESS, SERVICES, CallDefaults
+from .options import CHANNEL_OPTIONS, DEFAULT_ADDRESS, SERVICES, CallDefaults, call_options, multicallable
 
 
 class Service:
@@ -22,26 +22,12 @@ class Service:
 def _bind(
     channel: grpc.Channel, service: ServiceDescriptor, method: MethodDescriptor, defaults: CallDefaults
 ) -> Callable[..., Any]:
-    path = f"/{service.full_name}/{method.name}"
-    serialize = method.input_type._concrete_class.SerializeToString
-    deserialize = method.output_type._concrete_class.FromString
-    streaming_in, streaming_out = method.client_streaming, method.server_streaming
-    if streaming_in:
-        rpc: Any = (channel.stream_stream if streaming_out else channel.stream_unary)(path, serialize, deserialize)
-    else:
-        rpc = (channel.unary_stream if streaming_out else channel.unary_unary)(path, serialize, deserialize)
-    name = method.name
+    rpc = multicallable(channel, service, method)
 
-    def options(timeout: float | None, request_id: str | None) -> dict[str, Any]:
-        return {
-            "timeout": defaults.timeout_for(name, streaming_in or streaming_out, timeout),
-            "metadata": defaults.metadata(request_id),
-        }
-
-    if streaming_out:
+    if method.server_streaming:
 
         def stream(request: Any, *, timeout: float | None = None, request_id: str | None = None) -> Iterator[Any]:
-            call = rpc(request, **options(timeout, request_id))
+            call = rpc(request, **call_options(defaults, method, timeout, request_id))
             try:
                 yield from call
             except grpc.RpcError as error:
@@ -53,7 +39,7 @@ def _bind(
 
     def unary(request: Any, *, timeout: float | None = None, request_id: str | None = None) -> Any:
         try:
-            return rpc(request, **options(timeout, request_id))
+            return rpc(request, **call_options(defaults, method, timeout, request_id))
         except grpc.RpcError as error:
             raise PointsmanError.from_rpc_error(error) from None
 

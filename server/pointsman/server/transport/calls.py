@@ -103,24 +103,8 @@ def _code_of(error: BaseException) -> str:
 
 def _wrap(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
     if handler.unary_unary:
-        inner_uu = handler.unary_unary
-
-        async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            request_id, started = await _begin(context)
-            code = "OK"
-            try:
-                return await inner_uu(request, context)
-            except AbortError:
-                code = "ABORTED_BY_HANDLER"
-                raise
-            except Exception as error:
-                code = _code_of(error)
-                await _fail(context, error, request_id)
-            finally:
-                _log(method, code, started, request_id)
-
         return grpc.unary_unary_rpc_method_handler(
-            unary_unary, handler.request_deserializer, handler.response_serializer
+            _single_response(handler.unary_unary, method), handler.request_deserializer, handler.response_serializer
         )
 
     def streaming(inner: Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]) -> Any:
@@ -156,13 +140,19 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         return grpc.stream_stream_rpc_method_handler(
             streaming(handler.stream_stream), handler.request_deserializer, handler.response_serializer
         )
-    inner_su = handler.stream_unary
+    return grpc.stream_unary_rpc_method_handler(
+        _single_response(handler.stream_unary, method), handler.request_deserializer, handler.response_serializer
+    )
 
-    async def stream_unary(request_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
+
+def _single_response(inner: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]], method: str) -> Any:
+    """Wraps a handler that returns one response (unary-unary and stream-unary)."""
+
+    async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
         request_id, started = await _begin(context)
         code = "OK"
         try:
-            return await inner_su(request_iterator, context)
+            return await inner(request, context)
         except AbortError:
             code = "ABORTED_BY_HANDLER"
             raise
@@ -172,4 +162,4 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         finally:
             _log(method, code, started, request_id)
 
-    return grpc.stream_unary_rpc_method_handler(stream_unary, handler.request_deserializer, handler.response_serializer)
+    return call
