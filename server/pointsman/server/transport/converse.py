@@ -18,7 +18,7 @@ from ..domain.errors import DomainError, InvalidArgument, ViolationCollector
 from ..domain.orchestrator import CompletedAnswer, Orchestrator
 from ..domain.validation import check_config
 from . import convert
-from .errors import status_code_for
+from .errors import turn_error
 from .resources import resource_id
 
 MAX_QUEUED_TURNS = 16
@@ -145,10 +145,7 @@ class ConverseSession:
 
     @staticmethod
     def _error(turn_id: str, error: DomainError) -> pb.ConverseResponse:
-        return pb.ConverseResponse(
-            turn_id=turn_id,
-            error=pb.TurnError(code=status_code_for(error).value[0], reason=error.reason, message=error.message),
-        )
+        return pb.ConverseResponse(turn_id=turn_id, error=turn_error(error))
 
     @staticmethod
     def _cancelled_error(turn_id: str) -> pb.ConverseResponse:

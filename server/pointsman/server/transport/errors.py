@@ -8,6 +8,8 @@ from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from pointsman.orchestrator.v1 import orchestrator_pb2
+
 from ..domain import errors as domain
 
 ERROR_DOMAIN = "pointsman.dev"
@@ -62,3 +64,9 @@ def internal_status(request_id: str) -> grpc.Status:
     that finds the traceback in the log."""
     error = domain.DomainError(f"internal error; quote request id {request_id} when reporting it")
     return to_status(error, request_id)
+
+
+def turn_error(error: domain.DomainError) -> orchestrator_pb2.TurnError:
+    """An error reported inside a stream (a Converse turn, a compared model, a
+    batch item) rather than as the call's status."""
+    return orchestrator_pb2.TurnError(code=status_code_for(error).value[0], reason=error.reason, message=error.message)

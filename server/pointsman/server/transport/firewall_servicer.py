@@ -9,16 +9,16 @@ import grpc
 from pointsman.firewall.v1 import firewall_pb2 as pb
 from pointsman.firewall.v1 import firewall_pb2_grpc
 
-from ..backends.broadcast import SubscriberTooSlow
 from ..backends.decision_log import DecisionFilter, DecisionLog
-from ..backends.rule_store import RuleStore
-from ..domain.errors import InvalidArgument, Unavailable, ViolationCollector
+from ..backends.rule_store import RuleChange, RuleStore
+from ..domain.errors import InvalidArgument, ViolationCollector
 from ..domain.firewall.engine import FirewallEngine
 from ..domain.firewall.rules import Rule, check_rule
 from ..domain.firewall.verdict import Direction
 from . import convert
 from .calls import CallContext
 from .resources import decode_offset, decode_token, encode_token, page_size, resource_id
+from .watch import snapshot_then_changes
 
 UPDATABLE_FIELDS = {"kind", "match_type", "pattern", "keywords", "description", "enabled", "scope"}
 
@@ -135,24 +135,22 @@ class FirewallServicer(firewall_pb2_grpc.FirewallServiceServicer):
         self, request: pb.WatchRulesRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.WatchRulesResponse]:
         organisation = self._calls.caller().organisation
-        subscription = self._rules.changes.subscribe()  # before the snapshot: no gap
-        try:
+
+        async def snapshot() -> pb.WatchRulesResponse:
             rules = await self._rules.list_rules(organisation)
-            yield pb.WatchRulesResponse(snapshot=pb.RuleSnapshot(rules=[convert.rule_to_proto(r) for r in rules]))
-            async for change in subscription:
-                if change.rule.organisation == organisation:
-                    yield pb.WatchRulesResponse(
-                        change=pb.RuleChange(
-                            change_type=convert.RULE_CHANGES[change.change_type],
-                            rule=convert.rule_to_proto(change.rule),
-                        )
-                    )
-        except SubscriberTooSlow:
-            raise Unavailable(
-                "this watcher fell behind; watch again for a fresh snapshot", reason="WATCH_OVERFLOW"
-            ) from None
-        finally:
-            subscription.close()
+            return pb.WatchRulesResponse(snapshot=pb.RuleSnapshot(rules=[convert.rule_to_proto(r) for r in rules]))
+
+        def change(event: RuleChange) -> pb.WatchRulesResponse | None:
+            if event.rule.organisation != organisation:
+                return None
+            return pb.WatchRulesResponse(
+                change=pb.RuleChange(
+                    change_type=convert.RULE_CHANGES[event.change_type], rule=convert.rule_to_proto(event.rule)
+                )
+            )
+
+        async for response in snapshot_then_changes(self._rules.changes, snapshot, change):
+            yield response
 
     async def ListDecisions(
         self, request: pb.ListDecisionsRequest, context: grpc.aio.ServicerContext

@@ -18,14 +18,10 @@ from ..domain.orchestrator import FirewallNotice, Orchestrator
 from . import convert
 from .calls import CallContext
 from .converse import ConverseSession
-from .errors import status_code_for
+from .errors import turn_error
 from .resources import decode_offset, encode_token, page_size, resource_id
 
 MAX_COMPARE_MODELS = 8
-
-
-def turn_error(error: DomainError) -> pb.TurnError:
-    return pb.TurnError(code=status_code_for(error).value[0], reason=error.reason, message=error.message)
 
 
 class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):

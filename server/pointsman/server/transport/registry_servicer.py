@@ -9,12 +9,12 @@ import grpc
 from pointsman.registry.v1 import registry_pb2 as pb
 from pointsman.registry.v1 import registry_pb2_grpc
 
-from ..backends.broadcast import SubscriberTooSlow
-from ..domain.errors import InvalidArgument, Unavailable, ViolationCollector
-from ..domain.registry import Instance, Registry, check_instance
+from ..domain.errors import InvalidArgument, ViolationCollector
+from ..domain.registry import Instance, InstanceChange, Registry, check_instance
 from . import convert
 from .calls import CallContext
 from .resources import decode_offset, encode_token, page_size, resource_id
+from .watch import snapshot_then_changes
 
 
 class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
@@ -86,21 +86,20 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         self, request: pb.WatchInstancesRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.WatchInstancesResponse]:
         organisation = self._calls.caller().organisation
-        subscription = self._registry.changes.subscribe()  # before the snapshot: no gap
-        try:
-            snapshot = [convert.instance_to_proto(i) for i in self._registry.list(organisation)]
-            yield pb.WatchInstancesResponse(snapshot=pb.InstanceSnapshot(instances=snapshot))
-            async for change in subscription:
-                if change.instance.organisation == organisation:
-                    yield pb.WatchInstancesResponse(
-                        change=pb.InstanceChange(
-                            change_type=convert.INSTANCE_CHANGES[change.change_type],
-                            instance=convert.instance_to_proto(change.instance),
-                        )
-                    )
-        except SubscriberTooSlow:
-            raise Unavailable(
-                "this watcher fell behind; watch again for a fresh snapshot", reason="WATCH_OVERFLOW"
-            ) from None
-        finally:
-            subscription.close()
+
+        async def snapshot() -> pb.WatchInstancesResponse:
+            instances = [convert.instance_to_proto(i) for i in self._registry.list(organisation)]
+            return pb.WatchInstancesResponse(snapshot=pb.InstanceSnapshot(instances=instances))
+
+        def change(event: InstanceChange) -> pb.WatchInstancesResponse | None:
+            if event.instance.organisation != organisation:
+                return None
+            return pb.WatchInstancesResponse(
+                change=pb.InstanceChange(
+                    change_type=convert.INSTANCE_CHANGES[event.change_type],
+                    instance=convert.instance_to_proto(event.instance),
+                )
+            )
+
+        async for response in snapshot_then_changes(self._registry.changes, snapshot, change):
+            yield response
