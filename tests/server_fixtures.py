@@ -23,6 +23,8 @@ def settings(**env: Any) -> Settings:
         "POINTSMAN_ADDRESS": "127.0.0.1:0",
         "OPENAI_API_KEY": None,
         "OPENAI_BASE_URL": None,
+        "ANTHROPIC_API_KEY": None,
+        "ANTHROPIC_BASE_URL": None,
         "USE_MOCK": False,
         "REGISTRY_ADDR": None,
         "FIREWALL_ALLOWLIST_TOPICS": [],

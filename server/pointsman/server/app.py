@@ -43,6 +43,7 @@ SERVICE_NAMES = (
     registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name,
 )
 OPENAI_DEFAULT_ENDPOINT = "https://api.openai.com/v1"
+ANTHROPIC_DEFAULT_ENDPOINT = "https://api.anthropic.com"
 
 
 def build_catalog(settings: Settings) -> ModelCatalog:
@@ -52,21 +53,30 @@ def build_catalog(settings: Settings) -> ModelCatalog:
     catalog.add(BUILTIN_ALIAS, [(builtin_deployment, builtin)])
     if settings.use_mock:
         # USE_MOCK: every alias answers from the built-in model.
-        for alias in settings.openai_models:
+        for alias in [*settings.openai_models, *settings.anthropic_models]:
             catalog.add(alias, [(builtin_deployment, builtin)])
-    elif settings.openai_api_key is not None or settings.openai_base_url is not None:
-        # Imported here: the SDK takes most of a second to import, which a
-        # built-in-only server should not pay at start-up.
+        return catalog
+    # SDKs are imported only when configured: each takes most of a second to
+    # import, which a server that does not use it should not pay at start-up.
+    if settings.openai_configured:
         from .providers.openai_compatible import OpenAICompatibleProvider
 
         endpoint = settings.openai_base_url or OPENAI_DEFAULT_ENDPOINT
         # Local servers (Ollama, llama.cpp, ...) ignore the key but the SDK wants one.
         key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else "not-needed"
-        provider = OpenAICompatibleProvider(
+        openai = OpenAICompatibleProvider(
             api_key=key, base_url=endpoint, timeout_seconds=settings.upstream_timeout_seconds
         )
         for alias in settings.openai_models:
-            catalog.add(alias, [(Deployment(f"openai/{alias}", ProviderKind.OPENAI, alias, endpoint), provider)])
+            catalog.add(alias, [(Deployment(f"openai/{alias}", ProviderKind.OPENAI, alias, endpoint), openai)])
+    if settings.anthropic_configured:
+        from .providers.anthropic import AnthropicProvider
+
+        endpoint = settings.anthropic_base_url or ANTHROPIC_DEFAULT_ENDPOINT
+        key = settings.anthropic_api_key.get_secret_value() if settings.anthropic_api_key else "not-needed"
+        anthropic = AnthropicProvider(api_key=key, base_url=endpoint, timeout_seconds=settings.upstream_timeout_seconds)
+        for alias in settings.anthropic_models:
+            catalog.add(alias, [(Deployment(f"anthropic/{alias}", ProviderKind.ANTHROPIC, alias, endpoint), anthropic)])
     return catalog
 
 

@@ -31,6 +31,11 @@ class Settings(BaseSettings):
     openai_models: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["gpt-4o-mini", "gpt-4o"], validation_alias="OPENAI_MODELS"
     )
+    anthropic_api_key: SecretStr | None = Field(None, validation_alias="ANTHROPIC_API_KEY")
+    anthropic_base_url: str | None = Field(None, validation_alias="ANTHROPIC_BASE_URL")
+    anthropic_models: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["claude-sonnet-4-5", "claude-haiku-4-5"], validation_alias="ANTHROPIC_MODELS"
+    )
     upstream_timeout_seconds: float = Field(60.0, gt=0, validation_alias="POINTSMAN_UPSTREAM_TIMEOUT_SECONDS")
 
     # Firewall.
@@ -59,7 +64,7 @@ class Settings(BaseSettings):
     log_level: str = Field("INFO", validation_alias="LOG_LEVEL")
     log_format: Literal["text", "json"] = Field("text", validation_alias="LOG_FORMAT")
 
-    @field_validator("openai_models", "firewall_allowlist_topics", mode="before")
+    @field_validator("openai_models", "anthropic_models", "firewall_allowlist_topics", mode="before")
     @classmethod
     def _split_csv(cls, value: object) -> object:
         # Lists come from the environment as comma-separated text.
@@ -69,4 +74,12 @@ class Settings(BaseSettings):
 
     @property
     def uses_builtin_model_only(self) -> bool:
-        return self.use_mock or (self.openai_api_key is None and self.openai_base_url is None)
+        return self.use_mock or not (self.openai_configured or self.anthropic_configured)
+
+    @property
+    def openai_configured(self) -> bool:
+        return self.openai_api_key is not None or self.openai_base_url is not None
+
+    @property
+    def anthropic_configured(self) -> bool:
+        return self.anthropic_api_key is not None or self.anthropic_base_url is not None

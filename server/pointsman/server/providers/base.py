@@ -11,8 +11,14 @@ from ..domain.chat import ChatRequest, Deployment, ProviderEvent
 class ChatProvider(Protocol):
     """Streams one answer from one deployment. Implementations must stop the
     upstream call when the iterator is closed or cancelled, and raise only
-    `DomainError`s (mapping their SDK's exceptions)."""
+    `DomainError`s (mapping their SDK's exceptions through `upstream_errors`).
 
-    def stream(self, deployment: Deployment, request: ChatRequest) -> AsyncIterator[ProviderEvent]: ...
+    With `incremental=False` the caller wants the whole answer at once
+    (`Complete`): a provider may then make one non-streaming upstream call,
+    which costs less, and yield the same events from it."""
+
+    def stream(
+        self, deployment: Deployment, request: ChatRequest, *, incremental: bool = True
+    ) -> AsyncIterator[ProviderEvent]: ...
 
     async def aclose(self) -> None: ...

@@ -34,7 +34,9 @@ class BuiltinProvider:
     with the user's text, so tool-calling clients can be exercised offline.
     """
 
-    async def stream(self, deployment: Deployment, request: ChatRequest) -> AsyncIterator[ProviderEvent]:
+    async def stream(
+        self, deployment: Deployment, request: ChatRequest, *, incremental: bool = True
+    ) -> AsyncIterator[ProviderEvent]:
         input_tokens = sum(count_tokens(m.content) for m in request.messages)
         last_user = next((m.content for m in reversed(request.messages) if m.role is Role.USER), "")
         config = request.config

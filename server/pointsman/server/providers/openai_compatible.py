@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx2
 import openai
 
 from ..domain.chat import (
@@ -22,7 +23,8 @@ from ..domain.chat import (
     ToolCallDelta,
     Usage,
 )
-from ..domain.errors import DomainError, FailedPrecondition, InvalidArgument, Unavailable
+from ..domain.errors import DomainError
+from . import upstream_errors
 
 log = logging.getLogger(__name__)
 
@@ -50,75 +52,122 @@ class OpenAICompatibleProvider:
             http_client=openai.DefaultAioHttpClient(timeout=timeout_seconds),
         )
 
-    async def stream(self, deployment: Deployment, request: ChatRequest) -> AsyncIterator[ProviderEvent]:
-        kwargs = _request_kwargs(deployment.model, request)
-        finish: FinishReason | None = None
-        usage: Usage | None = None
+    async def stream(
+        self, deployment: Deployment, request: ChatRequest, *, incremental: bool = True
+    ) -> AsyncIterator[ProviderEvent]:
+        body = _request_body(deployment.model, request, incremental)
         try:
-            # The SDK builds, authenticates and sends the request and raises its
-            # typed errors; the body is read raw because building a pydantic
-            # model per chunk costs more than the rest of the gateway together.
-            # Leaving the `async with` (also by cancellation) closes the HTTP
-            # response, so a client that goes away stops the upstream call.
-            async with self._client.chat.completions.with_streaming_response.create(**kwargs) as response:
-                async for line in response.iter_lines():
-                    if not line.startswith("data:"):
-                        continue
-                    data = line[5:].strip()
-                    if data == "[DONE]":
-                        break
-                    chunk = json.loads(data)
-                    if "error" in chunk:
-                        raise Unavailable("the upstream model failed mid-answer", reason="UPSTREAM_STREAM_ERROR")
-                    if chunk.get("usage"):
-                        raw = chunk["usage"]
-                        usage = Usage(raw.get("prompt_tokens") or 0, raw.get("completion_tokens") or 0)
-                    for choice in chunk.get("choices") or ():
-                        delta = choice.get("delta") or {}
-                        if delta.get("content"):
-                            yield TextDelta(delta["content"])
-                        for call in delta.get("tool_calls") or ():
-                            function = call.get("function") or {}
-                            yield ToolCallDelta(
-                                index=call.get("index", 0),
-                                id=call.get("id") or "",
-                                name=function.get("name") or "",
-                                arguments_delta=function.get("arguments") or "",
-                            )
-                        if choice.get("finish_reason"):
-                            finish = _FINISH_REASONS.get(choice["finish_reason"], FinishReason.STOP)
+            # The SDK's documented call for raw requests: it builds, authenticates
+            # and sends the request and raises its typed errors, but skips the
+            # typed-parameter transform and hands back the unread HTTP response.
+            # Those two steps cost more per call than the rest of the gateway.
+            # Closing the response (also by cancellation) closes the HTTP
+            # stream, so a client that goes away stops the upstream call.
+            response = await self._client.post(
+                "/chat/completions", cast_to=httpx2.Response, body=body, stream=True, stream_cls=None
+            )
+            try:
+                if incremental:
+                    async for event in _stream_events(response):
+                        yield event
+                else:
+                    for event in _whole_answer_events(json.loads(await response.aread())):
+                        yield event
+            finally:
+                await response.aclose()
+        except openai.APIStatusError as error:
+            raise upstream_errors.status_error(error.status_code, error.response.headers) from error
+        except openai.APITimeoutError as error:
+            raise upstream_errors.timeout_error() from error
+        except openai.APIConnectionError as error:
+            raise upstream_errors.connection_error() from error
         except openai.APIError as error:
-            raise _map_error(error) from error
+            raise upstream_errors.malformed_error() from error
         except (ValueError, TypeError, KeyError, AttributeError) as error:
             # A chunk that is not JSON or has the wrong shape: the upstream's
             # fault, never a reason to crash the stream handler.
-            log.warning("malformed chunk from %s: %s", deployment.name, type(error).__name__)
-            raise Unavailable("the upstream model sent a malformed response", reason="UPSTREAM_MALFORMED") from error
+            log.warning("malformed answer from %s: %s", deployment.name, type(error).__name__)
+            raise upstream_errors.malformed_error() from error
         except DomainError:
             raise
         except Exception as error:
             # Raw body reads surface the SDK transport's own errors unwrapped
             # (connection reset, read timeout); all of them are upstream failures.
             log.warning("upstream %s failed mid-answer: %s", deployment.name, type(error).__name__)
-            raise Unavailable("the upstream connection failed mid-answer", reason="UPSTREAM_CONNECTION_LOST") from error
-        if usage is not None:
-            yield usage
-        if finish is None:
-            raise Unavailable("the upstream stream ended without a finish reason", reason="UPSTREAM_INCOMPLETE")
-        yield Finish(finish)
+            raise upstream_errors.connection_lost_error() from error
 
     async def aclose(self) -> None:
         await self._client.close()
 
 
-def _request_kwargs(model: str, request: ChatRequest) -> dict[str, Any]:
+async def _stream_events(response: httpx2.Response) -> AsyncIterator[ProviderEvent]:
+    finish: FinishReason | None = None
+    usage: Usage | None = None
+    async for line in response.aiter_lines():
+        if not line.startswith("data:"):
+            continue
+        data = line[5:].strip()
+        if data == "[DONE]":
+            break
+        chunk = json.loads(data)
+        if "error" in chunk:
+            raise upstream_errors.stream_error()
+        if chunk.get("usage"):
+            usage = _usage(chunk["usage"])
+        for choice in chunk.get("choices") or ():
+            delta = choice.get("delta") or {}
+            if delta.get("content"):
+                yield TextDelta(delta["content"])
+            for call in delta.get("tool_calls") or ():
+                yield _tool_call_delta(call)
+            if choice.get("finish_reason"):
+                finish = _FINISH_REASONS.get(choice["finish_reason"], FinishReason.STOP)
+    if usage is not None:
+        yield usage
+    if finish is None:
+        raise upstream_errors.incomplete_error()
+    yield Finish(finish)
+
+
+def _whole_answer_events(answer: dict[str, Any]) -> list[ProviderEvent]:
+    """A non-streamed answer as the same events a stream would have produced."""
+    choice = answer["choices"][0]
+    message = choice.get("message") or {}
+    events: list[ProviderEvent] = []
+    if message.get("content"):
+        events.append(TextDelta(message["content"]))
+    events.extend(_tool_call_delta({**call, "index": i}) for i, call in enumerate(message.get("tool_calls") or ()))
+    if answer.get("usage"):
+        events.append(_usage(answer["usage"]))
+    if not choice.get("finish_reason"):
+        raise upstream_errors.incomplete_error()
+    events.append(Finish(_FINISH_REASONS.get(choice["finish_reason"], FinishReason.STOP)))
+    return events
+
+
+def _usage(raw: dict[str, Any]) -> Usage:
+    return Usage(raw.get("prompt_tokens") or 0, raw.get("completion_tokens") or 0)
+
+
+def _tool_call_delta(call: dict[str, Any]) -> ToolCallDelta:
+    function = call.get("function") or {}
+    return ToolCallDelta(
+        index=call.get("index", 0),
+        id=call.get("id") or "",
+        name=function.get("name") or "",
+        arguments_delta=function.get("arguments") or "",
+    )
+
+
+def _request_body(model: str, request: ChatRequest, incremental: bool) -> dict[str, Any]:
     config: GenerationConfig = request.config
     kwargs: dict[str, Any] = {
         "model": model,
         "messages": [_message(m) for m in request.messages],
-        "stream": True,
-        "stream_options": {"include_usage": True},
     }
+    if incremental:
+        kwargs["stream"] = True
+        kwargs["stream_options"] = {"include_usage": True}
     if config.temperature is not None:
         kwargs["temperature"] = config.temperature
     if config.top_p is not None:
@@ -152,45 +201,3 @@ def _message(message: Message) -> dict[str, Any]:
             for c in message.tool_calls
         ]
     return out
-
-
-def _map_error(error: openai.APIError) -> DomainError:
-    """SDK errors to domain errors. Upstream bodies are not forwarded: they can
-    echo request content, and auth errors can echo part of the key."""
-    if isinstance(error, openai.APITimeoutError):
-        return Unavailable("the upstream model timed out", reason="UPSTREAM_TIMEOUT")
-    if isinstance(error, openai.APIConnectionError):
-        return Unavailable("the upstream model could not be reached")
-    if isinstance(error, openai.RateLimitError):
-        return Unavailable(
-            "the upstream model is rate limited",
-            reason="UPSTREAM_RATE_LIMITED",
-            retry_after_seconds=_retry_after(error.response.headers),
-        )
-    if isinstance(error, (openai.AuthenticationError, openai.PermissionDeniedError)):
-        log.error("upstream rejected the gateway's credentials (HTTP %s)", error.status_code)
-        return FailedPrecondition(
-            "the upstream model rejected the gateway's credentials", reason="UPSTREAM_AUTH_FAILED"
-        )
-    if isinstance(error, openai.NotFoundError):
-        return FailedPrecondition("the upstream does not serve this model", reason="UPSTREAM_MODEL_NOT_FOUND")
-    if isinstance(error, openai.APIStatusError):
-        if error.status_code >= 500:
-            return Unavailable(f"the upstream model failed (HTTP {error.status_code})")
-        return InvalidArgument.one("messages", f"the upstream model rejected the request (HTTP {error.status_code})")
-    # APIResponseValidationError and friends: the upstream spoke nonsense.
-    return Unavailable("the upstream model sent a malformed response", reason="UPSTREAM_MALFORMED")
-
-
-def _retry_after(headers: Any) -> float | None:
-    raw = headers.get("retry-after-ms")
-    if raw is not None:
-        try:
-            return float(raw) / 1000.0
-        except ValueError:
-            pass
-    raw = headers.get("retry-after")
-    try:
-        return float(raw) if raw is not None else None
-    except ValueError:
-        return None
