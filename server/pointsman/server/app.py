@@ -19,19 +19,18 @@ from . import __version__
 from .backends.decision_log import InMemoryDecisionLog
 from .backends.rule_store import InMemoryRuleStore
 from .domain.batches import BatchRunner
-from .domain.catalog import BUILTIN_ALIAS, ModelCatalog
-from .domain.chat import Deployment, ProviderKind
 from .domain.conversations import ConversationStore
 from .domain.firewall.engine import FirewallEngine
 from .domain.firewall.rules import MatchType, Rule, RuleKind
 from .domain.orchestrator import Orchestrator
 from .domain.registry import Registry
 from .domain.validation import ChatLimits
-from .providers.builtin import BUILTIN_MODEL_ID, BuiltinProvider
 from .registration import SelfRegistration
+from .routes import build_routing
 from .settings import Settings
 from .transport.calls import CallContext, CallInterceptor
 from .transport.firewall_servicer import FirewallServicer
+from .transport.model_health import ModelHealth
 from .transport.orchestrator_servicer import OrchestratorServicer
 from .transport.registry_servicer import RegistryServicer
 
@@ -42,42 +41,6 @@ SERVICE_NAMES = (
     firewall_pb2.DESCRIPTOR.services_by_name["FirewallService"].full_name,
     registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name,
 )
-OPENAI_DEFAULT_ENDPOINT = "https://api.openai.com/v1"
-ANTHROPIC_DEFAULT_ENDPOINT = "https://api.anthropic.com"
-
-
-def build_catalog(settings: Settings) -> ModelCatalog:
-    catalog = ModelCatalog()
-    builtin = BuiltinProvider()
-    builtin_deployment = Deployment("builtin", ProviderKind.BUILTIN, BUILTIN_MODEL_ID)
-    catalog.add(BUILTIN_ALIAS, [(builtin_deployment, builtin)])
-    if settings.use_mock:
-        # USE_MOCK: every alias answers from the built-in model.
-        for alias in [*settings.openai_models, *settings.anthropic_models]:
-            catalog.add(alias, [(builtin_deployment, builtin)])
-        return catalog
-    # SDKs are imported only when configured: each takes most of a second to
-    # import, which a server that does not use it should not pay at start-up.
-    if settings.openai_configured:
-        from .providers.openai_compatible import OpenAICompatibleProvider
-
-        endpoint = settings.openai_base_url or OPENAI_DEFAULT_ENDPOINT
-        # Local servers (Ollama, llama.cpp, ...) ignore the key but the SDK wants one.
-        key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else "not-needed"
-        openai = OpenAICompatibleProvider(
-            api_key=key, base_url=endpoint, timeout_seconds=settings.upstream_timeout_seconds
-        )
-        for alias in settings.openai_models:
-            catalog.add(alias, [(Deployment(f"openai/{alias}", ProviderKind.OPENAI, alias, endpoint), openai)])
-    if settings.anthropic_configured:
-        from .providers.anthropic import AnthropicProvider
-
-        endpoint = settings.anthropic_base_url or ANTHROPIC_DEFAULT_ENDPOINT
-        key = settings.anthropic_api_key.get_secret_value() if settings.anthropic_api_key else "not-needed"
-        anthropic = AnthropicProvider(api_key=key, base_url=endpoint, timeout_seconds=settings.upstream_timeout_seconds)
-        for alias in settings.anthropic_models:
-            catalog.add(alias, [(Deployment(f"anthropic/{alias}", ProviderKind.ANTHROPIC, alias, endpoint), anthropic)])
-    return catalog
 
 
 def grpc_options(settings: Settings) -> list[tuple[str, int]]:
@@ -102,7 +65,7 @@ class PointsmanServer:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.catalog = build_catalog(settings)
+        self.catalog, self.router = build_routing(settings)
         self.rules = InMemoryRuleStore()
         self.decisions = InMemoryDecisionLog()
         self.firewall = FirewallEngine(
@@ -112,12 +75,13 @@ class PointsmanServer:
             block_on_violation=settings.firewall_block_on_violation,
         )
         self.orchestrator = Orchestrator(
-            self.catalog, self.firewall, ChatLimits(settings.max_messages, settings.max_input_chars)
+            self.catalog, self.router, self.firewall, ChatLimits(settings.max_messages, settings.max_input_chars)
         )
         self.conversations = ConversationStore()
         self.batches = BatchRunner(self.orchestrator)
         self.registry = Registry()
         self.health = health.aio.HealthServicer()
+        self.model_health = ModelHealth(self.health, self.catalog, self.router)
         self.self_registration: SelfRegistration | None = None
 
         calls = CallContext(settings.org_id)
@@ -165,6 +129,7 @@ class PointsmanServer:
         # Every dependency of the embedded default is in-process and ready now.
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await self.model_health.start()
         log.info(
             "serving on %s; models: %s",
             self.address,
@@ -176,6 +141,7 @@ class PointsmanServer:
         within the grace period, then close upstream clients."""
         grace = self.settings.shutdown_grace_seconds if grace is None else grace
         await self.health.enter_graceful_shutdown()
+        await self.model_health.stop()
         # Watches never end by themselves; end them so they do not hold the grace period.
         self.rules.changes.close()
         self.registry.changes.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
@@ -36,7 +37,12 @@ class Settings(BaseSettings):
     anthropic_models: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["claude-sonnet-4-5", "claude-haiku-4-5"], validation_alias="ANTHROPIC_MODELS"
     )
+    # Without a routes file: the longest wait for an upstream's first event (and
+    # between two reads of its stream), and retries of a failed upstream call.
     upstream_timeout_seconds: float = Field(60.0, gt=0, validation_alias="POINTSMAN_UPSTREAM_TIMEOUT_SECONDS")
+    upstream_retries: int = Field(1, ge=0, le=10, validation_alias="POINTSMAN_UPSTREAM_RETRIES")
+    # YAML file of model aliases and their deployments (docs/routing.md).
+    routes_file: Path | None = Field(None, validation_alias="POINTSMAN_ROUTES_FILE")
 
     # Firewall.
     firewall_enabled: bool = Field(True, validation_alias="FIREWALL_ENABLED")

@@ -28,6 +28,20 @@ class Provider(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PROVIDER_OPENAI: _ClassVar[Provider]
     PROVIDER_ANTHROPIC: _ClassVar[Provider]
 
+class CircuitState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CIRCUIT_STATE_UNSPECIFIED: _ClassVar[CircuitState]
+    CIRCUIT_STATE_CLOSED: _ClassVar[CircuitState]
+    CIRCUIT_STATE_OPEN: _ClassVar[CircuitState]
+    CIRCUIT_STATE_HALF_OPEN: _ClassVar[CircuitState]
+
+class RoutingStrategy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ROUTING_STRATEGY_UNSPECIFIED: _ClassVar[RoutingStrategy]
+    ROUTING_STRATEGY_PRIORITY: _ClassVar[RoutingStrategy]
+    ROUTING_STRATEGY_WEIGHTED: _ClassVar[RoutingStrategy]
+    ROUTING_STRATEGY_LATENCY: _ClassVar[RoutingStrategy]
+
 class BatchState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     BATCH_STATE_UNSPECIFIED: _ClassVar[BatchState]
@@ -42,6 +56,14 @@ PROVIDER_UNSPECIFIED: Provider
 PROVIDER_BUILTIN: Provider
 PROVIDER_OPENAI: Provider
 PROVIDER_ANTHROPIC: Provider
+CIRCUIT_STATE_UNSPECIFIED: CircuitState
+CIRCUIT_STATE_CLOSED: CircuitState
+CIRCUIT_STATE_OPEN: CircuitState
+CIRCUIT_STATE_HALF_OPEN: CircuitState
+ROUTING_STRATEGY_UNSPECIFIED: RoutingStrategy
+ROUTING_STRATEGY_PRIORITY: RoutingStrategy
+ROUTING_STRATEGY_WEIGHTED: RoutingStrategy
+ROUTING_STRATEGY_LATENCY: RoutingStrategy
 BATCH_STATE_UNSPECIFIED: BatchState
 BATCH_STATE_RUNNING: BatchState
 BATCH_STATE_DONE: BatchState
@@ -125,16 +147,32 @@ class ChatFinish(_message.Message):
     def __init__(self, reason: _Optional[_Union[FinishReason, str]] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ...) -> None: ...
 
 class Deployment(_message.Message):
-    __slots__ = ("name", "provider", "model", "endpoint")
+    __slots__ = ("name", "provider", "model", "endpoint", "weight", "timeout", "state")
     NAME_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
     name: str
     provider: Provider
     model: str
     endpoint: str
-    def __init__(self, name: _Optional[str] = ..., provider: _Optional[_Union[Provider, str]] = ..., model: _Optional[str] = ..., endpoint: _Optional[str] = ...) -> None: ...
+    weight: int
+    timeout: _duration_pb2.Duration
+    state: DeploymentState
+    def __init__(self, name: _Optional[str] = ..., provider: _Optional[_Union[Provider, str]] = ..., model: _Optional[str] = ..., endpoint: _Optional[str] = ..., weight: _Optional[int] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., state: _Optional[_Union[DeploymentState, _Mapping]] = ...) -> None: ...
+
+class DeploymentState(_message.Message):
+    __slots__ = ("circuit", "latency", "consecutive_failures")
+    CIRCUIT_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_FIELD_NUMBER: _ClassVar[int]
+    CONSECUTIVE_FAILURES_FIELD_NUMBER: _ClassVar[int]
+    circuit: CircuitState
+    latency: _duration_pb2.Duration
+    consecutive_failures: int
+    def __init__(self, circuit: _Optional[_Union[CircuitState, str]] = ..., latency: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., consecutive_failures: _Optional[int] = ...) -> None: ...
 
 class CompleteRequest(_message.Message):
     __slots__ = ("model", "messages", "config")
@@ -227,14 +265,16 @@ class ConversationStarted(_message.Message):
     def __init__(self, conversation: _Optional[str] = ..., history_length: _Optional[int] = ...) -> None: ...
 
 class TurnError(_message.Message):
-    __slots__ = ("code", "reason", "message")
+    __slots__ = ("code", "reason", "message", "incomplete")
     CODE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    INCOMPLETE_FIELD_NUMBER: _ClassVar[int]
     code: int
     reason: str
     message: str
-    def __init__(self, code: _Optional[int] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+    incomplete: bool
+    def __init__(self, code: _Optional[int] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., incomplete: _Optional[bool] = ...) -> None: ...
 
 class CompareRequest(_message.Message):
     __slots__ = ("models", "messages", "config", "judge_model")
@@ -285,16 +325,20 @@ class ListModelsResponse(_message.Message):
     def __init__(self, models: _Optional[_Iterable[_Union[Model, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class Model(_message.Message):
-    __slots__ = ("name", "alias", "deployments", "builtin")
+    __slots__ = ("name", "alias", "deployments", "builtin", "strategy", "available")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ALIAS_FIELD_NUMBER: _ClassVar[int]
     DEPLOYMENTS_FIELD_NUMBER: _ClassVar[int]
     BUILTIN_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    AVAILABLE_FIELD_NUMBER: _ClassVar[int]
     name: str
     alias: str
     deployments: _containers.RepeatedCompositeFieldContainer[Deployment]
     builtin: bool
-    def __init__(self, name: _Optional[str] = ..., alias: _Optional[str] = ..., deployments: _Optional[_Iterable[_Union[Deployment, _Mapping]]] = ..., builtin: _Optional[bool] = ...) -> None: ...
+    strategy: RoutingStrategy
+    available: bool
+    def __init__(self, name: _Optional[str] = ..., alias: _Optional[str] = ..., deployments: _Optional[_Iterable[_Union[Deployment, _Mapping]]] = ..., builtin: _Optional[bool] = ..., strategy: _Optional[_Union[RoutingStrategy, str]] = ..., available: _Optional[bool] = ...) -> None: ...
 
 class BatchItem(_message.Message):
     __slots__ = ("custom_id", "model", "messages", "config")

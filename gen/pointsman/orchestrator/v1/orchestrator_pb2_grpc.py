@@ -33,9 +33,15 @@ class OrchestratorServiceStub:
 
     Errors follow AIP-193: a canonical status code with google.rpc.ErrorInfo
     (domain "pointsman.dev") in the status details. Reasons include
-    CONTENT_BLOCKED (FAILED_PRECONDITION), MODEL_NOT_FOUND (NOT_FOUND),
+    CONTENT_BLOCKED (PERMISSION_DENIED), MODEL_NOT_FOUND (NOT_FOUND),
     INVALID_REQUEST (INVALID_ARGUMENT, with google.rpc.BadRequest naming the
     fields) and UPSTREAM_UNAVAILABLE (UNAVAILABLE, with google.rpc.RetryInfo).
+
+    Routing: a model alias has ordered deployments. A failure before anything
+    reached the client is retried (with backoff) or falls back to the next
+    deployment; ChatStart names the deployment that answered. A failure after
+    the first event ends the stream with UNAVAILABLE and ErrorInfo metadata
+    `incomplete` = "true": the answer received so far is incomplete.
     """
 
     def __init__(self, channel):
@@ -94,9 +100,15 @@ class OrchestratorServiceServicer:
 
     Errors follow AIP-193: a canonical status code with google.rpc.ErrorInfo
     (domain "pointsman.dev") in the status details. Reasons include
-    CONTENT_BLOCKED (FAILED_PRECONDITION), MODEL_NOT_FOUND (NOT_FOUND),
+    CONTENT_BLOCKED (PERMISSION_DENIED), MODEL_NOT_FOUND (NOT_FOUND),
     INVALID_REQUEST (INVALID_ARGUMENT, with google.rpc.BadRequest naming the
     fields) and UPSTREAM_UNAVAILABLE (UNAVAILABLE, with google.rpc.RetryInfo).
+
+    Routing: a model alias has ordered deployments. A failure before anything
+    reached the client is retried (with backoff) or falls back to the next
+    deployment; ChatStart names the deployment that answered. A failure after
+    the first event ends the stream with UNAVAILABLE and ErrorInfo metadata
+    `incomplete` = "true": the answer received so far is incomplete.
     """
 
     def Chat(self, request, context):
@@ -222,9 +234,15 @@ class OrchestratorService:
 
     Errors follow AIP-193: a canonical status code with google.rpc.ErrorInfo
     (domain "pointsman.dev") in the status details. Reasons include
-    CONTENT_BLOCKED (FAILED_PRECONDITION), MODEL_NOT_FOUND (NOT_FOUND),
+    CONTENT_BLOCKED (PERMISSION_DENIED), MODEL_NOT_FOUND (NOT_FOUND),
     INVALID_REQUEST (INVALID_ARGUMENT, with google.rpc.BadRequest naming the
     fields) and UPSTREAM_UNAVAILABLE (UNAVAILABLE, with google.rpc.RetryInfo).
+
+    Routing: a model alias has ordered deployments. A failure before anything
+    reached the client is retried (with backoff) or falls back to the next
+    deployment; ChatStart names the deployment that answered. A failure after
+    the first event ends the stream with UNAVAILABLE and ErrorInfo metadata
+    `incomplete` = "true": the answer received so far is incomplete.
     """
 
     @staticmethod

@@ -10,3 +10,5 @@ class Caller:
     request_id: str
     organisation: str
     principal: str = ""
+    # When the client stops waiting, on the time.monotonic() clock; None if never.
+    deadline: float | None = None

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..providers.base import ChatProvider
 from .chat import Deployment, ProviderKind
 from .errors import NotFound
+from .routing import RetryPolicy, RoutingStrategy
 
 BUILTIN_ALIAS = "builtin"
 
@@ -15,6 +16,8 @@ BUILTIN_ALIAS = "builtin"
 class ModelRoute:
     alias: str
     deployments: tuple[Deployment, ...]
+    strategy: RoutingStrategy = RoutingStrategy.PRIORITY
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
 
     @property
     def builtin(self) -> bool:
@@ -29,10 +32,16 @@ class ModelCatalog:
         self._routes: dict[str, ModelRoute] = {}
         self._providers: dict[str, ChatProvider] = {}
 
-    def add(self, alias: str, deployments: list[tuple[Deployment, ChatProvider]]) -> None:
+    def add(
+        self,
+        alias: str,
+        deployments: list[tuple[Deployment, ChatProvider]],
+        strategy: RoutingStrategy = RoutingStrategy.PRIORITY,
+        retry: RetryPolicy | None = None,
+    ) -> None:
         for deployment, provider in deployments:
             self._providers[deployment.name] = provider
-        self._routes[alias] = ModelRoute(alias, tuple(d for d, _ in deployments))
+        self._routes[alias] = ModelRoute(alias, tuple(d for d, _ in deployments), strategy, retry or RetryPolicy())
 
     def resolve(self, alias: str) -> ModelRoute:
         route = self._routes.get(alias)
@@ -46,6 +55,10 @@ class ModelCatalog:
 
     def provider(self, deployment: Deployment) -> ChatProvider:
         return self._providers[deployment.name]
+
+    def deployments(self) -> list[Deployment]:
+        """Every deployment once, however many aliases use it."""
+        return list({d.name: d for r in self._routes.values() for d in r.deployments}.values())
 
     def routes(self) -> list[ModelRoute]:
         return sorted(self._routes.values(), key=lambda r: r.alias)

@@ -75,6 +75,9 @@ class Deployment:
     provider: ProviderKind
     model: str
     endpoint: str = ""
+    weight: int = 1
+    # Longest wait for the first event before falling back.
+    timeout_seconds: float = 60.0
 
 
 # Events of a streamed answer, in the order a client sees them.

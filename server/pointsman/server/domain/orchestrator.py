@@ -13,6 +13,7 @@ from .caller import Caller
 from .catalog import ModelCatalog
 from .chat import (
     ChatRequest,
+    Deployment,
     Finish,
     Start,
     TextDelta,
@@ -23,6 +24,7 @@ from .chat import (
 from .errors import DomainError, Unavailable, ViolationCollector
 from .firewall.engine import FirewallEngine
 from .firewall.verdict import Action, Direction, Verdict
+from .router import Router
 from .validation import ChatLimits, check_config, check_messages, check_model
 
 log = logging.getLogger(__name__)
@@ -77,8 +79,9 @@ class CompletedAnswer:
 
 
 class Orchestrator:
-    def __init__(self, catalog: ModelCatalog, firewall: FirewallEngine, limits: ChatLimits) -> None:
+    def __init__(self, catalog: ModelCatalog, router: Router, firewall: FirewallEngine, limits: ChatLimits) -> None:
         self.catalog = catalog
+        self.router = router
         self.firewall = firewall
         self.limits = limits
 
@@ -93,39 +96,40 @@ class Orchestrator:
         self.check(request, errors)
         errors.raise_if_any()
 
-    async def chat(self, request: ChatRequest, caller: Caller) -> AsyncIterator[ChatEvent]:
+    async def chat(self, request: ChatRequest, caller: Caller, *, incremental: bool = True) -> AsyncIterator[ChatEvent]:
         """Streams one answer. Raises before the first event for anything that
-        can be known up front (invalid, unknown model, blocked, upstream down)."""
+        can be known up front (invalid, unknown model, blocked, every
+        deployment down); a failure after it raises `Unavailable` with
+        metadata incomplete=true."""
         received = time.perf_counter()
         self.validate(request)
         route = self.catalog.resolve(request.model)
         verdict = await self.firewall.guard_prompt(request.messages, caller)
-        deployment = route.deployments[0]
-        provider = self.catalog.provider(deployment)
+        opened = await self.router.open(route, request, caller, incremental=incremental)
+        yield Start(caller.request_id, request.model, opened.deployment)
+        if verdict.action is not Action.ALLOW:
+            yield FirewallNotice(Direction.INPUT, verdict)
         first_token_at: float | None = None
-        started = False
-        async with aclosing(provider.stream(deployment, request)) as events:
-            async for event in events:
-                if not started:
-                    # Sent with the first upstream event, so the start names the
-                    # deployment that actually answered.
-                    started = True
-                    yield Start(caller.request_id, request.model, deployment)
-                    if verdict.action is not Action.ALLOW:
-                        yield FirewallNotice(Direction.INPUT, verdict)
-                if isinstance(event, Finish):
-                    now = time.perf_counter()
-                    ttft = None if first_token_at is None else first_token_at - received
-                    yield Finish(event.reason, ttft, now - received)
-                    return
-                if first_token_at is None and isinstance(event, (TextDelta, ToolCallDelta)):
-                    first_token_at = time.perf_counter()
-                yield event
-        raise Unavailable("the upstream model ended the answer early", reason="UPSTREAM_INCOMPLETE")
+        try:
+            async with aclosing(opened.events()) as events:
+                async for event in events:
+                    if isinstance(event, Finish):
+                        now = time.perf_counter()
+                        ttft = None if first_token_at is None else first_token_at - received
+                        yield Finish(event.reason, ttft, now - received)
+                        return
+                    if first_token_at is None and isinstance(event, (TextDelta, ToolCallDelta)):
+                        first_token_at = time.perf_counter()
+                    yield event
+        except DomainError as error:
+            raise _incomplete(error, opened.deployment) from error
+        raise _incomplete(
+            Unavailable("the upstream model ended the answer early", reason="UPSTREAM_INCOMPLETE"), opened.deployment
+        )
 
     async def complete(self, request: ChatRequest, caller: Caller) -> CompletedAnswer:
         answer = CompletedAnswer()
-        async for event in self.chat(request, caller):
+        async for event in self.chat(request, caller, incremental=False):
             answer.add(event)
         return answer
 
@@ -162,3 +166,10 @@ class Orchestrator:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _incomplete(error: DomainError, deployment: Deployment) -> Unavailable:
+    """A failure after the answer began: never retried or rerouted (the client
+    has part of one model's answer), reported as UNAVAILABLE and marked."""
+    metadata = {**error.metadata, "incomplete": "true", "deployment": deployment.name}
+    return Unavailable(error.message, reason=error.reason, metadata=metadata)

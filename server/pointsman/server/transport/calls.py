@@ -26,6 +26,7 @@ access_log = logging.getLogger("pointsman.access")
 log = logging.getLogger(__name__)
 
 current_request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
+current_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("deadline", default=None)
 
 
 def _request_id(context: grpc.aio.ServicerContext) -> str:
@@ -44,7 +45,7 @@ class CallContext:
         self.organisation = organisation
 
     def caller(self) -> Caller:
-        return Caller(current_request_id.get(), self.organisation)
+        return Caller(current_request_id.get(), self.organisation, deadline=current_deadline.get())
 
 
 class CallInterceptor(grpc.aio.ServerInterceptor):
@@ -69,6 +70,8 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
 async def _begin(context: grpc.aio.ServicerContext) -> tuple[str, float]:
     request_id = _request_id(context)
     current_request_id.set(request_id)
+    remaining = context.time_remaining()
+    current_deadline.set(None if remaining is None else time.monotonic() + remaining)
     await context.send_initial_metadata(((REQUEST_ID_HEADER, request_id),))
     return request_id, time.perf_counter()
 

@@ -3,6 +3,7 @@ become field violations here, before the domain sees the request."""
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,7 +14,7 @@ from pointsman.orchestrator.v1 import orchestrator_pb2 as orch
 from pointsman.registry.v1 import registry_pb2 as reg
 from pointsman.type.v1 import chat_pb2, firewall_pb2
 
-from ..domain import chat, registry
+from ..domain import breaker, chat, registry, routing
 from ..domain.errors import ViolationCollector
 from ..domain.firewall import rules, verdict
 from ..domain.orchestrator import CompletedAnswer, FirewallNotice
@@ -150,13 +151,42 @@ def usage_to_proto(usage: chat.Usage) -> chat_pb2.Usage:
     )
 
 
+@functools.lru_cache(maxsize=1024)
 def deployment_to_proto(deployment: chat.Deployment) -> orch.Deployment:
-    return orch.Deployment(
+    """Cached: deployments are fixed at start-up, and every answer names one.
+    Callers must not change the returned message."""
+    out = orch.Deployment(
         name=deployment.name,
         provider=PROVIDERS[deployment.provider],
         model=deployment.model,
         endpoint=deployment.endpoint,
+        weight=deployment.weight,
     )
+    out.timeout.FromNanoseconds(int(deployment.timeout_seconds * 1e9))
+    return out
+
+
+STRATEGIES = {
+    routing.RoutingStrategy.PRIORITY: orch.ROUTING_STRATEGY_PRIORITY,
+    routing.RoutingStrategy.WEIGHTED: orch.ROUTING_STRATEGY_WEIGHTED,
+    routing.RoutingStrategy.LATENCY: orch.ROUTING_STRATEGY_LATENCY,
+}
+CIRCUIT_STATES = {
+    breaker.CircuitState.CLOSED: orch.CIRCUIT_STATE_CLOSED,
+    breaker.CircuitState.OPEN: orch.CIRCUIT_STATE_OPEN,
+    breaker.CircuitState.HALF_OPEN: orch.CIRCUIT_STATE_HALF_OPEN,
+}
+
+
+def deployment_status(deployment: chat.Deployment, monitor: breaker.DeploymentMonitor) -> orch.Deployment:
+    """A deployment with its live state, for ListModels."""
+    out = orch.Deployment()
+    out.CopyFrom(deployment_to_proto(deployment))
+    out.state.circuit = CIRCUIT_STATES[monitor.breaker.state]
+    out.state.consecutive_failures = monitor.breaker.consecutive_failures
+    if monitor.latency.seconds is not None:
+        out.state.latency.FromNanoseconds(int(monitor.latency.seconds * 1e9))
+    return out
 
 
 def start_to_proto(start: chat.Start) -> orch.ChatStart:

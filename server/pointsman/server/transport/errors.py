@@ -69,4 +69,9 @@ def internal_status(request_id: str) -> grpc.Status:
 def turn_error(error: domain.DomainError) -> orchestrator_pb2.TurnError:
     """An error reported inside a stream (a Converse turn, a compared model, a
     batch item) rather than as the call's status."""
-    return orchestrator_pb2.TurnError(code=status_code_for(error).value[0], reason=error.reason, message=error.message)
+    return orchestrator_pb2.TurnError(
+        code=status_code_for(error).value[0],
+        reason=error.reason,
+        message=error.message,
+        incomplete=error.metadata.get("incomplete") == "true",
+    )

@@ -108,13 +108,16 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         offset = decode_offset(request.page_token)
         routes = self._orchestrator.catalog.routes()
         page = routes[offset : offset + size]
+        router = self._orchestrator.router
         return pb.ListModelsResponse(
             models=[
                 pb.Model(
                     name=f"models/{r.alias}",
                     alias=r.alias,
-                    deployments=[convert.deployment_to_proto(d) for d in r.deployments],
+                    deployments=[convert.deployment_status(d, router.monitor(d)) for d in r.deployments],
                     builtin=r.builtin,
+                    strategy=convert.STRATEGIES[r.strategy],
+                    available=router.available(r),
                 )
                 for r in page
             ],

@@ -1,0 +1,175 @@
+"""Opens an answer stream on the best deployment that will give one.
+
+Deployments are tried in the route's order. A failure before the first event
+(nothing has reached the client yet) is retried on the same deployment with
+backoff, within the route's retry policy and the server's retry budget, then
+falls back to the next deployment. Once a deployment has produced its first
+event the answer is committed to it: the caller streams the rest, and a later
+failure ends the answer (the router never splices two models' answers)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import suppress
+from dataclasses import dataclass
+
+from .breaker import BreakerPolicy, CircuitBreaker, CircuitState, DeploymentMonitor, LatencyTracker
+from .caller import Caller
+from .catalog import ModelCatalog, ModelRoute
+from .chat import ChatRequest, Deployment, ProviderEvent
+from .errors import DomainError, FailedPrecondition, Unavailable
+from .routing import RetryBudget, order
+
+log = logging.getLogger(__name__)
+
+# With every circuit open and no better estimate, clients are told to retry after this.
+_DEFAULT_RETRY_AFTER = 1.0
+
+
+@dataclass(slots=True)
+class OpenStream:
+    """An answer committed to one deployment: its first event and the rest."""
+
+    deployment: Deployment
+    first: ProviderEvent
+    rest: AsyncIterator[ProviderEvent]
+    monitor: DeploymentMonitor
+
+    async def events(self) -> AsyncIterator[ProviderEvent]:
+        """Every event, first included. A failure here is recorded against the
+        deployment; closing the iterator closes the upstream call."""
+        try:
+            yield self.first
+            async for event in self.rest:
+                yield event
+        except Unavailable:
+            self.monitor.breaker.record_failure()
+            raise
+        finally:
+            await _close(self.rest)
+
+
+class Router:
+    def __init__(
+        self,
+        catalog: ModelCatalog,
+        breaker_policy: BreakerPolicy | None = None,
+        budget: RetryBudget | None = None,
+        *,
+        rng: random.Random | None = None,
+        sleep: Callable[[float], object] = asyncio.sleep,
+    ) -> None:
+        self._catalog = catalog
+        self._budget = budget or RetryBudget()
+        self._rng = rng or random.Random()
+        self._sleep = sleep
+        policy = breaker_policy or BreakerPolicy()
+        self.monitors: dict[str, DeploymentMonitor] = {
+            d.name: DeploymentMonitor(CircuitBreaker(d.name, policy), LatencyTracker()) for d in catalog.deployments()
+        }
+
+    def monitor(self, deployment: Deployment) -> DeploymentMonitor:
+        return self.monitors[deployment.name]
+
+    def available(self, route: ModelRoute) -> bool:
+        """False while every deployment of the route has an open circuit."""
+        return any(self.monitors[d.name].breaker.state is not CircuitState.OPEN for d in route.deployments)
+
+    def plan(self, route: ModelRoute) -> list[Deployment]:
+        return order(route.strategy, route.deployments, lambda d: self.monitors[d.name].latency.seconds, self._rng)
+
+    async def open(self, route: ModelRoute, request: ChatRequest, caller: Caller, *, incremental: bool) -> OpenStream:
+        self._budget.record_call()
+        last_error: DomainError | None = None
+        tried: list[str] = []
+        for deployment in self.plan(route):
+            monitor = self.monitors[deployment.name]
+            provider = self._catalog.provider(deployment)
+            retry = 0
+            while True:
+                if not monitor.breaker.try_acquire():
+                    break
+                tried.append(deployment.name)
+                stream = provider.stream(deployment, request, incremental=incremental)
+                started = time.monotonic()
+                try:
+                    async with asyncio.timeout(deployment.timeout_seconds):
+                        first = await anext(stream)
+                except (DomainError, TimeoutError, StopAsyncIteration) as raised:
+                    await _close(stream)
+                    error = _as_domain_error(raised)
+                    if not _is_deployment_failure(error):
+                        monitor.breaker.release()
+                        raise error from None
+                    monitor.breaker.record_failure()
+                    last_error = error
+                    log.info("deployment %s failed before answering: %s", deployment.name, error.reason)
+                    delay = self._retry_delay(route, retry, error, caller)
+                    if delay is None:
+                        break  # fall back to the next deployment
+                    retry += 1
+                    await self._sleep(delay)
+                    continue
+                except BaseException:
+                    await _close(stream)
+                    monitor.breaker.release()
+                    raise
+                monitor.breaker.record_success()
+                monitor.latency.observe(time.monotonic() - started)
+                return OpenStream(deployment, first, stream, monitor)
+        raise self._exhausted(route, last_error, tried)
+
+    def _retry_delay(self, route: ModelRoute, retry: int, error: DomainError, caller: Caller) -> float | None:
+        """Seconds to wait before retrying the same deployment, or None to move on."""
+        if not isinstance(error, Unavailable) or retry >= route.retry.retries:
+            return None
+        retry_after = error.retry_after_seconds
+        if retry_after is not None and retry_after > route.retry.max_retry_after_seconds:
+            return None
+        delay = route.retry.backoff(retry, retry_after, self._rng)
+        if caller.deadline is not None and time.monotonic() + delay >= caller.deadline:
+            return None
+        if not self._budget.try_spend():
+            return None
+        return delay
+
+    def _exhausted(self, route: ModelRoute, last_error: DomainError | None, tried: list[str]) -> DomainError:
+        if last_error is None:
+            # Nothing was even tried: every circuit is open.
+            wait = min((self.monitors[d.name].breaker.retry_after() for d in route.deployments), default=0.0)
+            return Unavailable(
+                f"every deployment of model '{route.alias}' is failing; its circuits are open",
+                reason="CIRCUIT_OPEN",
+                retry_after_seconds=max(wait, _DEFAULT_RETRY_AFTER),
+                metadata={"model": route.alias},
+            )
+        last_error.metadata.setdefault("model", route.alias)
+        last_error.metadata["deployments_tried"] = ",".join(dict.fromkeys(tried))
+        if isinstance(last_error, Unavailable) and last_error.retry_after_seconds is None:
+            last_error.retry_after_seconds = _DEFAULT_RETRY_AFTER
+        return last_error
+
+
+def _as_domain_error(raised: BaseException) -> DomainError:
+    if isinstance(raised, DomainError):
+        return raised
+    if isinstance(raised, TimeoutError):
+        return Unavailable("the upstream model did not start answering in time", reason="UPSTREAM_TIMEOUT")
+    return Unavailable("the upstream model ended the answer before it began", reason="UPSTREAM_INCOMPLETE")
+
+
+def _is_deployment_failure(error: DomainError) -> bool:
+    """Failures that say the deployment is unwell (count against its breaker
+    and move on to a fallback), as opposed to a request it rightly refused."""
+    return isinstance(error, (Unavailable, FailedPrecondition))
+
+
+async def _close(stream: AsyncIterator[ProviderEvent]) -> None:
+    aclose = getattr(stream, "aclose", None)
+    if aclose is not None:
+        with suppress(Exception):
+            await aclose()

@@ -1,0 +1,229 @@
+"""Model aliases, their deployments and the router, from the routes file or,
+without one, from the environment (one deployment per alias).
+
+The routes file (YAML, `POINTSMAN_ROUTES_FILE`) names endpoints and maps each
+alias to ordered deployments on them; see docs/routing.md. Keys never live in
+the file: an endpoint names the environment variable that holds its key."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .domain.breaker import BreakerPolicy
+from .domain.catalog import BUILTIN_ALIAS, ModelCatalog
+from .domain.chat import Deployment, ProviderKind
+from .domain.router import Router
+from .domain.routing import RetryBudget, RetryPolicy, RoutingStrategy
+from .providers.base import ChatProvider
+from .providers.builtin import BUILTIN_MODEL_ID, BuiltinProvider
+from .settings import Settings
+
+OPENAI_DEFAULT_ENDPOINT = "https://api.openai.com/v1"
+ANTHROPIC_DEFAULT_ENDPOINT = "https://api.anthropic.com"
+MAX_ROUTES_FILE_BYTES = 1024 * 1024
+
+
+class RoutesFileError(ValueError):
+    """The routes file is missing, unreadable or invalid; the message says where."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CircuitBreakerConfig(_Strict):
+    consecutive_failures: int = Field(5, ge=1, le=1000)
+    failure_rate: float = Field(0.5, gt=0, le=1)
+    window_seconds: float = Field(30.0, gt=0, le=3600)
+    min_calls: int = Field(20, ge=1)
+    cooldown_seconds: float = Field(30.0, gt=0, le=3600)
+    half_open_probes: int = Field(1, ge=1, le=100)
+
+
+class RetryConfig(_Strict):
+    retries: int = Field(1, ge=0, le=10)
+    backoff_base_ms: float = Field(100, ge=0, le=60_000)
+    backoff_max_ms: float = Field(2000, ge=0, le=600_000)
+    max_retry_after_seconds: float = Field(10, ge=0, le=3600)
+
+    def policy(self) -> RetryPolicy:
+        return RetryPolicy(
+            self.retries, self.backoff_base_ms / 1000, self.backoff_max_ms / 1000, self.max_retry_after_seconds
+        )
+
+
+class Defaults(_Strict):
+    retry: RetryConfig = RetryConfig()
+    # Longest wait for a deployment's first event before falling back.
+    timeout_seconds: float = Field(60.0, gt=0, le=3600)
+    # Retries allowed, as a share of calls (plus a small reserve).
+    retry_budget_ratio: float = Field(0.2, ge=0, le=10)
+    circuit_breaker: CircuitBreakerConfig = CircuitBreakerConfig()
+
+
+class EndpointConfig(_Strict):
+    provider: Literal["openai", "anthropic", "builtin"]
+    base_url: str | None = None
+    # Name of the environment variable holding the key; local servers need none.
+    api_key_env: str | None = None
+
+
+class DeploymentConfig(_Strict):
+    endpoint: str
+    model: str = Field(min_length=1, max_length=256)
+    weight: int = Field(1, ge=0, le=1_000_000)
+    timeout_seconds: float | None = Field(None, gt=0, le=3600)
+
+
+class ModelConfig(_Strict):
+    strategy: Literal["priority", "weighted", "latency"] = "priority"
+    retry: RetryConfig | None = None
+    deployments: Annotated[list[DeploymentConfig], Field(min_length=1, max_length=32)]
+
+
+class RoutesConfig(_Strict):
+    defaults: Defaults = Defaults()
+    endpoints: dict[str, EndpointConfig] = {}
+    models: Annotated[dict[str, ModelConfig], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _endpoints_exist(self) -> RoutesConfig:
+        for alias, model in self.models.items():
+            for index, deployment in enumerate(model.deployments):
+                if deployment.endpoint not in self.endpoints:
+                    raise ValueError(
+                        f"models.{alias}.deployments[{index}].endpoint: '{deployment.endpoint}' is not in endpoints"
+                    )
+        return self
+
+
+def load_routes_file(path: Path) -> RoutesConfig:
+    try:
+        if path.stat().st_size > MAX_ROUTES_FILE_BYTES:
+            raise RoutesFileError(f"routes file {path} is larger than {MAX_ROUTES_FILE_BYTES} bytes")
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise RoutesFileError(f"cannot read routes file {path}: {error.strerror}") from error
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise RoutesFileError(f"routes file {path} is not valid YAML: {error}") from error
+    try:
+        return RoutesConfig.model_validate(raw)
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}" for e in error.errors())
+        raise RoutesFileError(f"routes file {path} is invalid: {problems}") from error
+
+
+def build_routing(settings: Settings) -> tuple[ModelCatalog, Router]:
+    """The catalog of aliases and the router over it."""
+    if settings.routes_file is not None:
+        config = load_routes_file(settings.routes_file)
+    else:
+        config = _config_from_environment(settings)
+    catalog = _build_catalog(config, settings)
+    breaker = config.defaults.circuit_breaker
+    router = Router(
+        catalog,
+        BreakerPolicy(
+            breaker.consecutive_failures,
+            breaker.failure_rate,
+            breaker.window_seconds,
+            breaker.min_calls,
+            breaker.cooldown_seconds,
+            breaker.half_open_probes,
+        ),
+        RetryBudget(config.defaults.retry_budget_ratio),
+    )
+    return catalog, router
+
+
+def _config_from_environment(settings: Settings) -> RoutesConfig:
+    """Without a routes file: each alias in OPENAI_MODELS / ANTHROPIC_MODELS is
+    one deployment of that model on the configured endpoint."""
+    endpoints: dict[str, EndpointConfig] = {}
+    models: dict[str, ModelConfig] = {}
+    if settings.openai_configured:
+        endpoints["openai"] = EndpointConfig(
+            provider="openai", base_url=settings.openai_base_url, api_key_env="OPENAI_API_KEY"
+        )
+        for alias in settings.openai_models:
+            models[alias] = ModelConfig(deployments=[DeploymentConfig(endpoint="openai", model=alias)])
+    if settings.anthropic_configured:
+        endpoints["anthropic"] = EndpointConfig(
+            provider="anthropic", base_url=settings.anthropic_base_url, api_key_env="ANTHROPIC_API_KEY"
+        )
+        for alias in settings.anthropic_models:
+            models.setdefault(alias, ModelConfig(deployments=[DeploymentConfig(endpoint="anthropic", model=alias)]))
+    retry = RetryConfig(retries=settings.upstream_retries)
+    defaults = Defaults(retry=retry, timeout_seconds=settings.upstream_timeout_seconds)
+    if not models:
+        return RoutesConfig.model_construct(defaults=defaults, endpoints={}, models={})
+    return RoutesConfig(defaults=defaults, endpoints=endpoints, models=models)
+
+
+def _build_catalog(config: RoutesConfig, settings: Settings) -> ModelCatalog:
+    catalog = ModelCatalog()
+    builtin = BuiltinProvider()
+    builtin_deployment = Deployment("builtin", ProviderKind.BUILTIN, BUILTIN_MODEL_ID)
+    catalog.add(BUILTIN_ALIAS, [(builtin_deployment, builtin)])
+    if settings.use_mock:
+        # USE_MOCK: every alias answers from the built-in model.
+        anthropic_models = settings.anthropic_models if settings.anthropic_configured else []
+        aliases = [*config.models, *settings.openai_models, *anthropic_models]
+        for alias in dict.fromkeys(aliases):
+            catalog.add(alias, [(builtin_deployment, builtin)])
+        return catalog
+
+    providers: dict[str, ChatProvider] = {}
+    for alias, model in config.models.items():
+        deployments: list[tuple[Deployment, ChatProvider]] = []
+        for entry in model.deployments:
+            endpoint = config.endpoints[entry.endpoint]
+            if entry.endpoint not in providers:
+                providers[entry.endpoint] = _provider(endpoint, settings)
+            kind = ProviderKind(endpoint.provider)
+            deployment = Deployment(
+                name=f"{entry.endpoint}/{entry.model}",
+                provider=kind,
+                model=BUILTIN_MODEL_ID if kind is ProviderKind.BUILTIN else entry.model,
+                endpoint=_base_url(endpoint),
+                weight=entry.weight,
+                timeout_seconds=entry.timeout_seconds or config.defaults.timeout_seconds,
+            )
+            deployments.append((deployment, providers[entry.endpoint]))
+        retry = (model.retry or config.defaults.retry).policy()
+        catalog.add(alias, deployments, RoutingStrategy(model.strategy), retry)
+    return catalog
+
+
+def _base_url(endpoint: EndpointConfig) -> str:
+    if endpoint.provider == "openai":
+        return endpoint.base_url or OPENAI_DEFAULT_ENDPOINT
+    if endpoint.provider == "anthropic":
+        return endpoint.base_url or ANTHROPIC_DEFAULT_ENDPOINT
+    return ""
+
+
+def _provider(endpoint: EndpointConfig, settings: Settings) -> ChatProvider:
+    if endpoint.provider == "builtin":
+        return BuiltinProvider()
+    # Local servers (Ollama, llama.cpp, ...) ignore the key, but the SDKs want one.
+    key = (os.environ.get(endpoint.api_key_env) if endpoint.api_key_env else None) or "not-needed"
+    if endpoint.api_key_env == "OPENAI_API_KEY" and settings.openai_api_key is not None:
+        key = settings.openai_api_key.get_secret_value()
+    if endpoint.api_key_env == "ANTHROPIC_API_KEY" and settings.anthropic_api_key is not None:
+        key = settings.anthropic_api_key.get_secret_value()
+    timeout = settings.upstream_timeout_seconds
+    # SDKs are imported only when used: each takes most of a second to import,
+    # which a server that does not use it should not pay at start-up.
+    if endpoint.provider == "openai":
+        from .providers.openai_compatible import OpenAICompatibleProvider
+
+        return OpenAICompatibleProvider(api_key=key, base_url=_base_url(endpoint), timeout_seconds=timeout)
+    from .providers.anthropic import AnthropicProvider
+
+    return AnthropicProvider(api_key=key, base_url=_base_url(endpoint), timeout_seconds=timeout)
