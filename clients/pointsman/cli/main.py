@@ -39,14 +39,25 @@ def _client(args: argparse.Namespace) -> Client:
 def cmd_serve(args: argparse.Namespace) -> int:
     import asyncio
 
+    from pydantic import ValidationError
+
     from pointsman.server.app import serve
     from pointsman.server.logs import configure_logging
+    from pointsman.server.routes import RoutesFileError
     from pointsman.server.settings import Settings
 
     overrides = {"POINTSMAN_ADDRESS": args.address} if args.address_given else {}
-    settings = Settings(**overrides)
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as error:
+        print(f"pointsman: invalid settings: {error}", file=sys.stderr)
+        return 2
     configure_logging(settings.log_level, settings.log_format)
-    asyncio.run(serve(settings))
+    try:
+        asyncio.run(serve(settings))
+    except RoutesFileError as error:
+        print(f"pointsman: {error}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -92,9 +103,14 @@ def cmd_models(args: argparse.Namespace) -> int:
             if args.json:
                 _print_json(model)
             else:
-                where = ", ".join(f"{d.name} ({d.model})" for d in model.deployments)
+                strategy = pb.RoutingStrategy.Name(model.strategy).removeprefix("ROUTING_STRATEGY_").lower()
+                where = ", ".join(
+                    f"{d.name} ({pb.CircuitState.Name(d.state.circuit).removeprefix('CIRCUIT_STATE_').lower()})"
+                    for d in model.deployments
+                )
                 label = "  [built-in deterministic model]" if model.builtin else ""
-                print(f"{model.alias}\t{where}{label}")
+                down = "  [unavailable: every circuit open]" if not model.available else ""
+                print(f"{model.alias}\t{strategy}\t{where}{label}{down}")
     return 0
 
 

@@ -1,0 +1,92 @@
+"""The routes file: the documented example loads, and every mistake is
+reported with the place it was made, before the server starts."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from pointsman.server.domain.chat import ProviderKind
+from pointsman.server.domain.routing import RoutingStrategy
+from pointsman.server.routes import RoutesFileError, build_routing, load_routes_file
+
+from server_fixtures import settings
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "routes.yaml"
+VALID: dict[str, Any] = {
+    "endpoints": {"offline": {"provider": "builtin"}},
+    "models": {"trial": {"deployments": [{"endpoint": "offline", "model": "echo"}]}},
+}
+
+
+def write(tmp_path: Path, config: Any) -> Path:
+    path = tmp_path / "routes.yaml"
+    path.write_text(config if isinstance(config, str) else yaml.safe_dump(config))
+    return path
+
+
+async def test_the_documented_example_builds_every_alias() -> None:
+    catalog, router = build_routing(settings(POINTSMAN_ROUTES_FILE=str(EXAMPLE)))
+    routes = {r.alias: r for r in catalog.routes()}
+    assert set(routes) == {"builtin", "smart", "fast", "nearest", "trial"}
+    assert routes["fast"].strategy is RoutingStrategy.WEIGHTED
+    assert [(d.name, d.weight) for d in routes["fast"].deployments] == [
+        ("openai/gpt-4o-mini", 3),
+        ("ollama/llama3.2", 1),
+    ]
+    smart = routes["smart"].deployments
+    assert [d.provider for d in smart] == [ProviderKind.OPENAI, ProviderKind.ANTHROPIC]
+    assert smart[0].timeout_seconds == 30 and smart[1].timeout_seconds == 45
+    assert routes["nearest"].retry.retries == 0 and routes["smart"].retry.retries == 1
+    # One breaker per deployment, shared by every alias that uses it.
+    assert "ollama/llama3.2" in router.monitors and len(router.monitors) == 6
+    await catalog.aclose()
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        ({**VALID, "models": {"x": {"deployments": [{"endpoint": "nowhere", "model": "m"}]}}}, "'nowhere' is not in"),
+        ({**VALID, "defaults": {"retry": {"retires": 2}}}, "defaults.retry.retires: Extra inputs"),
+        ({**VALID, "models": {"x": {"deployments": [{"endpoint": "offline", "model": "m", "weight": -1}]}}}, "weight"),
+        ({**VALID, "models": {"x": {"strategy": "fastest", "deployments": []}}}, "models.x.strategy"),
+        ({**VALID, "models": {}}, "models: "),
+        ({**VALID, "endpoints": {"e": {"provider": "azure"}}}, "endpoints.e.provider"),
+        ("models: [unclosed", "not valid YAML"),
+        ("just text", "invalid"),
+    ],
+)
+def test_mistakes_are_reported_with_their_place(tmp_path: Path, config: Any, expected: str) -> None:
+    with pytest.raises(RoutesFileError) as caught:
+        load_routes_file(write(tmp_path, config))
+    assert expected in str(caught.value)
+
+
+def test_a_missing_file_is_reported(tmp_path: Path) -> None:
+    with pytest.raises(RoutesFileError, match="cannot read routes file"):
+        load_routes_file(tmp_path / "absent.yaml")
+
+
+def test_keys_come_from_the_environment_never_the_file(tmp_path: Path) -> None:
+    config = {**VALID, "endpoints": {"o": {"provider": "openai", "api_key": "sk-in-the-file"}}}
+    with pytest.raises(RoutesFileError, match="api_key: Extra inputs"):
+        load_routes_file(write(tmp_path, config))
+
+
+def test_serve_refuses_a_bad_routes_file_with_a_clear_message(tmp_path: Path) -> None:
+    path = write(tmp_path, {**VALID, "models": {"x": {"deployments": [{"endpoint": "gone", "model": "m"}]}}})
+    result = subprocess.run(
+        [sys.executable, "-m", "pointsman.cli.main", "serve", "--address", "127.0.0.1:0"],
+        env={"POINTSMAN_ROUTES_FILE": str(path), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "models.x.deployments[0].endpoint: 'gone' is not in endpoints" in result.stderr
+    assert "Traceback" not in result.stderr
