@@ -18,7 +18,16 @@ from helpers_pb import chat_request, text_of
 from server_fixtures import collect, raises
 
 API_KEY = "sk-test-0123456789abcdef0123456789abcdef"
-MODELS = ["gpt-test", "fault-500", "fault-429", "fault-401", "fault-malformed", "fault-cut"]
+MODELS = [
+    "gpt-test",
+    "fault-500",
+    "fault-429",
+    "fault-401",
+    "fault-malformed",
+    "fault-cut",
+    "fault-stream-error",
+    "fault-stall",
+]
 
 
 @pytest_asyncio.fixture
@@ -107,3 +116,41 @@ async def test_stream_cut_mid_way_ends_with_unavailable(gateway: AsyncClient) ->
     assert error.code == grpc.StatusCode.UNAVAILABLE
     assert events and events[0].WhichOneof("event") == "start"  # the client saw the partial answer
     assert all(e.WhichOneof("event") != "finish" for e in events)
+
+
+async def test_mid_stream_error_frame_ends_the_answer_marked_incomplete(gateway: AsyncClient) -> None:
+    events: list[orch.ChatResponse] = []
+
+    async def read() -> None:
+        async for event in gateway.orchestrator.Chat(chat_request("a b c d e f", model="fault-stream-error")):
+            events.append(event)
+
+    error = await raises(read())
+    assert error.code == grpc.StatusCode.UNAVAILABLE
+    assert error.reason == "UPSTREAM_STREAM_ERROR"
+    assert error.metadata["incomplete"] == "true"
+    assert text_of(events)  # the part that arrived before the error frame
+
+
+async def test_stall_mid_stream_ends_at_the_client_deadline_and_closes_the_upstream(
+    gateway: AsyncClient, upstream: FakeOpenAI
+) -> None:
+    error = await raises(collect(gateway.orchestrator.Chat(chat_request("a b c d", model="fault-stall"), timeout=0.5)))
+    assert error.code == grpc.StatusCode.DEADLINE_EXCEEDED
+    await upstream.wait_for(lambda: upstream.streams_open == 0 and upstream.streams_aborted == 1)
+
+
+async def test_stall_mid_stream_hits_the_read_timeout_without_a_client_deadline(
+    start_server: Any, upstream: FakeOpenAI
+) -> None:
+    server = await start_server(
+        OPENAI_API_KEY=API_KEY,
+        OPENAI_BASE_URL=upstream.base_url,
+        OPENAI_MODELS=["fault-stall"],
+        POINTSMAN_UPSTREAM_TIMEOUT_SECONDS=0.5,
+    )
+    async with AsyncClient(server.address, timeout=30) as client:
+        error = await raises(collect(client.orchestrator.Chat(chat_request("a b c d", model="fault-stall"))))
+    assert error.code == grpc.StatusCode.UNAVAILABLE
+    assert error.metadata["incomplete"] == "true"
+    await upstream.wait_for(lambda: upstream.streams_open == 0)
