@@ -24,8 +24,8 @@ MODELS = [
     "fault-429",
     "fault-401",
     "fault-malformed",
-    "fault-cut",
-    "fault-stream-error",
+    "fault-cut+slow-20",
+    "fault-stream-error+slow-20",
     "fault-stall",
 ]
 
@@ -109,7 +109,7 @@ async def test_stream_cut_mid_way_ends_with_unavailable(gateway: AsyncClient) ->
     events: list[orch.ChatResponse] = []
 
     async def read() -> None:
-        async for event in gateway.orchestrator.Chat(chat_request("a b c d e f", model="fault-cut")):
+        async for event in gateway.orchestrator.Chat(chat_request("a b c d e f", model="fault-cut+slow-20")):
             events.append(event)
 
     error = await raises(read())
@@ -122,7 +122,8 @@ async def test_mid_stream_error_frame_ends_the_answer_marked_incomplete(gateway:
     events: list[orch.ChatResponse] = []
 
     async def read() -> None:
-        async for event in gateway.orchestrator.Chat(chat_request("a b c d e f", model="fault-stream-error")):
+        # Frames 20 ms apart: the text arrives before the error frame, in a read of its own.
+        async for event in gateway.orchestrator.Chat(chat_request("a b c d e f", model="fault-stream-error+slow-20")):
             events.append(event)
 
     error = await raises(read())

@@ -122,14 +122,14 @@ async def test_a_retry_after_longer_than_allowed_falls_back_at_once(
 
 async def test_no_fallback_after_the_first_event(routes: Any, gateway: Any, upstream: FakeOpenAI) -> None:
     _, client = await gateway(
-        routes({"smart": {"deployments": [{"endpoint": "fake", "model": "fault-cut+long-20"}, BUILTIN]}})
+        routes({"smart": {"deployments": [{"endpoint": "fake", "model": "fault-cut+long-20+slow-20"}, BUILTIN]}})
     )
     received: list[Any] = []
     error = await raises(_collect_into(client.orchestrator.Chat(chat_request("hi", model="smart")), received))
     assert error.code == grpc.StatusCode.UNAVAILABLE
     assert error.metadata["incomplete"] == "true"
-    assert error.metadata["deployment"] == "fake/fault-cut+long-20"
-    assert received[0].start.deployment.name == "fake/fault-cut+long-20"
+    assert error.metadata["deployment"] == "fake/fault-cut+long-20+slow-20"
+    assert received[0].start.deployment.name == "fake/fault-cut+long-20+slow-20"
     assert text_of(received)  # the client got part of the answer, from one model only
     assert not any(e.HasField("finish") for e in received)
 
@@ -138,7 +138,7 @@ async def test_incomplete_turn_is_marked_in_compare(routes: Any, gateway: Any) -
     _, client = await gateway(
         routes(
             {
-                "cut": {"deployments": [{"endpoint": "fake", "model": "fault-cut+long-20"}, BUILTIN]},
+                "cut": {"deployments": [{"endpoint": "fake", "model": "fault-cut+long-20+slow-20"}, BUILTIN]},
                 "fine": {"deployments": [BUILTIN]},
             }
         )

@@ -15,6 +15,7 @@ from .chat import (
     ChatRequest,
     Deployment,
     Finish,
+    ProviderEvent,
     Start,
     TextDelta,
     ToolCall,
@@ -110,9 +111,10 @@ class Orchestrator:
         if verdict.action is not Action.ALLOW:
             yield FirewallNotice(Direction.INPUT, verdict)
         first_token_at: float | None = None
+        event: ProviderEvent | None = opened.first
         try:
-            async with aclosing(opened.events()) as events:
-                async for event in events:
+            async with aclosing(opened.rest) as rest:
+                while event is not None:
                     if isinstance(event, Finish):
                         now = time.perf_counter()
                         ttft = None if first_token_at is None else first_token_at - received
@@ -121,7 +123,10 @@ class Orchestrator:
                     if first_token_at is None and isinstance(event, (TextDelta, ToolCallDelta)):
                         first_token_at = time.perf_counter()
                     yield event
+                    event = await anext(rest, None)
         except DomainError as error:
+            if isinstance(error, Unavailable):
+                opened.monitor.breaker.record_failure()
             raise _incomplete(error, opened.deployment) from error
         raise _incomplete(
             Unavailable("the upstream model ended the answer early", reason="UPSTREAM_INCOMPLETE"), opened.deployment

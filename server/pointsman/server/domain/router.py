@@ -13,7 +13,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import suppress
 from dataclasses import dataclass
 
@@ -32,25 +32,14 @@ _DEFAULT_RETRY_AFTER = 1.0
 
 @dataclass(slots=True)
 class OpenStream:
-    """An answer committed to one deployment: its first event and the rest."""
+    """An answer committed to one deployment: its first event, and the rest
+    to read and then close (closing it closes the upstream call). A failure
+    while reading the rest must be reported to `monitor`."""
 
     deployment: Deployment
     first: ProviderEvent
-    rest: AsyncIterator[ProviderEvent]
+    rest: AsyncGenerator[ProviderEvent, None]
     monitor: DeploymentMonitor
-
-    async def events(self) -> AsyncIterator[ProviderEvent]:
-        """Every event, first included. A failure here is recorded against the
-        deployment; closing the iterator closes the upstream call."""
-        try:
-            yield self.first
-            async for event in self.rest:
-                yield event
-        except Unavailable:
-            self.monitor.breaker.record_failure()
-            raise
-        finally:
-            await _close(self.rest)
 
 
 class Router:

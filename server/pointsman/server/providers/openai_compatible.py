@@ -101,27 +101,44 @@ class OpenAICompatibleProvider:
 
 
 async def _stream_events(response: httpx2.Response) -> AsyncIterator[ProviderEvent]:
+    """Parses the SSE body. Text deltas that arrived in the same network read
+    are merged into one event: nothing waits for them, and a burst of small
+    chunks costs one gateway message instead of one each."""
     finish: FinishReason | None = None
     usage: Usage | None = None
-    async for line in response.aiter_lines():
-        if not line.startswith("data:"):
-            continue
-        data = line[5:].strip()
-        if data == "[DONE]":
+    pending = b""
+    done = False
+    async for received in response.aiter_bytes():
+        lines = (pending + received).split(b"\n")
+        pending = lines.pop()  # an incomplete last line waits for the next read
+        text: list[str] = []
+        for line in lines:
+            if not line.startswith(b"data:"):
+                continue
+            data = line[5:].strip()
+            if data == b"[DONE]":
+                done = True
+                break
+            chunk = json.loads(data)
+            if "error" in chunk:
+                raise upstream_errors.stream_error()
+            if chunk.get("usage"):
+                usage = _usage(chunk["usage"])
+            for choice in chunk.get("choices") or ():
+                delta = choice.get("delta") or {}
+                if delta.get("content"):
+                    text.append(delta["content"])
+                for call in delta.get("tool_calls") or ():
+                    if text:  # keep text and tool calls in their order
+                        yield TextDelta("".join(text))
+                        text = []
+                    yield _tool_call_delta(call)
+                if choice.get("finish_reason"):
+                    finish = _FINISH_REASONS.get(choice["finish_reason"], FinishReason.STOP)
+        if text:
+            yield TextDelta("".join(text))
+        if done:
             break
-        chunk = json.loads(data)
-        if "error" in chunk:
-            raise upstream_errors.stream_error()
-        if chunk.get("usage"):
-            usage = _usage(chunk["usage"])
-        for choice in chunk.get("choices") or ():
-            delta = choice.get("delta") or {}
-            if delta.get("content"):
-                yield TextDelta(delta["content"])
-            for call in delta.get("tool_calls") or ():
-                yield _tool_call_delta(call)
-            if choice.get("finish_reason"):
-                finish = _FINISH_REASONS.get(choice["finish_reason"], FinishReason.STOP)
     if usage is not None:
         yield usage
     if finish is None:
