@@ -104,6 +104,23 @@ async def throughput(call: Callable[[], Awaitable[None]], concurrency: int, seco
     return done / (time.perf_counter() - started)
 
 
+async def per_chunk_cost(stub: orchestrator_pb2_grpc.OrchestratorServiceStub, pid: int, seconds: float) -> float:
+    """Server CPU per streamed chunk: the slope between 10- and 200-chunk answers."""
+    cpu_per_answer = {}
+    for alias, chunks in (("chunks-10", 10), ("chunks-200", 200)):
+        request = orch.ChatRequest(model=alias, messages=[chat_pb2.ChatMessage(role=chat_pb2.ROLE_USER, content="x")])
+
+        async def answer(request: orch.ChatRequest = request) -> None:
+            async for _ in stub.Chat(request, timeout=30):
+                pass
+
+        cpu_before = cpu_seconds(pid)
+        started = time.perf_counter()
+        rate = await throughput(answer, 16, seconds)
+        cpu_per_answer[chunks] = (cpu_seconds(pid) - cpu_before) / (rate * (time.perf_counter() - started))
+    return (cpu_per_answer[200] - cpu_per_answer[10]) / 190 * 1e6
+
+
 def summary(latencies: list[float]) -> dict[str, float]:
     return {
         "p50_ms": statistics.median(latencies) * 1000,
@@ -129,12 +146,28 @@ async def main() -> None:
     upstream.stdout.readline()  # "listening on ..."
     base_url = f"http://127.0.0.1:{upstream_port}/v1"
     address = f"127.0.0.1:{server_port}"
+    # Two more aliases answer with 10 and 200 chunks, 2 ms apart so that each
+    # arrives on its own: the difference in CPU is the per-chunk cost.
+    routes_file = Path(args.out).parent / "bench-routes.yaml"
+    routes_file.parent.mkdir(parents=True, exist_ok=True)
+    routes_file.write_text(
+        json.dumps(
+            {
+                "defaults": {"retry": {"retries": 0}},
+                "endpoints": {"fake": {"provider": "openai", "base_url": base_url, "api_key_env": "OPENAI_API_KEY"}},
+                "models": {
+                    MODEL: {"deployments": [{"endpoint": "fake", "model": MODEL}]},
+                    "chunks-10": {"deployments": [{"endpoint": "fake", "model": "long-10+slow-2"}]},
+                    "chunks-200": {"deployments": [{"endpoint": "fake", "model": "long-200+slow-2"}]},
+                },
+            }
+        )
+    )
     env = {
         **os.environ,
         "POINTSMAN_ADDRESS": address,
         "OPENAI_API_KEY": "bench",
-        "OPENAI_BASE_URL": base_url,
-        "OPENAI_MODELS": MODEL,
+        "POINTSMAN_ROUTES_FILE": str(routes_file),
         "LOG_LEVEL": "WARNING",
     }
     spawned = time.perf_counter()
@@ -213,6 +246,7 @@ async def main() -> None:
                 cpu_per_request[name] = (cpu_seconds(server.pid) - cpu_before) / (rps[name] * elapsed) * 1000
         results[f"requests_per_second_concurrency_{args.concurrency}"] = rps
         results["server_cpu_ms_per_request"] = cpu_per_request
+        results["stream_cpu_us_per_chunk"] = await per_chunk_cost(stub, server.pid, args.seconds)
         results["rss_after_load_mib"] = rss_mib(server.pid)
         await channel.close()
         await http.close()
