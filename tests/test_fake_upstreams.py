@@ -8,6 +8,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import anthropic
 import httpx2
@@ -268,6 +269,87 @@ async def test_anthropic_stall_counts_abort(ant: anthropic.AsyncAnthropic, ant_f
             async for _ in stream.text_stream:
                 pass
     await ant_fake.wait_for(lambda: ant_fake.streams_aborted == 1 and ant_fake.streams_open == 0)
+
+
+async def test_anthropic_answers_tool_results_in_text(ant: anthropic.AsyncAnthropic) -> None:
+    history: list[MessageParam] = [
+        {"role": "user", "content": "weather?"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_9", "name": "lookup", "input": {}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_9", "content": "sunny"}]},
+    ]
+    m = await ant.messages.create(model="claude-fake", max_tokens=100, messages=history, tools=ANTHROPIC_TOOLS)
+    assert m.stop_reason == "end_turn"
+    assert m.content[0].type == "text" and m.content[0].text == "Echo: sunny"
+
+
+@pytest.mark.parametrize(
+    "history",
+    [
+        # a tool_result with no tool_use before it
+        [{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_x", "content": "r"}]}],
+        # a tool_use left unanswered
+        [
+            {"role": "user", "content": "q"},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "lookup", "input": {}}]},
+            {"role": "user", "content": "no result"},
+        ],
+        # text before the tool results in a user turn
+        [
+            {"role": "user", "content": "q"},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "lookup", "input": {}}]},
+            {"role": "user", "content": [{"type": "text", "text": "x"},
+                                         {"type": "tool_result", "tool_use_id": "toolu_1", "content": "r"}]},
+        ],
+        # an empty text block
+        [{"role": "user", "content": [{"type": "text", "text": ""}]}],
+    ],
+)  # fmt: skip
+async def test_anthropic_rejects_what_the_api_rejects(ant: anthropic.AsyncAnthropic, history: list[Any]) -> None:
+    with pytest.raises(anthropic.BadRequestError):
+        await ant.messages.create(model="claude-fake", max_tokens=10, messages=history)
+
+
+@pytest.mark.parametrize("tool", [{"name": "t", "input_schema": {}}, {"name": "", "input_schema": {"type": "object"}}])
+async def test_anthropic_rejects_bad_tools(ant: anthropic.AsyncAnthropic, tool: Any) -> None:
+    with pytest.raises(anthropic.BadRequestError):
+        await ant.messages.create(model="claude-fake", max_tokens=10, messages=ANT_USER, tools=[tool])
+
+
+async def test_anthropic_rejects_sampling_parameters(ant: anthropic.AsyncAnthropic) -> None:
+    # The SDK no longer has these arguments; raw bodies can still carry them.
+    with pytest.raises(anthropic.BadRequestError, match="temperature: Extra inputs are not permitted"):
+        await ant.messages.create(
+            model="claude-fake", max_tokens=10, messages=ANT_USER, extra_body={"temperature": 0.5}
+        )
+
+
+async def test_anthropic_forced_stop_reason(ant: anthropic.AsyncAnthropic) -> None:
+    m = await ant.messages.create(model="claude-fake+stop-refusal", max_tokens=10, messages=ANT_USER)
+    assert m.stop_reason == "refusal"
+    async with ant.messages.stream(model="stop-pause_turn", max_tokens=10, messages=ANT_USER) as stream:
+        final = await stream.get_final_message()
+    assert final.stop_reason == "pause_turn"
+
+
+async def test_anthropic_all_tools_after_text(ant: anthropic.AsyncAnthropic) -> None:
+    tools: list[ToolParam] = [*ANTHROPIC_TOOLS, {"name": "other", "input_schema": {"type": "object"}}]
+    async with ant.messages.stream(model="tools-all", max_tokens=100, messages=ANT_USER, tools=tools) as stream:
+        final = await stream.get_final_message()
+    assert [b.type for b in final.content] == ["text", "tool_use", "tool_use"]
+    assert [(b.id, b.name) for b in final.content if b.type == "tool_use"] == [
+        ("toolu_1", "lookup"),
+        ("toolu_2", "other"),
+    ]
+    m = await ant.messages.create(model="tools-all", max_tokens=100, messages=ANT_USER, tools=tools)
+    assert [b.type for b in m.content] == ["text", "tool_use", "tool_use"]
+
+
+async def test_anthropic_early_eof(ant: anthropic.AsyncAnthropic) -> None:
+    stream = await ant.messages.create(model="fault-early-eof", max_tokens=100, messages=ANT_USER, stream=True)
+    kinds = [e.type async for e in stream]
+    assert kinds[-1] == "content_block_stop" and "message_stop" not in kinds
+    m = await ant.messages.create(model="fault-early-eof", max_tokens=100, messages=ANT_USER)
+    assert m.stop_reason is None
 
 
 # --------------------------------------------------------------------------- standalone mode

@@ -2,11 +2,24 @@
 
 Same fault names, counters and lifecycle as `openai_upstream` (see its docstring); only the
 wire format differs. Give the SDK `base_url=fake.base_url`, which has no /v1 suffix.
+
+Two more model-name tokens, for Anthropic-only behaviour:
+
+    stop-<reason>     report this stop_reason whatever the answer was (stop-refusal, stop-pause_turn)
+    tools-all         when calling tools, say a sentence first, then call every tool offered
+                      (content blocks: text, tool_use, tool_use, ...)
+    fault-early-eof   end the stream cleanly without message_delta and message_stop
+                      (non-streaming: a message whose stop_reason is null)
+
+Like the real API, a user turn that answers tool calls with `tool_result` blocks gets a text
+answer ("Echo: <the tool results>") instead of another tool call.
 """
 
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -60,6 +73,17 @@ _STOP_REASONS = {
 
 _MODELS = ("claude-fake", "claude-fake-haiku")
 
+_FORCED_STOP_RE = re.compile(r"stop-([a-z_]+)")
+_EARLY_EOF = "fault-early-eof"
+_ALL_TOOLS = "tools-all"
+_ALL_TOOLS_PREFACE = "Calling the tools."
+_BLOCK_TYPES = ("text", "image", "document", "tool_use", "tool_result", "thinking", "redacted_thinking")
+
+
+@dataclass(frozen=True)
+class AnthropicPrompt(Prompt):
+    tool_names: tuple[str, ...] = ()  # every tool offered, in order
+
 
 class FakeAnthropic(FakeUpstream):
     """Fake Anthropic Messages server: POST /v1/messages and GET /v1/models."""
@@ -100,21 +124,36 @@ class FakeAnthropic(FakeUpstream):
         stops = body.get("stop_sequences") or []
         if not isinstance(stops, list):
             raise BadRequest("stop_sequences: must be a list of strings")
-        texts = [message_text(system), *(message_text(m.get("content")) for m in messages)]
-        return Prompt(
+        # API version 2026-10-21 (what the installed SDK sends) has no sampling parameters.
+        for name in ("temperature", "top_p", "top_k"):
+            if name in body:
+                raise BadRequest(f"{name}: Extra inputs are not permitted")
+        _check_turns(messages)
+        _check_tools(body.get("tools"))
+        results = _tool_results(messages[-1])
+        texts = [message_text(system), *(message_text(m.get("content")) for m in messages), *results]
+        return AnthropicPrompt(
             model=str(body.get("model") or ""),
-            user_text=last_user_text(messages),
+            user_text=" ".join(results) if results else last_user_text(messages),
             prompt_tokens=count_words(texts),
             stream=bool(body.get("stream")),
             max_tokens=body["max_tokens"],
             stop=tuple(str(s) for s in stops),
-            tool_name=_anthropic_tool(body),
+            # After tool results the model answers in text, as the real one would.
+            tool_name=None if results else _anthropic_tool(body),
+            tool_names=tuple(str(t.get("name")) for t in body.get("tools") or ()),
         )
 
-    def _content(self, answer: Answer) -> list[JSON]:
+    def _content(self, prompt: Prompt, answer: Answer) -> list[JSON]:
         if answer.tool_name is None:
             return [{"type": "text", "text": answer.text}]
         tool_input = json.loads(answer.tool_arguments)
+        if _ALL_TOOLS in _tokens(prompt) and isinstance(prompt, AnthropicPrompt):
+            calls = [
+                {"type": "tool_use", "id": f"toolu_{i}", "name": name, "input": tool_input}
+                for i, name in enumerate(prompt.tool_names, 1)
+            ]
+            return [{"type": "text", "text": _ALL_TOOLS_PREFACE}, *calls]
         return [{"type": "tool_use", "id": "toolu_1", "name": answer.tool_name, "input": tool_input}]
 
     def _message(self, prompt: Prompt, content: list[JSON], output_tokens: int) -> JSON:
@@ -130,38 +169,45 @@ class FakeAnthropic(FakeUpstream):
         }
 
     def _render(self, prompt: Prompt, answer: Answer) -> JSON:
-        message = self._message(prompt, self._content(answer), answer.completion_tokens)
-        message["stop_reason"] = _STOP_REASONS[answer.reason]
+        message = self._message(prompt, self._content(prompt, answer), answer.completion_tokens)
+        message["stop_reason"] = None if _EARLY_EOF in _tokens(prompt) else _stop_reason(prompt, answer)
         message["stop_sequence"] = answer.stop_sequence
         return message
 
     def _plan_stream(self, prompt: Prompt, answer: Answer) -> StreamPlan:
         # The real API reports output_tokens=1 at message_start and the total at message_delta.
         start = self._message(prompt, [], 1)
-        if answer.tool_name is None:
-            block: JSON = {"type": "text", "text": ""}
-            deltas = [{"type": "text_delta", "text": c} for c in answer.chunks]
-        else:
-            block = {"type": "tool_use", "id": "toolu_1", "name": answer.tool_name, "input": {}}
-            # Like the real API, the JSON arrives in fragments, the first one empty.
-            pieces = ["", *split_words(answer.tool_arguments)]
-            deltas = [{"type": "input_json_delta", "partial_json": p} for p in pieces]
-        frames = [
-            _event("message_start", {"type": "message_start", "message": start}),
-            _event("content_block_start", {"type": "content_block_start", "index": 0,
-                                           "content_block": block}),
-            _event("ping", {"type": "ping"}),
-            *(_event("content_block_delta", {"type": "content_block_delta", "index": 0,
-                                             "delta": d}) for d in deltas),
-            _event("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        frames = [_event("message_start", {"type": "message_start", "message": start})]
+        for index, block in enumerate(self._content(prompt, answer)):
+            if block["type"] == "text":
+                opened: JSON = {"type": "text", "text": ""}
+                deltas = [{"type": "text_delta", "text": c} for c in split_words(block["text"])]
+            else:
+                opened = {**block, "input": {}}
+                # Like the real API, the JSON arrives in fragments, the first one empty.
+                pieces = ["", *split_words(json.dumps(block["input"]))]
+                deltas = [{"type": "input_json_delta", "partial_json": p} for p in pieces]
+            frames.append(
+                _event("content_block_start", {"type": "content_block_start", "index": index, "content_block": opened})
+            )
+            if index == 0:
+                frames.append(_event("ping", {"type": "ping"}))
+            frames.extend(
+                _event("content_block_delta", {"type": "content_block_delta", "index": index, "delta": d})
+                for d in deltas
+            )
+            frames.append(_event("content_block_stop", {"type": "content_block_stop", "index": index}))
+        frames += [
             _event("message_delta", {
                 "type": "message_delta",
-                "delta": {"stop_reason": _STOP_REASONS[answer.reason],
+                "delta": {"stop_reason": _stop_reason(prompt, answer),
                           "stop_sequence": answer.stop_sequence},
                 "usage": {"output_tokens": answer.completion_tokens},
             }),
             _event("message_stop", {"type": "message_stop"}),
         ]  # fmt: skip
+        if _EARLY_EOF in _tokens(prompt):
+            del frames[-2:]  # no message_delta, no message_stop: a clean but early end
         return StreamPlan(
             frames=frames,
             first_chunk=3,
@@ -173,6 +219,82 @@ class FakeAnthropic(FakeUpstream):
 def _event(name: str, data: Any) -> bytes:
     # The SDK dispatches on the `event:` line and skips frames without one.
     return f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+def _tokens(prompt: Prompt) -> list[str]:
+    return prompt.model.split("+")
+
+
+def _stop_reason(prompt: Prompt, answer: Answer) -> str:
+    for token in _tokens(prompt):
+        if m := _FORCED_STOP_RE.fullmatch(token):
+            return m.group(1)
+    return _STOP_REASONS[answer.reason]
+
+
+def _tool_results(message: Any) -> list[str]:
+    """Text of the tool_result blocks in a user turn (empty if it has none)."""
+    content = message.get("content") if message.get("role") == "user" else None
+    if not isinstance(content, list):
+        return []
+    return [message_text(b.get("content")) for b in content if isinstance(b, dict) and b.get("type") == "tool_result"]
+
+
+def _check_turns(messages: list[Any]) -> None:
+    """The content rules the real API enforces, with its wording where known."""
+    pending: set[str] = set()  # tool_use ids of the previous assistant turn, still to be answered
+    for i, m in enumerate(messages):
+        content = m.get("content")
+        if isinstance(content, str):
+            blocks: list[Any] = [{"type": "text", "text": content}]
+        elif isinstance(content, list) and content:
+            blocks = content
+        else:
+            raise BadRequest(f"messages.{i}.content: must be a string or a non-empty list of blocks")
+        answered: set[str] = set()
+        seen_other = False
+        for j, b in enumerate(blocks):
+            kind = b.get("type") if isinstance(b, dict) else None
+            if kind not in _BLOCK_TYPES:
+                raise BadRequest(f"messages.{i}.content.{j}: unknown block type {kind!r}")
+            if kind == "text" and not b.get("text"):
+                raise BadRequest("messages: text content blocks must be non-empty")
+            if kind == "tool_use":
+                if m["role"] != "assistant" or not b.get("id") or not b.get("name"):
+                    raise BadRequest(f"messages.{i}.content.{j}: tool_use needs id and name, in an assistant turn")
+                if not isinstance(b.get("input"), dict):
+                    raise BadRequest(f"messages.{i}.content.{j}.tool_use.input: Input should be a valid dictionary")
+            if kind == "tool_result":
+                if m["role"] != "user" or seen_other:
+                    raise BadRequest(f"messages.{i}: tool_result blocks must come first in a user turn")
+                if b.get("tool_use_id") not in pending:
+                    raise BadRequest(
+                        f"messages.{i}.content.{j}: unexpected `tool_use_id` found in `tool_result` blocks. Each "
+                        "`tool_result` block must have a corresponding `tool_use` block in the previous message."
+                    )
+                answered.add(b["tool_use_id"])
+            else:
+                seen_other = True
+        if pending - answered:
+            raise BadRequest(
+                f"messages.{i - 1}: `tool_use` ids were found without `tool_result` blocks immediately after"
+            )
+        pending = {b["id"] for b in blocks if isinstance(b, dict) and b.get("type") == "tool_use"}
+
+
+def _check_tools(tools: Any) -> None:
+    if tools is None:
+        return
+    if not isinstance(tools, list):
+        raise BadRequest("tools: Input should be a valid list")
+    for i, tool in enumerate(tools):
+        if not isinstance(tool, dict) or not tool.get("name"):
+            raise BadRequest(f"tools.{i}.custom.name: Field required")
+        if tool.get("type", "custom") != "custom":
+            continue  # a server tool (web search, code execution...): no schema of its own
+        schema = tool.get("input_schema")
+        if not isinstance(schema, dict) or schema.get("type") != "object":
+            raise BadRequest(f"tools.{i}.custom.input_schema.type: Input should be 'object'")
 
 
 def _anthropic_tool(body: JSON) -> str | None:

@@ -1,0 +1,326 @@
+"""Anthropic's Messages API through the official `anthropic` SDK."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any, TypeAlias
+
+import anthropic
+import httpx2
+
+from ..domain.chat import (
+    ChatRequest,
+    Deployment,
+    Finish,
+    FinishReason,
+    GenerationConfig,
+    Message,
+    ProviderEvent,
+    Role,
+    TextDelta,
+    ToolCallDelta,
+    Usage,
+)
+from ..domain.errors import DomainError, InvalidArgument
+from . import upstream_errors
+
+log = logging.getLogger(__name__)
+
+MESSAGES_PATH = "/v1/messages"
+# Anthropic requires max_tokens on every request; this is what a request without one gets.
+DEFAULT_MAX_TOKENS = 4096
+
+_STOP_REASONS = {
+    "end_turn": FinishReason.STOP,
+    "stop_sequence": FinishReason.STOP,
+    "max_tokens": FinishReason.LENGTH,
+    "tool_use": FinishReason.TOOL_CALLS,
+    "refusal": FinishReason.CONTENT_FILTER,
+    # The server paused a long turn (server tools); the client may send it back to continue.
+    "pause_turn": FinishReason.STOP,
+}
+
+
+class AnthropicProvider:
+    """One SDK client per base URL. The SDK's own retries are off: retrying and
+    falling back is the router's decision, made with knowledge of what the
+    client has already received."""
+
+    def __init__(self, *, api_key: str, base_url: str | None, timeout_seconds: float) -> None:
+        self._client = anthropic.AsyncAnthropic(
+            api_key=api_key,
+            base_url=base_url,
+            max_retries=0,
+            timeout=timeout_seconds,
+            # aiohttp transport (vendored in the SDK): less per-call overhead than httpx2.
+            http_client=anthropic.DefaultAioHttpClient(timeout=timeout_seconds),
+        )
+
+    async def stream(
+        self, deployment: Deployment, request: ChatRequest, *, incremental: bool = True
+    ) -> AsyncIterator[ProviderEvent]:
+        body = request_body(deployment.model, request, incremental)
+        try:
+            # The SDK's documented call for raw requests: it builds, authenticates
+            # and sends the request and raises its typed errors, but skips the
+            # typed event models and hands back the unread HTTP response, which
+            # costs less per call than parsing every SSE event into pydantic.
+            # Closing the response (also by cancellation) closes the HTTP
+            # stream, so a client that goes away stops the upstream call.
+            response = await self._client.post(
+                MESSAGES_PATH, cast_to=httpx2.Response, body=body, stream=True, stream_cls=None
+            )
+            try:
+                if incremental:
+                    async for event in _stream_events(response):
+                        yield event
+                else:
+                    for event in _whole_answer_events(json.loads(await response.aread())):
+                        yield event
+            finally:
+                await response.aclose()
+        except DomainError:
+            raise
+        except anthropic.APIStatusError as error:
+            raise upstream_errors.status_error(error.status_code, error.response.headers) from error
+        except anthropic.APITimeoutError as error:
+            raise upstream_errors.timeout_error() from error
+        except anthropic.APIConnectionError as error:
+            raise upstream_errors.connection_error() from error
+        except anthropic.APIError as error:
+            raise upstream_errors.malformed_error() from error
+        except httpx2.TimeoutException as error:
+            # Body reads are not wrapped by the SDK: a stall mid-answer surfaces
+            # as the transport's read timeout.
+            raise upstream_errors.timeout_error() from error
+        except (ValueError, TypeError, KeyError, AttributeError) as error:
+            # An event that is not JSON or has the wrong shape: the upstream's
+            # fault, never a reason to crash the stream handler.
+            log.warning("malformed answer from %s: %s", deployment.name, type(error).__name__)
+            raise upstream_errors.malformed_error() from error
+        except Exception as error:
+            # Raw body reads surface the transport's own errors unwrapped
+            # (connection reset, truncated chunked body); all are upstream failures.
+            log.warning("upstream %s failed mid-answer: %s", deployment.name, type(error).__name__)
+            raise upstream_errors.connection_lost_error() from error
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+
+# --------------------------------------------------------------------------- answers
+
+
+async def _stream_events(response: httpx2.Response) -> AsyncIterator[ProviderEvent]:
+    """Maps the Messages SSE stream. Dispatches on each event's `type` field,
+    which repeats its `event:` line."""
+    input_tokens = output_tokens = 0
+    stop_reason: str | None = None
+    stopped = False
+    tool_ordinals: dict[int, int] = {}  # content block index -> tool-call ordinal (0, 1, ...)
+    # Read to the end of the body even after message_stop, so the connection goes
+    # back to the pool instead of being dropped half-read.
+    async for event in _sse_data(response):
+        kind = event["type"]
+        if kind == "content_block_delta":  # by far the most frequent: first
+            delta = event["delta"]
+            delta_kind = delta["type"]
+            if delta_kind == "text_delta":
+                if delta["text"]:
+                    yield TextDelta(delta["text"])
+            elif delta_kind == "input_json_delta":
+                ordinal = tool_ordinals.get(event["index"])
+                # The first fragment is empty; server-tool blocks have no ordinal.
+                if ordinal is not None and delta["partial_json"]:
+                    yield ToolCallDelta(ordinal, "", "", delta["partial_json"])
+            # thinking, signature and citation deltas have no place in the domain yet.
+        elif kind == "content_block_start":
+            block = event["content_block"]
+            if block["type"] == "tool_use":
+                ordinal = tool_ordinals[event["index"]] = len(tool_ordinals)
+                yield ToolCallDelta(ordinal, block["id"], block["name"], "")
+            elif block["type"] == "text" and block.get("text"):
+                yield TextDelta(block["text"])
+        elif kind == "message_start":
+            usage = event["message"]["usage"]
+            input_tokens = _input_tokens(usage)
+            output_tokens = usage.get("output_tokens") or 0
+        elif kind == "message_delta":
+            stop_reason = event["delta"].get("stop_reason") or stop_reason
+            # Counts here are cumulative and final; input counts may be absent.
+            usage = event.get("usage") or {}
+            if usage.get("output_tokens") is not None:
+                output_tokens = usage["output_tokens"]
+            if usage.get("input_tokens") is not None:
+                input_tokens = _input_tokens(usage)
+        elif kind == "message_stop":
+            stopped = True
+        elif kind == "error":
+            raise upstream_errors.stream_error()
+        # ping, content_block_stop and event types added later carry nothing to map.
+    if not stopped:
+        raise upstream_errors.incomplete_error()
+    yield Usage(input_tokens, output_tokens)
+    yield Finish(_finish_reason(stop_reason))
+
+
+async def _sse_data(response: httpx2.Response) -> AsyncIterator[Any]:
+    """The JSON payload of each `data:` line of a server-sent event stream.
+
+    Splits the body's bytes itself rather than through httpx's aiter_lines: that
+    decodes to text and splits through two more generator layers, a measurable
+    share of a streamed answer's cost. Anthropic sends one `data:` line per event
+    (SSE allows several, which this does not join); `event:` lines, comments and
+    blank separators are skipped, and json.loads ignores a trailing \\r."""
+    pending = b""
+    async for chunk in response.aiter_bytes():
+        lines = (pending + chunk).split(b"\n") if pending else chunk.split(b"\n")
+        pending = lines.pop()  # an incomplete last line waits for the next chunk
+        for line in lines:
+            if line.startswith(b"data:"):
+                yield json.loads(line[5:])
+    # A last line without its newline is an event cut short: SSE discards it.
+
+
+def _whole_answer_events(message: dict[str, Any]) -> list[ProviderEvent]:
+    """A non-streamed message as the same events a stream would have produced."""
+    events: list[ProviderEvent] = []
+    ordinal = 0
+    for block in message["content"]:
+        if block["type"] == "text":
+            if block["text"]:
+                events.append(TextDelta(block["text"]))
+        elif block["type"] == "tool_use":
+            events.append(ToolCallDelta(ordinal, block["id"], block["name"], json.dumps(block["input"])))
+            ordinal += 1
+    if not message.get("stop_reason"):
+        raise upstream_errors.incomplete_error()
+    usage = message["usage"]
+    events.append(Usage(_input_tokens(usage), usage.get("output_tokens") or 0))
+    events.append(Finish(_finish_reason(message["stop_reason"])))
+    return events
+
+
+def _input_tokens(usage: dict[str, Any]) -> int:
+    # Prompt-cache reads and writes are input too, reported apart from input_tokens.
+    return (
+        (usage.get("input_tokens") or 0)
+        + (usage.get("cache_creation_input_tokens") or 0)
+        + (usage.get("cache_read_input_tokens") or 0)
+    )
+
+
+def _finish_reason(stop_reason: str | None) -> FinishReason:
+    return _STOP_REASONS.get(stop_reason or "", FinishReason.STOP)
+
+
+# --------------------------------------------------------------------------- requests
+
+
+def request_body(model: str, request: ChatRequest, incremental: bool) -> dict[str, Any]:
+    """The Messages API body for a chat request; InvalidArgument for what Anthropic cannot take."""
+    config: GenerationConfig = request.config
+    system, messages = _messages(request.messages)
+    body: dict[str, Any] = {
+        "model": model,
+        "max_tokens": config.max_tokens if config.max_tokens is not None else DEFAULT_MAX_TOKENS,
+        "messages": messages,
+    }
+    if system:
+        body["system"] = system
+    if incremental:
+        body["stream"] = True
+    if config.stop:
+        body["stop_sequences"] = list(config.stop)
+    # Not sent: config.seed, as Anthropic has no seed (and no deterministic sampling);
+    # config.temperature and config.top_p, as this SDK (and the API version it speaks,
+    # 2026-10-21) dropped the sampling parameters: current models do not use them and
+    # answer a request that carries them with 400.
+    if config.tools:
+        body["tools"] = [_tool(t.name, t.description, t.parameters) for t in config.tools]
+    return body
+
+
+def _tool(name: str, description: str, parameters: dict[str, Any]) -> dict[str, Any]:
+    # Anthropic requires an object schema; OpenAI-style tools may leave parameters empty.
+    schema = parameters if parameters.get("type") else {"type": "object", **parameters}
+    tool: dict[str, Any] = {"name": name, "input_schema": schema}
+    if description:
+        tool["description"] = description
+    return tool
+
+
+Content: TypeAlias = str | list[dict[str, Any]]
+
+
+def _messages(messages: list[Message]) -> tuple[str, list[dict[str, Any]]]:
+    """System text (every system message, joined) and the user/assistant turns.
+
+    Anthropic has no tool role: tool results are `tool_result` blocks in a user
+    turn, and assistant tool calls are `tool_use` blocks. Consecutive turns of
+    one role become one turn (as the model sees them anyway), which is where the
+    API wants tool results: together, right after the assistant's tool calls."""
+    system: list[str] = []
+    turns: list[dict[str, Any]] = []
+    for index, message in enumerate(messages):
+        role = message.role
+        content: Content
+        if role is Role.SYSTEM:
+            if message.content:
+                system.append(message.content)
+            continue
+        if role is Role.TOOL:
+            api_role = "user"
+            content = [{"type": "tool_result", "tool_use_id": message.tool_call_id, "content": message.content}]
+        elif role is Role.ASSISTANT:
+            api_role = "assistant"
+            content = _assistant_content(index, message)
+        else:
+            api_role = "user"
+            content = message.content
+        if turns and turns[-1]["role"] == api_role:
+            turns[-1]["content"] = _merge(api_role, turns[-1]["content"], content)
+        else:
+            turns.append({"role": api_role, "content": content})
+    if not turns:
+        raise InvalidArgument.one("messages", "Anthropic models need at least one user or assistant message")
+    return "\n\n".join(system), turns
+
+
+def _assistant_content(index: int, message: Message) -> Content:
+    if not message.tool_calls:
+        return message.content
+    blocks = _blocks(message.content)
+    for position, call in enumerate(message.tool_calls):
+        tool_input = _tool_input(call.arguments_json, f"messages[{index}].tool_calls[{position}].arguments_json")
+        blocks.append({"type": "tool_use", "id": call.id, "name": call.name, "input": tool_input})
+    return blocks
+
+
+def _tool_input(arguments_json: str, field_path: str) -> dict[str, Any]:
+    if not arguments_json.strip():
+        return {}
+    try:
+        value = json.loads(arguments_json)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise InvalidArgument.one(field_path, "must be a JSON object: Anthropic models take tool arguments as one")
+    return value
+
+
+def _blocks(content: Content) -> list[dict[str, Any]]:
+    if isinstance(content, list):
+        return content
+    # The API rejects empty text blocks.
+    return [{"type": "text", "text": content}] if content else []
+
+
+def _merge(role: str, first: Content, second: Content) -> list[dict[str, Any]]:
+    merged = _blocks(first) + _blocks(second)
+    if role == "user":
+        # In a user turn the API wants tool results before any text (stable sort).
+        merged.sort(key=lambda block: block["type"] != "tool_result")
+    return merged
