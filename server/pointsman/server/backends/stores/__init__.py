@@ -1,0 +1,115 @@
+"""Durable state behind small interfaces: an SQLite file by default, PostgreSQL
+when DATABASE_URL names one. `open_stores` connects and migrates."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from .base import (
+    ApiKey,
+    DecisionStore,
+    InstanceStore,
+    RequestFilter,
+    RequestLog,
+    RequestRecord,
+    RuleStore,
+    User,
+    UserRole,
+    UserStore,
+    VerifiedKey,
+)
+
+__all__ = [
+    "ApiKey",
+    "DecisionStore",
+    "InstanceStore",
+    "RequestFilter",
+    "RequestLog",
+    "RequestRecord",
+    "RuleStore",
+    "Stores",
+    "User",
+    "UserRole",
+    "UserStore",
+    "VerifiedKey",
+    "open_stores",
+]
+
+SQLITE_FILE_NAME = "pointsman.db"
+Clock = Callable[[], datetime]
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Stores:
+    backend: Literal["sqlite", "postgres"]
+    rules: RuleStore
+    decisions: DecisionStore
+    requests: RequestLog
+    users: UserStore
+    instances: InstanceStore
+    migrated: tuple[int, ...]  # the migrations applied by this open
+    ping: Callable[[], Awaitable[None]]  # raises if the database cannot be reached
+    aclose: Callable[[], Awaitable[None]]
+
+
+def sqlite_path(database_url: str | None, data_dir: str | Path) -> str | None:
+    """The SQLite file DATABASE_URL and POINTSMAN_DATA_DIR select, or None for
+    PostgreSQL. `sqlite:///abs/path.db` and `sqlite://:memory:` are accepted."""
+    if not database_url:
+        return str(Path(data_dir) / SQLITE_FILE_NAME)
+    if database_url.startswith("sqlite://"):
+        return database_url.removeprefix("sqlite://") or str(Path(data_dir) / SQLITE_FILE_NAME)
+    if database_url.startswith(("postgresql://", "postgres://")):
+        return None
+    # Never echo the URL: it may carry a password.
+    raise ValueError("DATABASE_URL must start with postgresql://, postgres:// or sqlite://")
+
+
+async def open_stores(
+    database_url: str | None,
+    data_dir: str | Path,
+    *,
+    clock: Clock = _utc_now,
+    pool_size: int = 10,
+) -> Stores:
+    """Connects to the database (creating the SQLite file if need be), applies
+    pending migrations and returns the stores. Close them with `aclose()`."""
+    path = sqlite_path(database_url, data_dir)
+    if path is not None:
+        from . import sqlite
+
+        lite = await sqlite.SqliteDatabase.open(path)
+        return Stores(
+            backend="sqlite",
+            rules=sqlite.SqliteRuleStore(lite, clock),
+            decisions=sqlite.SqliteDecisionStore(lite),
+            requests=sqlite.SqliteRequestLog(lite),
+            users=sqlite.SqliteUserStore(lite, clock),
+            instances=sqlite.SqliteInstanceStore(lite, clock),
+            migrated=lite.migrated,
+            ping=lite.ping,
+            aclose=lite.close,
+        )
+    from . import postgres
+
+    assert database_url is not None
+    pg = await postgres.PostgresDatabase.open(database_url, max_size=pool_size)
+    return Stores(
+        backend="postgres",
+        rules=postgres.PostgresRuleStore(pg, clock),
+        decisions=postgres.PostgresDecisionStore(pg),
+        requests=postgres.PostgresRequestLog(pg),
+        users=postgres.PostgresUserStore(pg, clock),
+        instances=postgres.PostgresInstanceStore(pg, clock),
+        migrated=pg.migrated,
+        ping=pg.ping,
+        aclose=pg.close,
+    )

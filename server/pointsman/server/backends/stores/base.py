@@ -1,0 +1,244 @@
+"""The durable stores' interfaces and the records only they hold. Every
+organisation-owned record carries its organisation and every method that reads
+or changes one takes it: a store cannot be asked for another tenant's rows."""
+
+from __future__ import annotations
+
+import enum
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from ...domain.errors import NotFound
+from ...domain.firewall.rules import Rule
+from ...domain.firewall.verdict import Decision
+from ...domain.registry import Instance
+from ..broadcast import Broadcaster
+from ..decision_log import DecisionFilter
+from ..rule_store import RuleChange
+
+
+def new_record_id() -> str:
+    """Sorts by creation time (nanosecond clock), then 32 random bits, so ids
+    minted by several replicas at once neither collide nor lose their order."""
+    return f"{time.time_ns():016x}{secrets.token_hex(4)}"
+
+
+def require_organisation(organisation: str) -> str:
+    # An empty organisation would silently be one tenant shared by every caller.
+    if not organisation:
+        raise ValueError("organisation is required")
+    return organisation
+
+
+class RuleStore(Protocol):
+    """Firewall rules per organisation, in creation order. `changes` announces
+    the changes made through this store (other replicas' changes arrive by the
+    bus, not here)."""
+
+    changes: Broadcaster[RuleChange]
+
+    def version(self, organisation: str) -> int:
+        """The newest version this process has written or read. Honest for one
+        process; with replicas, use `rules_version`."""
+        ...
+
+    async def rules_version(self, organisation: str) -> int:
+        """The organisation's rule version as stored, bumped in the same
+        transaction as every change. Read it before `list_rules`."""
+        ...
+
+    async def create_rule(self, rule: Rule) -> Rule: ...
+    async def get_rule(self, organisation: str, rule_id: str) -> Rule: ...
+    async def list_rules(self, organisation: str) -> list[Rule]: ...
+    async def update_rule(self, rule: Rule) -> Rule: ...
+    async def delete_rule(self, organisation: str, rule_id: str) -> Rule: ...
+
+
+class DecisionStore(Protocol):
+    """Firewall decisions, listed newest first. Recording is idempotent by
+    (organisation, id), so a batch may be retried after an unclear failure."""
+
+    def new_id(self) -> str: ...
+    async def record(self, decision: Decision) -> None: ...
+    async def record_many(self, decisions: Sequence[Decision]) -> None: ...
+    async def list_decisions(
+        self, organisation: str, where: DecisionFilter, page_size: int, after_id: str | None
+    ) -> tuple[list[Decision], str | None]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    """One chat call, as the request log keeps it. `status_code` is the
+    canonical status name ("OK", "UNAVAILABLE", ...)."""
+
+    id: str
+    create_time: datetime
+    organisation: str
+    request_id: str
+    principal: str
+    model: str  # the alias the caller asked for
+    deployment: str  # the deployment that answered; "" if none did
+    status_code: str
+    input_tokens: int = 0
+    output_tokens: int = 0
+    latency_ms: float = 0.0
+    time_to_first_token_ms: float | None = None
+    cache_hit: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFilter:
+    model: str | None = None
+    principal: str | None = None
+    status_code: str | None = None
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+
+
+class RequestLog(Protocol):
+    """One row per chat call, listed newest first; idempotent like decisions."""
+
+    def new_id(self) -> str: ...
+    async def record(self, entry: RequestRecord) -> None: ...
+    async def record_many(self, entries: Sequence[RequestRecord]) -> None: ...
+    async def list_requests(
+        self, organisation: str, where: RequestFilter, page_size: int, after_id: str | None
+    ) -> tuple[list[RequestRecord], str | None]: ...
+
+
+class UserRole(enum.Enum):
+    ADMIN = "admin"
+    DEVELOPER = "developer"
+    VIEWER = "viewer"
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: str
+    organisation: str
+    email: str
+    role: UserRole
+    display_name: str = ""
+    create_time: datetime | None = None
+
+    @property
+    def name(self) -> str:
+        return f"users/{self.id}"
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """An API key as stored: never the key itself. `id` is the non-secret part
+    of the key (`pm_{id}_{secret}`), used to find the row and to show it."""
+
+    id: str
+    organisation: str
+    user_id: str
+    display_name: str
+    create_time: datetime
+    expire_time: datetime | None = None
+    revoke_time: datetime | None = None
+    last_used_time: datetime | None = None
+
+    @property
+    def name(self) -> str:
+        return f"apiKeys/{self.id}"
+
+    @property
+    def prefix(self) -> str:
+        return f"pm_{self.id}"
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedKey:
+    key: ApiKey
+    user: User
+
+
+class UserStore(Protocol):
+    """Users and their API keys. Emails are unique within an organisation and
+    compared case-insensitively."""
+
+    async def create_user(self, user: User) -> User: ...
+    async def get_user(self, organisation: str, user_id: str) -> User: ...
+    async def find_user_by_email(self, organisation: str, email: str) -> User: ...
+    async def list_users(self, organisation: str) -> list[User]: ...
+    async def set_user_role(self, organisation: str, user_id: str, role: UserRole) -> User: ...
+    async def delete_user(self, organisation: str, user_id: str) -> User: ...
+
+    async def create_api_key(
+        self, organisation: str, user_id: str, display_name: str, expire_time: datetime | None = None
+    ) -> tuple[ApiKey, str]:
+        """The stored key and the plaintext, which is shown once and never stored."""
+        ...
+
+    async def list_api_keys(self, organisation: str, user_id: str | None = None) -> list[ApiKey]: ...
+    async def revoke_api_key(self, organisation: str, key_id: str) -> ApiKey: ...
+
+    async def verify_api_key(self, plaintext: str) -> VerifiedKey | None:
+        """The key's owner if the key is known, unrevoked and unexpired; else
+        None, whatever the reason. The one lookup not scoped by organisation:
+        the organisation is what the key tells."""
+        ...
+
+
+class InstanceStore(Protocol):
+    """Registry instances with leases. A lapsed instance is invisible to
+    `get`/`list` at once and removed by `expire_lapsed`, which returns each
+    lapsed instance exactly once even with several replicas reaping."""
+
+    async def register_instance(self, instance: Instance, lease_seconds: float) -> tuple[Instance, bool]:
+        """Creates or replaces the instance with a fresh lease; True if it was
+        new (or its previous lease had lapsed)."""
+        ...
+
+    async def renew_lease(self, organisation: str, instance_id: str) -> Instance: ...
+    async def get_instance(self, organisation: str, instance_id: str) -> Instance: ...
+    async def list_instances(self, organisation: str) -> list[Instance]: ...
+    async def delete_instance(self, organisation: str, instance_id: str) -> Instance: ...
+    async def expire_lapsed(self) -> list[Instance]: ...
+    async def next_lease_expiry(self) -> datetime | None: ...
+
+
+# Shared by both implementations ---------------------------------------------
+
+# last_used_time is a hint for people, not an audit trail: writing it on
+# every call would turn each authenticated read into a write.
+LAST_USED_RESOLUTION = timedelta(seconds=60)
+
+
+def check_page_size(page_size: int) -> int:
+    if page_size < 1:
+        raise ValueError("page_size must be at least 1")
+    return page_size
+
+
+def normalise_email(email: str) -> str:
+    return email.strip().lower()
+
+
+def rule_not_found(rule_id: str) -> NotFound:
+    return NotFound(f"rule 'rules/{rule_id}' does not exist", reason="RULE_NOT_FOUND")
+
+
+def user_not_found(user_id: str) -> NotFound:
+    return NotFound(f"user 'users/{user_id}' does not exist", reason="USER_NOT_FOUND")
+
+
+def api_key_not_found(key_id: str) -> NotFound:
+    return NotFound(f"API key 'apiKeys/{key_id}' does not exist", reason="API_KEY_NOT_FOUND")
+
+
+def instance_not_found(instance_id: str) -> NotFound:
+    return NotFound(
+        f"instance 'instances/{instance_id}' is not registered (or its lease lapsed)", reason="INSTANCE_NOT_FOUND"
+    )
+
+
+def user_not_found_by_email() -> NotFound:
+    # Never the address itself: it is personal data.
+    return NotFound("no user has this email", reason="USER_NOT_FOUND")
