@@ -1,0 +1,130 @@
+"""A bounded buffer in front of a batch writer (decisions, request log).
+
+Callers never wait on the database: `add` is synchronous and O(1). A
+background task writes batches; while the database is down, items wait in the
+buffer and the batch is retried with backoff. The buffer never grows past its
+capacity: an item that does not fit is dropped and counted, and a log line
+says how many were dropped. `close` writes what is left."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+_MAX_BACKOFF_SECONDS = 5.0
+_DROP_LOG_INTERVAL_SECONDS = 10.0
+
+
+class WriteBuffer(Generic[T]):
+    def __init__(
+        self,
+        write_many: Callable[[list[T]], Awaitable[None]],
+        *,
+        name: str,
+        capacity: int = 100_000,
+        batch_size: int = 500,
+        flush_interval_seconds: float = 0.05,
+    ) -> None:
+        self._write_many = write_many
+        self.name = name
+        self._capacity = capacity
+        self._batch_size = batch_size
+        self._interval = flush_interval_seconds
+        self._items: deque[T] = deque()
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self.written = 0
+        self.dropped = 0
+        self.failures = 0
+        self.healthy = True
+        self._dropped_unlogged = 0
+        self._last_drop_log = 0.0
+
+    @property
+    def pending(self) -> int:
+        return len(self._items)
+
+    def add(self, item: T) -> None:
+        if len(self._items) >= self._capacity:
+            self.dropped += 1
+            self._dropped_unlogged += 1
+            self._log_drops()
+            return
+        self._items.append(item)
+        if len(self._items) >= self._batch_size:
+            self._wakeup.set()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"write-buffer-{self.name}")
+
+    async def close(self, timeout_seconds: float = 5.0) -> None:
+        """Writes what is buffered, trying until the timeout; then stops."""
+        self._closing = True
+        self._wakeup.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), timeout_seconds)
+            except TimeoutError:
+                self._task.cancel()
+                lost = len(self._items)
+                if lost:
+                    self.dropped += lost
+                    log.error("%s: %d records could not be written before shutdown", self.name, lost)
+            self._task = None
+        self._log_drops(force=True)
+
+    async def _run(self) -> None:
+        backoff = self._interval
+        while True:
+            if not self._items:
+                if self._closing:
+                    return
+                self._wakeup.clear()
+                try:
+                    await asyncio.wait_for(self._wakeup.wait(), self._interval)
+                except TimeoutError:
+                    pass
+                continue
+            batch = [self._items[i] for i in range(min(self._batch_size, len(self._items)))]
+            try:
+                await self._write_many(batch)
+            except Exception as error:  # the database is down or refused the batch
+                self.failures += 1
+                if self.healthy:
+                    log.warning("%s: write failed (%s); %d records wait", self.name, type(error).__name__, self.pending)
+                self.healthy = False
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, _MAX_BACKOFF_SECONDS)
+                continue
+            for _ in batch:
+                self._items.popleft()
+            self.written += len(batch)
+            if not self.healthy:
+                log.info("%s: writing again; %d records wait", self.name, self.pending)
+            self.healthy = True
+            backoff = self._interval
+            if len(self._items) < self._batch_size and not self._closing:
+                # Let a batch gather instead of writing one record per round trip.
+                await asyncio.sleep(self._interval)
+
+    def _log_drops(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if self._dropped_unlogged and (force or now - self._last_drop_log >= _DROP_LOG_INTERVAL_SECONDS):
+            log.error(
+                "%s: buffer full (%d records); dropped %d records (%d in total)",
+                self.name,
+                self._capacity,
+                self._dropped_unlogged,
+                self.dropped,
+            )
+            self._dropped_unlogged = 0
+            self._last_drop_log = now
