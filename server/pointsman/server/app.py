@@ -20,7 +20,7 @@ from .backends.decision_log import InMemoryDecisionLog
 from .backends.rule_store import InMemoryRuleStore
 from .domain.batches import BatchRunner
 from .domain.conversations import ConversationStore
-from .domain.firewall.engine import FirewallEngine
+from .domain.firewall.engine import build_firewall
 from .domain.firewall.rules import MatchType, Rule, RuleKind
 from .domain.orchestrator import Orchestrator
 from .domain.registry import Registry
@@ -68,12 +68,7 @@ class PointsmanServer:
         self.catalog, self.router = build_routing(settings)
         self.rules = InMemoryRuleStore()
         self.decisions = InMemoryDecisionLog()
-        self.firewall = FirewallEngine(
-            self.rules,
-            self.decisions,
-            enabled=settings.firewall_enabled,
-            block_on_violation=settings.firewall_block_on_violation,
-        )
+        self.firewall = build_firewall(self.rules, self.decisions, settings)
         self.orchestrator = Orchestrator(
             self.catalog, self.router, self.firewall, ChatLimits(settings.max_messages, settings.max_input_chars)
         )

@@ -50,6 +50,30 @@ class Settings(BaseSettings):
     firewall_allowlist_topics: Annotated[list[str], NoDecode] = Field(
         default_factory=list, validation_alias="FIREWALL_ALLOWLIST_TOPICS"
     )
+    # What each detector's findings do: block, redact, log (record only), or off (not scanned).
+    firewall_pii_action: Literal["block", "redact", "log", "off"] = Field(
+        "redact", validation_alias="FIREWALL_PII_ACTION"
+    )
+    firewall_secret_action: Literal["block", "redact", "log", "off"] = Field(
+        "block", validation_alias="FIREWALL_SECRET_ACTION"
+    )
+    firewall_toxicity_action: Literal["block", "redact", "log", "off"] = Field(
+        "block", validation_alias="FIREWALL_TOXICITY_ACTION"
+    )
+    # PII entity types to look for (comma-separated); empty means the default set.
+    firewall_pii_entities: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias="FIREWALL_PII_ENTITIES"
+    )
+    firewall_pii_min_score: float = Field(0.5, ge=0, le=1, validation_alias="FIREWALL_PII_MIN_SCORE")
+    # An installed spaCy pipeline (package name or path) adds PERSON and LOCATION.
+    firewall_spacy_model: str | None = Field(None, validation_alias="FIREWALL_SPACY_MODEL")
+    firewall_toxicity_threshold: float = Field(0.8, gt=0, le=1, validation_alias="FIREWALL_TOXICITY_THRESHOLD")
+    firewall_redaction_style: Literal["replace", "mask", "hash"] = Field(
+        "replace", validation_alias="FIREWALL_REDACTION_STYLE"
+    )
+    # Salt for the hash style (at least 16 bytes); unset means a random salt per process.
+    firewall_redaction_salt: SecretStr | None = Field(None, validation_alias="FIREWALL_REDACTION_SALT")
+    firewall_scan_cache_size: int = Field(10_000, ge=0, validation_alias="FIREWALL_SCAN_CACHE_SIZE")
 
     # Identity of this instance and the registry it reports to.
     org_id: str = Field("default", validation_alias="ORG_ID")
@@ -70,7 +94,9 @@ class Settings(BaseSettings):
     log_level: str = Field("INFO", validation_alias="LOG_LEVEL")
     log_format: Literal["text", "json"] = Field("text", validation_alias="LOG_FORMAT")
 
-    @field_validator("openai_models", "anthropic_models", "firewall_allowlist_topics", mode="before")
+    @field_validator(
+        "openai_models", "anthropic_models", "firewall_allowlist_topics", "firewall_pii_entities", mode="before"
+    )
     @classmethod
     def _split_csv(cls, value: object) -> object:
         # Lists come from the environment as comma-separated text.

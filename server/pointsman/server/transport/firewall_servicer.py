@@ -12,7 +12,7 @@ from pointsman.firewall.v1 import firewall_pb2_grpc
 from ..backends.decision_log import DecisionFilter, DecisionLog
 from ..backends.rule_store import RuleChange, RuleStore
 from ..domain.errors import InvalidArgument, ViolationCollector
-from ..domain.firewall.engine import FirewallEngine
+from ..domain.firewall.engine import FirewallEngine, check_content
 from ..domain.firewall.rules import Rule, check_rule
 from ..domain.firewall.verdict import Direction
 from . import convert
@@ -44,6 +44,8 @@ class FirewallServicer(firewall_pb2_grpc.FirewallServiceServicer):
             errors.add(f"{path}text", "must not be empty")
         elif len(text) > self._max_scan_chars:
             errors.add(f"{path}text", f"must be at most {self._max_scan_chars} characters")
+        else:
+            check_content(text, errors, f"{path}text")
         found = convert.optional_enum(convert.DIRECTIONS, direction, f"{path}direction", errors)
         errors.raise_if_any()
         return found or Direction.INPUT

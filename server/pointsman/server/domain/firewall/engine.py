@@ -1,27 +1,58 @@
-"""The firewall engine: scans text against the organisation's rules, decides,
-and records every decision."""
+"""The firewall engine: runs the content detectors (PII, secrets, toxicity) and
+the organisation's rules over a text, decides per category (block, redact or
+log), and records every decision."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Sequence
+import re
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Protocol
 
 from ...backends.decision_log import DecisionLog
 from ...backends.rule_store import RuleStore
 from ..caller import Caller
 from ..chat import Message
-from ..errors import ContentBlocked
+from ..errors import ContentBlocked, ViolationCollector
+from .detectors.base import Detector
+from .redaction import RedactionStyle, Redactor
 from .rules import RuleSet
-from .verdict import ALLOWED, Action, Decision, Direction, Verdict
+from .verdict import ALLOWED, SEVERITY, Action, Category, Decision, Direction, Finding, Verdict
 
-# Above this size, rule matching leaves the event loop thread: a regex over a
-# large text can take milliseconds and would stall every other stream.
-_OFFLOAD_CHARS = 32_768
+# Above this many characters to analyse, the work leaves the event-loop
+# thread: at ~1 ms per KB, a larger scan would stall every other stream.
+OFFLOAD_CHARS = 2048
+# Texts longer than this are scanned in overlapping pieces (see `chunks`).
+CHUNK_CHARS = 32_768
+CHUNK_OVERLAP = 8_192
+# Content with more than this share of control characters is binary, not text.
+MAX_CONTROL_SHARE = 0.1
+_CONTROL = re.compile(r"[\x01-\x08\x0e-\x1f\x7f-\x9f]")
+
+RULE_CATEGORIES = (Category.BLOCK_RULE, Category.NOT_ALLOWED)
+DEFAULT_ACTIONS: Mapping[Category, Action] = {
+    Category.BLOCK_RULE: Action.BLOCK,
+    Category.NOT_ALLOWED: Action.BLOCK,
+    Category.PII: Action.REDACT,
+    Category.SECRET: Action.BLOCK,
+    Category.TOXICITY: Action.BLOCK,
+}
+
+DetectorFindings = tuple[Finding, ...]
 
 
 class FirewallEngine:
+    """Decides on texts and chat prompts.
+
+    Detector results are cached by the sha256 of each text (a bounded LRU,
+    touched only on the event-loop thread), so a conversation's earlier turns
+    are not scanned again; rules are evaluated on every call, because they
+    change. Detectors must be thread-safe: large scans run in a worker thread."""
+
     def __init__(
         self,
         rules: RuleStore,
@@ -29,25 +60,138 @@ class FirewallEngine:
         *,
         enabled: bool = True,
         block_on_violation: bool = True,
+        detectors: Sequence[Detector] = (),
+        actions: Mapping[Category, Action] | None = None,
+        redactor: Redactor | None = None,
+        cache_size: int = 10_000,
+        offload_chars: int = OFFLOAD_CHARS,
     ) -> None:
         self._rules = rules
         self._decisions = decisions
         self.enabled = enabled
-        self._violation_action = Action.BLOCK if block_on_violation else Action.LOG
+        self._detectors = tuple(detectors)
+        chosen = {**DEFAULT_ACTIONS, **(actions or {})}
+        if not block_on_violation:
+            # Log-only mode: nothing is refused, everything is recorded.
+            chosen = {c: Action.LOG if a is Action.BLOCK else a for c, a in chosen.items()}
+        self.actions: Mapping[Category, Action] = chosen
+        self._redactor = redactor
+        self._cache: OrderedDict[str, DetectorFindings] = OrderedDict()
+        self._cache_size = cache_size
+        self._offload_chars = offload_chars
         self._compiled: dict[str, tuple[int, RuleSet]] = {}
+        self.cache_hits = 0
+        self.cache_misses = 0
 
     async def scan(self, text: str, direction: Direction, caller: Caller) -> Verdict:
         """Decides on one text and records the decision."""
         if not self.enabled:
             return ALLOWED
+        detected, rule_findings = await self._analyse([text], text, direction, caller)
+        findings = tuple(sorted(detected[0] + rule_findings, key=lambda f: (f.start, f.end)))
+        action = self._action(findings)
+        redacted = self._redact(text, findings) if action is Action.REDACT else ""
+        decision = await self._record(caller, direction, action, findings, text)
+        return Verdict(action, findings, redacted_text=redacted, decision=decision)
+
+    async def guard_prompt(self, messages: Sequence[Message], caller: Caller) -> Verdict:
+        """Scans a chat prompt message by message; raises ContentBlocked when
+        it must not reach a model. With action REDACT, `Verdict.messages` is
+        the prompt to send instead.
+
+        Finding spans are positions in the messages' contents joined by "\\n"
+        (the text the rules see); `redacted_text` is that joined text redacted."""
+        errors = ViolationCollector()
+        for index, message in enumerate(messages):
+            check_content(message.content, errors, f"messages[{index}].content")
+        errors.raise_if_any()
+        if not self.enabled:
+            return ALLOWED
+        contents = [m.content for m in messages]
+        present = [i for i, c in enumerate(contents) if c]
+        joined = "\n".join(contents[i] for i in present)
+        per_message, rule_findings = await self._analyse(
+            [contents[i] for i in present], joined, Direction.INPUT, caller
+        )
+        findings: list[Finding] = []
+        offset = 0
+        for index, found in zip(present, per_message, strict=True):
+            findings.extend(f.shifted(offset) for f in found)
+            offset += len(contents[index]) + 1
+        findings.extend(rule_findings)
+        findings.sort(key=lambda f: (f.start, f.end))
+        action = self._action(findings)
+        redacted_messages: tuple[Message, ...] = ()
+        redacted_text = ""
+        if action is Action.REDACT:
+            by_message = dict(zip(present, per_message, strict=True))
+            redacted_messages = tuple(
+                replace(m, content=self._redact(m.content, by_message[i])) if by_message.get(i) else m
+                for i, m in enumerate(messages)
+            )
+            redacted_text = "\n".join(redacted_messages[i].content for i in present)
+        decision = await self._record(caller, Direction.INPUT, action, tuple(findings), joined)
+        verdict = Verdict(
+            action, tuple(findings), redacted_text=redacted_text, decision=decision, messages=redacted_messages
+        )
+        if action is Action.BLOCK:
+            raise blocked_error(verdict)
+        return verdict
+
+    async def _analyse(
+        self, texts: list[str], rule_text: str, direction: Direction, caller: Caller
+    ) -> tuple[list[DetectorFindings], DetectorFindings]:
+        """Detector findings per text (from the cache where possible) and the
+        rule findings on `rule_text`; off the event loop when there is much to do."""
         ruleset = await self._ruleset(caller.organisation)
-        if not ruleset:
-            findings = []
-        elif len(text) > _OFFLOAD_CHARS:
-            findings = await asyncio.to_thread(ruleset.evaluate, text, direction)
+        keys = [_sha256(t) for t in texts] if self._detectors else []
+        cached: list[DetectorFindings | None] = [self._cache_get(k) for k in keys] if keys else [()] * len(texts)
+        todo = [i for i, c in enumerate(cached) if c is None]
+        work = sum(len(texts[i]) for i in todo) + (len(rule_text) if ruleset else 0)
+
+        def run() -> tuple[list[DetectorFindings], DetectorFindings]:
+            fresh = [self._detect(texts[i]) for i in todo]
+            rule_findings = evaluate_rules(ruleset, rule_text, direction) if ruleset else ()
+            return fresh, rule_findings
+
+        if work > self._offload_chars:
+            fresh, rule_findings = await asyncio.to_thread(run)
         else:
-            findings = ruleset.evaluate(text, direction)
-        action = self._violation_action if findings else Action.ALLOW
+            fresh, rule_findings = run()
+        for i, found in zip(todo, fresh, strict=True):
+            cached[i] = found
+            self._cache_put(keys[i], found)
+        return [c or () for c in cached], rule_findings
+
+    def _detect(self, text: str) -> DetectorFindings:
+        findings: list[Finding] = []
+        for start, end, own_from, own_to in chunks(len(text)):
+            piece = text[start:end] if (start, end) != (0, len(text)) else text
+            for detector in self._detectors:
+                for finding in detector.detect(piece):
+                    if own_from <= finding.start + start < own_to:
+                        findings.append(finding.shifted(start) if start else finding)
+        if len(findings) > 1:
+            findings = _drop_shadowed(findings)
+        return tuple(findings)
+
+    def _action(self, findings: Sequence[Finding]) -> Action:
+        action = Action.ALLOW
+        for finding in findings:
+            candidate = self.actions.get(finding.category, Action.LOG)
+            if SEVERITY[candidate] > SEVERITY[action]:
+                action = candidate
+        return action
+
+    def _redact(self, text: str, findings: Sequence[Finding]) -> str:
+        if self._redactor is None:
+            self._redactor = Redactor()
+        redactable = [f for f in findings if self.actions.get(f.category) is Action.REDACT]
+        return self._redactor.redact(text, redactable)
+
+    async def _record(
+        self, caller: Caller, direction: Direction, action: Action, findings: Sequence[Finding], text: str
+    ) -> str:
         decision = Decision(
             id=self._decisions.new_id(),
             create_time=datetime.now(UTC),
@@ -56,19 +200,28 @@ class FirewallEngine:
             direction=direction,
             action=action,
             findings=tuple(findings),
-            content_sha256=hashlib.sha256(text.encode()).hexdigest(),
+            content_sha256=_sha256(text),
             request_id=caller.request_id,
         )
         await self._decisions.record(decision)
-        return Verdict(action, tuple(findings), decision=decision.name)
+        return decision.name
 
-    async def guard_prompt(self, messages: Sequence[Message], caller: Caller) -> Verdict:
-        """Scans a chat prompt; raises ContentBlocked when it must not reach a model."""
-        text = "\n".join(m.content for m in messages if m.content)
-        verdict = await self.scan(text, Direction.INPUT, caller)
-        if verdict.action is Action.BLOCK:
-            raise blocked_error(verdict)
-        return verdict
+    def _cache_get(self, key: str) -> DetectorFindings | None:
+        found = self._cache.get(key)
+        if found is None:
+            self.cache_misses += 1
+            return None
+        self.cache_hits += 1
+        self._cache.move_to_end(key)
+        return found
+
+    def _cache_put(self, key: str, findings: DetectorFindings) -> None:
+        if self._cache_size <= 0:
+            return
+        self._cache[key] = findings
+        self._cache.move_to_end(key)
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
 
     async def _ruleset(self, organisation: str) -> RuleSet:
         version = self._rules.version(organisation)
@@ -78,6 +231,161 @@ class FirewallEngine:
         ruleset = RuleSet(await self._rules.list_rules(organisation))
         self._compiled[organisation] = (version, ruleset)
         return ruleset
+
+
+class _Secret(Protocol):
+    def get_secret_value(self) -> str: ...
+
+
+class FirewallSettings(Protocol):
+    """The settings `build_firewall` reads (pointsman.server.settings.Settings)."""
+
+    @property
+    def firewall_enabled(self) -> bool: ...
+    @property
+    def firewall_block_on_violation(self) -> bool: ...
+    @property
+    def firewall_pii_action(self) -> str: ...
+    @property
+    def firewall_secret_action(self) -> str: ...
+    @property
+    def firewall_toxicity_action(self) -> str: ...
+    @property
+    def firewall_pii_entities(self) -> Sequence[str]: ...
+    @property
+    def firewall_pii_min_score(self) -> float: ...
+    @property
+    def firewall_spacy_model(self) -> str | None: ...
+    @property
+    def firewall_toxicity_threshold(self) -> float: ...
+    @property
+    def firewall_redaction_style(self) -> str: ...
+    @property
+    def firewall_redaction_salt(self) -> _Secret | None: ...
+    @property
+    def firewall_scan_cache_size(self) -> int: ...
+
+
+def build_firewall(rules: RuleStore, decisions: DecisionLog, settings: FirewallSettings) -> FirewallEngine:
+    """The engine with the detectors and actions the settings ask for; a
+    detector whose action is "off" is not loaded at all."""
+    from .detectors.pii import DEFAULT_ENTITIES, PiiDetector
+    from .detectors.secrets import SecretDetector
+    from .detectors.toxicity import ToxicityDetector
+
+    chosen = {
+        Category.PII: settings.firewall_pii_action,
+        Category.SECRET: settings.firewall_secret_action,
+        Category.TOXICITY: settings.firewall_toxicity_action,
+    }
+    actions = {category: Action(value) for category, value in chosen.items() if value != "off"}
+    detectors: list[Detector] = []
+    if settings.firewall_enabled:
+        if Category.PII in actions:
+            detectors.append(
+                PiiDetector(
+                    settings.firewall_pii_entities or DEFAULT_ENTITIES,
+                    min_score=settings.firewall_pii_min_score,
+                    spacy_model=settings.firewall_spacy_model,
+                )
+            )
+        if Category.SECRET in actions:
+            detectors.append(SecretDetector())
+        if Category.TOXICITY in actions:
+            detectors.append(ToxicityDetector(settings.firewall_toxicity_threshold))
+    salt = settings.firewall_redaction_salt
+    return FirewallEngine(
+        rules,
+        decisions,
+        enabled=settings.firewall_enabled,
+        block_on_violation=settings.firewall_block_on_violation,
+        detectors=detectors,
+        actions=actions,
+        redactor=Redactor(
+            RedactionStyle(settings.firewall_redaction_style),
+            salt.get_secret_value().encode() if salt is not None else None,
+        ),
+        cache_size=settings.firewall_scan_cache_size,
+    )
+
+
+def chunks(length: int) -> list[tuple[int, int, int, int]]:
+    """(start, end, own_from, own_to) pieces a long text is scanned in.
+
+    Each piece overlaps the next by CHUNK_OVERLAP characters; a finding
+    belongs to the piece whose owned range holds its start, so one that is
+    at most CHUNK_OVERLAP/2 long is found whole exactly once. Pieces keep
+    every single regex call short: a worker thread holding the GIL through
+    one call over 400 KB would stall the event loop for tens of ms."""
+    if length <= CHUNK_CHARS:
+        return [(0, length, 0, length)]
+    step = CHUNK_CHARS - CHUNK_OVERLAP
+    half = CHUNK_OVERLAP // 2
+    pieces = []
+    for start in range(0, length, step):
+        end = min(length, start + CHUNK_CHARS)
+        own_from = start + half if start else 0
+        own_to = start + step + half if end < length else length
+        pieces.append((start, end, own_from, own_to))
+        if end == length:
+            break
+    return pieces
+
+
+def evaluate_rules(ruleset: RuleSet, text: str, direction: Direction) -> DetectorFindings:
+    """RuleSet.evaluate over the same overlapping pieces as the detectors, so
+    a user's case-insensitive regex over a 400 KB prompt is not one long call
+    either. A block rule is reported once, at its first match; NOT_ALLOWED
+    only when no piece matched an allow rule."""
+    pieces = chunks(len(text))
+    if len(pieces) == 1:
+        return tuple(ruleset.evaluate(text, direction))
+    by_rule: dict[str, Finding] = {}
+    allowed_somewhere = False
+    for start, end, _, _ in pieces:
+        piece_allowed = True
+        for finding in ruleset.evaluate(text[start:end], direction):
+            if finding.category is Category.NOT_ALLOWED:
+                piece_allowed = False
+                continue
+            shifted = finding.shifted(start)
+            if finding.rule not in by_rule or shifted.start < by_rule[finding.rule].start:
+                by_rule[finding.rule] = shifted
+        allowed_somewhere = allowed_somewhere or piece_allowed
+    found = sorted(by_rule.values(), key=lambda f: f.start)
+    if not allowed_somewhere:
+        found.append(Finding(Category.NOT_ALLOWED, start=0, end=len(text)))
+    return tuple(found)
+
+
+def _drop_shadowed(findings: list[Finding]) -> list[Finding]:
+    """A secret is not also PII: `user@host` inside a connection string, or
+    digits inside a key, are dropped when a secret covers them."""
+    secrets = [f for f in findings if f.category is Category.SECRET]
+    if not secrets:
+        return findings
+    return [
+        f
+        for f in findings
+        if f.category is not Category.PII or not any(s.start < f.end and f.start < s.end for s in secrets)
+    ]
+
+
+def _sha256(text: str) -> str:
+    # surrogatepass: a str from inside the process may hold lone surrogates.
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def check_content(text: str, errors: ViolationCollector, path: str = "text") -> None:
+    """Adds a violation when the content is binary rather than text: a NUL,
+    or more than MAX_CONTROL_SHARE of control characters."""
+    if not text:
+        return
+    if "\x00" in text:
+        errors.add(path, "must be text; it contains NUL characters (binary content)")
+        return
+    if len(_CONTROL.findall(text)) > len(text) * MAX_CONTROL_SHARE:
+        errors.add(path, "must be text; it is mostly control characters (binary content)")
 
 
 def blocked_error(verdict: Verdict) -> ContentBlocked:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
+
+from ..chat import Message
 
 
 class Direction(enum.Enum):
@@ -27,9 +29,15 @@ class Category(enum.Enum):
     TOXICITY = "toxicity"
 
 
+# Strongest first: when findings of several categories meet, the strongest action wins.
+SEVERITY = {Action.ALLOW: 0, Action.LOG: 1, Action.REDACT: 2, Action.BLOCK: 3}
+
+
 @dataclass(frozen=True, slots=True)
 class Finding:
-    """One match; carries the span, never the matched text."""
+    """One match; carries the span, never the matched text. Secrets carry a
+    digest (sha256 of the secret, hex) and a masked preview such as `sk-…cdef`,
+    so a leak can be traced and a key matched without storing it."""
 
     category: Category
     type: str = ""
@@ -37,14 +45,24 @@ class Finding:
     start: int = 0
     end: int = 0
     score: float = 1.0
+    preview: str = ""
+    digest: str = ""
+
+    def shifted(self, offset: int) -> Finding:
+        return replace(self, start=self.start + offset, end=self.end + offset)
 
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
+    """What the firewall decided. For a chat prompt (`guard_prompt`) with
+    action REDACT, `messages` holds the prompt to send upstream instead: the
+    same messages, each with its findings replaced; otherwise it is empty."""
+
     action: Action
     findings: tuple[Finding, ...] = ()
     redacted_text: str = ""
     decision: str = ""  # decisions/{id}
+    messages: tuple[Message, ...] = ()
 
     @property
     def categories(self) -> list[str]:
