@@ -3,6 +3,7 @@ to a fake OpenAI server on loopback, including its faults."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest_asyncio
 from pointsman.client import AsyncClient
 from pointsman.orchestrator.v1 import orchestrator_pb2 as orch
 from pointsman.type.v1 import chat_pb2
+from pointsman.type.v1.firewall_pb2 import ACTION_REDACT
 
 from fakes.openai_upstream import FakeOpenAI
 from helpers_pb import chat_request, text_of
@@ -155,3 +157,18 @@ async def test_stall_mid_stream_hits_the_read_timeout_without_a_client_deadline(
     assert error.code == grpc.StatusCode.UNAVAILABLE
     assert error.metadata["incomplete"] == "true"
     await upstream.wait_for(lambda: upstream.streams_open == 0)
+
+
+async def test_personal_data_is_redacted_before_it_reaches_the_upstream(
+    gateway: AsyncClient, upstream: FakeOpenAI
+) -> None:
+    events = await collect(
+        gateway.orchestrator.Chat(chat_request("Mail jane.doe@example.com about the invoice", model="gpt-test"))
+    )
+    sent = upstream.last_request
+    assert sent is not None
+    assert "jane.doe@example.com" not in json.dumps(sent)
+    assert "invoice" in sent["messages"][0]["content"]
+    notices = [e.firewall_notice for e in events if e.HasField("firewall_notice")]
+    assert notices and notices[0].verdict.action == ACTION_REDACT
+    assert "jane.doe@example.com" not in text_of(events)  # the echo shows what the model was sent

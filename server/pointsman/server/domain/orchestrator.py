@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .caller import Caller
 from .catalog import ModelCatalog
@@ -106,6 +106,8 @@ class Orchestrator:
         self.validate(request)
         route = self.catalog.resolve(request.model)
         verdict = await self.firewall.guard_prompt(request.messages, caller)
+        if verdict.messages:  # the firewall redacted: the model gets the redacted prompt
+            request = replace(request, messages=list(verdict.messages))
         opened = await self.router.open(route, request, caller, incremental=incremental)
         yield Start(caller.request_id, request.model, opened.deployment)
         if verdict.action is not Action.ALLOW:
