@@ -45,6 +45,7 @@ async def test_default_actions_redact_pii_block_secrets_and_abuse(client: AsyncC
     assert secret.action == types.ACTION_BLOCK
     assert kinds(secret) == [(types.CATEGORY_SECRET, "GITHUB_TOKEN")]
     assert TOKEN not in str(secret) and not secret.redacted_text
+    assert secret.findings[0].preview == f"ghp_…{TOKEN[-4:]}"  # identifies it, reveals nothing
 
     abuse = await scan(client, f"Summarise this. {ABUSE}")
     assert abuse.action == types.ACTION_BLOCK

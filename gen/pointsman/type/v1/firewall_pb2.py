@@ -24,21 +24,21 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n pointsman/type/v1/firewall.proto\x12\x11pointsman.type.v1\"\x7f\n\x07\x46inding\x12-\n\x08\x63\x61tegory\x18\x01 \x01(\x0e\x32\x1b.pointsman.type.v1.Category\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0c\n\x04rule\x18\x03 \x01(\t\x12\r\n\x05start\x18\x04 \x01(\x05\x12\x0b\n\x03\x65nd\x18\x05 \x01(\x05\x12\r\n\x05score\x18\x06 \x01(\x01\"\x8b\x01\n\x07Verdict\x12)\n\x06\x61\x63tion\x18\x01 \x01(\x0e\x32\x19.pointsman.type.v1.Action\x12,\n\x08\x66indings\x18\x02 \x03(\x0b\x32\x1a.pointsman.type.v1.Finding\x12\x15\n\rredacted_text\x18\x03 \x01(\t\x12\x10\n\x08\x64\x65\x63ision\x18\x04 \x01(\t*Q\n\tDirection\x12\x19\n\x15\x44IRECTION_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x44IRECTION_INPUT\x10\x01\x12\x14\n\x10\x44IRECTION_OUTPUT\x10\x02*g\n\x06\x41\x63tion\x12\x16\n\x12\x41\x43TION_UNSPECIFIED\x10\x00\x12\x10\n\x0c\x41\x43TION_ALLOW\x10\x01\x12\x11\n\rACTION_REDACT\x10\x02\x12\x10\n\x0c\x41\x43TION_BLOCK\x10\x03\x12\x0e\n\nACTION_LOG\x10\x04*\x95\x01\n\x08\x43\x61tegory\x12\x18\n\x14\x43\x41TEGORY_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43\x41TEGORY_BLOCK_RULE\x10\x01\x12\x18\n\x14\x43\x41TEGORY_NOT_ALLOWED\x10\x02\x12\x10\n\x0c\x43\x41TEGORY_PII\x10\x03\x12\x13\n\x0f\x43\x41TEGORY_SECRET\x10\x04\x12\x15\n\x11\x43\x41TEGORY_TOXICITY\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n pointsman/type/v1/firewall.proto\x12\x11pointsman.type.v1\"\x90\x01\n\x07\x46inding\x12-\n\x08\x63\x61tegory\x18\x01 \x01(\x0e\x32\x1b.pointsman.type.v1.Category\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0c\n\x04rule\x18\x03 \x01(\t\x12\r\n\x05start\x18\x04 \x01(\x05\x12\x0b\n\x03\x65nd\x18\x05 \x01(\x05\x12\r\n\x05score\x18\x06 \x01(\x01\x12\x0f\n\x07preview\x18\x07 \x01(\t\"\x8b\x01\n\x07Verdict\x12)\n\x06\x61\x63tion\x18\x01 \x01(\x0e\x32\x19.pointsman.type.v1.Action\x12,\n\x08\x66indings\x18\x02 \x03(\x0b\x32\x1a.pointsman.type.v1.Finding\x12\x15\n\rredacted_text\x18\x03 \x01(\t\x12\x10\n\x08\x64\x65\x63ision\x18\x04 \x01(\t*Q\n\tDirection\x12\x19\n\x15\x44IRECTION_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x44IRECTION_INPUT\x10\x01\x12\x14\n\x10\x44IRECTION_OUTPUT\x10\x02*g\n\x06\x41\x63tion\x12\x16\n\x12\x41\x43TION_UNSPECIFIED\x10\x00\x12\x10\n\x0c\x41\x43TION_ALLOW\x10\x01\x12\x11\n\rACTION_REDACT\x10\x02\x12\x10\n\x0c\x41\x43TION_BLOCK\x10\x03\x12\x0e\n\nACTION_LOG\x10\x04*\x95\x01\n\x08\x43\x61tegory\x12\x18\n\x14\x43\x41TEGORY_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43\x41TEGORY_BLOCK_RULE\x10\x01\x12\x18\n\x14\x43\x41TEGORY_NOT_ALLOWED\x10\x02\x12\x10\n\x0c\x43\x41TEGORY_PII\x10\x03\x12\x13\n\x0f\x43\x41TEGORY_SECRET\x10\x04\x12\x15\n\x11\x43\x41TEGORY_TOXICITY\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pointsman.type.v1.firewall_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DIRECTION']._serialized_start=326
-  _globals['_DIRECTION']._serialized_end=407
-  _globals['_ACTION']._serialized_start=409
-  _globals['_ACTION']._serialized_end=512
-  _globals['_CATEGORY']._serialized_start=515
-  _globals['_CATEGORY']._serialized_end=664
-  _globals['_FINDING']._serialized_start=55
-  _globals['_FINDING']._serialized_end=182
-  _globals['_VERDICT']._serialized_start=185
-  _globals['_VERDICT']._serialized_end=324
+  _globals['_DIRECTION']._serialized_start=344
+  _globals['_DIRECTION']._serialized_end=425
+  _globals['_ACTION']._serialized_start=427
+  _globals['_ACTION']._serialized_end=530
+  _globals['_CATEGORY']._serialized_start=533
+  _globals['_CATEGORY']._serialized_end=682
+  _globals['_FINDING']._serialized_start=56
+  _globals['_FINDING']._serialized_end=200
+  _globals['_VERDICT']._serialized_start=203
+  _globals['_VERDICT']._serialized_end=342
 # @@protoc_insertion_point(module_scope)

@@ -45,20 +45,22 @@ CATEGORY_SECRET: Category
 CATEGORY_TOXICITY: Category
 
 class Finding(_message.Message):
-    __slots__ = ("category", "type", "rule", "start", "end", "score")
+    __slots__ = ("category", "type", "rule", "start", "end", "score", "preview")
     CATEGORY_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     RULE_FIELD_NUMBER: _ClassVar[int]
     START_FIELD_NUMBER: _ClassVar[int]
     END_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
+    PREVIEW_FIELD_NUMBER: _ClassVar[int]
     category: Category
     type: str
     rule: str
     start: int
     end: int
     score: float
-    def __init__(self, category: _Optional[_Union[Category, str]] = ..., type: _Optional[str] = ..., rule: _Optional[str] = ..., start: _Optional[int] = ..., end: _Optional[int] = ..., score: _Optional[float] = ...) -> None: ...
+    preview: str
+    def __init__(self, category: _Optional[_Union[Category, str]] = ..., type: _Optional[str] = ..., rule: _Optional[str] = ..., start: _Optional[int] = ..., end: _Optional[int] = ..., score: _Optional[float] = ..., preview: _Optional[str] = ...) -> None: ...
 
 class Verdict(_message.Message):
     __slots__ = ("action", "findings", "redacted_text", "decision")

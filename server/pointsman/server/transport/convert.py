@@ -215,7 +215,13 @@ def verdict_to_proto(v: verdict.Verdict) -> firewall_pb2.Verdict:
 
 def finding_to_proto(f: verdict.Finding) -> firewall_pb2.Finding:
     return firewall_pb2.Finding(
-        category=CATEGORIES_TO_PROTO[f.category], type=f.type, rule=f.rule, start=f.start, end=f.end, score=f.score
+        category=CATEGORIES_TO_PROTO[f.category],
+        type=f.type,
+        rule=f.rule,
+        start=f.start,
+        end=f.end,
+        score=f.score,
+        preview=f.preview,
     )
 
 
