@@ -147,3 +147,24 @@ async def test_converse_must_start_with_setup(client: AsyncClient) -> None:
 
     error = await raises(collect(client.orchestrator.Converse(only_a_turn())))
     assert error.code == grpc.StatusCode.INVALID_ARGUMENT and fields(error) == {"setup"}
+
+
+# ScanRequest with field 1 (text) holding bytes that are not UTF-8.
+NOT_UTF8_SCAN = b"\x0a\x03\xff\xfe\xfd"
+
+
+async def test_a_string_that_is_not_utf8_is_invalid_argument(client: AsyncClient) -> None:
+    scan = client.channel.unary_unary("/pointsman.firewall.v1.FirewallService/Scan")
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await scan(NOT_UTF8_SCAN, timeout=5)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "UTF-8" in (caught.value.details() or "")
+
+    stream = client.channel.stream_stream("/pointsman.firewall.v1.FirewallService/ScanStream")
+    call = stream(iter([NOT_UTF8_SCAN]), timeout=5)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        async for _ in call:
+            pass
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    # The server carries on.
+    assert (await client.firewall.Scan(fw.ScanRequest(text="fine"))).verdict.decision

@@ -13,10 +13,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc.aio import AbortError
 
 from ..domain.caller import Caller
-from ..domain.errors import DomainError
+from ..domain.errors import DomainError, InvalidArgument
 from .errors import internal_status, status_code_for, to_status
 
 REQUEST_ID_HEADER = "x-request-id"
@@ -104,18 +105,62 @@ def _code_of(error: BaseException) -> str:
     return "INTERNAL"
 
 
+class _Undecodable:
+    """Stands for a request message that did not parse (a string field that is
+    not UTF-8, a broken wire format), so the handler can answer
+    INVALID_ARGUMENT instead of gRPC's bare UNKNOWN."""
+
+
+_UNDECODABLE = _Undecodable()
+
+
+def _undecodable_error() -> InvalidArgument:
+    return InvalidArgument.one("request", "is not a valid message (string fields must be UTF-8)")
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except DecodeError:
+            return _UNDECODABLE
+
+    return deserialize
+
+
+def _checked(request: Any, streamed: bool) -> Any:
+    """The request, or for client streams an iterator of them, with
+    undecodable messages turned into INVALID_ARGUMENT."""
+    if not streamed:
+        if request is _UNDECODABLE:
+            raise _undecodable_error()
+        return request
+
+    async def messages() -> AsyncIterator[Any]:
+        async for message in request:
+            if message is _UNDECODABLE:
+                raise _undecodable_error()
+            yield message
+
+    return messages()
+
+
 def _wrap(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+    deserializer = _tolerant(handler.request_deserializer)
     if handler.unary_unary:
         return grpc.unary_unary_rpc_method_handler(
-            _single_response(handler.unary_unary, method), handler.request_deserializer, handler.response_serializer
+            _single_response(handler.unary_unary, method, streamed=False), deserializer, handler.response_serializer
         )
 
-    def streaming(inner: Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]) -> Any:
+    def streaming(inner: Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]], streamed: bool) -> Any:
         async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             request_id, started = await _begin(context)
             code = "OK"
             try:
-                responses = inner(request, context)
+                responses = inner(_checked(request, streamed), context)
                 if hasattr(responses, "__aiter__"):
                     async for response in responses:
                         yield response
@@ -137,25 +182,27 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
 
     if handler.unary_stream:
         return grpc.unary_stream_rpc_method_handler(
-            streaming(handler.unary_stream), handler.request_deserializer, handler.response_serializer
+            streaming(handler.unary_stream, streamed=False), deserializer, handler.response_serializer
         )
     if handler.stream_stream:
         return grpc.stream_stream_rpc_method_handler(
-            streaming(handler.stream_stream), handler.request_deserializer, handler.response_serializer
+            streaming(handler.stream_stream, streamed=True), deserializer, handler.response_serializer
         )
     return grpc.stream_unary_rpc_method_handler(
-        _single_response(handler.stream_unary, method), handler.request_deserializer, handler.response_serializer
+        _single_response(handler.stream_unary, method, streamed=True), deserializer, handler.response_serializer
     )
 
 
-def _single_response(inner: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]], method: str) -> Any:
+def _single_response(
+    inner: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]], method: str, *, streamed: bool
+) -> Any:
     """Wraps a handler that returns one response (unary-unary and stream-unary)."""
 
     async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
         request_id, started = await _begin(context)
         code = "OK"
         try:
-            return await inner(request, context)
+            return await inner(_checked(request, streamed), context)
         except AbortError:
             code = "ABORTED_BY_HANDLER"
             raise
