@@ -69,6 +69,8 @@ async def gateway(start_server: Any, upstream: FakeAnthropic) -> AsyncIterator[A
         ANTHROPIC_BASE_URL=upstream.base_url,
         ANTHROPIC_MODELS=MODELS,
         POINTSMAN_UPSTREAM_TIMEOUT_SECONDS=UPSTREAM_TIMEOUT_SECONDS,
+        # These tests look at how upstream events map to deltas: no output hold-back.
+        FIREWALL_OUTPUT_HOLDBACK_CHARS=0,
     )
     async with AsyncClient(server.address, timeout=10) as client:
         yield client

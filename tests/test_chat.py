@@ -16,8 +16,11 @@ from helpers_pb import chat_request, event_kinds, text_of, user
 from server_fixtures import collect
 
 
-async def test_chat_streams_start_deltas_usage_finish(client: AsyncClient) -> None:
-    events = await collect(client.orchestrator.Chat(chat_request("hello brave new world")))
+async def test_chat_streams_start_deltas_usage_finish(start_server: Any) -> None:
+    # No output hold-back, so each upstream delta is its own event.
+    server = await start_server(FIREWALL_OUTPUT_HOLDBACK_CHARS=0)
+    async with AsyncClient(server.address, timeout=10) as client:
+        events = await collect(client.orchestrator.Chat(chat_request("hello brave new world")))
     kinds = event_kinds(events)
     assert kinds[0] == "start"
     assert kinds[-2:] == ["usage", "finish"]

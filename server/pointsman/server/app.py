@@ -70,7 +70,11 @@ class PointsmanServer:
         self.decisions = InMemoryDecisionLog()
         self.firewall = build_firewall(self.rules, self.decisions, settings)
         self.orchestrator = Orchestrator(
-            self.catalog, self.router, self.firewall, ChatLimits(settings.max_messages, settings.max_input_chars)
+            self.catalog,
+            self.router,
+            self.firewall,
+            ChatLimits(settings.max_messages, settings.max_input_chars),
+            output_holdback=settings.firewall_output_holdback_chars,
         )
         self.conversations = ConversationStore()
         self.batches = BatchRunner(self.orchestrator)

@@ -15,6 +15,7 @@ from .chat import (
     ChatRequest,
     Deployment,
     Finish,
+    FinishReason,
     ProviderEvent,
     Start,
     TextDelta,
@@ -24,6 +25,7 @@ from .chat import (
 )
 from .errors import DomainError, Unavailable, ViolationCollector
 from .firewall.engine import FirewallEngine
+from .firewall.output_guard import GuardStep, OutputGuard
 from .firewall.verdict import Action, Direction, Verdict
 from .router import Router
 from .validation import ChatLimits, check_config, check_messages, check_model
@@ -80,11 +82,21 @@ class CompletedAnswer:
 
 
 class Orchestrator:
-    def __init__(self, catalog: ModelCatalog, router: Router, firewall: FirewallEngine, limits: ChatLimits) -> None:
+    def __init__(
+        self,
+        catalog: ModelCatalog,
+        router: Router,
+        firewall: FirewallEngine,
+        limits: ChatLimits,
+        *,
+        output_holdback: int = 32,
+    ) -> None:
         self.catalog = catalog
         self.router = router
         self.firewall = firewall
         self.limits = limits
+        # Characters of an answer held back so the output firewall can redact them.
+        self.output_holdback = output_holdback
 
     def check(self, request: ChatRequest, errors: ViolationCollector) -> None:
         """Adds a violation for everything wrong with the request."""
@@ -112,27 +124,51 @@ class Orchestrator:
         yield Start(caller.request_id, request.model, opened.deployment)
         if verdict.action is not Action.ALLOW:
             yield FirewallNotice(Direction.INPUT, verdict)
+        guard = await self.firewall.output_guard(caller, self.output_holdback)
+        usage: Usage | None = None  # held with the text while the output firewall holds some
         first_token_at: float | None = None
         event: ProviderEvent | None = opened.first
         try:
             async with aclosing(opened.rest) as rest:
                 while event is not None:
-                    if isinstance(event, Finish):
-                        now = time.perf_counter()
-                        ttft = None if first_token_at is None else first_token_at - received
-                        yield Finish(event.reason, ttft, now - received)
+                    if guard is not None and isinstance(event, (TextDelta, Finish)):
+                        # The answer's text passes the output firewall first.
+                        step = await _guard_step(guard, event)
+                        if step.release:
+                            first_token_at = first_token_at or time.perf_counter()
+                            yield TextDelta(step.release)
+                        if step.stop or isinstance(event, Finish):
+                            if usage is not None:
+                                yield usage
+                            verdict = await self.firewall.record_output(guard, caller)
+                            if verdict.action is not Action.ALLOW:
+                                yield FirewallNotice(Direction.OUTPUT, verdict)
+                            reason = FinishReason.CONTENT_FILTER if step.stop else event.reason  # type: ignore[union-attr]
+                            yield _finish(reason, received, first_token_at)
+                            return
+                    elif guard is not None and isinstance(event, Usage):
+                        usage = event
+                    elif isinstance(event, Finish):
+                        yield _finish(event.reason, received, first_token_at)
                         return
-                    if first_token_at is None and isinstance(event, (TextDelta, ToolCallDelta)):
-                        first_token_at = time.perf_counter()
-                    yield event
+                    else:
+                        if first_token_at is None and isinstance(event, (TextDelta, ToolCallDelta)):
+                            first_token_at = time.perf_counter()
+                        yield event
                     event = await anext(rest, None)
         except DomainError as error:
             if isinstance(error, Unavailable):
                 opened.monitor.breaker.record_failure()
-            raise _incomplete(error, opened.deployment) from error
-        raise _incomplete(
-            Unavailable("the upstream model ended the answer early", reason="UPSTREAM_INCOMPLETE"), opened.deployment
-        )
+            failure = error
+        else:
+            failure = Unavailable("the upstream model ended the answer early", reason="UPSTREAM_INCOMPLETE")
+        if guard is not None:
+            # The client gets what arrived before the failure, scanned like the rest.
+            step = guard.finish()
+            if step.release:
+                yield TextDelta(step.release)
+            await self.firewall.record_output(guard, caller)
+        raise _incomplete(failure, opened.deployment) from failure
 
     async def complete(self, request: ChatRequest, caller: Caller) -> CompletedAnswer:
         answer = CompletedAnswer()
@@ -173,6 +209,24 @@ class Orchestrator:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _finish(reason: FinishReason, received: float, first_token_at: float | None) -> Finish:
+    """The answer's Finish with the gateway's timings."""
+    ttft = None if first_token_at is None else first_token_at - received
+    return Finish(reason, ttft, time.perf_counter() - received)
+
+
+# Above this many characters, the output scan of a piece leaves the event loop.
+_OFFLOAD_OUTPUT_CHARS = 2048
+
+
+async def _guard_step(guard: OutputGuard, event: TextDelta | Finish) -> GuardStep:
+    if isinstance(event, Finish):
+        return guard.finish()
+    if len(event.text) > _OFFLOAD_OUTPUT_CHARS:
+        return await asyncio.to_thread(guard.feed, event.text)
+    return guard.feed(event.text)
 
 
 def _incomplete(error: DomainError, deployment: Deployment) -> Unavailable:

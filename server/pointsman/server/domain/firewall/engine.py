@@ -19,6 +19,7 @@ from ..caller import Caller
 from ..chat import Message
 from ..errors import ContentBlocked, ViolationCollector
 from .detectors.base import Detector
+from .output_guard import OutputGuard
 from .redaction import RedactionStyle, Redactor
 from .rules import RuleSet
 from .verdict import ALLOWED, SEVERITY, Action, Category, Decision, Direction, Finding, Verdict
@@ -138,6 +139,32 @@ class FirewallEngine:
             raise blocked_error(verdict)
         return verdict
 
+    async def output_guard(self, caller: Caller, holdback: int) -> OutputGuard | None:
+        """A guard for one streamed answer; None when nothing would be checked."""
+        if not self.enabled:
+            return None
+        ruleset = await self._ruleset(caller.organisation)
+        if not self._detectors and not ruleset.blocks(Direction.OUTPUT):
+            return None
+        return OutputGuard(_OutputWindow(self, ruleset), holdback)
+
+    async def record_output(self, guard: OutputGuard, caller: Caller) -> Verdict:
+        """Records the decision on a whole answer; returns the verdict naming it."""
+        verdict = guard.verdict
+        decision = Decision(
+            id=self._decisions.new_id(),
+            create_time=datetime.now(UTC),
+            organisation=caller.organisation,
+            principal=caller.principal,
+            direction=Direction.OUTPUT,
+            action=verdict.action,
+            findings=verdict.findings,
+            content_sha256=guard.content_sha256,
+            request_id=caller.request_id,
+        )
+        await self._decisions.record(decision)
+        return replace(verdict, decision=decision.name)
+
     async def _analyse(
         self, texts: list[str], rule_text: str, direction: Direction, caller: Caller
     ) -> tuple[list[DetectorFindings], DetectorFindings]:
@@ -231,6 +258,28 @@ class FirewallEngine:
         ruleset = RuleSet(await self._rules.list_rules(organisation))
         self._compiled[organisation] = (version, ruleset)
         return ruleset
+
+
+class _OutputWindow:
+    """Scans windows of a streamed answer: detectors (uncached: windows do
+    not repeat) and the organisation's block rules for output."""
+
+    def __init__(self, engine: FirewallEngine, ruleset: RuleSet) -> None:
+        self._engine = engine
+        self._ruleset = ruleset
+
+    def findings(self, window: str) -> list[Finding]:
+        found = list(self._engine._detect(window))
+        if self._ruleset:
+            rule_findings = self._ruleset.evaluate(window, Direction.OUTPUT)
+            found.extend(f for f in rule_findings if f.category is Category.BLOCK_RULE)
+        return found
+
+    def action(self, finding: Finding) -> Action:
+        return self._engine.actions.get(finding.category, Action.LOG)
+
+    def redact(self, text: str, findings: list[Finding]) -> str:
+        return self._engine._redact(text, findings)
 
 
 class _Secret(Protocol):

@@ -121,6 +121,10 @@ class RuleSet:
     def __bool__(self) -> bool:
         return bool(self._block or self._allow)
 
+    def blocks(self, direction: Direction) -> bool:
+        """Whether any block rule applies to this direction."""
+        return any(r.scope.covers(direction) for r in self._block)
+
     def evaluate(self, text: str, direction: Direction) -> list[Finding]:
         """Block-rule findings, or a NOT_ALLOWED finding in allowlist mode when
         no allow rule for this direction matches. Empty means the rules pass it."""
