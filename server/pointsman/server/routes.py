@@ -211,12 +211,16 @@ def _base_url(endpoint: EndpointConfig) -> str:
 def _provider(endpoint: EndpointConfig, settings: Settings) -> ChatProvider:
     if endpoint.provider == "builtin":
         return BuiltinProvider()
+    # The two well-known keys come from the settings (which read the environment
+    # once, and which tests isolate); any other variable is read here.
+    secret = {"OPENAI_API_KEY": settings.openai_api_key, "ANTHROPIC_API_KEY": settings.anthropic_api_key}
+    if endpoint.api_key_env in secret:
+        value = secret[endpoint.api_key_env]
+        key = value.get_secret_value() if value is not None else None
+    else:
+        key = os.environ.get(endpoint.api_key_env) if endpoint.api_key_env else None
     # Local servers (Ollama, llama.cpp, ...) ignore the key, but the SDKs want one.
-    key = (os.environ.get(endpoint.api_key_env) if endpoint.api_key_env else None) or "not-needed"
-    if endpoint.api_key_env == "OPENAI_API_KEY" and settings.openai_api_key is not None:
-        key = settings.openai_api_key.get_secret_value()
-    if endpoint.api_key_env == "ANTHROPIC_API_KEY" and settings.anthropic_api_key is not None:
-        key = settings.anthropic_api_key.get_secret_value()
+    key = key or "not-needed"
     timeout = settings.upstream_timeout_seconds
     # SDKs are imported only when used: each takes most of a second to import,
     # which a server that does not use it should not pay at start-up.
