@@ -9,6 +9,7 @@ import hmac
 import json
 import secrets
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -58,6 +59,21 @@ _MICROSECOND = timedelta(microseconds=1)
 BUSY_TIMEOUT_SECONDS = 30.0
 
 
+async def _enable_wal(connection: aiosqlite.Connection) -> None:
+    """Switching a new file to WAL takes an exclusive lock, and SQLite does not
+    wait on the busy timeout for it: when several processes open the same new
+    file at once, the losers see "database is locked". Retry until it sticks."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+    while True:
+        try:
+            await connection.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.01)
+
+
 def _us(value: datetime) -> int:
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
@@ -95,7 +111,7 @@ class SqliteDatabase:
         connection = await aiosqlite.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_SECONDS)
         try:
             connection.row_factory = sqlite3.Row
-            await connection.execute("PRAGMA journal_mode = WAL")
+            await _enable_wal(connection)
             # Durable at every checkpoint, not every commit: a power cut can lose
             # the last commits, never corrupt the file.
             await connection.execute("PRAGMA synchronous = NORMAL")
