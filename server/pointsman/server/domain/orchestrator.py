@@ -109,13 +109,21 @@ class Orchestrator:
         self.check(request, errors)
         errors.raise_if_any()
 
-    async def chat(self, request: ChatRequest, caller: Caller, *, incremental: bool = True) -> AsyncIterator[ChatEvent]:
+    async def chat(
+        self,
+        request: ChatRequest,
+        caller: Caller,
+        *,
+        incremental: bool = True,
+        errors: ViolationCollector | None = None,
+    ) -> AsyncIterator[ChatEvent]:
         """Streams one answer. Raises before the first event for anything that
         can be known up front (invalid, unknown model, blocked, every
         deployment down); a failure after it raises `Unavailable` with
-        metadata incomplete=true."""
+        metadata incomplete=true. `errors` may hold problems the caller already
+        found (converting the request), reported together with these."""
         received = time.perf_counter()
-        self.validate(request)
+        self.validate(request, errors)
         route = self.catalog.resolve(request.model)
         verdict = await self.firewall.guard_prompt(request.messages, caller)
         if verdict.messages:  # the firewall redacted: the model gets the redacted prompt
@@ -170,9 +178,11 @@ class Orchestrator:
             await self.firewall.record_output(guard, caller)
         raise _incomplete(failure, opened.deployment) from failure
 
-    async def complete(self, request: ChatRequest, caller: Caller) -> CompletedAnswer:
+    async def complete(
+        self, request: ChatRequest, caller: Caller, errors: ViolationCollector | None = None
+    ) -> CompletedAnswer:
         answer = CompletedAnswer()
-        async for event in self.chat(request, caller, incremental=False):
+        async for event in self.chat(request, caller, incremental=False, errors=errors):
             answer.add(event)
         return answer
 

@@ -37,19 +37,16 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         self._batches = batches
         self._calls = calls
 
-    def _chat_request(self, request: Any) -> chat.ChatRequest:
-        errors = ViolationCollector()
-        domain_request = convert.chat_request_from_proto(request, errors)
-        self._orchestrator.validate(domain_request, errors)
-        return domain_request
-
     async def Chat(self, request: pb.ChatRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.ChatResponse]:
-        domain_request = self._chat_request(request)
-        async for event in self._orchestrator.chat(domain_request, self._calls.caller()):
+        errors = ViolationCollector()  # conversion problems, reported with the orchestrator's checks
+        domain_request = convert.chat_request_from_proto(request, errors)
+        async for event in self._orchestrator.chat(domain_request, self._calls.caller(), errors=errors):
             yield pb.ChatResponse(**convert.event_fields(event))
 
     async def Complete(self, request: pb.CompleteRequest, context: grpc.aio.ServicerContext) -> pb.CompleteResponse:
-        answer = await self._orchestrator.complete(self._chat_request(request), self._calls.caller())
+        errors = ViolationCollector()
+        domain_request = convert.chat_request_from_proto(request, errors)
+        answer = await self._orchestrator.complete(domain_request, self._calls.caller(), errors)
         return convert.complete_response(answer)
 
     async def Converse(
