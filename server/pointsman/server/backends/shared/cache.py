@@ -1,0 +1,382 @@
+"""The response cache: whole answers, stored under an exact key over the
+normalised request and partitioned by organisation, replayed later as a stream.
+
+Three implementations of one interface: an in-process LRU bounded in entries
+and bytes (the embedded default, and L1 in front of Redis), Redis (L2, shared
+by replicas), and `TwoLevelCache` that puts the first in front of the second.
+Redis errors never reach the caller: a get is a miss, a put is dropped."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Protocol
+
+from redis.asyncio import Redis
+
+from ...domain.chat import (
+    ChatRequest,
+    Finish,
+    FinishReason,
+    Message,
+    ProviderEvent,
+    TextDelta,
+    Tool,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+)
+from ..stores.base import require_organisation
+from .redis_health import DEFAULT_PREFIX, RedisHealth, Skipped, key_segment
+
+# Part of every key: changing how requests are normalised changes this, so
+# entries written under the old rules are never read under the new ones.
+KEY_VERSION = "v1"
+
+
+@dataclass(frozen=True, slots=True)
+class CachedAnswer:
+    """Everything needed to replay an answer: which deployment gave it, the
+    text, tool calls, usage and why it finished."""
+
+    deployment: str
+    text: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    usage: Usage | None = None
+    finish_reason: FinishReason = FinishReason.STOP
+
+    def replay(self, chunk_chars: int = 0) -> Iterator[ProviderEvent]:
+        """The answer as provider events: the text (in chunks of `chunk_chars`
+        if positive, else in one delta), each tool call whole, usage, finish.
+        The orchestrator frames them with Start and its own timings."""
+        if self.text:
+            if chunk_chars > 0:
+                for start in range(0, len(self.text), chunk_chars):
+                    yield TextDelta(self.text[start : start + chunk_chars])
+            else:
+                yield TextDelta(self.text)
+        for index, call in enumerate(self.tool_calls):
+            yield ToolCallDelta(index, call.id, call.name, call.arguments_json)
+        if self.usage is not None:
+            yield self.usage
+        yield Finish(self.finish_reason)
+
+    def approximate_size(self) -> int:
+        """Bytes the entry holds, roughly (characters plus a fixed overhead):
+        what the in-process cache's byte bound counts."""
+        calls = sum(len(c.id) + len(c.name) + len(c.arguments_json) + 64 for c in self.tool_calls)
+        return 256 + len(self.deployment) + len(self.text) + calls
+
+
+class CacheHit(NamedTuple):
+    answer: CachedAnswer
+    ttl_seconds: float  # left before the entry expires
+
+
+def encode_answer(answer: CachedAnswer, expires_at_ms: int) -> bytes:
+    """Compact JSON with one-letter keys; `x` is the wall-clock expiry, so a
+    reader can fill its L1 for no longer than the entry lives."""
+    plain: dict[str, Any] = {"x": expires_at_ms, "d": answer.deployment, "t": answer.text}
+    if answer.tool_calls:
+        plain["c"] = [[c.id, c.name, c.arguments_json] for c in answer.tool_calls]
+    if answer.usage is not None:
+        plain["u"] = [answer.usage.input_tokens, answer.usage.output_tokens]
+    if answer.finish_reason is not FinishReason.STOP:
+        plain["f"] = answer.finish_reason.value
+    return json.dumps(plain, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def decode_answer(data: bytes | str) -> tuple[CachedAnswer, int]:
+    """Raises ValueError (or KeyError/TypeError) on anything malformed."""
+    plain = json.loads(data)
+    usage = plain.get("u")
+    answer = CachedAnswer(
+        deployment=plain["d"],
+        text=plain["t"],
+        tool_calls=tuple(ToolCall(i, n, a) for i, n, a in plain.get("c", ())),
+        usage=None if usage is None else Usage(int(usage[0]), int(usage[1])),
+        finish_reason=FinishReason(plain.get("f", FinishReason.STOP.value)),
+    )
+    return answer, int(plain["x"])
+
+
+# The key ----------------------------------------------------------------------
+
+
+def cache_key(request: ChatRequest) -> str:
+    """SHA-256 over the request as the model sees it: the alias, every
+    message (role, content, name, tool call id, tool calls) and the generation
+    config. Normalised so that requests that mean the same thing share a key:
+    JSON arguments and schemas compared by value (key order ignored), floats
+    as floats (1 == 1.0), stop sequences as a set. The organisation is not
+    part of it: caches partition by organisation themselves."""
+    config = request.config
+    plain = [
+        KEY_VERSION,
+        request.model,
+        [_message(m) for m in request.messages],
+        None if config.temperature is None else float(config.temperature),
+        None if config.top_p is None else float(config.top_p),
+        config.max_tokens,
+        sorted(set(config.stop)),
+        config.seed,
+        [_tool(t) for t in config.tools],
+    ]
+    text = json.dumps(plain, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _message(message: Message) -> list[Any]:
+    calls = [[c.id, c.name, _json_value(c.arguments_json)] for c in message.tool_calls]
+    return [message.role.value, message.content, message.name, message.tool_call_id, calls]
+
+
+def _tool(tool: Tool) -> list[Any]:
+    return [tool.name, tool.description, tool.parameters]
+
+
+def _json_value(text: str) -> Any:
+    # Arguments that are not JSON are kept as the text they are.
+    try:
+        return {"json": json.loads(text)}
+    except ValueError:
+        return {"text": text}
+
+
+# The interface ----------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class CacheStats:
+    hits: int = 0
+    misses: int = 0
+    puts: int = 0
+    errors: int = 0  # Redis calls that failed (a get answered as a miss, a put dropped)
+    skipped: int = 0  # Redis calls not made because Redis was known to be down
+    corrupt: int = 0  # stored values that could not be read (answered as a miss)
+    evictions: int = 0  # entries pushed out by the entry or byte bound
+
+
+class ResponseCache(Protocol):
+    stats: CacheStats
+
+    @property
+    def healthy(self) -> bool:
+        """False while a backing service is unreachable (the cache then misses)."""
+        ...
+
+    async def get(self, organisation: str, key: str) -> CachedAnswer | None: ...
+
+    async def lookup(self, organisation: str, key: str) -> CacheHit | None:
+        """Like `get`, with the time the entry has left."""
+        ...
+
+    async def put(self, organisation: str, key: str, answer: CachedAnswer, ttl_seconds: float) -> None:
+        """Stores for `ttl_seconds` (nothing when it is not positive)."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+# In-process -------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Entry:
+    answer: CachedAnswer
+    expires_at: float
+    size: int
+
+
+class InProcessResponseCache:
+    """An LRU with a TTL per entry, bounded in entries and in bytes
+    (approximately, see `CachedAnswer.approximate_size`)."""
+
+    def __init__(
+        self,
+        max_entries: int = 10_000,
+        max_bytes: int = 64 * 1024 * 1024,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if max_entries < 1 or max_bytes < 1:
+            raise ValueError("the cache bounds must be positive")
+        self._items: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
+        self._max_entries = max_entries
+        self._max_bytes = max_bytes
+        self._bytes = 0
+        self._clock = clock
+        self.stats = CacheStats()
+
+    @property
+    def healthy(self) -> bool:
+        return True
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def size_bytes(self) -> int:
+        return self._bytes
+
+    def lookup_now(self, organisation: str, key: str) -> CacheHit | None:
+        """The synchronous lookup (no await on the hot path of an L1 hit)."""
+        item_key = (organisation, key)
+        entry = self._items.get(item_key)
+        if entry is None:
+            self.stats.misses += 1
+            return None
+        left = entry.expires_at - self._clock()
+        if left <= 0:
+            self._remove(item_key)
+            self.stats.misses += 1
+            return None
+        self._items.move_to_end(item_key)
+        self.stats.hits += 1
+        return CacheHit(entry.answer, left)
+
+    def put_now(self, organisation: str, key: str, answer: CachedAnswer, ttl_seconds: float) -> None:
+        require_organisation(organisation)
+        item_key = (organisation, key)
+        self._remove(item_key)
+        size = answer.approximate_size()
+        if ttl_seconds <= 0 or size > self._max_bytes:
+            return
+        self._items[item_key] = _Entry(answer, self._clock() + ttl_seconds, size)
+        self._bytes += size
+        self.stats.puts += 1
+        while len(self._items) > self._max_entries or self._bytes > self._max_bytes:
+            _, evicted = self._items.popitem(last=False)
+            self._bytes -= evicted.size
+            self.stats.evictions += 1
+
+    async def get(self, organisation: str, key: str) -> CachedAnswer | None:
+        hit = self.lookup_now(organisation, key)
+        return None if hit is None else hit.answer
+
+    async def lookup(self, organisation: str, key: str) -> CacheHit | None:
+        return self.lookup_now(organisation, key)
+
+    async def put(self, organisation: str, key: str, answer: CachedAnswer, ttl_seconds: float) -> None:
+        self.put_now(organisation, key, answer, ttl_seconds)
+
+    async def aclose(self) -> None:
+        self._items.clear()
+        self._bytes = 0
+
+    def _remove(self, item_key: tuple[str, str]) -> None:
+        entry = self._items.pop(item_key, None)
+        if entry is not None:
+            self._bytes -= entry.size
+
+
+# Redis ------------------------------------------------------------------------
+
+
+class RedisResponseCache:
+    """One string key per entry, `{prefix}cache:{organisation}:{key}`,
+    expiring with the entry (`SET ... PX`)."""
+
+    def __init__(self, client: Redis, *, prefix: str = DEFAULT_PREFIX, health: RedisHealth | None = None) -> None:
+        self._redis = client
+        self._prefix = f"{prefix}cache:"
+        self.health = health if health is not None else RedisHealth()
+        self.stats = CacheStats()
+
+    @property
+    def healthy(self) -> bool:
+        return self.health.healthy
+
+    def redis_key(self, organisation: str, key: str) -> str:
+        return f"{self._prefix}{key_segment(require_organisation(organisation))}:{key}"
+
+    async def get(self, organisation: str, key: str) -> CachedAnswer | None:
+        hit = await self.lookup(organisation, key)
+        return None if hit is None else hit.answer
+
+    async def lookup(self, organisation: str, key: str) -> CacheHit | None:
+        redis_key = self.redis_key(organisation, key)
+        data = await self.health.attempt(lambda: self._redis.get(redis_key))
+        if isinstance(data, Skipped):
+            self._count(data)
+            return None
+        if data is None:
+            self.stats.misses += 1
+            return None
+        try:
+            answer, expires_at_ms = decode_answer(data)
+        except (ValueError, KeyError, TypeError, IndexError):
+            self.stats.corrupt += 1
+            self.stats.misses += 1
+            return None
+        self.stats.hits += 1
+        return CacheHit(answer, max(0.0, expires_at_ms / 1000 - time.time()))
+
+    async def put(self, organisation: str, key: str, answer: CachedAnswer, ttl_seconds: float) -> None:
+        redis_key = self.redis_key(organisation, key)
+        ttl_ms = int(ttl_seconds * 1000)
+        if ttl_ms <= 0:
+            return
+        data = encode_answer(answer, int(time.time() * 1000) + ttl_ms)
+        done = await self.health.attempt(lambda: self._redis.set(redis_key, data, px=ttl_ms))
+        if isinstance(done, Skipped):
+            self._count(done)
+        else:
+            self.stats.puts += 1
+
+    async def aclose(self) -> None:
+        """The client belongs to whoever made it; nothing of ours to close."""
+
+    def _count(self, outcome: Skipped) -> None:
+        if outcome is Skipped.SKIPPED:
+            self.stats.skipped += 1
+        else:
+            self.stats.errors += 1
+
+
+# Two levels -------------------------------------------------------------------
+
+
+class TwoLevelCache:
+    """Reads L1, then L2, filling L1 on an L2 hit for no longer than the entry
+    has left in L2 (nor longer than `l1_max_ttl_seconds`, which bounds how
+    stale a replica's copy can be); writes both."""
+
+    def __init__(self, l1: InProcessResponseCache, l2: ResponseCache, *, l1_max_ttl_seconds: float = 300.0) -> None:
+        self.l1 = l1
+        self.l2 = l2
+        self._l1_max_ttl = l1_max_ttl_seconds
+        # Outcome of the whole lookup; each level keeps its own stats too.
+        self.stats = CacheStats()
+
+    @property
+    def healthy(self) -> bool:
+        return self.l2.healthy
+
+    async def get(self, organisation: str, key: str) -> CachedAnswer | None:
+        hit = await self.lookup(organisation, key)
+        return None if hit is None else hit.answer
+
+    async def lookup(self, organisation: str, key: str) -> CacheHit | None:
+        hit = self.l1.lookup_now(organisation, key)
+        if hit is None:
+            hit = await self.l2.lookup(organisation, key)
+            if hit is not None:
+                self.l1.put_now(organisation, key, hit.answer, min(hit.ttl_seconds, self._l1_max_ttl))
+        if hit is None:
+            self.stats.misses += 1
+        else:
+            self.stats.hits += 1
+        return hit
+
+    async def put(self, organisation: str, key: str, answer: CachedAnswer, ttl_seconds: float) -> None:
+        self.l1.put_now(organisation, key, answer, min(ttl_seconds, self._l1_max_ttl))
+        await self.l2.put(organisation, key, answer, ttl_seconds)
+        self.stats.puts += 1
+
+    async def aclose(self) -> None:
+        await self.l1.aclose()
+        await self.l2.aclose()

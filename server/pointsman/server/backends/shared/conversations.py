@@ -1,0 +1,120 @@
+"""Conversation history for Converse behind one async interface: the embedded
+in-process store, or Redis so that any replica can continue any conversation.
+
+Unlike the cache, history cannot be guessed at: when Redis is unreachable,
+`load` and `save` raise `Unavailable` (retryable) rather than pretend the
+conversation does not exist or silently lose a turn."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from typing import Protocol
+
+from redis.asyncio import Redis
+
+from ...domain.chat import Message
+from ...domain.conversations import ConversationStore
+from ...domain.errors import NotFound, Unavailable
+from ..stores.base import require_organisation
+from ..stores.codec import dataclass_from_plain, dataclass_to_plain
+from .redis_health import DEFAULT_PREFIX, RedisHealth, Skipped, key_segment
+
+
+class Conversations(Protocol):
+    @property
+    def healthy(self) -> bool: ...
+
+    def new_id(self) -> str: ...
+
+    async def load(self, organisation: str, conversation_id: str) -> list[Message]:
+        """Raises NotFound (CONVERSATION_NOT_FOUND) for an unknown or expired id,
+        or one that belongs to another organisation."""
+        ...
+
+    async def save(self, organisation: str, conversation_id: str, history: list[Message]) -> None:
+        """Replaces the history and restarts its time to live."""
+        ...
+
+
+def conversation_not_found(conversation_id: str) -> NotFound:
+    # The same words as the embedded store's.
+    return NotFound(
+        f"conversation 'conversations/{conversation_id}' does not exist or has expired",
+        reason="CONVERSATION_NOT_FOUND",
+    )
+
+
+class InProcessConversations:
+    """The domain's in-process LRU store, behind the async interface."""
+
+    def __init__(self, store: ConversationStore | None = None) -> None:
+        self.store = store if store is not None else ConversationStore()
+
+    @property
+    def healthy(self) -> bool:
+        return True
+
+    def new_id(self) -> str:
+        return self.store.new_id()
+
+    async def load(self, organisation: str, conversation_id: str) -> list[Message]:
+        return self.store.load(require_organisation(organisation), conversation_id)
+
+    async def save(self, organisation: str, conversation_id: str, history: list[Message]) -> None:
+        self.store.save(require_organisation(organisation), conversation_id, history)
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+
+class RedisConversations:
+    """One key per conversation, `{prefix}conv:{organisation}:{id}`, holding
+    the history as JSON and expiring `ttl_seconds` after the last save."""
+
+    def __init__(
+        self,
+        client: Redis,
+        *,
+        ttl_seconds: float = 24 * 3600,
+        prefix: str = DEFAULT_PREFIX,
+        health: RedisHealth | None = None,
+    ) -> None:
+        self._redis = client
+        self._prefix = f"{prefix}conv:"
+        self._ttl_ms = max(1, int(ttl_seconds * 1000))
+        self.health = health if health is not None else RedisHealth()
+        self.errors = 0
+
+    @property
+    def healthy(self) -> bool:
+        return self.health.healthy
+
+    @staticmethod
+    def new_id() -> str:
+        return secrets.token_hex(12)
+
+    def redis_key(self, organisation: str, conversation_id: str) -> str:
+        return f"{self._prefix}{key_segment(require_organisation(organisation))}:{conversation_id}"
+
+    async def load(self, organisation: str, conversation_id: str) -> list[Message]:
+        redis_key = self.redis_key(organisation, conversation_id)
+        data = await self.health.attempt(lambda: self._redis.get(redis_key))
+        if isinstance(data, Skipped):
+            raise self._unavailable()
+        if data is None:
+            raise conversation_not_found(conversation_id)
+        return [dataclass_from_plain(Message, m) for m in json.loads(data)]
+
+    async def save(self, organisation: str, conversation_id: str, history: list[Message]) -> None:
+        redis_key = self.redis_key(organisation, conversation_id)
+        data = json.dumps([dataclass_to_plain(m) for m in history], ensure_ascii=False, separators=(",", ":"))
+        done = await self.health.attempt(lambda: self._redis.set(redis_key, data, px=self._ttl_ms))
+        if isinstance(done, Skipped):
+            raise self._unavailable()
+
+    def _unavailable(self) -> Unavailable:
+        self.errors += 1
+        return Unavailable(
+            "conversation history is unavailable right now", reason="CONVERSATIONS_UNAVAILABLE", retry_after_seconds=1.0
+        )

@@ -1,0 +1,280 @@
+"""Identical concurrent requests share one upstream call.
+
+Within a process, the first request for a key leads and the others wait on it.
+Across replicas, the leader also holds a short Redis lock (`SET NX PX`); a
+replica that finds the lock taken polls the cache for the answer, and calls
+upstream itself if the lock holder gives up or does not deliver in time.
+Nothing here can fail a request: without Redis, each replica leads alone."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Protocol
+
+from redis.asyncio import Redis
+
+from ..stores.base import require_organisation
+from .cache import CachedAnswer, ResponseCache
+from .redis_health import DEFAULT_PREFIX, RedisHealth, Skipped, key_segment
+
+# What `FlightLock.acquire` returns when Redis cannot say: lead, unlocked.
+UNLOCKED = ""
+
+
+class FlightLock(Protocol):
+    async def acquire(self, organisation: str, key: str, ttl_seconds: float) -> str | None:
+        """A token if this caller may lead (`UNLOCKED` when the lock service
+        is unreachable), None while another holder has it."""
+        ...
+
+    async def held(self, organisation: str, key: str) -> bool: ...
+    async def release(self, organisation: str, key: str, token: str) -> None: ...
+
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+class RedisFlightLock:
+    """`{prefix}flight:{organisation}:{key}` holding the leader's random
+    token, expiring by itself if the leader dies; released only by its holder."""
+
+    def __init__(self, client: Redis, *, prefix: str = DEFAULT_PREFIX, health: RedisHealth | None = None) -> None:
+        self._redis = client
+        self._prefix = f"{prefix}flight:"
+        self.health = health if health is not None else RedisHealth()
+        self._release = client.register_script(_RELEASE)
+        self.errors = 0
+
+    def redis_key(self, organisation: str, key: str) -> str:
+        return f"{self._prefix}{key_segment(require_organisation(organisation))}:{key}"
+
+    async def acquire(self, organisation: str, key: str, ttl_seconds: float) -> str | None:
+        token = secrets.token_hex(8)
+        redis_key = self.redis_key(organisation, key)
+        taken = await self.health.attempt(
+            lambda: self._redis.set(redis_key, token, nx=True, px=max(1, int(ttl_seconds * 1000)))
+        )
+        if isinstance(taken, Skipped):
+            self.errors += 1
+            return UNLOCKED
+        return token if taken else None
+
+    async def held(self, organisation: str, key: str) -> bool:
+        redis_key = self.redis_key(organisation, key)
+        exists = await self.health.attempt(lambda: self._redis.exists(redis_key))
+        if isinstance(exists, Skipped):
+            self.errors += 1
+            return False
+        return bool(exists)
+
+    async def release(self, organisation: str, key: str, token: str) -> None:
+        if token == UNLOCKED:
+            return
+        redis_key = self.redis_key(organisation, key)
+        done = await self.health.attempt(lambda: self._release(keys=[redis_key], args=[token]))
+        if isinstance(done, Skipped):
+            self.errors += 1  # the lock expires by itself
+
+
+class Outcome(enum.Enum):
+    CACHED = "cached"  # the answer was in the cache
+    SHARED = "shared"  # another request's call produced it while we waited
+    LEADER = "leader"  # nobody had it: the caller calls upstream and delivers
+
+
+@dataclass(slots=True)
+class SingleFlightStats:
+    leaders: int = 0
+    shared: int = 0
+    cached: int = 0
+    gave_up_waiting: int = 0  # waited `wait_seconds` in vain, then led
+    waiting: int = 0  # requests waiting right now
+
+
+class _LocalFlight:
+    __slots__ = ("answer", "done")
+
+    def __init__(self) -> None:
+        self.done = asyncio.Event()
+        self.answer: CachedAnswer | None = None
+
+
+class Flight:
+    """One request's part in a flight. If `answer` is set, replay it; else
+    this request leads: call upstream, stream to the client, then `deliver`.
+    Leaving the flight without delivering (failure, cancellation, an answer
+    not fit to cache) lets the waiting requests lead in turn."""
+
+    def __init__(
+        self,
+        owner: SingleFlight,
+        organisation: str,
+        key: str,
+        outcome: Outcome,
+        answer: CachedAnswer | None = None,
+        local: _LocalFlight | None = None,
+        token: str | None = None,
+    ) -> None:
+        self._owner = owner
+        self._organisation = organisation
+        self._key = key
+        self.outcome = outcome
+        self.answer = answer
+        self._local = local
+        self._token = token
+
+    @property
+    def leader(self) -> bool:
+        return self.outcome is Outcome.LEADER
+
+    async def deliver(self, answer: CachedAnswer, ttl_seconds: float) -> None:
+        """Stores the answer (not when `ttl_seconds` <= 0) and hands it to
+        every request waiting in this process; the cache put comes before the
+        lock's release, so waiting replicas find the answer."""
+        if not self.leader:
+            raise RuntimeError("only the leader of a flight delivers")
+        self.answer = answer
+        if ttl_seconds > 0:
+            await self._owner.cache.put(self._organisation, self._key, answer, ttl_seconds)
+        await self._finish()
+
+    async def _finish(self) -> None:
+        local, self._local = self._local, None
+        if local is not None:
+            local.answer = self.answer
+            self._owner._end_local(self._organisation, self._key, local)
+        token, self._token = self._token, None
+        if token is not None and self._owner.lock is not None:
+            await self._owner.lock.release(self._organisation, self._key, token)
+
+
+class SingleFlight:
+    """`async with flights.join(org, key) as flight:` checks the cache, joins
+    a flight already under way, or makes the caller its leader."""
+
+    def __init__(
+        self,
+        cache: ResponseCache,
+        lock: FlightLock | None = None,
+        *,
+        wait_seconds: float = 10.0,
+        poll_seconds: float = 0.05,
+    ) -> None:
+        self.cache = cache
+        self.lock = lock
+        # The longest a request waits for someone else's answer before calling
+        # upstream itself; also the cross-replica lock's lifetime.
+        self._wait = wait_seconds
+        self._poll = poll_seconds
+        self._local: dict[tuple[str, str], _LocalFlight] = {}
+        self.stats = SingleFlightStats()
+
+    @asynccontextmanager
+    async def join(self, organisation: str, key: str) -> AsyncIterator[Flight]:
+        require_organisation(organisation)
+        flight = await self._take(organisation, key)
+        try:
+            yield flight
+        finally:
+            await flight._finish()
+
+    async def _take(self, organisation: str, key: str) -> Flight:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._wait
+        while True:
+            answer = await self.cache.get(organisation, key)
+            if answer is not None:
+                self.stats.cached += 1
+                return Flight(self, organisation, key, Outcome.CACHED, answer)
+            local = self._local.get((organisation, key))
+            if local is None:
+                break
+            left = deadline - loop.time()
+            if left <= 0 or not await self._wait_local(local, left):
+                self.stats.gave_up_waiting += 1
+                return self._lead(organisation, key, None, None)
+            if local.answer is not None:
+                self.stats.shared += 1
+                return Flight(self, organisation, key, Outcome.SHARED, local.answer)
+            # The leader left without an answer: look again, perhaps lead.
+
+        local = _LocalFlight()
+        self._local[(organisation, key)] = local
+        try:
+            token, answer = await self._lead_across_replicas(organisation, key, deadline)
+        except BaseException:
+            self._end_local(organisation, key, local)
+            raise
+        if answer is not None:
+            local.answer = answer
+            self._end_local(organisation, key, local)
+            self.stats.shared += 1
+            return Flight(self, organisation, key, Outcome.SHARED, answer)
+        return self._lead(organisation, key, local, token)
+
+    def _lead(self, organisation: str, key: str, local: _LocalFlight | None, token: str | None) -> Flight:
+        self.stats.leaders += 1
+        return Flight(self, organisation, key, Outcome.LEADER, None, local, token)
+
+    async def _wait_local(self, local: _LocalFlight, seconds: float) -> bool:
+        self.stats.waiting += 1
+        try:
+            await asyncio.wait_for(local.done.wait(), seconds)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            self.stats.waiting -= 1
+
+    async def _lead_across_replicas(
+        self, organisation: str, key: str, deadline: float
+    ) -> tuple[str | None, CachedAnswer | None]:
+        """(lock token, None) to lead, or (None, answer) when another replica
+        delivered while we waited."""
+        if self.lock is None:
+            return None, None
+        loop = asyncio.get_running_loop()
+        while True:
+            token = await self.lock.acquire(organisation, key, self._wait)
+            if token is not None:
+                if token != UNLOCKED:
+                    # The previous holder may have delivered just before we
+                    # took the lock: look once more before calling upstream.
+                    try:
+                        answer = await self.cache.get(organisation, key)
+                    except BaseException:
+                        await self.lock.release(organisation, key, token)
+                        raise
+                    if answer is not None:
+                        await self.lock.release(organisation, key, token)
+                        return None, answer
+                return token, None
+            self.stats.waiting += 1
+            try:
+                while True:
+                    if loop.time() >= deadline:
+                        self.stats.gave_up_waiting += 1
+                        return None, None
+                    await asyncio.sleep(min(self._poll, max(0.0, deadline - loop.time())))
+                    answer = await self.cache.get(organisation, key)
+                    if answer is not None:
+                        return None, answer
+                    if not await self.lock.held(organisation, key):
+                        break  # the holder gave up: try to take over
+            finally:
+                self.stats.waiting -= 1
+
+    def _end_local(self, organisation: str, key: str, local: _LocalFlight) -> None:
+        if self._local.get((organisation, key)) is local:
+            del self._local[(organisation, key)]
+        local.done.set()
