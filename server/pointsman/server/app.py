@@ -18,6 +18,8 @@ from pointsman.registry.v1 import registry_pb2, registry_pb2_grpc
 from . import __version__
 from .backends.decision_log import InMemoryDecisionLog
 from .backends.rule_store import InMemoryRuleStore
+from .backends.shared.cache import InProcessResponseCache
+from .backends.shared.single_flight import SingleFlight
 from .domain.batches import BatchRunner
 from .domain.conversations import ConversationStore
 from .domain.firewall.engine import build_firewall
@@ -75,6 +77,8 @@ class PointsmanServer:
             self.firewall,
             ChatLimits(settings.max_messages, settings.max_input_chars),
             output_holdback=settings.firewall_output_holdback_chars,
+            # In-process for now; Redis as a second level is the shared-state work.
+            flights=SingleFlight(InProcessResponseCache(settings.cache_max_entries, settings.cache_max_bytes)),
         )
         self.conversations = ConversationStore()
         self.batches = BatchRunner(self.orchestrator)

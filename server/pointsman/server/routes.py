@@ -63,6 +63,8 @@ class Defaults(_Strict):
     timeout_seconds: float = Field(60.0, gt=0, le=3600)
     # Retries allowed, as a share of calls (plus a small reserve).
     retry_budget_ratio: float = Field(0.2, ge=0, le=10)
+    # How long answers are kept in the response cache; 0: not cached.
+    cache_ttl_seconds: float = Field(0, ge=0, le=30 * 24 * 3600)
     circuit_breaker: CircuitBreakerConfig = CircuitBreakerConfig()
 
 
@@ -83,6 +85,7 @@ class DeploymentConfig(_Strict):
 class ModelConfig(_Strict):
     strategy: Literal["priority", "weighted", "latency"] = "priority"
     retry: RetryConfig | None = None
+    cache_ttl_seconds: float | None = Field(None, ge=0, le=30 * 24 * 3600)
     deployments: Annotated[list[DeploymentConfig], Field(min_length=1, max_length=32)]
 
 
@@ -159,7 +162,9 @@ def _config_from_environment(settings: Settings) -> RoutesConfig:
         for alias in settings.anthropic_models:
             models.setdefault(alias, ModelConfig(deployments=[DeploymentConfig(endpoint="anthropic", model=alias)]))
     retry = RetryConfig(retries=settings.upstream_retries)
-    defaults = Defaults(retry=retry, timeout_seconds=settings.upstream_timeout_seconds)
+    defaults = Defaults(
+        retry=retry, timeout_seconds=settings.upstream_timeout_seconds, cache_ttl_seconds=settings.cache_ttl_seconds
+    )
     if not models:
         return RoutesConfig.model_construct(defaults=defaults, endpoints={}, models={})
     return RoutesConfig(defaults=defaults, endpoints=endpoints, models=models)
@@ -196,7 +201,8 @@ def _build_catalog(config: RoutesConfig, settings: Settings) -> ModelCatalog:
             )
             deployments.append((deployment, providers[entry.endpoint]))
         retry = (model.retry or config.defaults.retry).policy()
-        catalog.add(alias, deployments, RoutingStrategy(model.strategy), retry)
+        ttl = model.cache_ttl_seconds if model.cache_ttl_seconds is not None else config.defaults.cache_ttl_seconds
+        catalog.add(alias, deployments, RoutingStrategy(model.strategy), retry, ttl)
     return catalog
 
 

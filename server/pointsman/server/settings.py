@@ -41,6 +41,11 @@ class Settings(BaseSettings):
     # between two reads of its stream), and retries of a failed upstream call.
     upstream_timeout_seconds: float = Field(60.0, gt=0, validation_alias="POINTSMAN_UPSTREAM_TIMEOUT_SECONDS")
     upstream_retries: int = Field(1, ge=0, le=10, validation_alias="POINTSMAN_UPSTREAM_RETRIES")
+    # Response cache: how long answers are kept without a routes file (0: not
+    # cached), and the in-process cache's bounds.
+    cache_ttl_seconds: float = Field(0, ge=0, le=30 * 24 * 3600, validation_alias="POINTSMAN_CACHE_TTL_SECONDS")
+    cache_max_entries: int = Field(10_000, ge=1, validation_alias="POINTSMAN_CACHE_MAX_ENTRIES")
+    cache_max_bytes: int = Field(64 * 1024 * 1024, ge=1024, validation_alias="POINTSMAN_CACHE_MAX_BYTES")
     # YAML file of model aliases and their deployments (docs/routing.md).
     routes_file: Path | None = Field(None, validation_alias="POINTSMAN_ROUTES_FILE")
 

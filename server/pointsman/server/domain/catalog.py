@@ -18,6 +18,8 @@ class ModelRoute:
     deployments: tuple[Deployment, ...]
     strategy: RoutingStrategy = RoutingStrategy.PRIORITY
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    # How long answers are kept in the response cache; 0: not cached.
+    cache_ttl_seconds: float = 0.0
 
     @property
     def builtin(self) -> bool:
@@ -31,6 +33,7 @@ class ModelCatalog:
     def __init__(self) -> None:
         self._routes: dict[str, ModelRoute] = {}
         self._providers: dict[str, ChatProvider] = {}
+        self._deployments: dict[str, Deployment] = {}
 
     def add(
         self,
@@ -38,10 +41,14 @@ class ModelCatalog:
         deployments: list[tuple[Deployment, ChatProvider]],
         strategy: RoutingStrategy = RoutingStrategy.PRIORITY,
         retry: RetryPolicy | None = None,
+        cache_ttl_seconds: float = 0.0,
     ) -> None:
         for deployment, provider in deployments:
             self._providers[deployment.name] = provider
-        self._routes[alias] = ModelRoute(alias, tuple(d for d, _ in deployments), strategy, retry or RetryPolicy())
+            self._deployments[deployment.name] = deployment
+        self._routes[alias] = ModelRoute(
+            alias, tuple(d for d, _ in deployments), strategy, retry or RetryPolicy(), cache_ttl_seconds
+        )
 
     def resolve(self, alias: str) -> ModelRoute:
         route = self._routes.get(alias)
@@ -58,7 +65,10 @@ class ModelCatalog:
 
     def deployments(self) -> list[Deployment]:
         """Every deployment once, however many aliases use it."""
-        return list({d.name: d for r in self._routes.values() for d in r.deployments}.values())
+        return list(self._deployments.values())
+
+    def deployment(self, name: str) -> Deployment | None:
+        return self._deployments.get(name)
 
     def routes(self) -> list[ModelRoute]:
         return sorted(self._routes.values(), key=lambda r: r.alias)

@@ -65,6 +65,9 @@ class ChatRequest:
     model: str
     messages: list[Message]
     config: GenerationConfig = field(default_factory=GenerationConfig)
+    # The request's say over the response cache: skip it, or keep the answer this long.
+    cache_bypass: bool = False
+    cache_ttl_seconds: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +91,7 @@ class Start:
     request_id: str
     model: str
     deployment: Deployment
+    cached: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,8 +9,10 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 
+from ..backends.shared.cache import CachedAnswer, cache_key
+from ..backends.shared.single_flight import SingleFlight
 from .caller import Caller
-from .catalog import ModelCatalog
+from .catalog import ModelCatalog, ModelRoute
 from .chat import (
     ChatRequest,
     Deployment,
@@ -57,6 +59,10 @@ class CompletedAnswer:
     def content(self) -> str:
         return "".join(self.text)
 
+    @property
+    def flagged_by_output_firewall(self) -> bool:
+        return any(n.direction is Direction.OUTPUT for n in self.notices)
+
     def add(self, event: ChatEvent) -> None:
         match event:
             case TextDelta(text=text):
@@ -90,6 +96,7 @@ class Orchestrator:
         limits: ChatLimits,
         *,
         output_holdback: int = 32,
+        flights: SingleFlight | None = None,
     ) -> None:
         self.catalog = catalog
         self.router = router
@@ -97,6 +104,8 @@ class Orchestrator:
         self.limits = limits
         # Characters of an answer held back so the output firewall can redact them.
         self.output_holdback = output_holdback
+        # The response cache, behind single flight; None: no caching.
+        self.flights = flights
 
     def check(self, request: ChatRequest, errors: ViolationCollector) -> None:
         """Adds a violation for everything wrong with the request."""
@@ -128,46 +137,130 @@ class Orchestrator:
         verdict = await self.firewall.guard_prompt(request.messages, caller)
         if verdict.messages:  # the firewall redacted: the model gets the redacted prompt
             request = replace(request, messages=list(verdict.messages))
+        ttl = route.cache_ttl_seconds if request.cache_ttl_seconds is None else request.cache_ttl_seconds
+        if self.flights is None or request.cache_bypass or ttl <= 0:
+            answer = self._answer(route, request, caller, verdict, received, incremental, None)
+        else:
+            answer = self._through_cache(route, request, caller, verdict, received, incremental, ttl)
+        async with aclosing(answer):
+            async for event in answer:
+                yield event
+
+    async def _through_cache(
+        self,
+        route: ModelRoute,
+        request: ChatRequest,
+        caller: Caller,
+        verdict: Verdict,
+        received: float,
+        incremental: bool,
+        ttl: float,
+    ) -> AsyncIterator[ChatEvent]:
+        """The cached answer replayed, or this request leads: it calls the
+        model, and identical requests arriving meanwhile share its answer.
+        Only complete answers the output firewall left alone are kept."""
+        assert self.flights is not None
+        async with self.flights.join(caller.organisation, cache_key(request)) as flight:
+            if flight.answer is not None:
+                cached = flight.answer
+                # Deployments are fixed at start-up; an entry from a replica
+                # with other routes is credited to this alias's first deployment.
+                deployment = self.catalog.deployment(cached.deployment) or route.deployments[0]
+                yield Start(caller.request_id, request.model, deployment, cached=True)
+                if verdict.action is not Action.ALLOW:
+                    yield FirewallNotice(Direction.INPUT, verdict)
+                # Replayed through the output firewall: its rules may have changed since.
+                async for event in self._relay(None, _replay(cached), caller, received):
+                    yield event
+                return
+            collected = CompletedAnswer()
+            async for event in self._answer(route, request, caller, verdict, received, incremental, collected):
+                yield event
+            finish = collected.finish
+            if (
+                finish is not None
+                and finish.reason is not FinishReason.CONTENT_FILTER
+                and not collected.flagged_by_output_firewall
+            ):
+                await flight.deliver(
+                    CachedAnswer(
+                        collected.start.deployment.name if collected.start else route.deployments[0].name,
+                        collected.content,
+                        tuple(collected.tool_calls),
+                        collected.usage,
+                        finish.reason,
+                    ),
+                    ttl,
+                )
+
+    async def _answer(
+        self,
+        route: ModelRoute,
+        request: ChatRequest,
+        caller: Caller,
+        verdict: Verdict,
+        received: float,
+        incremental: bool,
+        collected: CompletedAnswer | None,
+    ) -> AsyncIterator[ChatEvent]:
+        """The answer from the model: routed, framed, through the output firewall."""
         opened = await self.router.open(route, request, caller, incremental=incremental)
-        yield Start(caller.request_id, request.model, opened.deployment)
+        start = Start(caller.request_id, request.model, opened.deployment)
+        if collected is not None:
+            collected.add(start)
+        yield start
         if verdict.action is not Action.ALLOW:
             yield FirewallNotice(Direction.INPUT, verdict)
-        guard = await self.firewall.output_guard(caller, self.output_holdback)
-        usage: Usage | None = None  # held with the text while the output firewall holds some
-        first_token_at: float | None = None
-        event: ProviderEvent | None = opened.first
         try:
             async with aclosing(opened.rest) as rest:
-                while event is not None:
-                    if guard is not None and isinstance(event, (TextDelta, Finish)):
-                        # The answer's text passes the output firewall first.
-                        step = await _guard_step(guard, event)
-                        if step.release:
-                            first_token_at = first_token_at or time.perf_counter()
-                            yield TextDelta(step.release)
-                        if step.stop or isinstance(event, Finish):
-                            if usage is not None:
-                                yield usage
-                            verdict = await self.firewall.record_output(guard, caller)
-                            if verdict.action is not Action.ALLOW:
-                                yield FirewallNotice(Direction.OUTPUT, verdict)
-                            reason = FinishReason.CONTENT_FILTER if step.stop else event.reason  # type: ignore[union-attr]
-                            yield _finish(reason, received, first_token_at)
-                            return
-                    elif guard is not None and isinstance(event, Usage):
-                        usage = event
-                    elif isinstance(event, Finish):
-                        yield _finish(event.reason, received, first_token_at)
-                        return
-                    else:
-                        if first_token_at is None and isinstance(event, (TextDelta, ToolCallDelta)):
-                            first_token_at = time.perf_counter()
-                        yield event
-                    event = await anext(rest, None)
+                async for event in self._relay(opened.first, rest, caller, received):
+                    if collected is not None:
+                        collected.add(event)
+                    yield event
         except DomainError as error:
             if isinstance(error, Unavailable):
                 opened.monitor.breaker.record_failure()
-            failure = error
+            raise _incomplete(error, opened.deployment) from error
+
+    async def _relay(
+        self, first: ProviderEvent | None, rest: AsyncIterator[ProviderEvent], caller: Caller, received: float
+    ) -> AsyncIterator[ChatEvent]:
+        """Provider events to the client, through the output firewall, with the
+        gateway's timings on Finish. A failure (or an end without Finish) is
+        raised after the text the firewall still held has been sent."""
+        guard = await self.firewall.output_guard(caller, self.output_holdback)
+        usage: Usage | None = None  # held with the text while the output firewall holds some
+        first_token_at: float | None = None
+        event = first if first is not None else await anext(rest, None)
+        try:
+            while event is not None:
+                if guard is not None and isinstance(event, (TextDelta, Finish)):
+                    # The answer's text passes the output firewall first.
+                    step = await _guard_step(guard, event)
+                    if step.release:
+                        first_token_at = first_token_at or time.perf_counter()
+                        yield TextDelta(step.release)
+                    if step.stop or isinstance(event, Finish):
+                        if usage is not None:
+                            yield usage
+                        verdict = await self.firewall.record_output(guard, caller)
+                        if verdict.action is not Action.ALLOW:
+                            yield FirewallNotice(Direction.OUTPUT, verdict)
+                        reason = FinishReason.CONTENT_FILTER if step.stop else event.reason  # type: ignore[union-attr]
+                        yield _finish(reason, received, first_token_at)
+                        return
+                elif guard is not None and isinstance(event, Usage):
+                    usage = event
+                elif isinstance(event, Finish):
+                    yield _finish(event.reason, received, first_token_at)
+                    return
+                else:
+                    if first_token_at is None and isinstance(event, (TextDelta, ToolCallDelta)):
+                        first_token_at = time.perf_counter()
+                    yield event
+                event = await anext(rest, None)
+        except DomainError as error:
+            failure: DomainError = error
         else:
             failure = Unavailable("the upstream model ended the answer early", reason="UPSTREAM_INCOMPLETE")
         if guard is not None:
@@ -176,7 +269,7 @@ class Orchestrator:
             if step.release:
                 yield TextDelta(step.release)
             await self.firewall.record_output(guard, caller)
-        raise _incomplete(failure, opened.deployment) from failure
+        raise failure
 
     async def complete(
         self, request: ChatRequest, caller: Caller, errors: ViolationCollector | None = None
@@ -219,6 +312,11 @@ class Orchestrator:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _replay(answer: CachedAnswer) -> AsyncIterator[ProviderEvent]:
+    for event in answer.replay():
+        yield event
 
 
 def _finish(reason: FinishReason, received: float, first_token_at: float | None) -> Finish:

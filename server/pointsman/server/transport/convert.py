@@ -136,13 +136,25 @@ def config_from_proto(config: chat_pb2.GenerationConfig) -> chat.GenerationConfi
     )
 
 
+MAX_CACHE_TTL_SECONDS = 30 * 24 * 3600
+
+
 def chat_request_from_proto(request: Any, errors: ViolationCollector) -> chat.ChatRequest:
-    """For ChatRequest, CompleteRequest and BatchItem, which share these fields."""
-    return chat.ChatRequest(
+    """For ChatRequest, CompleteRequest and BatchItem, which share these fields
+    (BatchItem has no cache control)."""
+    domain = chat.ChatRequest(
         model=request.model,
         messages=messages_from_proto(request.messages, errors),
         config=config_from_proto(request.config),
     )
+    if hasattr(request, "cache") and request.HasField("cache"):
+        domain.cache_bypass = request.cache.bypass
+        if request.cache.HasField("ttl"):
+            ttl = request.cache.ttl.ToNanoseconds() / 1e9
+            if not 0 < ttl <= MAX_CACHE_TTL_SECONDS:
+                errors.add("cache.ttl", f"must be more than 0 and at most {MAX_CACHE_TTL_SECONDS} seconds")
+            domain.cache_ttl_seconds = ttl
+    return domain
 
 
 def usage_to_proto(usage: chat.Usage) -> chat_pb2.Usage:
@@ -191,7 +203,10 @@ def deployment_status(deployment: chat.Deployment, monitor: breaker.DeploymentMo
 
 def start_to_proto(start: chat.Start) -> orch.ChatStart:
     return orch.ChatStart(
-        request_id=start.request_id, model=start.model, deployment=deployment_to_proto(start.deployment)
+        request_id=start.request_id,
+        model=start.model,
+        deployment=deployment_to_proto(start.deployment),
+        cached=start.cached,
     )
 
 
