@@ -157,6 +157,7 @@ async def main() -> None:
                 "endpoints": {"fake": {"provider": "openai", "base_url": base_url, "api_key_env": "OPENAI_API_KEY"}},
                 "models": {
                     MODEL: {"deployments": [{"endpoint": "fake", "model": MODEL}]},
+                    "cached": {"cache_ttl_seconds": 3600, "deployments": [{"endpoint": "fake", "model": MODEL}]},
                     "chunks-10": {"deployments": [{"endpoint": "fake", "model": "long-10+slow-2"}]},
                     "chunks-200": {"deployments": [{"endpoint": "fake", "model": "long-200+slow-2"}]},
                 },
@@ -205,6 +206,11 @@ async def main() -> None:
         async def gateway_complete() -> None:
             await stub.Complete(complete_request, timeout=10)
 
+        cached_request = orch.CompleteRequest(model="cached", messages=messages)
+
+        async def gateway_cache_hit() -> None:
+            await stub.Complete(cached_request, timeout=10)
+
         async def gateway_stream() -> None:
             start = time.perf_counter()
             first = True
@@ -218,6 +224,7 @@ async def main() -> None:
             "gateway_complete": gateway_complete,
             "direct_stream": direct_stream,
             "gateway_stream": gateway_stream,
+            "gateway_cache_hit": gateway_cache_hit,  # in-process cache (L1), end to end over gRPC
         }
         latency: dict[str, dict[str, float]] = {}
         for name, call in runs.items():
