@@ -43,6 +43,7 @@ async def test_the_documented_example_builds_every_alias() -> None:
     assert [d.provider for d in smart] == [ProviderKind.OPENAI, ProviderKind.ANTHROPIC]
     assert smart[0].timeout_seconds == 30 and smart[1].timeout_seconds == 45
     assert routes["nearest"].retry.retries == 0 and routes["smart"].retry.retries == 1
+    assert routes["fast"].cache_ttl_seconds == 600 and routes["smart"].cache_ttl_seconds == 0
     # One breaker per deployment, shared by every alias that uses it.
     assert "ollama/llama3.2" in router.monitors and len(router.monitors) == 6
     await catalog.aclose()
