@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import AsyncIterator
 from typing import Any, TypeAlias
 
@@ -23,10 +22,9 @@ from ..domain.chat import (
     ToolCallDelta,
     Usage,
 )
-from ..domain.errors import DomainError, InvalidArgument
+from ..domain.errors import InvalidArgument
 from . import upstream_errors
-
-log = logging.getLogger(__name__)
+from .raw_call import raw_call
 
 MESSAGES_PATH = "/v1/messages"
 # Anthropic requires max_tokens on every request; this is what a request without one gets.
@@ -58,53 +56,19 @@ class AnthropicProvider:
             http_client=anthropic.DefaultAioHttpClient(timeout=timeout_seconds),
         )
 
-    async def stream(
+    def stream(
         self, deployment: Deployment, request: ChatRequest, *, incremental: bool = True
     ) -> AsyncIterator[ProviderEvent]:
-        body = request_body(deployment.model, request, incremental)
-        try:
-            # The SDK's documented call for raw requests: it builds, authenticates
-            # and sends the request and raises its typed errors, but skips the
-            # typed event models and hands back the unread HTTP response, which
-            # costs less per call than parsing every SSE event into pydantic.
-            # Closing the response (also by cancellation) closes the HTTP
-            # stream, so a client that goes away stops the upstream call.
-            response = await self._client.post(
-                MESSAGES_PATH, cast_to=httpx2.Response, body=body, stream=True, stream_cls=None
-            )
-            try:
-                if incremental:
-                    async for event in _stream_events(response):
-                        yield event
-                else:
-                    for event in _whole_answer_events(json.loads(await response.aread())):
-                        yield event
-            finally:
-                await response.aclose()
-        except DomainError:
-            raise
-        except anthropic.APIStatusError as error:
-            raise upstream_errors.status_error(error.status_code, error.response.headers) from error
-        except anthropic.APITimeoutError as error:
-            raise upstream_errors.timeout_error() from error
-        except anthropic.APIConnectionError as error:
-            raise upstream_errors.connection_error() from error
-        except anthropic.APIError as error:
-            raise upstream_errors.malformed_error() from error
-        except httpx2.TimeoutException as error:
-            # Body reads are not wrapped by the SDK: a stall mid-answer surfaces
-            # as the transport's read timeout.
-            raise upstream_errors.timeout_error() from error
-        except (ValueError, TypeError, KeyError, AttributeError) as error:
-            # An event that is not JSON or has the wrong shape: the upstream's
-            # fault, never a reason to crash the stream handler.
-            log.warning("malformed answer from %s: %s", deployment.name, type(error).__name__)
-            raise upstream_errors.malformed_error() from error
-        except Exception as error:
-            # Raw body reads surface the transport's own errors unwrapped
-            # (connection reset, truncated chunked body); all are upstream failures.
-            log.warning("upstream %s failed mid-answer: %s", deployment.name, type(error).__name__)
-            raise upstream_errors.connection_lost_error() from error
+        return raw_call(
+            anthropic,
+            self._client,
+            MESSAGES_PATH,
+            request_body(deployment.model, request, incremental),
+            deployment,
+            incremental=incremental,
+            parse_stream=_stream_events,
+            parse_answer=_whole_answer_events,
+        )
 
     async def aclose(self) -> None:
         await self._client.close()

@@ -4,7 +4,6 @@ llama.cpp, vLLM, Groq) through the official `openai` SDK."""
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -23,10 +22,8 @@ from ..domain.chat import (
     ToolCallDelta,
     Usage,
 )
-from ..domain.errors import DomainError
 from . import upstream_errors
-
-log = logging.getLogger(__name__)
+from .raw_call import raw_call
 
 _FINISH_REASONS = {
     "stop": FinishReason.STOP,
@@ -52,49 +49,19 @@ class OpenAICompatibleProvider:
             http_client=openai.DefaultAioHttpClient(timeout=timeout_seconds),
         )
 
-    async def stream(
+    def stream(
         self, deployment: Deployment, request: ChatRequest, *, incremental: bool = True
     ) -> AsyncIterator[ProviderEvent]:
-        body = _request_body(deployment.model, request, incremental)
-        try:
-            # The SDK's documented call for raw requests: it builds, authenticates
-            # and sends the request and raises its typed errors, but skips the
-            # typed-parameter transform and hands back the unread HTTP response.
-            # Those two steps cost more per call than the rest of the gateway.
-            # Closing the response (also by cancellation) closes the HTTP
-            # stream, so a client that goes away stops the upstream call.
-            response = await self._client.post(
-                "/chat/completions", cast_to=httpx2.Response, body=body, stream=True, stream_cls=None
-            )
-            try:
-                if incremental:
-                    async for event in _stream_events(response):
-                        yield event
-                else:
-                    for event in _whole_answer_events(json.loads(await response.aread())):
-                        yield event
-            finally:
-                await response.aclose()
-        except openai.APIStatusError as error:
-            raise upstream_errors.status_error(error.status_code, error.response.headers) from error
-        except openai.APITimeoutError as error:
-            raise upstream_errors.timeout_error() from error
-        except openai.APIConnectionError as error:
-            raise upstream_errors.connection_error() from error
-        except openai.APIError as error:
-            raise upstream_errors.malformed_error() from error
-        except (ValueError, TypeError, KeyError, AttributeError) as error:
-            # A chunk that is not JSON or has the wrong shape: the upstream's
-            # fault, never a reason to crash the stream handler.
-            log.warning("malformed answer from %s: %s", deployment.name, type(error).__name__)
-            raise upstream_errors.malformed_error() from error
-        except DomainError:
-            raise
-        except Exception as error:
-            # Raw body reads surface the SDK transport's own errors unwrapped
-            # (connection reset, read timeout); all of them are upstream failures.
-            log.warning("upstream %s failed mid-answer: %s", deployment.name, type(error).__name__)
-            raise upstream_errors.connection_lost_error() from error
+        return raw_call(
+            openai,
+            self._client,
+            "/chat/completions",
+            _request_body(deployment.model, request, incremental),
+            deployment,
+            incremental=incremental,
+            parse_stream=_stream_events,
+            parse_answer=_whole_answer_events,
+        )
 
     async def aclose(self) -> None:
         await self._client.close()
