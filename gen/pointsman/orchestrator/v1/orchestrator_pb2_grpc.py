@@ -90,6 +90,11 @@ class OrchestratorServiceStub:
                 request_serializer=pointsman_dot_orchestrator_dot_v1_dot_orchestrator__pb2.WatchBatchRequest.SerializeToString,
                 response_deserializer=pointsman_dot_orchestrator_dot_v1_dot_orchestrator__pb2.WatchBatchResponse.FromString,
                 _registered_method=True)
+        self.GetStats = channel.unary_unary(
+                '/pointsman.orchestrator.v1.OrchestratorService/GetStats',
+                request_serializer=pointsman_dot_orchestrator_dot_v1_dot_orchestrator__pb2.GetStatsRequest.SerializeToString,
+                response_deserializer=pointsman_dot_orchestrator_dot_v1_dot_orchestrator__pb2.GetStatsResponse.FromString,
+                _registered_method=True)
 
 
 class OrchestratorServiceServicer:
@@ -175,6 +180,15 @@ class OrchestratorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetStats(self, request, context):
+        """GetStats summarises the caller's organisation's traffic over a recent
+        window, across every replica: requests, tokens, cache hits, latency per
+        deployment, firewall decisions by category and active conversations.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OrchestratorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -217,6 +231,11 @@ def add_OrchestratorServiceServicer_to_server(servicer, server):
                     servicer.WatchBatch,
                     request_deserializer=pointsman_dot_orchestrator_dot_v1_dot_orchestrator__pb2.WatchBatchRequest.FromString,
                     response_serializer=pointsman_dot_orchestrator_dot_v1_dot_orchestrator__pb2.WatchBatchResponse.SerializeToString,
+            ),
+            'GetStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetStats,
+                    request_deserializer=pointsman_dot_orchestrator_dot_v1_dot_orchestrator__pb2.GetStatsRequest.FromString,
+                    response_serializer=pointsman_dot_orchestrator_dot_v1_dot_orchestrator__pb2.GetStatsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -451,6 +470,33 @@ class OrchestratorService:
             '/pointsman.orchestrator.v1.OrchestratorService/WatchBatch',
             pointsman_dot_orchestrator_dot_v1_dot_orchestrator__pb2.WatchBatchRequest.SerializeToString,
             pointsman_dot_orchestrator_dot_v1_dot_orchestrator__pb2.WatchBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pointsman.orchestrator.v1.OrchestratorService/GetStats',
+            pointsman_dot_orchestrator_dot_v1_dot_orchestrator__pb2.GetStatsRequest.SerializeToString,
+            pointsman_dot_orchestrator_dot_v1_dot_orchestrator__pb2.GetStatsResponse.FromString,
             options,
             channel_credentials,
             insecure,
