@@ -11,7 +11,7 @@ import pytest
 import pytest_asyncio
 
 from pointsman.client import AsyncClient, PointsmanError
-from pointsman.server.app import PointsmanServer, build_server
+from pointsman.server.app import PointsmanServer, open_server
 from pointsman.server.settings import Settings
 
 ServerFactory = Callable[..., Awaitable[PointsmanServer]]
@@ -29,6 +29,10 @@ def settings(**env: Any) -> Settings:
         "REGISTRY_ADDR": None,
         "FIREWALL_ALLOWLIST_TOPICS": [],
         "POINTSMAN_SHUTDOWN_GRACE_SECONDS": 5,
+        # Each server gets a throwaway database; tests that share one say so.
+        "DATABASE_URL": "sqlite://:memory:",
+        "REDIS_URL": None,
+        "POINTSMAN_DEV_MODE": True,
     }
     values.update(env)
     return Settings(**values)
@@ -40,7 +44,7 @@ async def start_server() -> AsyncIterator[ServerFactory]:
     started: list[PointsmanServer] = []
 
     async def start(**env: Any) -> PointsmanServer:
-        server = build_server(settings(**env))
+        server = await open_server(settings(**env))
         await server.start()
         started.append(server)
         return server

@@ -11,7 +11,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from pointsman.client import AsyncClient
-from pointsman.server.app import SERVICE_NAMES, build_server
+from pointsman.server.app import SERVICE_NAMES, open_server
 
 from fakes.openai_upstream import FakeOpenAI
 from helpers_pb import chat_request, text_of
@@ -30,7 +30,7 @@ async def health_of(address: str, service: str = "") -> int:
 
 
 async def test_health_is_not_serving_until_ready() -> None:
-    server = build_server(settings())
+    server = await open_server(settings())
     await server.listen()
     try:
         for name in ("", *SERVICE_NAMES):
@@ -93,7 +93,9 @@ async def test_client_cancel_reaches_the_upstream_call(start_server: Any) -> Non
 async def test_shutdown_drains_a_stream_in_flight() -> None:
     async with FakeOpenAI() as upstream:
         model = "long-30+slow-20"
-        server = build_server(settings(OPENAI_API_KEY="k", OPENAI_BASE_URL=upstream.base_url, OPENAI_MODELS=[model]))
+        server = await open_server(
+            settings(OPENAI_API_KEY="k", OPENAI_BASE_URL=upstream.base_url, OPENAI_MODELS=[model])
+        )
         await server.start()
         async with AsyncClient(server.address) as client:
             health_watch = health_pb2_grpc.HealthStub(client.channel).Watch(health_pb2.HealthCheckRequest())
@@ -115,7 +117,9 @@ async def test_shutdown_drains_a_stream_in_flight() -> None:
 async def test_shutdown_cuts_streams_that_outlive_the_grace_period() -> None:
     async with FakeOpenAI() as upstream:
         model = "long-1000+slow-50"
-        server = build_server(settings(OPENAI_API_KEY="k", OPENAI_BASE_URL=upstream.base_url, OPENAI_MODELS=[model]))
+        server = await open_server(
+            settings(OPENAI_API_KEY="k", OPENAI_BASE_URL=upstream.base_url, OPENAI_MODELS=[model])
+        )
         await server.start()
         async with AsyncClient(server.address) as client:
             stream = client.orchestrator.Chat(chat_request("x", model=model))

@@ -16,12 +16,9 @@ from pointsman.orchestrator.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 from pointsman.registry.v1 import registry_pb2, registry_pb2_grpc
 
 from . import __version__
-from .backends.decision_log import InMemoryDecisionLog
-from .backends.rule_store import InMemoryRuleStore
-from .backends.shared.cache import InProcessResponseCache
-from .backends.shared.single_flight import SingleFlight
+from .backends.replicated_rules import ReplicatedRules
 from .domain.batches import BatchRunner
-from .domain.conversations import ConversationStore
+from .domain.errors import AlreadyExists, NotFound
 from .domain.firewall.engine import build_firewall
 from .domain.firewall.rules import MatchType, Rule, RuleKind
 from .domain.orchestrator import Orchestrator
@@ -30,11 +27,13 @@ from .domain.validation import ChatLimits
 from .registration import SelfRegistration
 from .routes import build_routing
 from .settings import Settings
+from .state import State, open_state
 from .transport.calls import CallContext, CallInterceptor
 from .transport.firewall_servicer import FirewallServicer
 from .transport.model_health import ModelHealth
 from .transport.orchestrator_servicer import OrchestratorServicer
 from .transport.registry_servicer import RegistryServicer
+from .transport.request_log import RequestLogger
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +64,14 @@ class PointsmanServer:
     reflection. `start()`, then `stop()`; nothing happens at construction
     beyond building objects and binding the port."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, state: State) -> None:
         self.settings = settings
+        self.state = state
+        self.stores = state.stores
+        self.bus = state.bus
         self.catalog, self.router = build_routing(settings)
-        self.rules = InMemoryRuleStore()
-        self.decisions = InMemoryDecisionLog()
+        self.rules = ReplicatedRules(state.stores.rules, state.bus)
+        self.decisions = state.decisions
         self.firewall = build_firewall(self.rules, self.decisions, settings)
         self.orchestrator = Orchestrator(
             self.catalog,
@@ -77,10 +79,10 @@ class PointsmanServer:
             self.firewall,
             ChatLimits(settings.max_messages, settings.max_input_chars),
             output_holdback=settings.firewall_output_holdback_chars,
-            # In-process for now; Redis as a second level is the shared-state work.
-            flights=SingleFlight(InProcessResponseCache(settings.cache_max_entries, settings.cache_max_bytes)),
+            flights=state.flights,
+            on_call_end=RequestLogger(state.stores.requests, state.request_log),
         )
-        self.conversations = ConversationStore()
+        self.conversations = state.conversations
         self.batches = BatchRunner(self.orchestrator)
         self.registry = Registry()
         self.health = health.aio.HealthServicer()
@@ -117,6 +119,8 @@ class PointsmanServer:
 
     async def listen(self) -> None:
         """Accepts calls; health says NOT_SERVING until `become_ready`."""
+        await self.state.start()
+        await self.rules.start()
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.start()
@@ -153,7 +157,10 @@ class PointsmanServer:
         await self.server.stop(grace)
         await self.batches.aclose()
         await self.registry.aclose()
+        await self.rules.aclose()
         await self.catalog.aclose()
+        # Last: flushes the decisions and request log written by the calls above.
+        await self.state.aclose()
         log.info("stopped")
 
     def _instance(self) -> registry_pb2.Instance:
@@ -168,27 +175,44 @@ class PointsmanServer:
         """FIREWALL_ALLOWLIST_TOPICS: one allow rule for the listed topics, so
         only prompts about them pass."""
         topics = self.settings.firewall_allowlist_topics
-        if topics:
-            await self.rules.create_rule(
-                Rule(
-                    id="allowlist-topics",
-                    organisation=self.settings.org_id,
-                    kind=RuleKind.ALLOW,
-                    match_type=MatchType.TOPIC,
-                    keywords=tuple(topics),
-                    description="from FIREWALL_ALLOWLIST_TOPICS",
-                )
-            )
+        if not topics:
+            return
+        wanted = Rule(
+            id="allowlist-topics",
+            organisation=self.settings.org_id,
+            kind=RuleKind.ALLOW,
+            match_type=MatchType.TOPIC,
+            keywords=tuple(topics),
+            description="from FIREWALL_ALLOWLIST_TOPICS",
+        )
+        # Idempotent: replicas (and restarts) share the rule.
+        try:
+            current = await self.rules.get_rule(wanted.organisation, wanted.id)
+        except NotFound:
+            try:
+                await self.rules.create_rule(wanted)
+            except AlreadyExists:
+                pass  # another replica created it just now
+            return
+        if current.keywords != wanted.keywords or not current.enabled:
+            await self.rules.update_rule(wanted.with_changes(create_time=current.create_time))
 
 
-def build_server(settings: Settings) -> PointsmanServer:
-    return PointsmanServer(settings)
+async def open_server(settings: Settings) -> PointsmanServer:
+    """Opens the state (database, Redis) the settings name, then builds the
+    server on it; `start()` it next."""
+    state = await open_state(settings)
+    try:
+        return PointsmanServer(settings, state)
+    except BaseException:
+        await state.aclose()
+        raise
 
 
 async def serve(settings: Settings) -> None:
     """Runs until SIGTERM or SIGINT, then shuts down gracefully."""
     started = time.perf_counter()
-    server = build_server(settings)
+    server = await open_server(settings)
     await server.start()
     log.info("ready in %.0f ms", (time.perf_counter() - started) * 1000)
     stop = asyncio.Event()

@@ -92,6 +92,33 @@ class Settings(BaseSettings):
     advertise_address: str | None = Field(None, validation_alias="POINTSMAN_ADVERTISE_ADDRESS")
     registry_lease_seconds: float = Field(15.0, ge=1, le=300, validation_alias="POINTSMAN_REGISTRY_LEASE_SECONDS")
 
+    # Durable state: an SQLite file in the data directory unless DATABASE_URL
+    # names PostgreSQL (postgresql://...) or another SQLite file (sqlite:///...).
+    database_url: SecretStr | None = Field(None, validation_alias="DATABASE_URL")
+    data_dir: Path = Field(Path("data"), validation_alias="POINTSMAN_DATA_DIR")
+    # Decisions and request-log rows waiting for the database, at most.
+    write_buffer_capacity: int = Field(100_000, ge=100, validation_alias="POINTSMAN_WRITE_BUFFER_CAPACITY")
+    # Shared state between replicas (cache L2, conversations, bus, rate limits,
+    # breaker opens, batch queue); unset keeps it all in-process.
+    redis_url: SecretStr | None = Field(None, validation_alias="REDIS_URL")
+    redis_prefix: str = Field("pointsman:", min_length=1, max_length=64, validation_alias="POINTSMAN_REDIS_PREFIX")
+
+    # Auth. Outside development mode every RPC but health and reflection needs
+    # a credential: a JWT signed with JWT_SECRET (HS256) or an API key.
+    dev_mode: bool = Field(False, validation_alias="POINTSMAN_DEV_MODE")
+    jwt_secret: SecretStr | None = Field(None, validation_alias="JWT_SECRET")
+    jwt_issuer: str = Field("pointsman", validation_alias="JWT_ISSUER")
+    jwt_audience: str = Field("pointsman", validation_alias="JWT_AUDIENCE")
+    jwt_ttl_seconds: int = Field(3600, ge=60, le=30 * 24 * 3600, validation_alias="JWT_TTL_SECONDS")
+    # Credential for this instance's own calls to the registry (REGISTRY_ADDR).
+    registry_token: SecretStr | None = Field(None, validation_alias="REGISTRY_TOKEN")
+
+    # Rate limits (token buckets) on chat calls; 0 turns a limit off.
+    rate_limit_principal_per_second: float = Field(0, ge=0, validation_alias="POINTSMAN_RATE_LIMIT_PRINCIPAL_RPS")
+    rate_limit_principal_burst: int = Field(0, ge=0, validation_alias="POINTSMAN_RATE_LIMIT_PRINCIPAL_BURST")
+    rate_limit_organisation_per_second: float = Field(0, ge=0, validation_alias="POINTSMAN_RATE_LIMIT_ORG_RPS")
+    rate_limit_organisation_burst: int = Field(0, ge=0, validation_alias="POINTSMAN_RATE_LIMIT_ORG_BURST")
+
     # Limits.
     max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024, validation_alias="POINTSMAN_MAX_MESSAGE_BYTES")
     max_input_chars: int = Field(400_000, ge=1, validation_alias="POINTSMAN_MAX_INPUT_CHARS")

@@ -72,3 +72,11 @@ class Broadcaster(Generic[T]):
         """Ends every subscription (at shutdown, so watch streams finish cleanly)."""
         for subscription in list(self._subscribers):
             subscription.close()
+
+    def fail_all(self) -> None:
+        """Ends every subscription with SubscriberTooSlow: events may have
+        been missed, so each watcher should start again from a snapshot."""
+        for subscription in list(self._subscribers):
+            self._subscribers.discard(subscription)
+            if subscription._queue.qsize() < subscription._queue.maxsize:
+                subscription._queue.put_nowait(_OVERFLOWED)

@@ -47,6 +47,8 @@ class WriteBuffer(Generic[T]):
         self.healthy = True
         self._dropped_unlogged = 0
         self._last_drop_log = 0.0
+        self._appended = 0
+        self._progress = asyncio.Event()
 
     @property
     def pending(self) -> int:
@@ -59,8 +61,29 @@ class WriteBuffer(Generic[T]):
             self._log_drops()
             return
         self._items.append(item)
+        self._appended += 1
         if len(self._items) >= self._batch_size:
             self._wakeup.set()
+
+    async def flushed(self, timeout_seconds: float = 1.0) -> None:
+        """Waits until what was added before this call is written, so a
+        reader sees this process's own writes. Returns at once while the
+        database is failing (a read must not wait on an outage), and after the
+        timeout at most."""
+        target = self._appended
+        deadline = time.monotonic() + timeout_seconds
+        while self._appended - len(self._items) < target:
+            if not self.healthy or self._task is None:
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self._wakeup.set()
+            self._progress.clear()
+            try:
+                await asyncio.wait_for(self._progress.wait(), remaining)
+            except TimeoutError:
+                return
 
     def start(self) -> None:
         if self._task is None:
@@ -108,13 +131,19 @@ class WriteBuffer(Generic[T]):
             for _ in batch:
                 self._items.popleft()
             self.written += len(batch)
+            self._progress.set()
             if not self.healthy:
                 log.info("%s: writing again; %d records wait", self.name, self.pending)
             self.healthy = True
             backoff = self._interval
             if len(self._items) < self._batch_size and not self._closing:
-                # Let a batch gather instead of writing one record per round trip.
-                await asyncio.sleep(self._interval)
+                # Let a batch gather instead of writing one record per round
+                # trip; a full batch, a reader (`flushed`) or `close` cut it short.
+                self._wakeup.clear()
+                try:
+                    await asyncio.wait_for(self._wakeup.wait(), self._interval)
+                except TimeoutError:
+                    pass
 
     def _log_drops(self, *, force: bool = False) -> None:
         now = time.monotonic()

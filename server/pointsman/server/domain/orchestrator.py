@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 
@@ -42,6 +42,22 @@ class FirewallNotice:
 
 
 ChatEvent = Start | TextDelta | ToolCallDelta | FirewallNotice | Usage | Finish
+
+
+@dataclass(slots=True)
+class CallOutcome:
+    """How one chat call went, for the request log: what the model and
+    caller saw, and the error that ended it (None if it finished)."""
+
+    model: str
+    start: Start | None = None
+    usage: Usage | None = None
+    finish: Finish | None = None
+    error: BaseException | None = None
+    latency_seconds: float = 0.0
+
+
+CallObserver = Callable[[Caller, CallOutcome], None]
 
 
 @dataclass(slots=True)
@@ -97,6 +113,7 @@ class Orchestrator:
         *,
         output_holdback: int = 32,
         flights: SingleFlight | None = None,
+        on_call_end: CallObserver | None = None,
     ) -> None:
         self.catalog = catalog
         self.router = router
@@ -106,6 +123,8 @@ class Orchestrator:
         self.output_holdback = output_holdback
         # The response cache, behind single flight; None: no caching.
         self.flights = flights
+        # Told of every chat call when it ends (the request log); must not block.
+        self.on_call_end = on_call_end
 
     def check(self, request: ChatRequest, errors: ViolationCollector) -> None:
         """Adds a violation for everything wrong with the request."""
@@ -132,6 +151,39 @@ class Orchestrator:
         metadata incomplete=true. `errors` may hold problems the caller already
         found (converting the request), reported together with these."""
         received = time.perf_counter()
+        if self.on_call_end is None:
+            answer = self._chat(request, caller, incremental, errors, received)
+            async with aclosing(answer):
+                async for event in answer:
+                    yield event
+            return
+        outcome = CallOutcome(request.model)
+        try:
+            answer = self._chat(request, caller, incremental, errors, received)
+            async with aclosing(answer):
+                async for event in answer:
+                    if isinstance(event, Start):
+                        outcome.start = event
+                    elif isinstance(event, Usage):
+                        outcome.usage = event
+                    elif isinstance(event, Finish):
+                        outcome.finish = event
+                    yield event
+        except BaseException as error:
+            outcome.error = error
+            raise
+        finally:
+            outcome.latency_seconds = time.perf_counter() - received
+            self.on_call_end(caller, outcome)
+
+    async def _chat(
+        self,
+        request: ChatRequest,
+        caller: Caller,
+        incremental: bool,
+        errors: ViolationCollector | None,
+        received: float,
+    ) -> AsyncIterator[ChatEvent]:
         self.validate(request, errors)
         route = self.catalog.resolve(request.model)
         verdict = await self.firewall.guard_prompt(request.messages, caller)

@@ -11,9 +11,9 @@ import grpc
 
 from pointsman.orchestrator.v1 import orchestrator_pb2 as pb
 
+from ..backends.shared.conversations import Conversations
 from ..domain import chat
 from ..domain.caller import Caller
-from ..domain.conversations import ConversationStore
 from ..domain.errors import DomainError, InvalidArgument, ViolationCollector
 from ..domain.orchestrator import CompletedAnswer, Orchestrator
 from ..domain.validation import check_config
@@ -26,7 +26,7 @@ _END = object()
 
 
 class ConverseSession:
-    def __init__(self, orchestrator: Orchestrator, conversations: ConversationStore, caller: Caller) -> None:
+    def __init__(self, orchestrator: Orchestrator, conversations: Conversations, caller: Caller) -> None:
         self._orchestrator = orchestrator
         self._conversations = conversations
         self._caller = caller
@@ -40,7 +40,7 @@ class ConverseSession:
         first = await anext(aiter(requests), None)
         if first is None or first.WhichOneof("action") != "setup":
             raise InvalidArgument.one("setup", "the first message of a session must be a setup")
-        started = self._open(first.setup)
+        started = await self._open(first.setup)
         yield started
         reader = asyncio.create_task(self._read(requests))
         worker = asyncio.create_task(self._work())
@@ -57,7 +57,7 @@ class ConverseSession:
                 task.cancel()
             await asyncio.gather(reader, worker, return_exceptions=True)
 
-    def _open(self, setup: pb.ConversationSetup) -> pb.ConverseResponse:
+    async def _open(self, setup: pb.ConversationSetup) -> pb.ConverseResponse:
         errors = ViolationCollector()
         if not setup.model:
             errors.add("setup.model", "is required")
@@ -68,11 +68,11 @@ class ConverseSession:
         self._model = setup.model
         if setup.conversation:
             self._id = resource_id(setup.conversation, "conversations", "setup.conversation")
-            self._history = self._conversations.load(self._caller.organisation, self._id)
+            self._history = await self._conversations.load(self._caller.organisation, self._id)
         else:
             self._id = self._conversations.new_id()
             self._history = [chat.Message(chat.Role.SYSTEM, setup.system_prompt)] if setup.system_prompt else []
-            self._conversations.save(self._caller.organisation, self._id, self._history)
+            await self._conversations.save(self._caller.organisation, self._id, self._history)
         return pb.ConverseResponse(
             started=pb.ConversationStarted(conversation=f"conversations/{self._id}", history_length=len(self._history))
         )
@@ -141,7 +141,7 @@ class ConverseSession:
             return
         assistant = chat.Message(chat.Role.ASSISTANT, answer.content, tool_calls=tuple(answer.tool_calls))
         self._history += [user, assistant]
-        self._conversations.save(self._caller.organisation, self._id, self._history)
+        await self._conversations.save(self._caller.organisation, self._id, self._history)
 
     @staticmethod
     def _error(turn_id: str, error: DomainError) -> pb.ConverseResponse:

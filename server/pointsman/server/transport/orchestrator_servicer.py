@@ -10,9 +10,9 @@ import grpc
 from pointsman.orchestrator.v1 import orchestrator_pb2 as pb
 from pointsman.orchestrator.v1 import orchestrator_pb2_grpc
 
+from ..backends.shared.conversations import Conversations
 from ..domain import chat
 from ..domain.batches import DEFAULT_CONCURRENCY, MAX_CONCURRENCY, MAX_ITEMS, BatchItem, BatchRunner
-from ..domain.conversations import ConversationStore
 from ..domain.errors import DomainError, ViolationCollector
 from ..domain.orchestrator import FirewallNotice, Orchestrator
 from . import convert
@@ -28,7 +28,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
     def __init__(
         self,
         orchestrator: Orchestrator,
-        conversations: ConversationStore,
+        conversations: Conversations,
         batches: BatchRunner,
         calls: CallContext,
     ) -> None:

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import re
+import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -17,7 +19,7 @@ from ...backends.decision_log import DecisionLog
 from ...backends.rule_store import RuleStore
 from ..caller import Caller
 from ..chat import Message
-from ..errors import ContentBlocked, ViolationCollector
+from ..errors import ContentBlocked, DomainError, Unavailable, ViolationCollector
 from .detectors.base import Detector
 from .output_guard import OutputGuard
 from .redaction import RedactionStyle, Redactor
@@ -34,6 +36,9 @@ CHUNK_OVERLAP = 8_192
 MAX_CONTROL_SHARE = 0.1
 _CONTROL = re.compile(r"[\x01-\x08\x0e-\x1f\x7f-\x9f]")
 
+# After a failed reload, the last rules are enforced this long before trying again.
+RELOAD_BACKOFF_SECONDS = 1.0
+
 RULE_CATEGORIES = (Category.BLOCK_RULE, Category.NOT_ALLOWED)
 DEFAULT_ACTIONS: Mapping[Category, Action] = {
     Category.BLOCK_RULE: Action.BLOCK,
@@ -44,6 +49,7 @@ DEFAULT_ACTIONS: Mapping[Category, Action] = {
 }
 
 DetectorFindings = tuple[Finding, ...]
+log = logging.getLogger(__name__)
 
 
 class FirewallEngine:
@@ -81,6 +87,7 @@ class FirewallEngine:
         self._cache_size = cache_size
         self._offload_chars = offload_chars
         self._compiled: dict[str, tuple[int, RuleSet]] = {}
+        self._reload_after: dict[str, float] = {}
         self.cache_hits = 0
         self.cache_misses = 0
 
@@ -253,9 +260,24 @@ class FirewallEngine:
     async def _ruleset(self, organisation: str) -> RuleSet:
         version = self._rules.version(organisation)
         cached = self._compiled.get(organisation)
-        if cached is not None and cached[0] == version:
+        if cached is not None and (cached[0] == version or time.monotonic() < self._reload_after.get(organisation, 0)):
             return cached[1]
-        ruleset = RuleSet(await self._rules.list_rules(organisation))
+        try:
+            ruleset = RuleSet(await self._rules.list_rules(organisation))
+        except Exception as error:
+            if isinstance(error, DomainError):
+                raise
+            # The database is down: keep enforcing the rules last loaded, and
+            # try again a second later rather than on every request.
+            if cached is None:
+                raise Unavailable(
+                    "the firewall rules cannot be loaded", reason="RULES_UNAVAILABLE", retry_after_seconds=1
+                ) from error
+            if organisation not in self._reload_after:
+                log.warning("rules for an organisation could not be reloaded (%s); enforcing the last loaded", error)
+            self._reload_after[organisation] = time.monotonic() + RELOAD_BACKOFF_SECONDS
+            return cached[1]
+        self._reload_after.pop(organisation, None)
         self._compiled[organisation] = (version, ruleset)
         return ruleset
 

@@ -1,0 +1,176 @@
+"""Opens the state a server (or a worker) runs on, from settings: the durable
+stores (SQLite by default, PostgreSQL with DATABASE_URL), the write buffers in
+front of them, and the shared backends (in-process by default, Redis with
+REDIS_URL). One place decides which implementation each job gets."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from redis.asyncio import Redis
+
+from .backends.decision_log import DecisionFilter
+from .backends.shared import (
+    BucketPolicy,
+    Bus,
+    Conversations,
+    InProcessBus,
+    InProcessConversations,
+    InProcessRateLimiter,
+    InProcessResponseCache,
+    LocalOpenState,
+    RateLimiter,
+    RedisBus,
+    RedisConversations,
+    RedisFlightLock,
+    RedisHealth,
+    RedisOpenState,
+    RedisRateLimiter,
+    RedisResponseCache,
+    ResponseCache,
+    SharedOpenState,
+    SingleFlight,
+    TwoLevelCache,
+    open_redis,
+)
+from .backends.stores import DecisionStore, RequestRecord, Stores, open_stores
+from .backends.write_buffer import WriteBuffer
+from .domain.firewall.verdict import Decision
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class BufferedDecisionLog:
+    """What the firewall records through: decisions go to the write buffer
+    (never waiting on the database); listing reads the store after letting
+    this process's own buffered decisions land."""
+
+    def __init__(self, store: DecisionStore, buffer: WriteBuffer[Decision]) -> None:
+        self._store = store
+        self.buffer = buffer
+
+    def new_id(self) -> str:
+        return self._store.new_id()
+
+    async def record(self, decision: Decision) -> None:
+        self.buffer.add(decision)
+
+    async def list_decisions(
+        self, organisation: str, where: DecisionFilter, page_size: int, after_id: str | None
+    ) -> tuple[list[Decision], str | None]:
+        await self.buffer.flushed()
+        return await self._store.list_decisions(organisation, where, page_size, after_id)
+
+
+@dataclass
+class RateLimits:
+    """Token buckets on chat calls, per principal and per organisation; None
+    where the setting turns one off."""
+
+    per_principal: RateLimiter | None = None
+    per_organisation: RateLimiter | None = None
+
+
+@dataclass
+class State:
+    stores: Stores
+    decisions: BufferedDecisionLog
+    request_log: WriteBuffer[RequestRecord]
+    bus: Bus
+    cache: ResponseCache
+    flights: SingleFlight
+    conversations: Conversations
+    rate_limits: RateLimits
+    breaker_opens: SharedOpenState
+    redis: Redis | None = None
+    redis_health: RedisHealth | None = None
+    _buffers: Sequence[WriteBuffer[object]] = field(default_factory=list)
+
+    @property
+    def shared(self) -> bool:
+        """True when replicas share state through Redis."""
+        return self.redis is not None
+
+    async def start(self) -> None:
+        for buffer in self._buffers:
+            buffer.start()
+        await self.breaker_opens.start()
+
+    async def aclose(self) -> None:
+        """Flushes the write buffers (as far as the database lets it), then
+        closes every connection."""
+        for buffer in self._buffers:
+            await buffer.close()
+        await self.breaker_opens.aclose()
+        await self.bus.aclose()
+        await self.cache.aclose()
+        if self.redis is not None:
+            await self.redis.aclose()
+        await self.stores.aclose()
+
+
+def _bucket(rate: float, burst: int) -> BucketPolicy | None:
+    if rate <= 0:
+        return None
+    return BucketPolicy(rate_per_second=rate, burst=max(burst, 1, int(rate)))
+
+
+async def open_state(settings: Settings) -> State:
+    """Connects to the database (migrating it) and to Redis if configured.
+    A database that cannot be reached at start is an error; Redis that cannot
+    be reached is not (the shared backends serve without it until it returns)."""
+    database_url = settings.database_url.get_secret_value() if settings.database_url else None
+    stores = await open_stores(database_url, settings.data_dir)
+    decision_buffer: WriteBuffer[Decision] = WriteBuffer(
+        stores.decisions.record_many, name="decisions", capacity=settings.write_buffer_capacity
+    )
+    request_buffer: WriteBuffer[RequestRecord] = WriteBuffer(
+        stores.requests.record_many, name="request log", capacity=settings.write_buffer_capacity
+    )
+    l1 = InProcessResponseCache(settings.cache_max_entries, settings.cache_max_bytes)
+    principal_policy = _bucket(settings.rate_limit_principal_per_second, settings.rate_limit_principal_burst)
+    org_policy = _bucket(settings.rate_limit_organisation_per_second, settings.rate_limit_organisation_burst)
+    common = {
+        "stores": stores,
+        "decisions": BufferedDecisionLog(stores.decisions, decision_buffer),
+        "request_log": request_buffer,
+        "_buffers": [decision_buffer, request_buffer],
+    }
+    if settings.redis_url is None:
+        return State(
+            bus=InProcessBus(),
+            cache=l1,
+            flights=SingleFlight(l1),
+            conversations=InProcessConversations(),
+            rate_limits=RateLimits(
+                InProcessRateLimiter(principal_policy) if principal_policy else None,
+                InProcessRateLimiter(org_policy) if org_policy else None,
+            ),
+            breaker_opens=LocalOpenState(),
+            **common,  # type: ignore[arg-type]
+        )
+    client = open_redis(settings.redis_url.get_secret_value())
+    health = RedisHealth()
+    prefix = settings.redis_prefix
+    bus = RedisBus(client, prefix=prefix, health=health)
+    cache = TwoLevelCache(l1, RedisResponseCache(client, prefix=prefix, health=health))
+
+    def limiter(policy: BucketPolicy | None, scope: str) -> RateLimiter | None:
+        if policy is None:
+            return None
+        return RedisRateLimiter(client, policy, prefix=f"{prefix}{scope}:", health=health)
+
+    return State(
+        bus=bus,
+        cache=cache,
+        flights=SingleFlight(cache, RedisFlightLock(client, prefix=prefix, health=health)),
+        conversations=RedisConversations(client, prefix=prefix, health=health),
+        rate_limits=RateLimits(limiter(principal_policy, "principal"), limiter(org_policy, "org")),
+        breaker_opens=RedisOpenState(client, bus, prefix=prefix, health=health),
+        redis=client,
+        redis_health=health,
+        **common,  # type: ignore[arg-type]
+    )

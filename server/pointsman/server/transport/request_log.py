@@ -1,0 +1,53 @@
+"""One request-log row per chat call, built from how the call went and handed
+to the write buffer (the call never waits on the database)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from ..backends.stores import RequestLog, RequestRecord
+from ..backends.write_buffer import WriteBuffer
+from ..domain.caller import Caller
+from ..domain.errors import DomainError
+from ..domain.orchestrator import CallOutcome
+from .errors import status_code_for
+
+
+def status_name(error: BaseException | None) -> str:
+    if error is None:
+        return "OK"
+    if isinstance(error, DomainError):
+        return status_code_for(error).name
+    if isinstance(error, Exception):
+        return "INTERNAL"
+    return "CANCELLED"  # GeneratorExit or CancelledError: the client went away
+
+
+class RequestLogger:
+    def __init__(self, store: RequestLog, buffer: WriteBuffer[RequestRecord]) -> None:
+        self._store = store
+        self._buffer = buffer
+
+    def __call__(self, caller: Caller, outcome: CallOutcome) -> None:
+        error = outcome.error
+        if error is None and outcome.finish is None:
+            error = GeneratorExit()  # ended before its Finish: the reader stopped
+        finish = outcome.finish
+        ttft = finish.time_to_first_token if finish is not None else None
+        self._buffer.add(
+            RequestRecord(
+                id=self._store.new_id(),
+                create_time=datetime.now(UTC),
+                organisation=caller.organisation,
+                request_id=caller.request_id,
+                principal=caller.principal,
+                model=outcome.model,
+                deployment=outcome.start.deployment.name if outcome.start is not None else "",
+                status_code=status_name(error),
+                input_tokens=outcome.usage.input_tokens if outcome.usage is not None else 0,
+                output_tokens=outcome.usage.output_tokens if outcome.usage is not None else 0,
+                latency_ms=outcome.latency_seconds * 1000,
+                time_to_first_token_ms=ttft * 1000 if ttft is not None else None,
+                cache_hit=outcome.start is not None and outcome.start.cached,
+            )
+        )
