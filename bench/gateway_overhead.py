@@ -20,6 +20,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -169,6 +170,10 @@ async def main() -> None:
         "POINTSMAN_ADDRESS": address,
         "OPENAI_API_KEY": "bench",
         "POINTSMAN_ROUTES_FILE": str(routes_file),
+        # Calls without a credential act as the development admin; the
+        # embedded SQLite database goes to a throwaway directory.
+        "POINTSMAN_DEV_MODE": "true",
+        "POINTSMAN_DATA_DIR": tempfile.mkdtemp(prefix="pointsman-bench-"),
         "LOG_LEVEL": "WARNING",
     }
     spawned = time.perf_counter()

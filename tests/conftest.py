@@ -5,4 +5,4 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-pytest_plugins = ["server_fixtures"]
+pytest_plugins = ["server_fixtures", "state_fixtures"]

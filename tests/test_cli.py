@@ -33,10 +33,13 @@ def run(*args: str, address: str, stdin: str | None = None) -> subprocess.Comple
 
 
 @pytest.fixture(scope="module")
-def address() -> Iterator[str]:
+def address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     address = f"127.0.0.1:{free_port()}"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "REGISTRY_", "USE_MOCK"))}
     env["POINTSMAN_SHUTDOWN_GRACE_SECONDS"] = "2"
+    # Development mode: commands without a credential act as the seeded admin.
+    env["POINTSMAN_DEV_MODE"] = "true"
+    env["POINTSMAN_DATA_DIR"] = str(tmp_path_factory.mktemp("data"))
     server = subprocess.Popen([*POINTSMAN, "serve", "--address", address], env=env, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 20
     while run("health", address=address).returncode != 0:

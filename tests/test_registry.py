@@ -1,9 +1,12 @@
-"""Registry: register, heartbeat renews the lease, lapsed leases disappear,
-list and watch show it, and a server can register itself."""
+"""Registry, one replica (SQLite, in-process bus): register, heartbeat renews
+the lease, lapsed leases disappear, list and watch show it, instances outlive a
+restart, and a server can register itself. Several replicas:
+test_registry_replicas.py."""
 
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -131,3 +134,47 @@ async def _has(client: AsyncClient, name: str) -> bool:
 async def _expiry_after(client: AsyncClient, nanos: int) -> bool:
     instance = (await client.registry.GetInstance(reg.GetInstanceRequest(name="instances/orch-self"))).instance
     return instance.lease_expire_time.ToNanoseconds() > nanos
+
+
+async def test_registering_again_updates_the_instance(client: AsyncClient) -> None:
+    await client.registry.RegisterInstance(register("moving", 60))
+    events: list[reg.WatchInstancesResponse] = []
+
+    async def watch() -> None:
+        async for event in client.registry.WatchInstances(reg.WatchInstancesRequest()):
+            events.append(event)
+
+    watcher = asyncio.create_task(watch())
+    await eventually(lambda: len(events) == 1)
+    moved = register("moving", 60)
+    moved.instance.address = "10.0.0.2:50051"
+    await client.registry.RegisterInstance(moved)
+    await eventually(lambda: len(events) == 2)
+    assert events[1].change.change_type == reg.INSTANCE_CHANGE_TYPE_UPDATED
+    assert events[1].change.instance.address == "10.0.0.2:50051"
+    assert await names(client) == ["instances/moving"]
+    watcher.cancel()
+
+
+async def test_instances_outlive_a_restart_until_their_lease_lapses(start_server: Any, tmp_path: Path) -> None:
+    database = f"sqlite://{tmp_path / 'registry.db'}"
+    first = await start_server(DATABASE_URL=database)
+    async with AsyncClient(first.address, timeout=10) as client:
+        await client.registry.RegisterInstance(register("durable", 60))
+        await client.registry.RegisterInstance(register("brief", 2.0))
+    await first.stop(grace=0)
+    second = await start_server(DATABASE_URL=database)
+    async with AsyncClient(second.address, timeout=10) as client:
+        assert "instances/durable" in await names(client)
+        events: list[reg.WatchInstancesResponse] = []
+
+        async def watch() -> None:
+            async for event in client.registry.WatchInstances(reg.WatchInstancesRequest()):
+                events.append(event)
+
+        watcher = asyncio.create_task(watch())
+        # The restarted server reaps the lease the stopped one granted.
+        expired = (reg.INSTANCE_CHANGE_TYPE_EXPIRED, "instances/brief")
+        await eventually(lambda: expired in [(e.change.change_type, e.change.instance.name) for e in events])
+        assert await names(client) == ["instances/durable"]
+        watcher.cancel()

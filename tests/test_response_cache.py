@@ -130,6 +130,30 @@ async def test_incomplete_and_filtered_answers_are_not_kept(gateway: AsyncClient
     assert upstream.requests_total == 4
 
 
+async def test_a_replayed_answer_meets_the_output_rules_of_now(gateway: AsyncClient, upstream: FakeOpenAI) -> None:
+    for _ in range(2):  # the second replay finds the answer's scan in the firewall's cache
+        assert (await gateway.orchestrator.Complete(complete("the secret recipe", "cached"))).message.content
+    decisions = (await gateway.firewall.ListDecisions(fw.ListDecisionsRequest())).decisions
+    assert len(decisions) == 4  # each prompt and each answer, replays included
+
+    await gateway.firewall.CreateRule(
+        fw.CreateRuleRequest(
+            rule=fw.Rule(
+                kind=fw.RULE_KIND_BLOCK,
+                match_type=fw.MATCH_TYPE_SUBSTRING,
+                pattern="recipe",
+                scope=fw.RULE_SCOPE_OUTPUT,
+                enabled=True,
+            )
+        )
+    )
+    replay = await gateway.orchestrator.Complete(complete("the secret recipe", "cached"))
+    assert replay.start.cached
+    assert replay.finish.reason == orch.FINISH_REASON_CONTENT_FILTER
+    assert "recipe" not in replay.message.content
+    assert upstream.requests_total == 1
+
+
 async def test_organisations_do_not_share_entries(start_server: Any, upstream: FakeOpenAI, tmp_path: Path) -> None:
     routes = {
         "endpoints": {"fake": {"provider": "openai", "base_url": upstream.base_url}},

@@ -30,7 +30,17 @@ def _print_error(error: PointsmanError) -> int:
 
 
 def _client(args: argparse.Namespace) -> Client:
-    return Client(args.address, api_key=args.api_key, timeout=args.timeout)
+    return Client(args.address, api_key=args.api_key, token=args.token, timeout=args.timeout)
+
+
+def _auth_service(client: Client, args: argparse.Namespace) -> Any:
+    from pointsman.auth.v1 import auth_pb2
+
+    from ..client.options import CallDefaults
+    from ..client.sync import Service
+
+    defaults = CallDefaults(args.timeout, args.timeout, args.api_key, args.token)
+    return Service(client.channel, auth_pb2.DESCRIPTOR.services_by_name["AuthService"], defaults)
 
 
 # -- commands -----------------------------------------------------------------
@@ -42,22 +52,103 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from pointsman.server.app import serve
+    from pointsman.server.auth import WeakSecret
     from pointsman.server.logs import configure_logging
     from pointsman.server.routes import RoutesFileError
-    from pointsman.server.settings import Settings
+    from pointsman.server.settings import Settings, describe_invalid
 
     overrides = {"POINTSMAN_ADDRESS": args.address} if args.address_given else {}
     try:
         settings = Settings(**overrides)
     except ValidationError as error:
-        print(f"pointsman: invalid settings: {error}", file=sys.stderr)
+        print(f"pointsman: invalid settings: {describe_invalid(error)}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, settings.log_format)
+    if settings.processes > 1:
+        from pointsman.server.processes import serve_processes
+
+        try:
+            return serve_processes(settings)
+        except ValueError as error:
+            print(f"pointsman: {error}", file=sys.stderr)
+            return 2
     try:
         asyncio.run(serve(settings))
-    except RoutesFileError as error:
+    except (RoutesFileError, WeakSecret) as error:
         print(f"pointsman: {error}", file=sys.stderr)
         return 2
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from pointsman.server.worker import main as worker_main
+
+    return worker_main()
+
+
+def cmd_token_create(args: argparse.Namespace) -> int:
+    """Signs a token locally with JWT_SECRET: whoever holds the secret can
+    speak for anyone, as an admin if they like."""
+    import hashlib
+
+    from pydantic import ValidationError
+
+    from pointsman.server.auth import WeakSecret, issue_token
+    from pointsman.server.backends.stores.base import UserRole
+    from pointsman.server.settings import Settings, describe_invalid
+
+    try:
+        settings = Settings()  # type: ignore[call-arg]  # every field comes from the environment
+    except ValidationError as error:
+        print(f"pointsman: invalid settings: {describe_invalid(error)}", file=sys.stderr)
+        return 2
+    if settings.jwt_secret is None:
+        print("pointsman: JWT_SECRET is not set", file=sys.stderr)
+        return 2
+    if args.ttl is not None and args.ttl < 1:
+        print("pointsman: --ttl must be at least 1 second", file=sys.stderr)
+        return 2
+    organisation = args.org or settings.org_id
+    email = args.email.strip().lower()
+    # The same email in the same organisation always gets the same user id.
+    user_id = args.user_id or hashlib.sha256(f"{organisation}\0{email}".encode()).hexdigest()[:16]
+    try:
+        token, _ = issue_token(
+            settings.jwt_secret.get_secret_value(),
+            subject=user_id,
+            organisation=organisation,
+            role=UserRole(args.role),
+            email=email,
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+            ttl_seconds=args.ttl or settings.jwt_ttl_seconds,
+        )
+    except WeakSecret as error:
+        print(f"pointsman: {error}", file=sys.stderr)
+        return 2
+    print(token)
+    return 0
+
+
+def cmd_login(args: argparse.Namespace) -> int:
+    from pointsman.auth.v1 import auth_pb2 as pb
+
+    with _client(args) as client:
+        response = _auth_service(client, args).Login(pb.LoginRequest(email=args.email))
+    _print_json(response) if args.json else print(response.access_token)
+    return 0
+
+
+def cmd_whoami(args: argparse.Namespace) -> int:
+    from pointsman.auth.v1 import auth_pb2 as pb
+
+    with _client(args) as client:
+        principal = _auth_service(client, args).WhoAmI(pb.WhoAmIRequest()).principal
+    if args.json:
+        _print_json(principal)
+    else:
+        role = pb.Role.Name(principal.role).removeprefix("ROLE_").lower()
+        print(f"{principal.name}\t{principal.organisation}\t{role}\t{principal.email}")
     return 0
 
 
@@ -233,6 +324,35 @@ def cmd_health(args: argparse.Namespace) -> int:
     return 0 if status == health_pb2.HealthCheckResponse.SERVING else 1
 
 
+def cmd_stats(args: argparse.Namespace) -> int:
+    from google.protobuf.duration_pb2 import Duration
+
+    from pointsman.orchestrator.v1 import orchestrator_pb2 as pb
+    from pointsman.type.v1 import firewall_pb2 as types
+
+    window = Duration()
+    window.FromNanoseconds(int(args.window * 1e9))
+    with _client(args) as client:
+        stats = client.orchestrator.GetStats(pb.GetStatsRequest(window=window))
+    if args.json:
+        _print_json(stats)
+        return 0
+    print(f"{stats.start_time.ToJsonString()} to {stats.end_time.ToJsonString()}")
+    print(f"requests\t{stats.requests}\tfailed {stats.failed_requests}")
+    print(f"tokens\tin {stats.input_tokens}\tout {stats.output_tokens}\tsaved by the cache {stats.tokens_saved}")
+    print(f"cache hits\t{stats.cache_hits}\t{stats.cache_hit_ratio:.1%}")
+    print(f"active conversations\t{stats.active_conversations}")
+    for d in stats.deployments:
+        print(
+            f"{d.deployment}\t{d.requests} requests\t{d.failed_requests} failed\tp50 {d.latency_p50_ms:.1f} ms"
+            f"\tp99 {d.latency_p99_ms:.1f} ms\tfirst token p50 {d.time_to_first_token_p50_ms:.1f} ms"
+        )
+    for f in stats.firewall:
+        category = types.Category.Name(f.category).removeprefix("CATEGORY_").lower()
+        print(f"firewall {category}\tblocked {f.blocked}\tredacted {f.redacted}\tlogged {f.logged}")
+    return 0
+
+
 # -- plumbing -----------------------------------------------------------------
 
 
@@ -271,6 +391,9 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--api-key", default=os.environ.get("POINTSMAN_API_KEY"), help="API key (env POINTSMAN_API_KEY)"
     )
+    common.add_argument(
+        "--token", default=os.environ.get("POINTSMAN_TOKEN"), help="bearer token, a JWT (env POINTSMAN_TOKEN)"
+    )
 
     parser = argparse.ArgumentParser(prog="pointsman", description="Pointsman LLM gateway")
     parser.set_defaults(address_given=False)
@@ -278,6 +401,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", parents=[common], help="run the server (configured from the environment)")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("worker", help="run batch items from Redis (configured like serve; needs REDIS_URL)")
+    p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("chat", parents=[common], help="stream an answer; '-' reads the prompt from stdin")
     p.add_argument("prompt")
@@ -335,6 +461,26 @@ def build_parser() -> argparse.ArgumentParser:
             help=argparse.SUPPRESS if verb == "ls" else "stop watching after this many seconds",
         )
         p.set_defaults(func=cmd_registry)
+
+    token = sub.add_parser("token", help="bearer tokens").add_subparsers(dest="token_command", required=True)
+    p = token.add_parser("create", help="sign a token locally with JWT_SECRET (env) and print it")
+    p.add_argument("--email", required=True)
+    p.add_argument("--org", help="organisation (default: ORG_ID, else 'default')")
+    p.add_argument("--role", choices=["admin", "developer", "viewer"], default="developer")
+    p.add_argument("--ttl", type=int, help="lifetime in seconds (default: JWT_TTL_SECONDS, else 3600)")
+    p.add_argument("--user-id", help="the token's user id (default: derived from organisation and email)")
+    p.set_defaults(func=cmd_token_create)
+
+    p = sub.add_parser("login", parents=[common], help="development mode: get a token for a seeded user")
+    p.add_argument("--email", required=True, help="e.g. admin@pointsman.dev, developer@..., viewer@...")
+    p.set_defaults(func=cmd_login)
+
+    p = sub.add_parser("whoami", parents=[common], help="the principal the credential names")
+    p.set_defaults(func=cmd_whoami)
+
+    p = sub.add_parser("stats", parents=[common], help="traffic, cache, latency and firewall figures")
+    p.add_argument("--window", type=float, default=3600.0, help="seconds back from now (default %(default)s)")
+    p.set_defaults(func=cmd_stats)
 
     p = sub.add_parser("health", parents=[common], help="exit 0 only if the server reports SERVING")
     p.add_argument("--service", default="", help="service name; empty means the whole server")

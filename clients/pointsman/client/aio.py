@@ -68,6 +68,7 @@ class AsyncClient:
         self.orchestrator = AsyncService(self.channel, SERVICES["orchestrator"], defaults)
         self.firewall = AsyncService(self.channel, SERVICES["firewall"], defaults)
         self.registry = AsyncService(self.channel, SERVICES["registry"], defaults)
+        self.auth = AsyncService(self.channel, SERVICES["auth"], defaults)
         self._health = health_pb2_grpc.HealthStub(self.channel)
         self._timeout = timeout
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 
+from pointsman.auth.v1 import auth_pb2
 from pointsman.firewall.v1 import firewall_pb2
 from pointsman.orchestrator.v1 import orchestrator_pb2
 from pointsman.registry.v1 import registry_pb2
@@ -17,6 +18,7 @@ SERVICES: dict[str, ServiceDescriptor] = {
     "orchestrator": orchestrator_pb2.DESCRIPTOR.services_by_name["OrchestratorService"],
     "firewall": firewall_pb2.DESCRIPTOR.services_by_name["FirewallService"],
     "registry": registry_pb2.DESCRIPTOR.services_by_name["RegistryService"],
+    "auth": auth_pb2.DESCRIPTOR.services_by_name["AuthService"],
 }
 
 # Calls that are meant to stay open: no deadline unless the caller sets one.

@@ -63,6 +63,7 @@ class Client:
         self.orchestrator = Service(self.channel, SERVICES["orchestrator"], defaults)
         self.firewall = Service(self.channel, SERVICES["firewall"], defaults)
         self.registry = Service(self.channel, SERVICES["registry"], defaults)
+        self.auth = Service(self.channel, SERVICES["auth"], defaults)
         self._health = health_pb2_grpc.HealthStub(self.channel)
         self._timeout = timeout
 

@@ -11,13 +11,14 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from pointsman.auth.v1 import auth_pb2, auth_pb2_grpc
 from pointsman.firewall.v1 import firewall_pb2, firewall_pb2_grpc
 from pointsman.orchestrator.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 from pointsman.registry.v1 import registry_pb2, registry_pb2_grpc
 
 from . import __version__
+from .auth import Accounts, Authenticator
 from .backends.replicated_rules import ReplicatedRules
-from .domain.batches import BatchRunner
 from .domain.errors import AlreadyExists, NotFound
 from .domain.firewall.engine import build_firewall
 from .domain.firewall.rules import MatchType, Rule, RuleKind
@@ -25,15 +26,19 @@ from .domain.orchestrator import Orchestrator
 from .domain.registry import Registry
 from .domain.validation import ChatLimits
 from .registration import SelfRegistration
-from .routes import build_routing
+from .routes import build_routing, load_routes_file
 from .settings import Settings
 from .state import State, open_state
+from .transport.auth_servicer import AuthServicer
 from .transport.calls import CallContext, CallInterceptor
+from .transport.dependency_health import DependencyHealth
 from .transport.firewall_servicer import FirewallServicer
 from .transport.model_health import ModelHealth
 from .transport.orchestrator_servicer import OrchestratorServicer
 from .transport.registry_servicer import RegistryServicer
 from .transport.request_log import RequestLogger
+from .transport.stats import StatsSources
+from .worker import build_batches
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +75,8 @@ class PointsmanServer:
         self.stores = state.stores
         self.bus = state.bus
         self.catalog, self.router = build_routing(settings)
+        if state.shared:
+            self.router.share_breakers(state.breaker_opens, self.router.breaker_policy.cooldown_seconds)
         self.rules = ReplicatedRules(state.stores.rules, state.bus)
         self.decisions = state.decisions
         self.firewall = build_firewall(self.rules, self.decisions, settings)
@@ -81,27 +88,52 @@ class PointsmanServer:
             output_holdback=settings.firewall_output_holdback_chars,
             flights=state.flights,
             on_call_end=RequestLogger(state.stores.requests, state.request_log),
+            admit=state.rate_limits.admit if state.rate_limits.enabled else None,
         )
         self.conversations = state.conversations
-        self.batches = BatchRunner(self.orchestrator)
-        self.registry = Registry()
+        self.batches = build_batches(settings, state, self.orchestrator)
+        self.registry = Registry(state.stores.instances, state.bus)
         self.health = health.aio.HealthServicer()
         self.model_health = ModelHealth(self.health, self.catalog, self.router)
+        self.dependency_health = DependencyHealth(self.health, state)
         self.self_registration: SelfRegistration | None = None
 
-        calls = CallContext(settings.org_id)
-        self.server = grpc.aio.server(interceptors=[CallInterceptor()], options=grpc_options(settings))
+        self.authenticator = Authenticator(settings, state.stores.users)
+        self.accounts = Accounts(state.stores.users, self.authenticator, settings.org_id)
+        calls = CallContext()
+        self.server = grpc.aio.server(
+            interceptors=[CallInterceptor(self.authenticator)], options=grpc_options(settings)
+        )
         orchestrator_pb2_grpc.add_OrchestratorServiceServicer_to_server(
-            OrchestratorServicer(self.orchestrator, self.conversations, self.batches, calls), self.server
+            OrchestratorServicer(
+                self.orchestrator,
+                self.conversations,
+                self.batches,
+                calls,
+                StatsSources(
+                    state.stores.requests,
+                    state.request_log,
+                    state.stores.decisions,
+                    state.decisions.buffer,
+                    self.conversations,
+                ),
+            ),
+            self.server,
         )
         firewall_pb2_grpc.add_FirewallServiceServicer_to_server(
             FirewallServicer(self.firewall, self.rules, self.decisions, calls, settings.max_input_chars),
             self.server,
         )
         registry_pb2_grpc.add_RegistryServiceServicer_to_server(RegistryServicer(self.registry, calls), self.server)
+        auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(self.accounts, calls), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
-            (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            (
+                *SERVICE_NAMES,
+                auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
             self.server,
         )
         self.port = self.server.add_insecure_port(settings.address)
@@ -121,22 +153,28 @@ class PointsmanServer:
         """Accepts calls; health says NOT_SERVING until `become_ready`."""
         await self.state.start()
         await self.rules.start()
+        await self.batches.start()
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.start()
 
     async def become_ready(self) -> None:
+        await self.accounts.seed_dev_users()
         self.registry.start()
         await self._seed_allowlist_topics()
         if self.settings.registry_addr:
             self.self_registration = SelfRegistration(
-                self.settings.registry_addr, self._instance(), self.settings.registry_lease_seconds
+                self.settings.registry_addr,
+                self._instance(),
+                self.settings.registry_lease_seconds,
+                token=self.settings.registry_token,
             )
             self.self_registration.start()
         # Every dependency of the embedded default is in-process and ready now.
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         await self.model_health.start()
+        await self.dependency_health.start()
         log.info(
             "serving on %s; models: %s",
             self.address,
@@ -149,6 +187,7 @@ class PointsmanServer:
         grace = self.settings.shutdown_grace_seconds if grace is None else grace
         await self.health.enter_graceful_shutdown()
         await self.model_health.stop()
+        await self.dependency_health.stop()
         # Watches never end by themselves; end them so they do not hold the grace period.
         self.rules.changes.close()
         self.registry.changes.close()
@@ -201,6 +240,8 @@ class PointsmanServer:
 async def open_server(settings: Settings) -> PointsmanServer:
     """Opens the state (database, Redis) the settings name, then builds the
     server on it; `start()` it next."""
+    if settings.routes_file is not None:
+        load_routes_file(settings.routes_file)  # a mistake in it stops us before any database is touched
     state = await open_state(settings)
     try:
         return PointsmanServer(settings, state)

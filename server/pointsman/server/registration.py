@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 from google.protobuf import duration_pb2
+from pydantic import SecretStr
 
 from pointsman.registry.v1 import registry_pb2 as pb
 from pointsman.registry.v1 import registry_pb2_grpc
@@ -19,8 +20,12 @@ log = logging.getLogger(__name__)
 
 
 class SelfRegistration:
-    def __init__(self, registry_address: str, instance: pb.Instance, lease_seconds: float) -> None:
+    def __init__(
+        self, registry_address: str, instance: pb.Instance, lease_seconds: float, *, token: SecretStr | None = None
+    ) -> None:
         self._address = registry_address
+        # REGISTRY_TOKEN: the registry needs an admin credential (JWT or API key).
+        self._metadata = (("authorization", f"Bearer {token.get_secret_value()}"),) if token is not None else ()
         self._instance = instance
         self._lease_seconds = lease_seconds
         self._task: asyncio.Task[None] | None = None
@@ -40,7 +45,9 @@ class SelfRegistration:
             stub = registry_pb2_grpc.RegistryServiceStub(channel)
             with contextlib.suppress(grpc.RpcError):
                 await stub.DeregisterInstance(
-                    pb.DeregisterInstanceRequest(name=f"instances/{self._instance.instance_id}"), timeout=2
+                    pb.DeregisterInstanceRequest(name=f"instances/{self._instance.instance_id}"),
+                    timeout=2,
+                    metadata=self._metadata,
                 )
 
     async def _keep_registered(self) -> None:
@@ -60,7 +67,9 @@ class SelfRegistration:
         lease = duration_pb2.Duration()
         lease.FromNanoseconds(int(self._lease_seconds * 1e9))
         response = await stub.RegisterInstance(
-            pb.RegisterInstanceRequest(instance=self._instance, lease_duration=lease), timeout=5
+            pb.RegisterInstanceRequest(instance=self._instance, lease_duration=lease),
+            timeout=5,
+            metadata=self._metadata,
         )
         interval = response.lease_duration.ToNanoseconds() / 1e9 / 3
         log.info("registered as %s with %s", response.instance.name, self._address)
@@ -71,5 +80,5 @@ class SelfRegistration:
                 await asyncio.sleep(interval)
                 yield pb.HeartbeatRequest(name=response.instance.name)
 
-        async for _ in stub.Heartbeat(beats()):
+        async for _ in stub.Heartbeat(beats(), metadata=self._metadata):
             pass

@@ -174,13 +174,14 @@ def _build_catalog(config: RoutesConfig, settings: Settings) -> ModelCatalog:
     catalog = ModelCatalog()
     builtin = BuiltinProvider()
     builtin_deployment = Deployment("builtin", ProviderKind.BUILTIN, BUILTIN_MODEL_ID)
-    catalog.add(BUILTIN_ALIAS, [(builtin_deployment, builtin)])
+    default_ttl = config.defaults.cache_ttl_seconds
+    catalog.add(BUILTIN_ALIAS, [(builtin_deployment, builtin)], cache_ttl_seconds=default_ttl)
     if settings.use_mock:
         # USE_MOCK: every alias answers from the built-in model.
         anthropic_models = settings.anthropic_models if settings.anthropic_configured else []
         aliases = [*config.models, *settings.openai_models, *anthropic_models]
         for alias in dict.fromkeys(aliases):
-            catalog.add(alias, [(builtin_deployment, builtin)])
+            catalog.add(alias, [(builtin_deployment, builtin)], cache_ttl_seconds=default_ttl)
         return catalog
 
     providers: dict[str, ChatProvider] = {}

@@ -6,7 +6,7 @@ import socket
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -102,6 +102,20 @@ class Settings(BaseSettings):
     # breaker opens, batch queue); unset keeps it all in-process.
     redis_url: SecretStr | None = Field(None, validation_alias="REDIS_URL")
     redis_prefix: str = Field("pointsman:", min_length=1, max_length=64, validation_alias="POINTSMAN_REDIS_PREFIX")
+    # Batches with REDIS_URL (docs/batches.md): items queued on Redis Streams and
+    # run by `pointsman worker` processes, and by the server itself unless the
+    # embedded worker is off. Per worker process: items run at once; attempts
+    # at a retryable failure before it is dead-lettered, and the first backoff;
+    # how long a dead worker's item waits before another worker reclaims it.
+    batch_embedded_worker: bool = Field(True, validation_alias="POINTSMAN_BATCH_EMBEDDED_WORKER")
+    batch_worker_concurrency: int = Field(16, ge=1, le=1024, validation_alias="POINTSMAN_BATCH_WORKER_CONCURRENCY")
+    batch_max_attempts: int = Field(3, ge=1, le=20, validation_alias="POINTSMAN_BATCH_MAX_ATTEMPTS")
+    batch_retry_backoff_seconds: float = Field(
+        1.0, ge=0, le=60, validation_alias="POINTSMAN_BATCH_RETRY_BACKOFF_SECONDS"
+    )
+    batch_reclaim_idle_seconds: float = Field(
+        30.0, ge=0.3, le=3600, validation_alias="POINTSMAN_BATCH_RECLAIM_IDLE_SECONDS"
+    )
 
     # Auth. Outside development mode every RPC but health and reflection needs
     # a credential: a JWT signed with JWT_SECRET (HS256) or an API key.
@@ -126,6 +140,10 @@ class Settings(BaseSettings):
     max_concurrent_streams: int = Field(1000, ge=1, validation_alias="POINTSMAN_MAX_CONCURRENT_STREAMS")
 
     # Operations.
+    # Server processes sharing the listening port (SO_REUSEPORT), to use every
+    # core; each has its own in-process caches, so replicas' state belongs in
+    # PostgreSQL and Redis (REDIS_URL) when this is above 1.
+    processes: int = Field(1, ge=1, le=64, validation_alias="POINTSMAN_PROCESSES")
     shutdown_grace_seconds: float = Field(10.0, ge=0, validation_alias="POINTSMAN_SHUTDOWN_GRACE_SECONDS")
     log_level: str = Field("INFO", validation_alias="LOG_LEVEL")
     log_format: Literal["text", "json"] = Field("text", validation_alias="LOG_FORMAT")
@@ -140,6 +158,14 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
+    @field_validator("jwt_secret")
+    @classmethod
+    def _strong_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        # HS256 with a short secret can be brute-forced offline from one token.
+        if value is not None and len(value.get_secret_value().encode()) < 32:
+            raise ValueError("JWT_SECRET must be at least 32 bytes")
+        return value
+
     @property
     def uses_builtin_model_only(self) -> bool:
         return self.use_mock or not (self.openai_configured or self.anthropic_configured)
@@ -151,3 +177,13 @@ class Settings(BaseSettings):
     @property
     def anthropic_configured(self) -> bool:
         return self.anthropic_api_key is not None or self.anthropic_base_url is not None
+
+
+def describe_invalid(error: ValidationError) -> str:
+    """A settings error for people: each variable and what is wrong with it,
+    never the value (it may be a secret or a URL with a password)."""
+    problems = [
+        f"{'.'.join(str(part) for part in problem['loc'])}: {problem['msg']}"
+        for problem in error.errors(include_input=False, include_url=False)
+    ]
+    return "; ".join(problems)

@@ -6,6 +6,7 @@ REDIS_URL). One place decides which implementation each job gets."""
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -37,6 +38,8 @@ from .backends.shared import (
 )
 from .backends.stores import DecisionStore, RequestRecord, Stores, open_stores
 from .backends.write_buffer import WriteBuffer
+from .domain.caller import Caller
+from .domain.errors import RateLimited
 from .domain.firewall.verdict import Decision
 from .settings import Settings
 
@@ -72,6 +75,31 @@ class RateLimits:
 
     per_principal: RateLimiter | None = None
     per_organisation: RateLimiter | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.per_principal is not None or self.per_organisation is not None
+
+    async def admit(self, caller: Caller) -> None:
+        """Takes one token from the caller's bucket and its organisation's, or
+        raises RateLimited saying when to retry. With Redis down, calls are
+        let through (fail open) rather than refused."""
+        if self.per_principal is not None:
+            principal = caller.principal or "anonymous"
+            result = await self.per_principal.try_acquire(f"{caller.organisation}/{principal}")
+            if not result.allowed:
+                raise _limited("this principal", result.retry_after_seconds)
+        if self.per_organisation is not None:
+            result = await self.per_organisation.try_acquire(caller.organisation)
+            if not result.allowed:
+                raise _limited("this organisation", result.retry_after_seconds)
+
+
+def _limited(whose: str, retry_after: float) -> RateLimited:
+    return RateLimited(
+        f"rate limit of {whose} exceeded; retry after {retry_after:.2f} s",
+        retry_after_seconds=retry_after if math.isfinite(retry_after) else 60.0,
+    )
 
 
 @dataclass

@@ -1,10 +1,14 @@
-"""Batch jobs run in-process: many chat requests, bounded concurrency, results
-kept for watchers. A failed item records its error; the batch goes on."""
+"""Batch jobs: what a batch is and how far it got, when a failed item is worth
+another attempt, and the in-process runner (the embedded default: many chat
+requests, bounded concurrency, results kept for watchers). A failed item
+records its error; the batch goes on. With Redis, `backends/shared/batch_queue.py`
+and `pointsman worker` run batches instead (docs/batches.md)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import secrets
 from collections import OrderedDict
 from collections.abc import AsyncIterator
@@ -13,7 +17,7 @@ from datetime import UTC, datetime
 
 from .caller import Caller
 from .chat import ChatRequest
-from .errors import DomainError, NotFound
+from .errors import DomainError, NotFound, RateLimited, Unavailable
 from .orchestrator import CompletedAnswer, Orchestrator
 
 log = logging.getLogger(__name__)
@@ -21,12 +25,52 @@ log = logging.getLogger(__name__)
 MAX_ITEMS = 10_000
 MAX_CONCURRENCY = 64
 DEFAULT_CONCURRENCY = 4
+# The longest wait before another attempt at a failed item.
+MAX_RETRY_DELAY_SECONDS = 60.0
 
 
 @dataclass(frozen=True, slots=True)
 class BatchItem:
     custom_id: str
     request: ChatRequest
+    # The item as the client sent it (its protobuf encoding), for queues that
+    # carry it to another process; opaque here.
+    encoded: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class BatchProgress:
+    """A batch's counts at one moment."""
+
+    id: str
+    organisation: str
+    total: int
+    succeeded: int
+    failed: int
+    create_time: datetime
+
+    @property
+    def name(self) -> str:
+        return f"batches/{self.id}"
+
+    @property
+    def done(self) -> bool:
+        return self.succeeded + self.failed >= self.total
+
+
+def batch_not_found(batch_id: str) -> NotFound:
+    return NotFound(f"batch 'batches/{batch_id}' does not exist", reason="BATCH_NOT_FOUND")
+
+
+def retry_delay(error: DomainError, attempt: int, base_seconds: float) -> float | None:
+    """How long to wait before another attempt at an item that failed with
+    `error` on attempt `attempt` (1-based); None when another attempt cannot
+    help (invalid request, blocked content, unknown model, ...). Exponential
+    with full jitter, never sooner than the upstream asked."""
+    if not isinstance(error, Unavailable | RateLimited):
+        return None
+    backoff = random.uniform(0, min(MAX_RETRY_DELAY_SECONDS, base_seconds * 2 ** (attempt - 1)))
+    return min(MAX_RETRY_DELAY_SECONDS, max(backoff, error.retry_after_seconds or 0.0))
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +105,12 @@ class Batch:
     def succeeded(self) -> int:
         return len(self.results) - self.failed
 
+    def progress(self) -> BatchProgress:
+        failed = self.failed
+        return BatchProgress(
+            self.id, self.organisation, self.total, len(self.results) - failed, failed, self.create_time
+        )
+
 
 class BatchRunner:
     """Keeps the newest `max_batches` batches; older finished ones are forgotten."""
@@ -83,7 +133,7 @@ class BatchRunner:
     def get(self, organisation: str, batch_id: str) -> Batch:
         batch = self._batches.get((organisation, batch_id))
         if batch is None:
-            raise NotFound(f"batch 'batches/{batch_id}' does not exist", reason="BATCH_NOT_FOUND")
+            raise batch_not_found(batch_id)
         return batch
 
     async def watch(self, organisation: str, batch_id: str) -> AsyncIterator[BatchResult]:

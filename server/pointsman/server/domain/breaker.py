@@ -48,6 +48,8 @@ class CircuitBreaker:
         # One [second, calls, failures] bucket per second of the window.
         self._buckets: deque[list[int]] = deque()
         self._listeners: list[StateListener] = []
+        # True while reporting an open that another replica decided (`hold_open`).
+        self.opened_elsewhere = False
 
     def subscribe(self, listener: StateListener) -> None:
         self._listeners.append(listener)
@@ -90,6 +92,21 @@ class CircuitBreaker:
             self._open()
         elif self._state is CircuitState.CLOSED and self._tripped():
             self._open()
+
+    def hold_open(self, seconds: float) -> None:
+        """Opens the breaker for `seconds` because another replica opened its
+        own; after that it probes like any open breaker."""
+        if seconds <= 0 or (self._state is CircuitState.OPEN and self.retry_after() >= seconds):
+            return
+        self._opened_at = self._clock() - self._policy.cooldown_seconds + seconds
+        self._probes_in_flight = 0
+        self.opened_elsewhere = True
+        try:
+            if self._state is CircuitState.OPEN:
+                return  # already open: only the cool-down is longer
+            self._set(CircuitState.OPEN)
+        finally:
+            self.opened_elsewhere = False
 
     def release(self) -> None:
         """The call ended without telling anything about the deployment

@@ -53,6 +53,19 @@ class FailedPrecondition(DomainError):
     reason = "FAILED_PRECONDITION"
 
 
+class Unauthenticated(DomainError):
+    """No credential, or one that does not verify. The message never quotes
+    the credential."""
+
+    reason = "CREDENTIAL_INVALID"
+
+
+class PermissionDenied(DomainError):
+    """The caller is known but its role does not allow the call."""
+
+    reason = "ROLE_INSUFFICIENT"
+
+
 class ContentBlocked(DomainError):
     """The firewall refused the content. Metadata names categories, rules and
     the recorded decision, never the content."""
@@ -74,6 +87,16 @@ class Unavailable(DomainError):
         metadata: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message, reason=reason, metadata=metadata)
+        self.retry_after_seconds = retry_after_seconds
+
+
+class RateLimited(DomainError):
+    """The caller (or its organisation) sent more than its rate allows."""
+
+    reason = "RATE_LIMITED"
+
+    def __init__(self, message: str, *, retry_after_seconds: float, metadata: dict[str, str] | None = None) -> None:
+        super().__init__(message, metadata=metadata)
         self.retry_after_seconds = retry_after_seconds
 
 

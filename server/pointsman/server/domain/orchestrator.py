@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 
@@ -114,6 +114,7 @@ class Orchestrator:
         output_holdback: int = 32,
         flights: SingleFlight | None = None,
         on_call_end: CallObserver | None = None,
+        admit: Callable[[Caller], Awaitable[None]] | None = None,
     ) -> None:
         self.catalog = catalog
         self.router = router
@@ -125,6 +126,8 @@ class Orchestrator:
         self.flights = flights
         # Told of every chat call when it ends (the request log); must not block.
         self.on_call_end = on_call_end
+        # Raises when the caller may not make another call now (rate limits).
+        self.admit = admit
 
     def check(self, request: ChatRequest, errors: ViolationCollector) -> None:
         """Adds a violation for everything wrong with the request."""
@@ -184,6 +187,8 @@ class Orchestrator:
         errors: ViolationCollector | None,
         received: float,
     ) -> AsyncIterator[ChatEvent]:
+        if self.admit is not None:
+            await self.admit(caller)
         self.validate(request, errors)
         route = self.catalog.resolve(request.model)
         verdict = await self.firewall.guard_prompt(request.messages, caller)
@@ -221,8 +226,9 @@ class Orchestrator:
                 yield Start(caller.request_id, request.model, deployment, cached=True)
                 if verdict.action is not Action.ALLOW:
                     yield FirewallNotice(Direction.INPUT, verdict)
-                # Replayed through the output firewall: its rules may have changed since.
-                async for event in self._relay(None, _replay(cached), caller, received):
+                # The output firewall decides again: its rules may have changed since.
+                cleared = await self.firewall.clear_replayed_answer(cached.text, caller)
+                async for event in self._relay(None, _replay(cached), caller, received, guarded=cleared is None):
                     yield event
                 return
             collected = CompletedAnswer()
@@ -275,12 +281,19 @@ class Orchestrator:
             raise _incomplete(error, opened.deployment) from error
 
     async def _relay(
-        self, first: ProviderEvent | None, rest: AsyncIterator[ProviderEvent], caller: Caller, received: float
+        self,
+        first: ProviderEvent | None,
+        rest: AsyncIterator[ProviderEvent],
+        caller: Caller,
+        received: float,
+        *,
+        guarded: bool = True,
     ) -> AsyncIterator[ChatEvent]:
-        """Provider events to the client, through the output firewall, with the
-        gateway's timings on Finish. A failure (or an end without Finish) is
-        raised after the text the firewall still held has been sent."""
-        guard = await self.firewall.output_guard(caller, self.output_holdback)
+        """Provider events to the client, through the output firewall (unless
+        the answer was already cleared whole), with the gateway's timings on
+        Finish. A failure (or an end without Finish) is raised after the text
+        the firewall still held has been sent."""
+        guard = await self.firewall.output_guard(caller, self.output_holdback) if guarded else None
         usage: Usage | None = None  # held with the text while the output firewall holds some
         first_token_at: float | None = None
         event = first if first is not None else await anext(rest, None)

@@ -1,17 +1,29 @@
-"""The instance registry: registrations hold a lease that heartbeats renew;
-an instance whose lease lapses is removed and watchers are told."""
+"""The instance registry: registrations hold a lease that heartbeats renew; an
+instance whose lease lapses is removed and watchers are told. Instances live in
+the durable InstanceStore and changes travel on the bus, so every replica lists
+the same instances and every replica's watchers hear of every change."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import random
 import re
-import time
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..backends.broadcast import Broadcaster
-from .errors import NotFound, ViolationCollector
+from ..backends.broadcast import Broadcaster, SubscriberTooSlow
+from .errors import DomainError, Unavailable, ViolationCollector
+
+if TYPE_CHECKING:  # both packages import Instance from here (see `_listen`)
+    from ..backends.shared.bus import Bus, BusMessage
+    from ..backends.stores.base import InstanceStore
+
+log = logging.getLogger(__name__)
 
 INSTANCE_ID = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 MIN_LEASE_SECONDS = 1.0
@@ -19,6 +31,10 @@ MAX_LEASE_SECONDS = 300.0
 DEFAULT_LEASE_SECONDS = 15.0
 MAX_LABELS = 32
 MAX_MODELS = 256
+
+REGISTRY_TOPIC = "registry"
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +60,16 @@ class InstanceChangeType:
     EXPIRED = "expired"
 
 
+CHANGE_TYPES = frozenset(
+    (
+        InstanceChangeType.REGISTERED,
+        InstanceChangeType.UPDATED,
+        InstanceChangeType.DEREGISTERED,
+        InstanceChangeType.EXPIRED,
+    )
+)
+
+
 @dataclass(frozen=True, slots=True)
 class InstanceChange:
     change_type: str
@@ -66,90 +92,229 @@ def check_instance(instance: Instance, errors: ViolationCollector, path: str = "
         errors.add(f"{path}.version", "must be at most 128 characters")
 
 
-@dataclass(slots=True)
-class _Lease:
-    instance: Instance
-    seconds: float
-    deadline: float  # time.monotonic()
+def instance_to_plain(instance: Instance) -> dict[str, Any]:
+    """For the bus: JSON-ready, times as ISO 8601."""
+    return {
+        "instance_id": instance.instance_id,
+        "organisation": instance.organisation,
+        "address": instance.address,
+        "version": instance.version,
+        "models": list(instance.models),
+        "labels": dict(instance.labels),
+        "register_time": _iso(instance.register_time),
+        "lease_expire_time": _iso(instance.lease_expire_time),
+    }
+
+
+def instance_from_plain(plain: dict[str, Any]) -> Instance:
+    """Raises KeyError, TypeError, ValueError or AttributeError when malformed."""
+    return Instance(
+        instance_id=str(plain["instance_id"]),
+        organisation=str(plain["organisation"]),
+        address=str(plain["address"]),
+        version=str(plain["version"]),
+        models=tuple(str(model) for model in plain["models"]),
+        labels={str(key): str(value) for key, value in plain["labels"].items()},
+        register_time=_time(plain.get("register_time")),
+        lease_expire_time=_time(plain.get("lease_expire_time")),
+    )
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _time(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 class Registry:
-    """Embedded registry. A background reaper removes lapsed leases; start it
-    with `start()` and stop it with `aclose()`."""
+    """The registry on one replica. `start()` begins listening to the other
+    replicas' changes and reaping lapsed leases; `aclose()` stops both.
 
-    def __init__(self) -> None:
-        self._leases: dict[tuple[str, str], _Lease] = {}
+    `changes` announces every change this replica makes at once, and every
+    other replica's as it arrives on the bus. When bus messages may have been
+    lost, its subscribers are ended (`fail_all`) so that they watch again from
+    a fresh snapshot."""
+
+    def __init__(
+        self,
+        instances: InstanceStore,
+        bus: Bus,
+        *,
+        poll_seconds: float = 2.0,
+        max_backoff_seconds: float = 5.0,
+        listen_timeout_seconds: float = 5.0,
+        clock: Callable[[], datetime] = _utc_now,
+    ) -> None:
+        self._instances = instances
+        self._bus = bus
+        # Instances registered on other replicas (or on one that died) lapse
+        # without telling us: look for the next expiry at least this often.
+        self._poll_seconds = poll_seconds
+        self._max_backoff = max_backoff_seconds
+        self._listen_timeout = listen_timeout_seconds
+        self._clock = clock
+        self._origin = secrets.token_hex(8)
         self.changes: Broadcaster[InstanceChange] = Broadcaster()
-        self._reaper: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._listening = asyncio.Event()  # the bus subscription is live
+        self._wake = asyncio.Event()  # a lease was granted: look at the next expiry again
 
     def start(self) -> None:
-        self._reaper = asyncio.create_task(self._reap_forever(), name="registry-reaper")
+        if self._tasks:
+            return
+        self._tasks = [
+            asyncio.create_task(self._listen(), name="registry-bus"),
+            asyncio.create_task(self._reap_forever(), name="registry-reaper"),
+        ]
 
     async def aclose(self) -> None:
-        if self._reaper is not None:
-            self._reaper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reaper
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
         self.changes.close()
 
-    def register(self, instance: Instance, lease_seconds: float | None) -> tuple[Instance, float]:
+    # Calls ------------------------------------------------------------------
+
+    async def register(self, instance: Instance, lease_seconds: float | None) -> tuple[Instance, float]:
         seconds = min(max(lease_seconds or DEFAULT_LEASE_SECONDS, MIN_LEASE_SECONDS), MAX_LEASE_SECONDS)
-        key = (instance.organisation, instance.instance_id)
-        previous = self._leases.get(key)
-        now = datetime.now(UTC)
-        instance = replace(instance, register_time=now, lease_expire_time=now + timedelta(seconds=seconds))
-        self._leases[key] = _Lease(instance, seconds, time.monotonic() + seconds)
+        registered, created = await _stored(self._instances.register_instance(instance, seconds))
         self._wake.set()
-        change = InstanceChangeType.UPDATED if previous else InstanceChangeType.REGISTERED
-        self.changes.publish(InstanceChange(change, instance))
-        return instance, seconds
+        change = InstanceChangeType.REGISTERED if created else InstanceChangeType.UPDATED
+        await self._announce(change, registered)
+        return registered, seconds
 
-    def renew(self, organisation: str, instance_id: str) -> Instance:
-        lease = self._lease(organisation, instance_id)
-        lease.deadline = time.monotonic() + lease.seconds
-        lease.instance = replace(lease.instance, lease_expire_time=datetime.now(UTC) + timedelta(seconds=lease.seconds))
-        return lease.instance
+    async def renew(self, organisation: str, instance_id: str) -> Instance:
+        return await _stored(self._instances.renew_lease(organisation, instance_id))
 
-    def get(self, organisation: str, instance_id: str) -> Instance:
-        return self._lease(organisation, instance_id).instance
+    async def get(self, organisation: str, instance_id: str) -> Instance:
+        return await _stored(self._instances.get_instance(organisation, instance_id))
 
-    def list(self, organisation: str) -> list[Instance]:
-        return sorted(
-            (lease.instance for (org, _), lease in self._leases.items() if org == organisation),
-            key=lambda i: i.instance_id,
-        )
+    async def list_instances(self, organisation: str) -> list[Instance]:
+        """Sorted by instance id."""
+        return await _stored(self._instances.list_instances(organisation))
 
-    def deregister(self, organisation: str, instance_id: str) -> Instance:
-        lease = self._lease(organisation, instance_id)
-        del self._leases[(organisation, instance_id)]
-        self.changes.publish(InstanceChange(InstanceChangeType.DEREGISTERED, lease.instance))
-        return lease.instance
+    async def deregister(self, organisation: str, instance_id: str) -> Instance:
+        # The store deletes a lapsed row here without returning it; reap first,
+        # so that an instance whose lease has just lapsed is announced EXPIRED
+        # rather than vanishing unannounced.
+        await _stored(self._reap())
+        removed = await _stored(self._instances.delete_instance(organisation, instance_id))
+        await self._announce(InstanceChangeType.DEREGISTERED, removed)
+        return removed
 
-    def _lease(self, organisation: str, instance_id: str) -> _Lease:
-        lease = self._leases.get((organisation, instance_id))
-        if lease is None:
-            raise NotFound(
-                f"instance 'instances/{instance_id}' is not registered (or its lease lapsed)",
-                reason="INSTANCE_NOT_FOUND",
-            )
-        return lease
+    async def watch_snapshot(self, organisation: str) -> list[Instance]:
+        """The snapshot for a watcher already subscribed to `changes`: taken
+        once this replica hears the other replicas' changes, so that nothing
+        falls between the snapshot and the changes."""
+        if self._tasks and not self._listening.is_set():
+            try:
+                await asyncio.wait_for(self._listening.wait(), self._listen_timeout)
+            except TimeoutError:
+                raise Unavailable(
+                    "registry events are not available yet; watch again shortly",
+                    reason="REGISTRY_UNAVAILABLE",
+                ) from None
+        return await self.list_instances(organisation)
 
-    def expire_lapsed(self) -> float | None:
-        """Removes lapsed leases; returns seconds until the next one lapses."""
-        now = time.monotonic()
-        next_deadline: float | None = None
-        for key, lease in list(self._leases.items()):
-            if lease.deadline <= now:
-                del self._leases[key]
-                self.changes.publish(InstanceChange(InstanceChangeType.EXPIRED, lease.instance))
-            elif next_deadline is None or lease.deadline < next_deadline:
-                next_deadline = lease.deadline
-        return None if next_deadline is None else next_deadline - now
+    # Announcing and hearing changes ----------------------------------------
+
+    async def _announce(self, change_type: str, instance: Instance) -> None:
+        self.changes.publish(InstanceChange(change_type, instance))
+        payload = {"origin": self._origin, "type": change_type, "instance": instance_to_plain(instance)}
+        await self._bus.publish(REGISTRY_TOPIC, payload)
+
+    async def _listen(self) -> None:
+        # Imported here: the shared backends import the stores, which import
+        # this module, so a module-level import would be circular.
+        from ..backends.shared.bus import BusMessage, EventsMissed
+
+        while True:
+            subscription = await self._bus.subscribe(REGISTRY_TOPIC)
+            self._listening.set()
+            try:
+                async for event in subscription:
+                    if isinstance(event, EventsMissed):
+                        # Other replicas' changes may be lost: watchers start again.
+                        self.changes.fail_all()
+                    elif isinstance(event, BusMessage):
+                        self._relay(event)
+                return  # the bus closed
+            except SubscriberTooSlow:
+                log.warning("fell behind the registry's bus topic; watchers will take a fresh snapshot")
+                self._listening.clear()
+                self.changes.fail_all()
+
+    def _relay(self, message: BusMessage) -> None:
+        """Another replica's change, to this replica's watchers."""
+        try:
+            payload = message.json()
+            if payload["origin"] == self._origin:
+                return  # announced here already
+            change_type = payload["type"]
+            if change_type not in CHANGE_TYPES:
+                raise ValueError(change_type)
+            instance = instance_from_plain(payload["instance"])
+        except (KeyError, TypeError, ValueError, AttributeError):
+            log.warning("ignored a malformed registry change on the bus")
+            return
+        self.changes.publish(InstanceChange(change_type, instance))
+        if change_type in (InstanceChangeType.REGISTERED, InstanceChangeType.UPDATED):
+            self._wake.set()  # its lease may lapse before any we knew of
+
+    # Reaping lapsed leases ---------------------------------------------------
+
+    async def _reap(self) -> None:
+        # Every replica reaps; the store hands each lapsed instance to one of
+        # them, so each expiry is announced once.
+        for instance in await self._instances.expire_lapsed():
+            await self._announce(InstanceChangeType.EXPIRED, instance)
+
+    async def _seconds_to_next_expiry(self) -> float:
+        expiry = await self._instances.next_lease_expiry()
+        if expiry is None:
+            return self._poll_seconds
+        # A floor, so that clock differences cannot make a busy loop.
+        return min(max((expiry - self._clock()).total_seconds(), 0.01), self._poll_seconds)
 
     async def _reap_forever(self) -> None:
+        failures = 0
         while True:
-            wait = self.expire_lapsed()
             self._wake.clear()
+            try:
+                await self._reap()
+                wait = await self._seconds_to_next_expiry()
+                if failures:
+                    log.info("the registry's lease reaper reached the database again")
+                failures = 0
+            except Exception as error:  # the database is down: try again later
+                failures += 1
+                if failures == 1:
+                    log.warning("the registry's lease reaper could not reach the database (%s)", type(error).__name__)
+                wait = min(self._max_backoff, 0.1 * 2 ** min(failures - 1, 16)) * random.uniform(0.5, 1.0)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=wait if wait is not None else 60.0)
+                await asyncio.wait_for(self._wake.wait(), wait)
+
+
+async def _stored(operation: Awaitable[T]) -> T:
+    """Awaits a store call; a store that fails (the database is down or
+    unreachable) becomes UNAVAILABLE, without the details."""
+    try:
+        return await operation
+    except (DomainError, ValueError):
+        raise
+    except Exception as error:
+        log.warning(
+            "the registry's database failed (%s)", type(error).__name__, exc_info=log.isEnabledFor(logging.DEBUG)
+        )
+        raise Unavailable(
+            "the registry's database is unavailable; retry shortly",
+            reason="REGISTRY_UNAVAILABLE",
+            retry_after_seconds=1.0,
+        ) from None

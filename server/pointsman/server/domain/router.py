@@ -17,6 +17,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import suppress
 from dataclasses import dataclass
 
+from ..backends.shared.breaker_state import SharedOpenState, share_opens
 from .breaker import BreakerPolicy, CircuitBreaker, CircuitState, DeploymentMonitor, LatencyTracker
 from .caller import Caller
 from .catalog import ModelCatalog, ModelRoute
@@ -56,10 +57,23 @@ class Router:
         self._budget = budget or RetryBudget()
         self._rng = rng or random.Random()
         self._sleep = sleep
-        policy = breaker_policy or BreakerPolicy()
+        policy = self.breaker_policy = breaker_policy or BreakerPolicy()
+        self._shared: SharedOpenState | None = None
         self.monitors: dict[str, DeploymentMonitor] = {
             d.name: DeploymentMonitor(CircuitBreaker(d.name, policy), LatencyTracker()) for d in catalog.deployments()
         }
+
+    def share_breakers(self, shared: SharedOpenState, cooldown_seconds: float) -> None:
+        """Replicas share breaker opens: each open here is announced, and a
+        deployment another replica holds open is not called here either."""
+        self._shared = shared
+        for monitor in self.monitors.values():
+            share_opens(monitor.breaker, shared, cooldown_seconds)
+
+    def _adopt_shared_open(self, monitor: DeploymentMonitor) -> None:
+        until = self._shared.opened_until(monitor.breaker.name) if self._shared is not None else 0.0
+        if until:
+            monitor.breaker.hold_open(until - time.time())
 
     def monitor(self, deployment: Deployment) -> DeploymentMonitor:
         return self.monitors[deployment.name]
@@ -79,6 +93,7 @@ class Router:
             monitor = self.monitors[deployment.name]
             provider = self._catalog.provider(deployment)
             retry = 0
+            self._adopt_shared_open(monitor)
             while True:
                 if not monitor.breaker.try_acquire():
                     break

@@ -1,6 +1,7 @@
 """Per-call plumbing for every RPC, in one server interceptor: request id
-(accepted from and echoed in `x-request-id`), access log, and the mapping of
-errors to status codes and details. It wraps all four call kinds."""
+(accepted from and echoed in `x-request-id`), authentication and the role
+check, access log, and the mapping of errors to status codes and details. It
+wraps all four call kinds."""
 
 from __future__ import annotations
 
@@ -16,11 +17,14 @@ import grpc
 from google.protobuf.message import DecodeError
 from grpc.aio import AbortError
 
+from ..auth import Access, Authenticator, Principal, access_for
 from ..domain.caller import Caller
 from ..domain.errors import DomainError, InvalidArgument
 from .errors import internal_status, status_code_for, to_status
 
 REQUEST_ID_HEADER = "x-request-id"
+AUTHORIZATION_HEADER = "authorization"
+API_KEY_HEADER = "x-api-key"
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/-]{1,128}$")
 
 access_log = logging.getLogger("pointsman.access")
@@ -28,29 +32,44 @@ log = logging.getLogger(__name__)
 
 current_request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 current_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("deadline", default=None)
+# Set by the interceptor for every call; None only for open methods (health,
+# reflection, Login).
+current_principal: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("principal", default=None)
 
 
-def _request_id(context: grpc.aio.ServicerContext) -> str:
+def _read_metadata(context: grpc.aio.ServicerContext) -> tuple[str, str | None, str | None]:
+    """Request id, `authorization` and `x-api-key`, in one pass over the metadata."""
+    request_id = authorization = api_key = None
     for key, value in context.invocation_metadata() or ():
-        if key == REQUEST_ID_HEADER and isinstance(value, str) and _VALID_REQUEST_ID.match(value):
-            return value
-    return os.urandom(8).hex()
+        if key == REQUEST_ID_HEADER:
+            if request_id is None and isinstance(value, str) and _VALID_REQUEST_ID.match(value):
+                request_id = value
+        elif key == AUTHORIZATION_HEADER:
+            authorization = value
+        elif key == API_KEY_HEADER:
+            api_key = value
+    return request_id or os.urandom(8).hex(), authorization, api_key
 
 
 class CallContext:
-    """Who is calling; the servicers read it through `caller()`. Auth will
-    fill in the principal and organisation; until then every call belongs to
-    the server's organisation."""
+    """Who is calling; the servicers read it through `caller()`. The
+    organisation always comes from the call's credential, never the request."""
 
-    def __init__(self, organisation: str) -> None:
-        self.organisation = organisation
+    def principal(self) -> Principal:
+        principal = current_principal.get()
+        if principal is None:
+            # Only open methods run without one, and none of them acts for a caller.
+            raise RuntimeError("no authenticated principal in this call")
+        return principal
 
     def caller(self) -> Caller:
-        return Caller(current_request_id.get(), self.organisation, deadline=current_deadline.get())
+        principal = self.principal()
+        return Caller(current_request_id.get(), principal.organisation, principal.name, deadline=current_deadline.get())
 
 
 class CallInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self) -> None:
+    def __init__(self, authenticator: Authenticator) -> None:
+        self._auth = authenticator
         self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
     async def intercept_service(
@@ -64,17 +83,38 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
             return handler
         wrapped = self._wrapped.get(method)
         if wrapped is None:
-            wrapped = self._wrapped[method] = _wrap(handler, method)
+            # The role a method needs is looked up once, when it is first wrapped.
+            wrapped = self._wrapped[method] = _wrap(handler, _Gate(method, access_for(method), self._auth))
         return wrapped
 
 
-async def _begin(context: grpc.aio.ServicerContext) -> tuple[str, float]:
-    request_id = _request_id(context)
+class _Gate:
+    """One method: its name for the log, and who may call it."""
+
+    __slots__ = ("access", "auth", "method")
+
+    def __init__(self, method: str, access: Access, auth: Authenticator) -> None:
+        self.method = method
+        self.access = access
+        self.auth = auth
+
+
+async def _begin(context: grpc.aio.ServicerContext, gate: _Gate) -> tuple[str, float]:
+    """Sets the call's request id, deadline and principal; a call that fails
+    authentication or the role check ends here, logged."""
+    request_id, authorization, api_key = _read_metadata(context)
     current_request_id.set(request_id)
     remaining = context.time_remaining()
     current_deadline.set(None if remaining is None else time.monotonic() + remaining)
     await context.send_initial_metadata(((REQUEST_ID_HEADER, request_id),))
-    return request_id, time.perf_counter()
+    started = time.perf_counter()
+    try:
+        principal = await gate.auth.admit(gate.access, authorization, api_key)
+    except Exception as error:
+        _log(gate.method, _code_of(error), started, request_id)
+        await _fail(context, error, request_id)
+    current_principal.set(principal)
+    return request_id, started
 
 
 async def _fail(context: grpc.aio.ServicerContext, error: BaseException, request_id: str) -> str:
@@ -90,12 +130,19 @@ async def _fail(context: grpc.aio.ServicerContext, error: BaseException, request
 
 def _log(method: str, code: str, started: float, request_id: str) -> None:
     if access_log.isEnabledFor(logging.INFO):
+        principal = current_principal.get()
         access_log.info(
             "%s %s %.2fms",
             method,
             code,
             (time.perf_counter() - started) * 1000,
-            extra={"rpc": method, "code": code, "request_id": request_id},
+            extra={
+                "rpc": method,
+                "code": code,
+                "request_id": request_id,
+                "principal": principal.name if principal is not None else "",
+                "organisation": principal.organisation if principal is not None else "",
+            },
         )
 
 
@@ -148,16 +195,17 @@ def _checked(request: Any, streamed: bool) -> Any:
     return messages()
 
 
-def _wrap(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+def _wrap(handler: grpc.RpcMethodHandler, gate: _Gate) -> grpc.RpcMethodHandler:
+    method = gate.method
     deserializer = _tolerant(handler.request_deserializer)
     if handler.unary_unary:
         return grpc.unary_unary_rpc_method_handler(
-            _single_response(handler.unary_unary, method, streamed=False), deserializer, handler.response_serializer
+            _single_response(handler.unary_unary, gate, streamed=False), deserializer, handler.response_serializer
         )
 
     def streaming(inner: Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]], streamed: bool) -> Any:
         async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            request_id, started = await _begin(context)
+            request_id, started = await _begin(context, gate)
             code = "OK"
             try:
                 responses = inner(_checked(request, streamed), context)
@@ -189,17 +237,18 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
             streaming(handler.stream_stream, streamed=True), deserializer, handler.response_serializer
         )
     return grpc.stream_unary_rpc_method_handler(
-        _single_response(handler.stream_unary, method, streamed=True), deserializer, handler.response_serializer
+        _single_response(handler.stream_unary, gate, streamed=True), deserializer, handler.response_serializer
     )
 
 
 def _single_response(
-    inner: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]], method: str, *, streamed: bool
+    inner: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]], gate: _Gate, *, streamed: bool
 ) -> Any:
     """Wraps a handler that returns one response (unary-unary and stream-unary)."""
+    method = gate.method
 
     async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        request_id, started = await _begin(context)
+        request_id, started = await _begin(context, gate)
         code = "OK"
         try:
             return await inner(_checked(request, streamed), context)

@@ -20,8 +20,11 @@ _CODES: list[tuple[type[domain.DomainError], grpc.StatusCode]] = [
     (domain.NotFound, grpc.StatusCode.NOT_FOUND),
     (domain.AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
     (domain.ContentBlocked, grpc.StatusCode.PERMISSION_DENIED),
+    (domain.Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
+    (domain.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
     (domain.FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
     (domain.Unavailable, grpc.StatusCode.UNAVAILABLE),
+    (domain.RateLimited, grpc.StatusCode.RESOURCE_EXHAUSTED),
 ]
 
 # A retry of an upstream outage may help; this is the hint when the upstream
@@ -51,7 +54,7 @@ def to_status(error: domain.DomainError, request_id: str) -> grpc.Status:
                 ]
             )
         )
-    if isinstance(error, domain.Unavailable):
+    if isinstance(error, domain.Unavailable | domain.RateLimited):
         seconds = error.retry_after_seconds or DEFAULT_RETRY_SECONDS
         delay = duration_pb2.Duration()
         delay.FromNanoseconds(int(seconds * 1e9))

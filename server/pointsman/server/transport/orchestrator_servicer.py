@@ -12,14 +12,16 @@ from pointsman.orchestrator.v1 import orchestrator_pb2_grpc
 
 from ..backends.shared.conversations import Conversations
 from ..domain import chat
-from ..domain.batches import DEFAULT_CONCURRENCY, MAX_CONCURRENCY, MAX_ITEMS, BatchItem, BatchRunner
+from ..domain.batches import DEFAULT_CONCURRENCY, MAX_CONCURRENCY, MAX_ITEMS, BatchItem
 from ..domain.errors import DomainError, ViolationCollector
 from ..domain.orchestrator import FirewallNotice, Orchestrator
 from . import convert
+from .batches import Batches
 from .calls import CallContext
 from .converse import ConverseSession
 from .errors import turn_error
 from .resources import decode_offset, encode_token, page_size, resource_id
+from .stats import StatsSources
 
 MAX_COMPARE_MODELS = 8
 
@@ -29,13 +31,15 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         self,
         orchestrator: Orchestrator,
         conversations: Conversations,
-        batches: BatchRunner,
+        batches: Batches,
         calls: CallContext,
+        stats: StatsSources,
     ) -> None:
         self._orchestrator = orchestrator
         self._conversations = conversations
         self._batches = batches
         self._calls = calls
+        self._stats = stats
 
     async def Chat(self, request: pb.ChatRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.ChatResponse]:
         errors = ViolationCollector()  # conversion problems, reported with the orchestrator's checks
@@ -142,15 +146,15 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             seen.add(item.custom_id)
             for v in item_errors.violations:
                 errors.add(f"items[{index}].{v.field}", v.description)
-            items.append(BatchItem(item.custom_id, domain_request))
+            items.append(BatchItem(item.custom_id, domain_request, item.SerializeToString()))
             if len(errors.violations) > 100:
                 break
         errors.raise_if_any()
-        batch = self._batches.submit(items, request.max_concurrency or DEFAULT_CONCURRENCY, self._calls.caller())
+        batch = await self._batches.submit(items, request.max_concurrency or DEFAULT_CONCURRENCY, self._calls.caller())
         return pb.CreateBatchResponse(batch=_batch_to_proto(batch))
 
     async def GetBatch(self, request: pb.GetBatchRequest, context: grpc.aio.ServicerContext) -> pb.GetBatchResponse:
-        batch = self._batches.get(self._calls.caller().organisation, resource_id(request.name, "batches"))
+        batch = await self._batches.get(self._calls.caller().organisation, resource_id(request.name, "batches"))
         return pb.GetBatchResponse(batch=_batch_to_proto(batch))
 
     async def WatchBatch(
@@ -159,13 +163,11 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         organisation = self._calls.caller().organisation
         batch_id = resource_id(request.name, "batches")
         async for result in self._batches.watch(organisation, batch_id):
-            out = pb.BatchResult(custom_id=result.custom_id)
-            if result.answer is not None:
-                out.response.CopyFrom(convert.complete_response(result.answer))
-            if result.error is not None:
-                out.error.CopyFrom(turn_error(result.error))
-            yield pb.WatchBatchResponse(result=out)
-        yield pb.WatchBatchResponse(done=_batch_to_proto(self._batches.get(organisation, batch_id)))
+            yield pb.WatchBatchResponse(result=result)
+        yield pb.WatchBatchResponse(done=_batch_to_proto(await self._batches.get(organisation, batch_id)))
+
+    async def GetStats(self, request: pb.GetStatsRequest, context: grpc.aio.ServicerContext) -> pb.GetStatsResponse:
+        return await self._stats.get_stats(request, self._calls.caller().organisation)
 
 
 def _batch_to_proto(batch: Any) -> pb.Batch:

@@ -10,7 +10,14 @@ from pointsman.registry.v1 import registry_pb2 as pb
 from pointsman.registry.v1 import registry_pb2_grpc
 
 from ..domain.errors import InvalidArgument, ViolationCollector
-from ..domain.registry import Instance, InstanceChange, Registry, check_instance
+from ..domain.registry import (
+    MAX_LEASE_SECONDS,
+    MIN_LEASE_SECONDS,
+    Instance,
+    InstanceChange,
+    Registry,
+    check_instance,
+)
 from . import convert
 from .calls import CallContext
 from .resources import decode_offset, encode_token, page_size, resource_id
@@ -41,10 +48,10 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         lease_seconds = None
         if request.HasField("lease_duration"):
             lease_seconds = request.lease_duration.ToNanoseconds() / 1e9
-            if not 1.0 <= lease_seconds <= 300.0:
-                errors.add("lease_duration", "must be between 1s and 300s")
+            if not MIN_LEASE_SECONDS <= lease_seconds <= MAX_LEASE_SECONDS:
+                errors.add("lease_duration", f"must be between {MIN_LEASE_SECONDS:g}s and {MAX_LEASE_SECONDS:g}s")
         errors.raise_if_any()
-        registered, granted = self._registry.register(instance, lease_seconds)
+        registered, granted = await self._registry.register(instance, lease_seconds)
         response = pb.RegisterInstanceResponse(instance=convert.instance_to_proto(registered))
         response.lease_duration.FromNanoseconds(int(granted * 1e9))
         return response
@@ -54,7 +61,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     ) -> AsyncIterator[pb.HeartbeatResponse]:
         organisation = self._calls.caller().organisation
         async for request in request_iterator:
-            instance = self._registry.renew(organisation, resource_id(request.name, "instances"))
+            instance = await self._registry.renew(organisation, resource_id(request.name, "instances"))
             yield pb.HeartbeatResponse(
                 name=instance.name, lease_expire_time=convert.timestamp(instance.lease_expire_time)
             )
@@ -62,7 +69,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     async def GetInstance(
         self, request: pb.GetInstanceRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetInstanceResponse:
-        instance = self._registry.get(self._calls.caller().organisation, resource_id(request.name, "instances"))
+        instance = await self._registry.get(self._calls.caller().organisation, resource_id(request.name, "instances"))
         return pb.GetInstanceResponse(instance=convert.instance_to_proto(instance))
 
     async def ListInstances(
@@ -70,7 +77,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     ) -> pb.ListInstancesResponse:
         size = page_size(request.page_size)
         offset = decode_offset(request.page_token)
-        instances = self._registry.list(self._calls.caller().organisation)
+        instances = await self._registry.list_instances(self._calls.caller().organisation)
         return pb.ListInstancesResponse(
             instances=[convert.instance_to_proto(i) for i in instances[offset : offset + size]],
             next_page_token=encode_token(str(offset + size)) if offset + size < len(instances) else "",
@@ -79,7 +86,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     async def DeregisterInstance(
         self, request: pb.DeregisterInstanceRequest, context: grpc.aio.ServicerContext
     ) -> pb.DeregisterInstanceResponse:
-        self._registry.deregister(self._calls.caller().organisation, resource_id(request.name, "instances"))
+        await self._registry.deregister(self._calls.caller().organisation, resource_id(request.name, "instances"))
         return pb.DeregisterInstanceResponse()
 
     async def WatchInstances(
@@ -88,7 +95,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         organisation = self._calls.caller().organisation
 
         async def snapshot() -> pb.WatchInstancesResponse:
-            instances = [convert.instance_to_proto(i) for i in self._registry.list(organisation)]
+            instances = [convert.instance_to_proto(i) for i in await self._registry.watch_snapshot(organisation)]
             return pb.WatchInstancesResponse(snapshot=pb.InstanceSnapshot(instances=instances))
 
         def change(event: InstanceChange) -> pb.WatchInstancesResponse | None:

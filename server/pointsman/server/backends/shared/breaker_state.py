@@ -222,7 +222,7 @@ def share_opens(breaker: CircuitBreaker, shared: SharedOpenState, cooldown_secon
     open) needs the breaker or the router to consult `shared.is_open`."""
 
     def on_change(name: str, state: CircuitState) -> None:
-        if state is CircuitState.OPEN:
+        if state is CircuitState.OPEN and not breaker.opened_elsewhere:
             shared.announce_open(name, time.time() + cooldown_seconds)
 
     breaker.subscribe(on_change)

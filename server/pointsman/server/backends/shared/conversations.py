@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
+from collections.abc import Callable
 from typing import Protocol
 
 from redis.asyncio import Redis
@@ -34,6 +36,10 @@ class Conversations(Protocol):
 
     async def save(self, organisation: str, conversation_id: str, history: list[Message]) -> None:
         """Replaces the history and restarts its time to live."""
+        ...
+
+    async def count(self, organisation: str) -> int:
+        """How many of the organisation's conversations are still kept."""
         ...
 
 
@@ -64,13 +70,21 @@ class InProcessConversations:
     async def save(self, organisation: str, conversation_id: str, history: list[Message]) -> None:
         self.store.save(require_organisation(organisation), conversation_id, history)
 
+    async def count(self, organisation: str) -> int:
+        return self.store.count(require_organisation(organisation))
+
     def __len__(self) -> int:
         return len(self.store)
 
 
 class RedisConversations:
     """One key per conversation, `{prefix}conv:{organisation}:{id}`, holding
-    the history as JSON and expiring `ttl_seconds` after the last save."""
+    the history as JSON and expiring `ttl_seconds` after the last save.
+
+    For `count`, each organisation also has a sorted set of its conversation
+    ids scored by expiry (wall-clock milliseconds), `{prefix}convs:{organisation}`:
+    counting trims the expired ids and reads the size, O(log n) rather than a
+    SCAN over every key."""
 
     def __init__(
         self,
@@ -79,9 +93,12 @@ class RedisConversations:
         ttl_seconds: float = 24 * 3600,
         prefix: str = DEFAULT_PREFIX,
         health: RedisHealth | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._redis = client
         self._prefix = f"{prefix}conv:"
+        self._index_prefix = f"{prefix}convs:"
+        self._clock = clock
         self._ttl_ms = max(1, int(ttl_seconds * 1000))
         self.health = health if health is not None else RedisHealth()
         self.errors = 0
@@ -97,6 +114,9 @@ class RedisConversations:
     def redis_key(self, organisation: str, conversation_id: str) -> str:
         return f"{self._prefix}{key_segment(require_organisation(organisation))}:{conversation_id}"
 
+    def index_key(self, organisation: str) -> str:
+        return f"{self._index_prefix}{key_segment(require_organisation(organisation))}"
+
     async def load(self, organisation: str, conversation_id: str) -> list[Message]:
         redis_key = self.redis_key(organisation, conversation_id)
         data = await self.health.attempt(lambda: self._redis.get(redis_key))
@@ -109,9 +129,41 @@ class RedisConversations:
     async def save(self, organisation: str, conversation_id: str, history: list[Message]) -> None:
         redis_key = self.redis_key(organisation, conversation_id)
         data = json.dumps([dataclass_to_plain(m) for m in history], ensure_ascii=False, separators=(",", ":"))
-        done = await self.health.attempt(lambda: self._redis.set(redis_key, data, px=self._ttl_ms))
+        index_key = self.index_key(organisation)
+        now_ms = self._now_ms()
+
+        async def write() -> object:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.set(redis_key, data, px=self._ttl_ms)
+                pipe.zadd(index_key, {conversation_id: now_ms + self._ttl_ms})
+                # Trimmed here too, so a busy organisation's index holds only live ids.
+                pipe.zremrangebyscore(index_key, "-inf", now_ms)
+                pipe.pexpire(index_key, self._ttl_ms)  # gone once its last conversation is
+                return await pipe.execute()
+
+        done = await self.health.attempt(write)
         if isinstance(done, Skipped):
             raise self._unavailable()
+
+    async def count(self, organisation: str) -> int:
+        index_key = self.index_key(organisation)
+        now_ms = self._now_ms()
+
+        async def trim_and_count() -> list[int]:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.zremrangebyscore(index_key, "-inf", now_ms)
+                pipe.zcard(index_key)
+                result: list[int] = await pipe.execute()
+                return result
+
+        counted = await self.health.attempt(trim_and_count)
+        if isinstance(counted, Skipped):
+            # As for history: a count of 0 would be a guess, not a fact.
+            raise self._unavailable()
+        return int(counted[1])
+
+    def _now_ms(self) -> int:
+        return int(self._clock() * 1000)
 
     def _unavailable(self) -> Unavailable:
         self.errors += 1

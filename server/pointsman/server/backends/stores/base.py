@@ -7,14 +7,14 @@ from __future__ import annotations
 import enum
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from ...domain.errors import NotFound
 from ...domain.firewall.rules import Rule
-from ...domain.firewall.verdict import Decision
+from ...domain.firewall.verdict import Category, Decision
 from ...domain.registry import Instance
 from ..broadcast import Broadcaster
 from ..decision_log import DecisionFilter
@@ -69,6 +69,22 @@ class DecisionStore(Protocol):
         self, organisation: str, where: DecisionFilter, page_size: int, after_id: str | None
     ) -> tuple[list[Decision], str | None]: ...
 
+    async def count_by_category(
+        self, organisation: str, start_time: datetime, end_time: datetime
+    ) -> list[CategoryCount]:
+        """Decisions made in [start_time, end_time) that blocked, redacted or
+        logged, per category of finding, in category order. A decision counts
+        once in each category it has findings in."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class CategoryCount:
+    category: Category
+    blocked: int = 0
+    redacted: int = 0
+    logged: int = 0
+
 
 @dataclass(frozen=True, slots=True)
 class RequestRecord:
@@ -108,6 +124,34 @@ class RequestLog(Protocol):
     async def list_requests(
         self, organisation: str, where: RequestFilter, page_size: int, after_id: str | None
     ) -> tuple[list[RequestRecord], str | None]: ...
+
+    async def summarise(self, organisation: str, start_time: datetime, end_time: datetime) -> RequestSummary:
+        """The calls made in [start_time, end_time), computed in the database."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentSummary:
+    """One deployment's calls, cache hits excluded. Percentiles are nearest
+    rank (PostgreSQL's percentile_disc): always a latency that was measured."""
+
+    deployment: str
+    requests: int
+    failed_requests: int
+    latency_p50_ms: float
+    latency_p99_ms: float
+    time_to_first_token_p50_ms: float  # 0 when no call measured it
+
+
+@dataclass(frozen=True, slots=True)
+class RequestSummary:
+    requests: int = 0
+    failed_requests: int = 0  # status other than OK
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_hits: int = 0
+    tokens_saved: int = 0  # input plus output tokens of the cache hits
+    deployments: tuple[DeploymentSummary, ...] = ()  # busiest first
 
 
 class UserRole(enum.Enum):
@@ -219,6 +263,41 @@ def check_page_size(page_size: int) -> int:
 
 def normalise_email(email: str) -> str:
     return email.strip().lower()
+
+
+def category_counts(rows: Iterable[Any]) -> list[CategoryCount]:
+    """Rows of (category, blocked, redacted, logged) in category order;
+    categories this version does not know (a newer one wrote them) are left out."""
+    known = {c.value: c for c in Category}
+    counts = [
+        CategoryCount(known[row["category"]], row["blocked"], row["redacted"], row["logged"])
+        for row in rows
+        if row["category"] in known
+    ]
+    order = list(Category)
+    return sorted(counts, key=lambda count: order.index(count.category))
+
+
+def request_summary(totals: Any, deployments: Iterable[Any]) -> RequestSummary:
+    return RequestSummary(
+        requests=totals["requests"],
+        failed_requests=totals["failed_requests"],
+        input_tokens=totals["input_tokens"],
+        output_tokens=totals["output_tokens"],
+        cache_hits=totals["cache_hits"],
+        tokens_saved=totals["tokens_saved"],
+        deployments=tuple(
+            DeploymentSummary(
+                deployment=row["deployment"],
+                requests=row["requests"],
+                failed_requests=row["failed_requests"],
+                latency_p50_ms=row["latency_p50_ms"],
+                latency_p99_ms=row["latency_p99_ms"],
+                time_to_first_token_p50_ms=row["time_to_first_token_p50_ms"] or 0.0,
+            )
+            for row in deployments
+        ),
+    )
 
 
 def rule_not_found(rule_id: str) -> NotFound:

@@ -26,16 +26,20 @@ from ..rule_store import RuleChange, RuleChangeType, new_rule_id
 from .base import (
     LAST_USED_RESOLUTION,
     ApiKey,
+    CategoryCount,
     RequestFilter,
     RequestRecord,
+    RequestSummary,
     User,
     UserRole,
     VerifiedKey,
     api_key_not_found,
+    category_counts,
     check_page_size,
     instance_not_found,
     new_record_id,
     normalise_email,
+    request_summary,
     require_organisation,
     rule_not_found,
     user_not_found,
@@ -330,8 +334,52 @@ class PostgresDecisionStore:
         page = [_decision(row) for row in rows[:size]]
         return page, (page[-1].id if len(rows) > size else None)
 
+    async def count_by_category(
+        self, organisation: str, start_time: datetime, end_time: datetime
+    ) -> list[CategoryCount]:
+        # A decision's categories are distinct, so unnesting them counts it
+        # once in each.
+        rows = await self._pool.fetch(
+            "SELECT category, count(*) FILTER (WHERE action = 'block') AS blocked,"
+            " count(*) FILTER (WHERE action = 'redact') AS redacted, count(*) FILTER (WHERE action = 'log') AS logged"
+            " FROM decisions, unnest(categories) AS category"
+            " WHERE organisation = $1 AND create_time >= $2 AND create_time < $3"
+            " AND action IN ('block', 'redact', 'log') GROUP BY category",
+            require_organisation(organisation),
+            start_time,
+            end_time,
+        )
+        return category_counts(rows)
+
 
 # Request log ----------------------------------------------------------------
+
+# One window of one organisation's calls.
+_REQUESTS_IN_WINDOW = "FROM request_log WHERE organisation = $1 AND create_time >= $2 AND create_time < $3"
+
+_SUMMARY_TOTALS = f"""
+SELECT count(*) AS requests,
+       count(*) FILTER (WHERE status_code <> 'OK') AS failed_requests,
+       coalesce(sum(input_tokens), 0) AS input_tokens,
+       coalesce(sum(output_tokens), 0) AS output_tokens,
+       count(*) FILTER (WHERE cache_hit) AS cache_hits,
+       coalesce(sum(input_tokens + output_tokens) FILTER (WHERE cache_hit), 0) AS tokens_saved
+{_REQUESTS_IN_WINDOW}
+"""
+
+# percentile_disc: the nearest rank, always a latency that was measured
+# (ordered-set aggregates skip NULLs, so calls without a first token too).
+_SUMMARY_DEPLOYMENTS = f"""
+SELECT deployment,
+       count(*) AS requests,
+       count(*) FILTER (WHERE status_code <> 'OK') AS failed_requests,
+       percentile_disc(0.5) WITHIN GROUP (ORDER BY latency_ms) AS latency_p50_ms,
+       percentile_disc(0.99) WITHIN GROUP (ORDER BY latency_ms) AS latency_p99_ms,
+       percentile_disc(0.5) WITHIN GROUP (ORDER BY time_to_first_token_ms) AS time_to_first_token_p50_ms
+{_REQUESTS_IN_WINDOW} AND NOT cache_hit AND deployment <> ''
+GROUP BY deployment
+ORDER BY requests DESC, deployment COLLATE "C"
+"""
 
 _INSERT_REQUESTS = """
 INSERT INTO request_log (organisation, id, create_time, request_id, principal, model, deployment, status_code,
@@ -421,6 +469,17 @@ class PostgresRequestLog:
         )
         page = [_request(row) for row in rows[:size]]
         return page, (page[-1].id if len(rows) > size else None)
+
+    async def summarise(self, organisation: str, start_time: datetime, end_time: datetime) -> RequestSummary:
+        window = (require_organisation(organisation), start_time, end_time)
+        # Totals and deployments from one snapshot.
+        async with (
+            self._pool.acquire() as connection,
+            connection.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            totals = await connection.fetchrow(_SUMMARY_TOTALS, *window)
+            deployments = await connection.fetch(_SUMMARY_DEPLOYMENTS, *window)
+        return request_summary(totals, deployments)
 
 
 # Users and API keys ---------------------------------------------------------

@@ -20,7 +20,7 @@ import aiosqlite
 
 from ...domain.errors import AlreadyExists
 from ...domain.firewall.rules import MatchType, Rule, RuleKind, RuleScope
-from ...domain.firewall.verdict import Action, Decision, Direction
+from ...domain.firewall.verdict import Action, Category, Decision, Direction
 from ...domain.registry import Instance
 from ..broadcast import Broadcaster
 from ..decision_log import DecisionFilter
@@ -28,16 +28,20 @@ from ..rule_store import RuleChange, RuleChangeType, new_rule_id
 from .base import (
     LAST_USED_RESOLUTION,
     ApiKey,
+    CategoryCount,
     RequestFilter,
     RequestRecord,
+    RequestSummary,
     User,
     UserRole,
     VerifiedKey,
     api_key_not_found,
+    category_counts,
     check_page_size,
     instance_not_found,
     new_record_id,
     normalise_email,
+    request_summary,
     require_organisation,
     rule_not_found,
     user_not_found,
@@ -138,6 +142,17 @@ class SqliteDatabase:
                     await self._connection.execute("ROLLBACK")
                 raise
             await self._connection.execute("COMMIT")
+
+    @contextlib.asynccontextmanager
+    async def read(self) -> AsyncIterator[aiosqlite.Connection]:
+        """A read transaction, so that several queries see one snapshot."""
+        async with self._lock:
+            await self._connection.execute("BEGIN")
+            try:
+                yield self._connection
+            finally:
+                with contextlib.suppress(sqlite3.Error):
+                    await self._connection.execute("COMMIT")
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         async with self._lock, self._connection.execute(sql, params) as cursor:
@@ -382,8 +397,64 @@ class SqliteDecisionStore:
         page = [_decision(row) for row in rows[:size]]
         return page, (page[-1].id if len(rows) > size else None)
 
+    async def count_by_category(
+        self, organisation: str, start_time: datetime, end_time: datetime
+    ) -> list[CategoryCount]:
+        # `categories` is ",pii,secret,": joining it with the known categories
+        # counts a decision once in each of its categories.
+        rows = await self._db.fetchall(
+            "SELECT known.value AS category, sum(d.action = 'block') AS blocked,"
+            " sum(d.action = 'redact') AS redacted, sum(d.action = 'log') AS logged"
+            " FROM decisions AS d JOIN json_each(?) AS known ON instr(d.categories, ',' || known.value || ',') > 0"
+            " WHERE d.organisation = ? AND d.create_time >= ? AND d.create_time < ?"
+            " AND d.action IN ('block', 'redact', 'log') GROUP BY known.value",
+            (
+                json.dumps([c.value for c in Category]),
+                require_organisation(organisation),
+                _us(start_time),
+                _us(end_time),
+            ),
+        )
+        return category_counts(rows)
+
 
 # Request log ----------------------------------------------------------------
+
+# One window of one organisation's calls.
+_REQUESTS_IN_WINDOW = "FROM request_log WHERE organisation = ? AND create_time >= ? AND create_time < ?"
+
+_SUMMARY_TOTALS = f"""
+SELECT count(*) AS requests,
+       coalesce(sum(status_code <> 'OK'), 0) AS failed_requests,
+       coalesce(sum(input_tokens), 0) AS input_tokens,
+       coalesce(sum(output_tokens), 0) AS output_tokens,
+       coalesce(sum(cache_hit), 0) AS cache_hits,
+       coalesce(sum(CASE WHEN cache_hit THEN input_tokens + output_tokens END), 0) AS tokens_saved
+{_REQUESTS_IN_WINDOW}
+"""
+
+# SQLite has no percentile_disc. Its definition: the first value, in order,
+# whose cumulative share of the rows (cume_dist) reaches the fraction; NULL
+# first tokens rank in a partition of their own and are skipped by min().
+# The sorting happens inside SQLite (spilling to disk if need be); Python
+# receives one row per deployment.
+_SUMMARY_DEPLOYMENTS = f"""
+SELECT deployment,
+       count(*) AS requests,
+       sum(status_code <> 'OK') AS failed_requests,
+       min(CASE WHEN latency_share >= 0.5 THEN latency_ms END) AS latency_p50_ms,
+       min(CASE WHEN latency_share >= 0.99 THEN latency_ms END) AS latency_p99_ms,
+       min(CASE WHEN ttft_share >= 0.5 THEN time_to_first_token_ms END) AS time_to_first_token_p50_ms
+FROM (
+    SELECT deployment, status_code, latency_ms, time_to_first_token_ms,
+           cume_dist() OVER (PARTITION BY deployment ORDER BY latency_ms) AS latency_share,
+           cume_dist() OVER (PARTITION BY deployment, time_to_first_token_ms IS NULL
+                             ORDER BY time_to_first_token_ms) AS ttft_share
+    {_REQUESTS_IN_WINDOW} AND NOT cache_hit AND deployment <> ''
+)
+GROUP BY deployment
+ORDER BY requests DESC, deployment
+"""
 
 
 def _request(row: sqlite3.Row) -> RequestRecord:
@@ -472,6 +543,13 @@ class SqliteRequestLog:
         )
         page = [_request(row) for row in rows[:size]]
         return page, (page[-1].id if len(rows) > size else None)
+
+    async def summarise(self, organisation: str, start_time: datetime, end_time: datetime) -> RequestSummary:
+        window = (require_organisation(organisation), _us(start_time), _us(end_time))
+        async with self._db.read() as connection:  # totals and deployments from one snapshot
+            (totals,) = await _fetchall(connection, _SUMMARY_TOTALS, window)
+            deployments = await _fetchall(connection, _SUMMARY_DEPLOYMENTS, window)
+        return request_summary(totals, deployments)
 
 
 # Users and API keys ---------------------------------------------------------

@@ -155,6 +155,19 @@ class FirewallEngine:
             return None
         return OutputGuard(_OutputWindow(self, ruleset), holdback)
 
+    async def clear_replayed_answer(self, text: str, caller: Caller) -> Verdict | None:
+        """For an answer replayed from the cache, whole: its verdict (recorded)
+        when nothing in it is found, so it can be sent without the streaming
+        guard; None when something is, and the guard must decide. Detector
+        results are cached by content, so a popular answer is scanned once."""
+        if not self.enabled:
+            return ALLOWED
+        detected, rule_findings = await self._analyse([text], text, Direction.OUTPUT, caller)
+        if detected[0] or rule_findings:
+            return None
+        decision = await self._record(caller, Direction.OUTPUT, Action.ALLOW, (), text)
+        return Verdict(Action.ALLOW, (), decision=decision)
+
     async def record_output(self, guard: OutputGuard, caller: Caller) -> Verdict:
         """Records the decision on a whole answer; returns the verdict naming it."""
         verdict = guard.verdict

@@ -1,0 +1,50 @@
+"""Which role each RPC needs. A method missing from the table is refused to
+everyone (fail closed); only health, reflection and Login are open."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from ..backends.stores.base import UserRole
+
+OPEN: Literal["open"] = "open"  # needs no credential
+CLOSED: Literal["closed"] = "closed"  # not in the table: nobody may call it
+Access = UserRole | Literal["open", "closed"]
+
+_ORCHESTRATOR = "/pointsman.orchestrator.v1.OrchestratorService/"
+_FIREWALL = "/pointsman.firewall.v1.FirewallService/"
+_REGISTRY = "/pointsman.registry.v1.RegistryService/"
+_AUTH = "/pointsman.auth.v1.AuthService/"
+
+_VIEWER = {
+    _ORCHESTRATOR: ("ListModels", "GetBatch", "WatchBatch", "GetStats"),
+    _FIREWALL: ("GetRule", "ListRules", "WatchRules", "ListDecisions"),
+    _REGISTRY: ("GetInstance", "ListInstances", "WatchInstances"),
+    _AUTH: ("WhoAmI",),
+}
+_DEVELOPER = {
+    _ORCHESTRATOR: ("Chat", "Complete", "Converse", "Compare", "CreateBatch"),
+    _FIREWALL: ("Scan", "ScanStream"),
+}
+_ADMIN = {
+    _FIREWALL: ("CreateRule", "UpdateRule", "DeleteRule"),
+    _REGISTRY: ("RegisterInstance", "Heartbeat", "DeregisterInstance"),
+    _AUTH: ("CreateApiKey", "ListApiKeys", "RevokeApiKey"),
+}
+
+METHOD_ROLES: dict[str, UserRole] = {
+    service + method: role
+    for role, table in ((UserRole.VIEWER, _VIEWER), (UserRole.DEVELOPER, _DEVELOPER), (UserRole.ADMIN, _ADMIN))
+    for service, methods in table.items()
+    for method in methods
+}
+
+_OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+_OPEN_METHODS = {_AUTH + "Login"}
+
+
+def access_for(method: str) -> Access:
+    """`method` as gRPC names it: /package.Service/Method."""
+    if method in _OPEN_METHODS or method.startswith(_OPEN_PREFIXES):
+        return OPEN
+    return METHOD_ROLES.get(method, CLOSED)

@@ -1,0 +1,364 @@
+"""Batch jobs on Redis Streams, shared by every replica and `pointsman worker`.
+
+Keys (all under the prefix; an organisation is one escaped key segment):
+
+- `batch:jobs`: one stream of runnable items for every batch, read by the
+  consumer group `workers`. An entry carries the batch, the caller, the
+  attempt number and the item (opaque bytes). Acknowledged entries are deleted.
+- `batch:{org}:{id}`: the batch's hash (caller, total, counts, times, max_concurrency).
+- `batch:{org}:{id}:todo`: items not yet runnable. A batch has at most
+  `max_concurrency` entries in the jobs stream; finishing one moves the next
+  item from here to the stream, so the bound holds across every worker.
+- `batch:{org}:{id}:results`: one entry per finished item (opaque bytes), read by watchers.
+- `batch:dead`: items that ran out of attempts, for operators (bounded).
+
+Finishing, retrying and releasing an entry are single Lua scripts that start
+with XACK and do nothing when it acknowledged nothing: an entry that another
+worker reclaimed, or that finished already, is never counted twice.
+A batch's keys expire `ttl_seconds` after its last progress."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import redis.exceptions
+from redis.asyncio import Redis
+
+from ...domain.batches import BatchProgress, batch_not_found
+from ...domain.errors import Unavailable
+from ..stores.base import require_organisation
+from .redis_health import DEFAULT_PREFIX, REDIS_ERRORS, RedisHealth, Skipped, key_segment
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+GROUP = "workers"
+BATCH_TTL_SECONDS = 7 * 24 * 3600
+DEAD_LETTER_MAX_ENTRIES = 10_000
+# How long one blocking read waits; the blocking client's socket timeout is longer.
+BLOCK_MS = 1000
+# A watcher that cannot read for this long ends with UNAVAILABLE.
+WATCH_OUTAGE_SECONDS = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One delivery of one item to one worker."""
+
+    entry_id: str
+    organisation: str
+    batch_id: str
+    principal: str
+    request_id: str
+    attempt: int  # 1 for the first run
+    payload: bytes
+
+
+# KEYS: jobs, meta, results, todo, dead
+# ARGV: group, entry id, result, "succeeded"|"failed", now ms, ttl ms,
+#       dead-letter custom id ("" for none), attempts, error, item, dead-letter max length
+_FINISH = """
+if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
+redis.call('XDEL', KEYS[1], ARGV[2])
+if redis.call('EXISTS', KEYS[2]) == 0 then return -1 end
+redis.call('XADD', KEYS[3], '*', 'r', ARGV[3])
+redis.call('HINCRBY', KEYS[2], ARGV[4], 1)
+local m = redis.call('HMGET', KEYS[2], 'organisation', 'id', 'principal', 'request_id', 'total', 'succeeded', 'failed')
+local nxt = redis.call('LPOP', KEYS[4])
+if nxt then
+  redis.call('XADD', KEYS[1], '*', 'o', m[1], 'i', m[2], 'u', m[3], 'r', m[4], 'a', '1', 'p', nxt)
+end
+local outcome = 1
+if tonumber(m[6]) + tonumber(m[7]) >= tonumber(m[5]) then
+  redis.call('HSET', KEYS[2], 'done_ms', ARGV[5])
+  outcome = 2
+end
+for i = 2, 4 do redis.call('PEXPIRE', KEYS[i], ARGV[6]) end
+if ARGV[7] ~= '' then
+  redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[11], '*', 'o', m[1], 'i', m[2], 'c', ARGV[7],
+    'a', ARGV[8], 'e', ARGV[9], 't', ARGV[5], 'p', ARGV[10])
+  redis.call('PEXPIRE', KEYS[5], ARGV[6])
+end
+return outcome
+"""
+
+# KEYS: jobs, meta; ARGV: group, entry id, organisation, batch id, principal, request id, attempt, item
+_REQUEUE = """
+if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
+redis.call('XDEL', KEYS[1], ARGV[2])
+if redis.call('EXISTS', KEYS[2]) == 0 then return -1 end
+redis.call('XADD', KEYS[1], '*', 'o', ARGV[3], 'i', ARGV[4], 'u', ARGV[5], 'r', ARGV[6], 'a', ARGV[7], 'p', ARGV[8])
+return 1
+"""
+
+
+def _text(value: bytes | str | None) -> str:
+    return value.decode() if isinstance(value, bytes) else (value or "")
+
+
+def _jobs(entries: Any) -> list[Job]:
+    """Jobs from stream entries, `[(id, {field: value}), ...]`; entries
+    deleted meanwhile come without fields and are skipped."""
+    return [_job(entry_id, fields) for entry_id, fields in entries if fields]
+
+
+def _job(entry_id: bytes | str, fields: dict[bytes, bytes]) -> Job:
+    return Job(
+        _text(entry_id),
+        _text(fields[b"o"]),
+        _text(fields[b"i"]),
+        _text(fields.get(b"u")),
+        _text(fields.get(b"r")),
+        int(fields[b"a"]),
+        fields[b"p"],
+    )
+
+
+class RedisBatchQueue:
+    """`client` (the shared one, short timeouts) for plain commands;
+    `blocking` (owned: closed by `aclose`) for XREAD and XREADGROUP BLOCK,
+    whose socket timeout must outlast `BLOCK_MS`."""
+
+    def __init__(
+        self,
+        client: Redis,
+        blocking: Redis,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        health: RedisHealth | None = None,
+        ttl_seconds: float = BATCH_TTL_SECONDS,
+    ) -> None:
+        self._redis = client
+        self._blocking = blocking
+        self._prefix = f"{prefix}batch:"
+        self.jobs_key = f"{self._prefix}jobs"
+        self.dead_key = f"{self._prefix}dead"
+        self._ttl_ms = max(1, int(ttl_seconds * 1000))
+        self.health = health if health is not None else RedisHealth()
+        self._finish = client.register_script(_FINISH)
+        self._requeue = client.register_script(_REQUEUE)
+
+    def batch_key(self, organisation: str, batch_id: str) -> str:
+        return f"{self._prefix}{key_segment(require_organisation(organisation))}:{batch_id}"
+
+    async def ensure_group(self) -> None:
+        """Creates the jobs stream and its consumer group if missing. From id 0:
+        items added before the group existed are worked too."""
+        try:
+            await self._redis.xgroup_create(self.jobs_key, GROUP, id="0", mkstream=True)
+        except redis.exceptions.ResponseError as error:
+            if "BUSYGROUP" not in str(error):
+                raise self._unavailable() from error
+        except REDIS_ERRORS as error:
+            self.health.failed(error)
+            raise self._unavailable() from error
+
+    # -- the caller's side --------------------------------------------------
+
+    async def create(
+        self, organisation: str, principal: str, request_id: str, items: Sequence[bytes], max_concurrency: int
+    ) -> BatchProgress:
+        batch_id = secrets.token_hex(8)
+        key = self.batch_key(organisation, batch_id)
+        create_ms = int(time.time() * 1000)  # what `progress` reads back: milliseconds
+        runnable = max(1, max_concurrency)
+        job: dict[Any, Any] = {"o": organisation, "i": batch_id, "u": principal, "r": request_id, "a": 1}
+
+        async def write() -> None:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.hset(
+                    key,
+                    mapping={
+                        "organisation": organisation,
+                        "id": batch_id,
+                        "principal": principal,
+                        "request_id": request_id,
+                        "total": len(items),
+                        "succeeded": 0,
+                        "failed": 0,
+                        "max_concurrency": runnable,
+                        "create_ms": create_ms,
+                    },
+                )
+                pipe.pexpire(key, self._ttl_ms)
+                for item in items[:runnable]:
+                    pipe.xadd(self.jobs_key, {**job, "p": item})
+                if len(items) > runnable:
+                    pipe.rpush(f"{key}:todo", *items[runnable:])
+                    pipe.pexpire(f"{key}:todo", self._ttl_ms)
+                await pipe.execute()
+
+        await self._call(write)
+        return BatchProgress(batch_id, organisation, len(items), 0, 0, datetime.fromtimestamp(create_ms / 1000, UTC))
+
+    async def progress(self, organisation: str, batch_id: str) -> BatchProgress:
+        """Raises NotFound for an unknown or expired id, or another organisation's."""
+        key = self.batch_key(organisation, batch_id)
+        total, succeeded, failed, create_ms = await self._call_any(
+            lambda: self._redis.hmget(key, ["total", "succeeded", "failed", "create_ms"])
+        )
+        if total is None:
+            raise batch_not_found(batch_id)
+        create_time = datetime.fromtimestamp(int(create_ms) / 1000, UTC)
+        return BatchProgress(batch_id, organisation, int(total), int(succeeded), int(failed), create_time)
+
+    async def results(self, organisation: str, batch_id: str) -> AsyncIterator[bytes]:
+        """Every result, those already there first, then each as it is
+        written; ends after the batch's last."""
+        total = (await self.progress(organisation, batch_id)).total
+        key = f"{self.batch_key(organisation, batch_id)}:results"
+        last, seen = "0-0", 0
+        failing_since: float | None = None
+        while seen < total:
+            try:
+                reply: Any = await self._blocking.xread({key: last}, count=256, block=BLOCK_MS)
+            except REDIS_ERRORS as error:
+                # A busy blocking pool or a blip: try again for a while.
+                now = time.monotonic()
+                failing_since = failing_since or now
+                if now - failing_since > WATCH_OUTAGE_SECONDS:
+                    raise self._unavailable() from error
+                await asyncio.sleep(random.uniform(0.1, 0.5))
+                continue
+            failing_since = None
+            if not reply:
+                await self.progress(organisation, batch_id)  # still there? (NotFound once expired)
+                continue
+            for entry_id, fields in reply[0][1]:
+                last = _text(entry_id)
+                seen += 1
+                yield fields[b"r"]
+
+    # -- the worker's side --------------------------------------------------
+
+    async def take(self, consumer: str, count: int) -> list[Job]:
+        """Up to `count` new entries for `consumer`, waiting up to BLOCK_MS."""
+        try:
+            reply: Any = await self._blocking.xreadgroup(
+                GROUP, consumer, {self.jobs_key: ">"}, count=count, block=BLOCK_MS
+            )
+        except redis.exceptions.ResponseError as error:
+            if "NOGROUP" not in str(error):
+                raise self._unavailable() from error
+            await self.ensure_group()  # Redis lost the stream (restart without persistence, FLUSHALL)
+            return []
+        except REDIS_ERRORS as error:
+            raise self._unavailable() from error
+        return _jobs(reply[0][1]) if reply else []
+
+    async def finish(
+        self,
+        job: Job,
+        result: bytes,
+        *,
+        succeeded: bool,
+        dead_letter: tuple[str, str] | None = None,
+    ) -> int:
+        """Records the result, counts it and acknowledges the entry, at once;
+        `dead_letter` (custom id, error) also files the item under `batch:dead`.
+        1 when recorded, 2 when that completed the batch; 0 when the entry was
+        no longer this worker's to finish, -1 when the batch has expired."""
+        key = self.batch_key(job.organisation, job.batch_id)
+        custom_id, error = dead_letter or ("", "")
+        done = await self._call(
+            lambda: self._finish(
+                keys=[self.jobs_key, key, f"{key}:results", f"{key}:todo", self.dead_key],
+                args=[
+                    GROUP,
+                    job.entry_id,
+                    result,
+                    "succeeded" if succeeded else "failed",
+                    int(time.time() * 1000),
+                    self._ttl_ms,
+                    custom_id,
+                    job.attempt,
+                    error,
+                    job.payload,
+                    DEAD_LETTER_MAX_ENTRIES,
+                ],
+            )
+        )
+        return int(done)
+
+    async def requeue(self, job: Job, attempt: int) -> bool:
+        """Acknowledges the entry and adds the item again as attempt `attempt`
+        (the same number to release it uncounted, one more to retry it)."""
+        key = self.batch_key(job.organisation, job.batch_id)
+        done = await self._call(
+            lambda: self._requeue(
+                keys=[self.jobs_key, key],
+                args=[
+                    GROUP,
+                    job.entry_id,
+                    job.organisation,
+                    job.batch_id,
+                    job.principal,
+                    job.request_id,
+                    attempt,
+                    job.payload,
+                ],
+            )
+        )
+        return int(done) == 1
+
+    async def touch(self, consumer: str, entry_ids: Sequence[str]) -> None:
+        """Resets the idle time of entries this worker is still running, so
+        that nobody reclaims them (JUSTID: not counted as a delivery)."""
+        if entry_ids:
+            await self._call(
+                lambda: self._redis.xclaim(self.jobs_key, GROUP, consumer, 0, list(entry_ids), justid=True)
+            )
+
+    async def reclaim(self, consumer: str, min_idle_seconds: float, count: int = 100) -> list[Job]:
+        """Entries idle longer than `min_idle_seconds` (their worker stopped
+        or lost them), now owned by `consumer`."""
+        min_idle_ms = int(min_idle_seconds * 1000)
+        reply = await self._call_any(
+            lambda: self._redis.xautoclaim(self.jobs_key, GROUP, consumer, min_idle_ms, "0-0", count=count)
+        )
+        return _jobs(reply[1])
+
+    async def pending(self, consumer: str, count: int = 1000) -> list[Job]:
+        """The entries delivered to `consumer` and not yet acknowledged."""
+        rows = await self._call_any(
+            lambda: self._redis.xpending_range(self.jobs_key, GROUP, "-", "+", count, consumername=consumer)
+        )
+        if not rows:
+            return []
+        ids = [row["message_id"] for row in rows]
+        return _jobs(await self._call_any(lambda: self._redis.xclaim(self.jobs_key, GROUP, consumer, 0, ids)))
+
+    async def create_consumer(self, consumer: str) -> None:
+        """Lists `consumer` in the group (XINFO CONSUMERS) before its first delivery."""
+        await self._call(lambda: self._redis.xgroup_createconsumer(self.jobs_key, GROUP, consumer))
+
+    async def delete_consumer(self, consumer: str) -> None:
+        await self._call(lambda: self._redis.xgroup_delconsumer(self.jobs_key, GROUP, consumer))
+
+    async def aclose(self) -> None:
+        await self._blocking.aclose()
+
+    async def _call(self, call: Callable[[], Awaitable[T]]) -> T:
+        result = await self.health.attempt(call)
+        if isinstance(result, Skipped):
+            raise self._unavailable()
+        return result
+
+    async def _call_any(self, call: Callable[[], Awaitable[Any]]) -> Any:
+        """For replies whose redis-py types are too loose to be useful."""
+        return await self._call(call)
+
+    @staticmethod
+    def _unavailable() -> Unavailable:
+        return Unavailable(
+            "the batch queue is unavailable right now", reason="BATCH_QUEUE_UNAVAILABLE", retry_after_seconds=1.0
+        )

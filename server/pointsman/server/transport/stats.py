@@ -1,0 +1,107 @@
+"""GetStats: one organisation's traffic over a recent window, summed by the
+database from the request log and the firewall's decisions, so every replica
+answers the same."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from pointsman.orchestrator.v1 import orchestrator_pb2 as pb
+
+from ..backends.shared.conversations import Conversations
+from ..backends.stores.base import DecisionStore, RequestLog, RequestRecord
+from ..backends.write_buffer import WriteBuffer
+from ..domain.errors import InvalidArgument
+from ..domain.firewall.verdict import Decision
+from . import convert
+
+DEFAULT_WINDOW = timedelta(hours=1)
+MAX_WINDOW = timedelta(days=30)
+
+
+def stats_window(request: pb.GetStatsRequest) -> timedelta:
+    if not request.HasField("window"):
+        return DEFAULT_WINDOW
+    # Compared as numbers first: a huge Duration does not fit a timedelta.
+    seconds = request.window.seconds + request.window.nanos / 1e9
+    if not 0 < seconds <= MAX_WINDOW.total_seconds():
+        raise InvalidArgument.one("window", f"must be more than 0 and at most {MAX_WINDOW.days} days")
+    return request.window.ToTimedelta()
+
+
+async def get_stats(
+    request: pb.GetStatsRequest,
+    organisation: str,
+    requests_store: RequestLog,
+    request_buffer: WriteBuffer[RequestRecord],
+    decisions_store: DecisionStore,
+    conversations: Conversations,
+    *,
+    decision_buffer: WriteBuffer[Decision] | None = None,
+) -> pb.GetStatsResponse:
+    window = stats_window(request)
+    # Let this process's own buffered rows land first, as ListDecisions does,
+    # so a caller sees the calls it just made.
+    await request_buffer.flushed()
+    if decision_buffer is not None:
+        await decision_buffer.flushed()
+    end = datetime.now(UTC)
+    start = end - window
+    active = await conversations.count(organisation)
+    summary = await requests_store.summarise(organisation, start, end)
+    categories = await decisions_store.count_by_category(organisation, start, end)
+    return pb.GetStatsResponse(
+        start_time=convert.timestamp(start),
+        end_time=convert.timestamp(end),
+        requests=summary.requests,
+        failed_requests=summary.failed_requests,
+        input_tokens=summary.input_tokens,
+        output_tokens=summary.output_tokens,
+        cache_hits=summary.cache_hits,
+        cache_hit_ratio=summary.cache_hits / summary.requests if summary.requests else 0.0,
+        tokens_saved=summary.tokens_saved,
+        deployments=[
+            pb.DeploymentStats(
+                deployment=d.deployment,
+                requests=d.requests,
+                failed_requests=d.failed_requests,
+                latency_p50_ms=d.latency_p50_ms,
+                latency_p99_ms=d.latency_p99_ms,
+                time_to_first_token_p50_ms=d.time_to_first_token_p50_ms,
+            )
+            for d in summary.deployments
+        ],
+        firewall=[
+            pb.FirewallCategoryStats(
+                category=convert.CATEGORIES_TO_PROTO[c.category],
+                blocked=c.blocked,
+                redacted=c.redacted,
+                logged=c.logged,
+            )
+            for c in categories  # the store gives them in category order
+        ],
+        active_conversations=active,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class StatsSources:
+    """What GetStats reads, for the servicer to hold."""
+
+    requests: RequestLog
+    request_buffer: WriteBuffer[RequestRecord]
+    decisions: DecisionStore
+    decision_buffer: WriteBuffer[Decision]
+    conversations: Conversations
+
+    async def get_stats(self, request: pb.GetStatsRequest, organisation: str) -> pb.GetStatsResponse:
+        return await get_stats(
+            request,
+            organisation,
+            self.requests,
+            self.request_buffer,
+            self.decisions,
+            self.conversations,
+            decision_buffer=self.decision_buffer,
+        )
