@@ -1,7 +1,8 @@
 """Batch throughput: items per second through Redis Streams with one and two
 `pointsman worker` processes, against a fake OpenAI upstream that answers each
 request after a fixed latency, and on the built-in model; the in-process
-runner (no Redis) for comparison.
+runner (no Redis) for comparison; and the queue alone (a worker in this
+process whose items do nothing), which is its ceiling per worker process.
 
 A batch of `--items` items is created on a `pointsman serve` process whose
 embedded worker is off; the clock runs from CreateBatch to WatchBatch's final
@@ -31,6 +32,10 @@ from redis.asyncio import Redis
 
 from pointsman.orchestrator.v1 import orchestrator_pb2 as orch
 from pointsman.orchestrator.v1 import orchestrator_pb2_grpc
+from pointsman.server.backends.shared import open_redis
+from pointsman.server.backends.shared.batch_queue import Job, RedisBatchQueue
+from pointsman.server.transport.batches import BatchItemRunner, ItemOutcome
+from pointsman.server.worker import BatchWorker
 from pointsman.type.v1 import chat_pb2
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -96,6 +101,46 @@ async def run_batch(address: str, model: str, items: int) -> float:
     return items / elapsed
 
 
+class NoWork(BatchItemRunner):
+    """Answers every item at once with a fixed result: only the queue is measured."""
+
+    def __init__(self) -> None:
+        self.result = orch.BatchResult(custom_id="x", response=orch.CompleteResponse()).SerializeToString()
+
+    async def run(self, job: Job) -> ItemOutcome:
+        return ItemOutcome("x", self.result)
+
+
+async def queue_alone(items: int, concurrency: int) -> float:
+    prefix = f"pointsman-bench:{secrets.token_hex(4)}:"
+    client = open_redis(REDIS_URL)
+    queue = RedisBatchQueue(client, open_redis(REDIS_URL, socket_timeout=5), prefix=prefix)
+    await queue.ensure_group()
+    worker = BatchWorker(
+        queue,
+        NoWork(),
+        consumer="bench",
+        concurrency=concurrency,
+        max_attempts=3,
+        retry_backoff_seconds=1,
+        reclaim_idle_seconds=30,
+    )
+    worker.start()
+    payloads = [orch.BatchItem(custom_id=f"item-{n}", model=MODEL).SerializeToString() for n in range(items)]
+    started = time.perf_counter()
+    batch = await queue.create("bench", "bench", "bench", payloads, 64)
+    async for _ in queue.results("bench", batch.id):
+        pass
+    elapsed = time.perf_counter() - started
+    await worker.stop(0)
+    await queue.aclose()
+    keys = [key async for key in client.scan_iter(match=f"{prefix}*", count=1000)]
+    if keys:
+        await client.delete(*keys)
+    await client.aclose()
+    return items / elapsed
+
+
 def stop(process: subprocess.Popen[bytes]) -> None:
     process.send_signal(signal.SIGTERM)
     try:
@@ -109,7 +154,9 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=2000, help="items per batch (at most 10000)")
     parser.add_argument("--latency-ms", type=float, default=50.0, help="the fake upstream's latency per request")
-    parser.add_argument("--worker-concurrency", type=int, default=16, help="items one worker runs at once")
+    parser.add_argument(
+        "--worker-concurrency", type=int, default=32, help="items one worker runs at once (two: 64, as in-process)"
+    )
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "batch_throughput.json"))
     args = parser.parse_args()
 
@@ -176,6 +223,11 @@ async def main() -> None:
             await run_batch(address, model, min(200, args.items))
             runs[f"in-process (no Redis), {label}"] = await run_batch(address, model, args.items)
             print(f"{list(runs)[-1]}: {list(runs.values())[-1]:.0f} items/s", flush=True)
+        await queue_alone(min(200, args.items), args.worker_concurrency)
+        runs["queue alone, 1 worker in this process, items that do nothing"] = await queue_alone(
+            args.items, args.worker_concurrency
+        )
+        print(f"{list(runs)[-1]}: {list(runs.values())[-1]:.0f} items/s", flush=True)
         results["items_per_second"] = runs
     finally:
         for process in reversed(processes):

@@ -288,3 +288,13 @@ def test_the_worker_needs_redis() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "POINTSMAN_"))}
     done = subprocess.run([POINTSMAN, "worker"], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "REDIS_URL" in done.stderr
+
+
+async def test_without_redis_batches_are_unavailable_and_chat_still_works(start_server: Any) -> None:
+    server = await start_server(REDIS_URL="redis://127.0.0.1:1/0")  # nothing listens there
+    async with AsyncClient(server.address, timeout=10) as client:
+        error = await raises(client.orchestrator.CreateBatch(orch.CreateBatchRequest(items=items(x="builtin"))))
+        assert error.code.name == "UNAVAILABLE" and error.reason == "BATCH_QUEUE_UNAVAILABLE"
+        assert error.retry_delay is not None
+        answer = await client.orchestrator.Complete(orch.CompleteRequest(model="builtin", messages=[user("hi")]))
+        assert answer.message.content.endswith("hi")

@@ -123,7 +123,7 @@ class BatchWorker:
                 await self.queue.requeue(job, job.attempt)
             await self.queue.delete_consumer(self.consumer)
         except Unavailable:
-            log.warning("could not hand back batch items: other workers reclaim them once idle")
+            log.warning("could not reach Redis to hand back unfinished items, if any; others reclaim them once idle")
             return
         if held:
             log.info("handed back %d unfinished batch items", len(held))
