@@ -18,16 +18,13 @@ from pointsman.registry.v1 import registry_pb2, registry_pb2_grpc
 
 from . import __version__
 from .auth import Accounts, Authenticator
-from .backends.replicated_rules import ReplicatedRules
 from .domain.errors import AlreadyExists, NotFound
-from .domain.firewall.engine import build_firewall
 from .domain.firewall.rules import MatchType, Rule, RuleKind
-from .domain.orchestrator import Orchestrator
 from .domain.registry import Registry
-from .domain.validation import ChatLimits
 from .registration import SelfRegistration
-from .routes import build_routing, load_routes_file
+from .routes import load_routes_file
 from .settings import Settings
+from .stack import build_orchestrator
 from .state import State, open_state
 from .transport.auth_servicer import AuthServicer
 from .transport.calls import CallContext, CallInterceptor
@@ -36,7 +33,6 @@ from .transport.firewall_servicer import FirewallServicer
 from .transport.model_health import ModelHealth
 from .transport.orchestrator_servicer import OrchestratorServicer
 from .transport.registry_servicer import RegistryServicer
-from .transport.request_log import RequestLogger
 from .transport.stats import StatsSources
 from .worker import build_batches
 
@@ -74,22 +70,11 @@ class PointsmanServer:
         self.state = state
         self.stores = state.stores
         self.bus = state.bus
-        self.catalog, self.router = build_routing(settings)
-        if state.shared:
-            self.router.share_breakers(state.breaker_opens, self.router.breaker_policy.cooldown_seconds)
-        self.rules = ReplicatedRules(state.stores.rules, state.bus)
+        stack = build_orchestrator(settings, state)
+        self.catalog, self.router, self.rules = stack.catalog, stack.router, stack.rules
+        self.orchestrator = stack.orchestrator
+        self.firewall = stack.orchestrator.firewall
         self.decisions = state.decisions
-        self.firewall = build_firewall(self.rules, self.decisions, settings)
-        self.orchestrator = Orchestrator(
-            self.catalog,
-            self.router,
-            self.firewall,
-            ChatLimits(settings.max_messages, settings.max_input_chars),
-            output_holdback=settings.firewall_output_holdback_chars,
-            flights=state.flights,
-            on_call_end=RequestLogger(state.stores.requests, state.request_log),
-            admit=state.rate_limits.admit if state.rate_limits.enabled else None,
-        )
         self.conversations = state.conversations
         self.batches = build_batches(settings, state, self.orchestrator)
         self.registry = Registry(state.stores.instances, state.bus)

@@ -16,21 +16,15 @@ import socket
 import time
 from dataclasses import dataclass
 
-from .backends.replicated_rules import ReplicatedRules
 from .backends.shared import open_redis
 from .backends.shared.batch_queue import BLOCK_MS, Job, RedisBatchQueue
 from .domain.batches import BatchRunner, retry_delay
-from .domain.catalog import ModelCatalog
 from .domain.errors import RateLimited, Unavailable
-from .domain.firewall.engine import build_firewall
 from .domain.orchestrator import Orchestrator
-from .domain.router import Router
-from .domain.validation import ChatLimits
-from .routes import build_routing
 from .settings import Settings, describe_invalid
+from .stack import build_orchestrator
 from .state import State, open_state
 from .transport.batches import Batches, BatchItemRunner, InProcessBatches, QueuedBatches
-from .transport.request_log import RequestLogger
 
 log = logging.getLogger(__name__)
 
@@ -277,38 +271,6 @@ def build_batches(settings: Settings, state: State, orchestrator: Orchestrator) 
     if settings.batch_embedded_worker:
         worker = batch_worker(settings, queue, orchestrator, consumer_name(settings.orchestrator_id))
     return QueuedBatches(queue, worker)
-
-
-@dataclass
-class OrchestratorStack:
-    catalog: ModelCatalog
-    router: Router
-    rules: ReplicatedRules
-    orchestrator: Orchestrator
-
-    async def aclose(self) -> None:
-        await self.rules.aclose()
-        await self.catalog.aclose()
-
-
-def build_orchestrator(settings: Settings, state: State) -> OrchestratorStack:
-    """The orchestrator as `PointsmanServer` builds it (routing, shared
-    breakers, firewall with replicated rules, request log, rate limits)."""
-    catalog, router = build_routing(settings)
-    if state.shared:
-        router.share_breakers(state.breaker_opens, router.breaker_policy.cooldown_seconds)
-    rules = ReplicatedRules(state.stores.rules, state.bus)
-    orchestrator = Orchestrator(
-        catalog,
-        router,
-        build_firewall(rules, state.decisions, settings),
-        ChatLimits(settings.max_messages, settings.max_input_chars),
-        output_holdback=settings.firewall_output_holdback_chars,
-        flights=state.flights,
-        on_call_end=RequestLogger(state.stores.requests, state.request_log),
-        admit=state.rate_limits.admit if state.rate_limits.enabled else None,
-    )
-    return OrchestratorStack(catalog, router, rules, orchestrator)
 
 
 async def run_worker(settings: Settings) -> None:
