@@ -215,7 +215,8 @@ class Registry:
         falls between the snapshot and the changes."""
         if self._tasks and not self._listening.is_set():
             try:
-                await asyncio.wait_for(self._listening.wait(), self._listen_timeout)
+                async with asyncio.timeout(self._listen_timeout):
+                    await self._listening.wait()
             except TimeoutError:
                 raise Unavailable(
                     "registry events are not available yet; watch again shortly",
@@ -298,8 +299,11 @@ class Registry:
                 if failures == 1:
                     log.warning("the registry's lease reaper could not reach the database (%s)", type(error).__name__)
                 wait = min(self._max_backoff, 0.1 * 2 ** min(failures - 1, 16)) * random.uniform(0.5, 1.0)
+            # asyncio.timeout, not wait_for: on Python 3.11, wait_for loses a
+            # cancellation that arrives as the event is set, and aclose hangs.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), wait)
+                async with asyncio.timeout(wait):
+                    await self._wake.wait()
 
 
 async def _stored(operation: Awaitable[T]) -> T:
