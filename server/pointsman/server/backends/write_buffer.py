@@ -81,7 +81,8 @@ class WriteBuffer(Generic[T]):
             self._wakeup.set()
             self._progress.clear()
             try:
-                await asyncio.wait_for(self._progress.wait(), remaining)
+                async with asyncio.timeout(remaining):
+                    await self._progress.wait()
             except TimeoutError:
                 return
 
@@ -113,7 +114,8 @@ class WriteBuffer(Generic[T]):
                     return
                 self._wakeup.clear()
                 try:
-                    await asyncio.wait_for(self._wakeup.wait(), self._interval)
+                    async with asyncio.timeout(self._interval):
+                        await self._wakeup.wait()
                 except TimeoutError:
                     pass
                 continue
@@ -141,7 +143,8 @@ class WriteBuffer(Generic[T]):
                 # trip; a full batch, a reader (`flushed`) or `close` cut it short.
                 self._wakeup.clear()
                 try:
-                    await asyncio.wait_for(self._wakeup.wait(), self._interval)
+                    async with asyncio.timeout(self._interval):
+                        await self._wakeup.wait()
                 except TimeoutError:
                     pass
 

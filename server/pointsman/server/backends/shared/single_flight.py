@@ -229,7 +229,8 @@ class SingleFlight:
     async def _wait_local(self, local: _LocalFlight, seconds: float) -> bool:
         self.stats.waiting += 1
         try:
-            await asyncio.wait_for(local.done.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await local.done.wait()
             return True
         except TimeoutError:
             return False
