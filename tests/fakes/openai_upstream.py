@@ -228,6 +228,8 @@ class FakeUpstream:
         self.last_request: JSON | None = None
         self.last_headers: dict[str, str] = {}
         self.auth_headers: list[str | None] = []
+        # The client ends (address, port) of the connections requests came on.
+        self.client_addresses: set[tuple[str, int]] = set()
 
     async def wait_for(
         self,
@@ -332,6 +334,8 @@ class FakeUpstream:
         self.requests_total += 1
         self.auth_headers.append(self._auth_of(request))
         self.last_headers = dict(request.headers)
+        if request.transport is not None:
+            self.client_addresses.add(request.transport.get_extra_info("peername")[:2])
 
     def error_response(self, status: int, message: str | None = None) -> web.Response:
         headers = {"retry-after": "1", "retry-after-ms": "1000"} if status == 429 else None

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any, TypeAlias
 
 import anthropic
-import httpx2
+from anthropic._models import FinalRequestOptions
 
 from ..domain.chat import (
     ChatRequest,
@@ -24,7 +24,7 @@ from ..domain.chat import (
 )
 from ..domain.errors import InvalidArgument
 from . import upstream_errors
-from .raw_call import raw_call
+from .upstream_http import UpstreamHttp, sdk_request_target
 
 MESSAGES_PATH = "/v1/messages"
 # Anthropic requires max_tokens on every request; this is what a request without one gets.
@@ -42,27 +42,19 @@ _STOP_REASONS = {
 
 
 class AnthropicProvider:
-    """One SDK client per base URL. The SDK's own retries are off: retrying and
-    falling back is the router's decision, made with knowledge of what the
-    client has already received."""
+    """One endpoint. The SDK client decides the URL and headers (the API
+    version among them); the SDK's own retries are off: retrying and falling
+    back is the router's decision, made with knowledge of what the client has
+    already received."""
 
     def __init__(self, *, api_key: str, base_url: str | None, timeout_seconds: float) -> None:
-        self._client = anthropic.AsyncAnthropic(
-            api_key=api_key,
-            base_url=base_url,
-            max_retries=0,
-            timeout=timeout_seconds,
-            # aiohttp transport (vendored in the SDK): less per-call overhead than httpx2.
-            http_client=anthropic.DefaultAioHttpClient(timeout=timeout_seconds),
-        )
+        sdk = anthropic.AsyncAnthropic(api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout_seconds)
+        self._http = UpstreamHttp(lambda: sdk_request_target(sdk, FinalRequestOptions, MESSAGES_PATH), timeout_seconds)
 
     def stream(
         self, deployment: Deployment, request: ChatRequest, *, incremental: bool = True
     ) -> AsyncIterator[ProviderEvent]:
-        return raw_call(
-            anthropic,
-            self._client,
-            MESSAGES_PATH,
+        return self._http.call(
             request_body(deployment.model, request, incremental),
             deployment,
             incremental=incremental,
@@ -71,13 +63,13 @@ class AnthropicProvider:
         )
 
     async def aclose(self) -> None:
-        await self._client.close()
+        await self._http.aclose()
 
 
 # --------------------------------------------------------------------------- answers
 
 
-async def _stream_events(response: httpx2.Response) -> AsyncIterator[ProviderEvent]:
+async def _stream_events(body: AsyncIterator[bytes]) -> AsyncIterator[ProviderEvent]:
     """Maps the Messages SSE stream. Dispatches on each event's `type` field,
     which repeats its `event:` line."""
     input_tokens = output_tokens = 0
@@ -86,7 +78,7 @@ async def _stream_events(response: httpx2.Response) -> AsyncIterator[ProviderEve
     tool_ordinals: dict[int, int] = {}  # content block index -> tool-call ordinal (0, 1, ...)
     # Read to the end of the body even after message_stop, so the connection goes
     # back to the pool instead of being dropped half-read.
-    async for event in _sse_data(response):
+    async for event in _sse_data(body):
         kind = event["type"]
         if kind == "content_block_delta":  # by far the most frequent: first
             delta = event["delta"]
@@ -130,7 +122,7 @@ async def _stream_events(response: httpx2.Response) -> AsyncIterator[ProviderEve
     yield Finish(_finish_reason(stop_reason))
 
 
-async def _sse_data(response: httpx2.Response) -> AsyncIterator[Any]:
+async def _sse_data(body: AsyncIterator[bytes]) -> AsyncIterator[Any]:
     """The JSON payload of each `data:` line of a server-sent event stream.
 
     Splits the body's bytes itself rather than through httpx's aiter_lines: that
@@ -139,7 +131,7 @@ async def _sse_data(response: httpx2.Response) -> AsyncIterator[Any]:
     (SSE allows several, which this does not join); `event:` lines, comments and
     blank separators are skipped, and json.loads ignores a trailing \\r."""
     pending = b""
-    async for chunk in response.aiter_bytes():
+    async for chunk in body:
         lines = (pending + chunk).split(b"\n") if pending else chunk.split(b"\n")
         pending = lines.pop()  # an incomplete last line waits for the next chunk
         for line in lines:

@@ -1,5 +1,5 @@
 """OpenAI and every OpenAI-compatible server (Docker Model Runner, Ollama,
-llama.cpp, vLLM, Groq) through the official `openai` SDK."""
+llama.cpp, vLLM, Groq): requests as the official `openai` SDK builds them."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx2
 import openai
+from openai._models import FinalRequestOptions
 
 from ..domain.chat import (
     ChatRequest,
@@ -23,7 +23,9 @@ from ..domain.chat import (
     Usage,
 )
 from . import upstream_errors
-from .raw_call import raw_call
+from .upstream_http import UpstreamHttp, sdk_request_target
+
+CHAT_PATH = "/chat/completions"
 
 _FINISH_REASONS = {
     "stop": FinishReason.STOP,
@@ -35,27 +37,18 @@ _FINISH_REASONS = {
 
 
 class OpenAICompatibleProvider:
-    """One SDK client per base URL. The SDK's own retries are off: retrying and
-    falling back is the router's decision, made with knowledge of what the
-    client has already received."""
+    """One endpoint. The SDK client decides the URL and headers; the SDK's own
+    retries are off: retrying and falling back is the router's decision, made
+    with knowledge of what the client has already received."""
 
     def __init__(self, *, api_key: str, base_url: str | None, timeout_seconds: float) -> None:
-        self._client = openai.AsyncOpenAI(
-            api_key=api_key,
-            base_url=base_url,
-            max_retries=0,
-            timeout=timeout_seconds,
-            # aiohttp transport: measurably less per-call overhead than httpx.
-            http_client=openai.DefaultAioHttpClient(timeout=timeout_seconds),
-        )
+        sdk = openai.AsyncOpenAI(api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout_seconds)
+        self._http = UpstreamHttp(lambda: sdk_request_target(sdk, FinalRequestOptions, CHAT_PATH), timeout_seconds)
 
     def stream(
         self, deployment: Deployment, request: ChatRequest, *, incremental: bool = True
     ) -> AsyncIterator[ProviderEvent]:
-        return raw_call(
-            openai,
-            self._client,
-            "/chat/completions",
+        return self._http.call(
             _request_body(deployment.model, request, incremental),
             deployment,
             incremental=incremental,
@@ -64,10 +57,10 @@ class OpenAICompatibleProvider:
         )
 
     async def aclose(self) -> None:
-        await self._client.close()
+        await self._http.aclose()
 
 
-async def _stream_events(response: httpx2.Response) -> AsyncIterator[ProviderEvent]:
+async def _stream_events(body: AsyncIterator[bytes]) -> AsyncIterator[ProviderEvent]:
     """Parses the SSE body. Text deltas that arrived in the same network read
     are merged into one event: nothing waits for them, and a burst of small
     chunks costs one gateway message instead of one each."""
@@ -75,7 +68,7 @@ async def _stream_events(response: httpx2.Response) -> AsyncIterator[ProviderEve
     usage: Usage | None = None
     pending = b""
     done = False
-    async for received in response.aiter_bytes():
+    async for received in body:
         lines = (pending + received).split(b"\n")
         pending = lines.pop()  # an incomplete last line waits for the next read
         text: list[str] = []

@@ -1,0 +1,130 @@
+"""One upstream call, for every provider: the request the official SDK
+builds, sent over a pooled aiohttp session.
+
+The SDK decides what goes on the wire: the URL and every header (credentials,
+API version, user agent, its platform headers) come from the SDK client's own
+request builder, asked once per endpoint. Sending through the SDK costs more
+than the rest of the gateway put together (docs/performance.md): per call it
+builds typed options, merges URLs and headers, and passes three transport
+layers before the bytes leave. The same bytes go out here at a fraction of the
+cost, and the provider parses the body itself.
+
+Every failure becomes one of the domain errors in `upstream_errors`. Closing
+the iterator (also by cancellation) closes the HTTP connection, so a client
+that goes away stops the upstream call."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import aiohttp
+
+from ..domain.chat import Deployment, ProviderEvent
+from ..domain.errors import DomainError
+from . import upstream_errors
+
+log = logging.getLogger(__name__)
+
+# A stream parser gets the body as it arrives, in network-sized pieces.
+StreamParser = Callable[[AsyncIterator[bytes]], AsyncIterator[ProviderEvent]]
+AnswerParser = Callable[[Any], list[ProviderEvent]]
+
+# Headers the SDK computes per request (or per connection) that aiohttp sets itself.
+_TRANSPORT_HEADERS = frozenset({"host", "content-length", "connection", "transfer-encoding"})
+# Connections kept per endpoint; beyond this, calls wait for a free one (within their deadline).
+MAX_CONNECTIONS = 512
+
+
+async def sdk_request_target(sdk_client: Any, options_type: type, path: str) -> tuple[str, dict[str, str]]:
+    """The URL and headers the SDK client sends for a POST to `path`, from
+    its own request builder (the same steps it runs before each send)."""
+    options = options_type.construct(method="post", url=path, json_data={}, timeout=sdk_client.timeout)
+    options = await sdk_client._prepare_options(options)
+    request = sdk_client._build_request(options)
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in _TRANSPORT_HEADERS}
+    return str(request.url), headers
+
+
+class UpstreamHttp:
+    """The HTTP side of one endpoint: its URL, its headers, its connection pool."""
+
+    def __init__(self, target: Callable[[], Any], timeout_seconds: float) -> None:
+        # `target` is a coroutine function giving (url, headers): built on first use,
+        # inside the event loop, like the session.
+        self._target = target
+        self._url = ""
+        self._headers: dict[str, str] = {}
+        # Like the SDKs' timeout: bounds connecting and each wait for more bytes,
+        # not the whole answer (the router bounds that with the call's deadline).
+        self._timeout = aiohttp.ClientTimeout(total=None, connect=timeout_seconds, sock_read=timeout_seconds)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def _ready(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._url, self._headers = await self._target()
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=MAX_CONNECTIONS),
+                timeout=self._timeout,
+                # The SDK's headers are the request's; nothing else is added but
+                # what HTTP itself needs.
+                skip_auto_headers=("User-Agent",),
+            )
+        return self._session
+
+    async def call(
+        self,
+        body: dict[str, Any],
+        deployment: Deployment,
+        *,
+        incremental: bool,
+        parse_stream: StreamParser,
+        parse_answer: AnswerParser,
+    ) -> AsyncIterator[ProviderEvent]:
+        """The answer's events: parsed from the SSE body when `incremental`,
+        else from one JSON answer."""
+        session = await self._ready()
+        payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+        try:
+            response = await session.post(self._url, data=payload, headers=self._headers)
+        except TimeoutError as error:  # aiohttp's timeouts are TimeoutErrors
+            raise upstream_errors.timeout_error() from error
+        except aiohttp.ClientError as error:
+            raise upstream_errors.connection_error() from error
+        finished = False
+        try:
+            if response.status >= 400:
+                raise upstream_errors.status_error(response.status, response.headers)
+            if incremental:
+                async for event in parse_stream(response.content.iter_any()):
+                    yield event
+            else:
+                for event in parse_answer(json.loads(await response.read())):
+                    yield event
+            finished = True
+        except DomainError:
+            raise
+        except TimeoutError as error:
+            # A stall mid-answer: no bytes within the read timeout.
+            raise upstream_errors.timeout_error() from error
+        except (ValueError, TypeError, KeyError, AttributeError) as error:
+            # A chunk that is not JSON or has the wrong shape: the upstream's
+            # fault, never a reason to crash the stream handler.
+            log.warning("malformed answer from %s: %s", deployment.name, type(error).__name__)
+            raise upstream_errors.malformed_error() from error
+        except aiohttp.ClientError as error:
+            # Connection reset, truncated body, a broken chunked encoding.
+            log.warning("upstream %s failed mid-answer: %s", deployment.name, type(error).__name__)
+            raise upstream_errors.connection_lost_error() from error
+        finally:
+            if finished:
+                response.release()  # read to the end: the connection goes back to the pool
+            else:
+                response.close()  # stopped early (cancelled, failed): drop the connection
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
