@@ -1,32 +1,53 @@
 """Several server processes on one port: the kernel spreads incoming
 connections over them (SO_REUSEPORT, which gRPC turns on by default), so one
 machine's cores all serve. The parent only starts the children, passes
-SIGTERM/SIGINT on, and stops them all when one of them dies, so whatever
-supervises the parent (compose, systemd, Kubernetes) sees the failure."""
+SIGTERM/SIGINT on, and stops them all when one of them ends, so whatever
+supervises the parent (compose, systemd, Kubernetes) sees the failure. A
+child that does not stop within the shutdown grace (plus a margin for the
+final writes) is killed; a child whose parent dies (even by SIGKILL) stops."""
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import multiprocessing
+import os
 import secrets
 import signal
+import sys
+import time
 from multiprocessing.process import BaseProcess
 
 from pydantic import SecretStr
 
+from .routes import load_routes_file
 from .settings import Settings
 
 log = logging.getLogger(__name__)
 
+# After the shutdown grace, time for a child to write what its buffers hold.
+_FLUSH_MARGIN_SECONDS = 10.0
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
-def _child(settings: Settings) -> None:
-    import sys
 
+def _stop_with_parent(parent_pid: int) -> None:
+    """Asks the kernel for SIGTERM when the parent dies (Linux), so a parent
+    killed with SIGKILL leaves no server behind; elsewhere, nothing."""
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent_pid:  # the parent died before the request
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _child(settings: Settings, parent_pid: int) -> None:
     from .app import serve
     from .logs import configure_logging
     from .routes import RoutesFileError
 
+    _stop_with_parent(parent_pid)
     configure_logging(settings.log_level, settings.log_format)
     try:
         asyncio.run(serve(settings))
@@ -46,32 +67,45 @@ def serve_processes(settings: Settings) -> int:
             " and rule changes reach the others within a second (docs/deployment.md)",
             settings.processes,
         )
+    if settings.routes_file is not None:
+        load_routes_file(settings.routes_file)  # one clear error here, not one per child
     if settings.dev_mode and settings.jwt_secret is None:
         # One development secret for all processes, so a token from Login works on each.
         settings = settings.model_copy(update={"jwt_secret": SecretStr(secrets.token_urlsafe(48))})
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: gRPC must not be forked
     children: list[BaseProcess] = [
-        context.Process(target=_child, args=(settings,), name=f"pointsman-{i}") for i in range(settings.processes)
+        context.Process(target=_child, args=(settings, os.getpid()), name=f"pointsman-{i}")
+        for i in range(settings.processes)
     ]
-    for child in children:
-        child.start()
-    stopping = False
+    stopping_since: float | None = None
 
     def stop(signum: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
+        nonlocal stopping_since
+        if stopping_since is None:
+            stopping_since = time.monotonic()
         for child in children:
             if child.is_alive():
                 child.terminate()  # SIGTERM: each child shuts down gracefully
 
+    # Before any child starts: a signal from now on reaches every child.
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    for child in children:
+        child.start()
     status = 0
+    kill_after = settings.shutdown_grace_seconds + _FLUSH_MARGIN_SECONDS
     while any(child.is_alive() for child in children):
         for child in children:
             child.join(timeout=0.5)
-            if not child.is_alive() and child.exitcode not in (0, None) and not stopping:
+            if stopping_since is None and not child.is_alive():
+                # Any end the parent did not ask for is a failure, even a clean exit.
                 log.error("server process %s exited with %s; stopping the others", child.name, child.exitcode)
                 status = 1
                 stop(signal.SIGTERM, None)
+        if stopping_since is not None and time.monotonic() - stopping_since > kill_after:
+            for child in children:
+                if child.is_alive():
+                    log.error("server process %s did not stop within %.0f s; killing it", child.name, kill_after)
+                    child.kill()
+            status = status or 1
     return status
