@@ -83,7 +83,7 @@ class PointsmanServer:
         self.dependency_health = DependencyHealth(self.health, state)
         self.self_registration: SelfRegistration | None = None
 
-        self.authenticator = Authenticator(settings, state.stores.users)
+        self.authenticator = Authenticator(settings, state.stores.users, state.bus)
         self.accounts = Accounts(state.stores.users, self.authenticator, settings.org_id)
         calls = CallContext()
         self.server = grpc.aio.server(
@@ -138,6 +138,7 @@ class PointsmanServer:
         """Accepts calls; health says NOT_SERVING until `become_ready`."""
         await self.state.start()
         await self.rules.start()
+        await self.authenticator.revocations.start()
         await self.batches.start()
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
@@ -182,6 +183,7 @@ class PointsmanServer:
         await self.batches.aclose()
         await self.registry.aclose()
         await self.rules.aclose()
+        await self.authenticator.revocations.aclose()
         await self.catalog.aclose()
         # Last: flushes the decisions and request log written by the calls above.
         await self.state.aclose()

@@ -76,9 +76,7 @@ class Accounts:
 
     async def revoke_api_key(self, caller: Principal, key_id: str) -> ApiKey:
         key = await self._users.revoke_api_key(caller.organisation, key_id)
-        # At once here; other replicas stop trusting their cached copy within
-        # API_KEY_CACHE_SECONDS.
-        self._auth.api_keys.forget(key_id)
+        await self._auth.revocations.announce(key_id)  # here and on every replica
         return key
 
     async def _find_or_create(self, wanted: User) -> User:

@@ -15,9 +15,10 @@ from ..backends.stores.keys import api_key_digest, api_key_id
 from ..domain.errors import Unauthenticated
 from .principal import Principal
 
-# How long a verified key is trusted without asking the database again. A key
-# revoked on this replica stops at once (`forget`); on other replicas it keeps
-# working for at most this long. A changed role or deleted user likewise.
+# How long a verified key is trusted without asking the database again. A
+# revoked key stops at once on every replica that hears of it on the bus
+# (`revocations.py`); one that does not keeps trusting it for at most this
+# long. A changed role or deleted user likewise.
 API_KEY_CACHE_SECONDS = 30.0
 
 
@@ -77,3 +78,8 @@ class ApiKeyVerifier:
         """Drops a key at once, e.g. after it was revoked here."""
         self._generation += 1
         self._cache.pop(key_id, None)
+
+    def forget_all(self) -> None:
+        """Drops every cached key: the next call of each asks the database."""
+        self._generation += 1
+        self._cache.clear()

@@ -7,12 +7,14 @@ import logging
 import secrets
 from datetime import datetime
 
+from ..backends.shared.bus import Bus, InProcessBus
 from ..backends.stores.base import User, UserRole, UserStore
 from ..domain.errors import PermissionDenied, Unauthenticated
 from ..settings import Settings
 from .access import CLOSED, OPEN, Access
 from .api_keys import ApiKeyVerifier
 from .principal import Principal
+from .revocations import KeyRevocations
 from .tokens import TokenVerifier, check_secret, issue_token
 
 log = logging.getLogger(__name__)
@@ -22,7 +24,7 @@ DEV_ADMIN_EMAIL = "admin@pointsman.dev"
 
 
 class Authenticator:
-    def __init__(self, settings: Settings, users: UserStore) -> None:
+    def __init__(self, settings: Settings, users: UserStore, bus: Bus | None = None) -> None:
         secret = settings.jwt_secret.get_secret_value() if settings.jwt_secret is not None else None
         if secret is not None:
             check_secret(secret)
@@ -38,6 +40,8 @@ class Authenticator:
             TokenVerifier(secret, issuer=settings.jwt_issuer, audience=settings.jwt_audience) if secret else None
         )
         self.api_keys = ApiKeyVerifier(users)
+        # Revocations reach every replica on the bus; a process alone needs none.
+        self.revocations = KeyRevocations(bus if bus is not None else InProcessBus(), self.api_keys)
         self.dev_mode = settings.dev_mode
         # Who a call without a credential is in development mode; the seeded
         # admin's stored id replaces this once the users are seeded.
