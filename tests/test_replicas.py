@@ -13,7 +13,8 @@ from grpc_health.v1 import health_pb2
 from state_fixtures import REDIS_URL, PostgresDatabase
 from test_shared_backends import RedisProxy
 
-from pointsman.client import AsyncClient
+from pointsman.auth.v1 import auth_pb2
+from pointsman.client import AsyncClient, PointsmanError
 from pointsman.firewall.v1 import firewall_pb2 as fw
 from pointsman.orchestrator.v1 import orchestrator_pb2 as orch
 
@@ -46,17 +47,19 @@ async def health_of(client: AsyncClient, service: str) -> int:
 
 
 @pytest.fixture
-async def two_replicas(
-    redis_prefix: str, postgres_database: PostgresDatabase, start_server: Any
-) -> tuple[AsyncClient, AsyncClient]:
+async def replica_servers(redis_prefix: str, postgres_database: PostgresDatabase, start_server: Any) -> tuple[Any, Any]:
     shared = {
         "DATABASE_URL": postgres_database.url,
         "REDIS_URL": REDIS_URL,
         "POINTSMAN_REDIS_PREFIX": redis_prefix,
         "POINTSMAN_CACHE_TTL_SECONDS": 60,
     }
-    first = await start_server(**shared)
-    second = await start_server(**shared)
+    return await start_server(**shared), await start_server(**shared)
+
+
+@pytest.fixture
+async def two_replicas(replica_servers: tuple[Any, Any]) -> tuple[AsyncClient, AsyncClient]:
+    first, second = replica_servers
     a, b = AsyncClient(first.address, timeout=10), AsyncClient(second.address, timeout=10)
     yield a, b
     await a.close()
@@ -117,6 +120,28 @@ async def test_an_answer_cached_by_one_replica_is_a_hit_on_the_other(two_replica
     second = await b.orchestrator.Complete(complete("cache me across replicas"))
     assert second.start.cached
     assert second.message.content == first.message.content
+
+
+async def test_an_api_key_revoked_on_one_replica_stops_on_the_other_at_once(
+    two_replicas: Any, replica_servers: Any
+) -> None:
+    a, _ = two_replicas  # development mode: calls without a credential act as the dev admin
+    created = await a.auth.CreateApiKey(auth_pb2.CreateApiKeyRequest(display_name="ci"))
+    async with AsyncClient(replica_servers[1].address, api_key=created.key, timeout=10) as with_key:
+        me = await with_key.auth.WhoAmI(auth_pb2.WhoAmIRequest())  # B now holds the key in its cache
+        assert me.principal.name == created.api_key.user
+        await a.auth.RevokeApiKey(auth_pb2.RevokeApiKeyRequest(name=created.api_key.name))
+
+        async def refused() -> bool:
+            try:
+                await with_key.auth.WhoAmI(auth_pb2.WhoAmIRequest())
+            except PointsmanError as error:
+                assert error.code == grpc.StatusCode.UNAUTHENTICATED
+                return True
+            return False
+
+        # Well within B's cache lifetime (30 s): the revocation reached B on the bus.
+        await eventually(refused, timeout=5)
 
 
 async def test_rate_limits_are_shared_by_replicas(
