@@ -48,6 +48,40 @@ async def test_request_id_is_accepted_and_echoed(server: Any) -> None:
         call.cancel()
 
 
+async def test_unary_calls_echo_the_request_id_in_trailers(server: Any) -> None:
+    # A unary call's answer and status go in one batch; the id rides with the status.
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        complete = channel.unary_unary(
+            "/pointsman.orchestrator.v1.OrchestratorService/Complete",
+            request_serializer=orch.CompleteRequest.SerializeToString,
+            response_deserializer=orch.CompleteResponse.FromString,
+        )
+        call = complete(
+            orch.CompleteRequest(model="builtin", messages=[user("hi")]),
+            metadata=(("x-request-id", "my-trace-43"),),
+            timeout=5,
+        )
+        response = await call
+        assert response.start.request_id == "my-trace-43"
+        assert ("x-request-id", "my-trace-43") in tuple(await call.trailing_metadata())
+
+        failing = complete(
+            orch.CompleteRequest(model="no-such-model", messages=[user("hi")]),
+            metadata=(("x-request-id", "my-trace-44"),),
+            timeout=5,
+        )
+        try:
+            await failing
+        except grpc.aio.AioRpcError as error:
+            assert error.code() == grpc.StatusCode.NOT_FOUND
+            trailers = tuple(error.trailing_metadata())
+            assert ("x-request-id", "my-trace-44") in trailers
+            # The rich status details are still there beside it.
+            assert any(key == "grpc-status-details-bin" for key, _ in trailers)
+        else:
+            raise AssertionError("an unknown model must fail the call")
+
+
 async def test_complete_returns_whole_answer(client: AsyncClient) -> None:
     response = await client.orchestrator.Complete(orch.CompleteRequest(model="builtin", messages=[user("one two")]))
     assert response.message.role == chat_pb2.ROLE_ASSISTANT

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import aclosing
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, aclosing, nullcontext
 from dataclasses import dataclass, field, replace
 
 from ..backends.shared.cache import CachedAnswer, cache_key
@@ -56,8 +56,38 @@ class CallOutcome:
     error: BaseException | None = None
     latency_seconds: float = 0.0
 
+    def note(self, event: ChatEvent) -> None:
+        if isinstance(event, Start):
+            self.start = event
+        elif isinstance(event, Usage):
+            self.usage = event
+        elif isinstance(event, Finish):
+            self.finish = event
+
 
 CallObserver = Callable[[Caller, CallOutcome], None]
+
+
+class _Observed:
+    """Ends a call's outcome (its error, if any, and latency) and tells the
+    observer, however the call ends: a failure, a cancellation, or the reader
+    closing the stream early (GeneratorExit)."""
+
+    __slots__ = ("_caller", "_observer", "_outcome", "_received")
+
+    def __init__(self, observer: CallObserver, caller: Caller, outcome: CallOutcome, received: float) -> None:
+        self._observer = observer
+        self._caller = caller
+        self._outcome = outcome
+        self._received = received
+
+    def __enter__(self) -> CallOutcome:
+        return self._outcome
+
+    def __exit__(self, kind: object, error: BaseException | None, traceback: object) -> None:
+        self._outcome.error = error
+        self._outcome.latency_seconds = time.perf_counter() - self._received
+        self._observer(self._caller, self._outcome)
 
 
 @dataclass(slots=True)
@@ -154,32 +184,23 @@ class Orchestrator:
         metadata incomplete=true. `errors` may hold problems the caller already
         found (converting the request), reported together with these."""
         received = time.perf_counter()
-        if self.on_call_end is None:
-            answer = self._chat(request, caller, incremental, errors, received)
+        with self._observed(request, caller, received) as outcome:
+            answer = await self._open(request, caller, incremental, errors, received)
             async with aclosing(answer):
                 async for event in answer:
+                    if outcome is not None:
+                        outcome.note(event)
                     yield event
-            return
-        outcome = CallOutcome(request.model)
-        try:
-            answer = self._chat(request, caller, incremental, errors, received)
-            async with aclosing(answer):
-                async for event in answer:
-                    if isinstance(event, Start):
-                        outcome.start = event
-                    elif isinstance(event, Usage):
-                        outcome.usage = event
-                    elif isinstance(event, Finish):
-                        outcome.finish = event
-                    yield event
-        except BaseException as error:
-            outcome.error = error
-            raise
-        finally:
-            outcome.latency_seconds = time.perf_counter() - received
-            self.on_call_end(caller, outcome)
 
-    async def _chat(
+    def _observed(
+        self, request: ChatRequest, caller: Caller, received: float
+    ) -> AbstractContextManager[CallOutcome | None]:
+        """The call's outcome, told to `on_call_end` however the call ends."""
+        if self.on_call_end is None:
+            return nullcontext()
+        return _Observed(self.on_call_end, caller, CallOutcome(request.model), received)
+
+    async def _open(
         self,
         request: ChatRequest,
         caller: Caller,
@@ -187,6 +208,8 @@ class Orchestrator:
         errors: ViolationCollector | None,
         received: float,
     ) -> AsyncIterator[ChatEvent]:
+        """Everything that can fail the call up front, then the answer's
+        events, not yet started (it holds nothing until iterated)."""
         if self.admit is not None:
             await self.admit(caller)
         self.validate(request, errors)
@@ -196,12 +219,8 @@ class Orchestrator:
             request = replace(request, messages=list(verdict.messages))
         ttl = route.cache_ttl_seconds if request.cache_ttl_seconds is None else request.cache_ttl_seconds
         if self.flights is None or request.cache_bypass or ttl <= 0:
-            answer = self._answer(route, request, caller, verdict, received, incremental, None)
-        else:
-            answer = self._through_cache(route, request, caller, verdict, received, incremental, ttl)
-        async with aclosing(answer):
-            async for event in answer:
-                yield event
+            return self._answer(route, request, caller, verdict, received, incremental, None)
+        return self._through_cache(route, request, caller, verdict, received, incremental, ttl)
 
     async def _through_cache(
         self,
@@ -227,9 +246,12 @@ class Orchestrator:
                 if verdict.action is not Action.ALLOW:
                     yield FirewallNotice(Direction.INPUT, verdict)
                 # The output firewall decides again: its rules may have changed since.
-                cleared = await self.firewall.clear_replayed_answer(cached.text, caller)
-                async for event in self._relay(None, _replay(cached), caller, received, guarded=cleared is None):
-                    yield event
+                if await self.firewall.clear_replayed_answer(cached.text, caller) is None:
+                    async for event in self._relay(None, _replay(cached), caller, received):
+                        yield event
+                else:
+                    for event in _replayed(cached, received):
+                        yield event
                 return
             collected = CompletedAnswer()
             async for event in self._answer(route, request, caller, verdict, received, incremental, collected):
@@ -286,14 +308,11 @@ class Orchestrator:
         rest: AsyncIterator[ProviderEvent],
         caller: Caller,
         received: float,
-        *,
-        guarded: bool = True,
     ) -> AsyncIterator[ChatEvent]:
-        """Provider events to the client, through the output firewall (unless
-        the answer was already cleared whole), with the gateway's timings on
-        Finish. A failure (or an end without Finish) is raised after the text
-        the firewall still held has been sent."""
-        guard = await self.firewall.output_guard(caller, self.output_holdback) if guarded else None
+        """Provider events to the client, through the output firewall, with
+        the gateway's timings on Finish. A failure (or an end without Finish)
+        is raised after the text the firewall still held has been sent."""
+        guard = await self.firewall.output_guard(caller, self.output_holdback)
         usage: Usage | None = None  # held with the text while the output firewall holds some
         first_token_at: float | None = None
         event = first if first is not None else await anext(rest, None)
@@ -339,9 +358,17 @@ class Orchestrator:
     async def complete(
         self, request: ChatRequest, caller: Caller, errors: ViolationCollector | None = None
     ) -> CompletedAnswer:
+        """The whole answer: `chat`'s steps, gathered here rather than through
+        `chat`'s stream, one async layer fewer per event."""
+        received = time.perf_counter()
         answer = CompletedAnswer()
-        async for event in self.chat(request, caller, incremental=False, errors=errors):
-            answer.add(event)
+        with self._observed(request, caller, received) as outcome:
+            events = await self._open(request, caller, False, errors, received)
+            async with aclosing(events):
+                async for event in events:
+                    answer.add(event)
+                    if outcome is not None:
+                        outcome.note(event)
         return answer
 
     async def compare(
@@ -381,6 +408,20 @@ class Orchestrator:
 
 async def _replay(answer: CachedAnswer) -> AsyncIterator[ProviderEvent]:
     for event in answer.replay():
+        yield event
+
+
+def _replayed(answer: CachedAnswer, received: float) -> Iterator[ChatEvent]:
+    """A cached answer the output firewall cleared whole, as `_relay` would
+    pass it on unguarded (the gateway's timings on Finish), without an async
+    layer per event: this is the cache hit's hot path."""
+    first_token_at: float | None = None
+    for event in answer.replay():
+        if isinstance(event, Finish):
+            yield _finish(event.reason, received, first_token_at)
+            return
+        if first_token_at is None and isinstance(event, (TextDelta, ToolCallDelta)):
+            first_token_at = time.perf_counter()
         yield event
 
 

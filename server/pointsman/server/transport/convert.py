@@ -119,13 +119,23 @@ def from_timestamp(value: timestamp_pb2.Timestamp) -> datetime:
 def messages_from_proto(messages: Any, errors: ViolationCollector, path: str = "messages") -> list[chat.Message]:
     out = []
     for index, m in enumerate(messages):
-        role = enum_value(ROLES, m.role, f"{path}[{index}].role", errors)
-        tool_calls = tuple(chat.ToolCall(c.id, c.name, c.arguments_json) for c in m.tool_calls)
-        out.append(chat.Message(role or chat.Role.USER, m.content, m.name, m.tool_call_id, tool_calls))
+        role = ROLES.get(m.role)
+        if role is None:
+            enum_value(ROLES, m.role, f"{path}[{index}].role", errors)  # adds the violation
+            role = chat.Role.USER
+        calls = m.tool_calls
+        tool_calls = tuple(chat.ToolCall(c.id, c.name, c.arguments_json) for c in calls) if calls else ()
+        out.append(chat.Message(role, m.content, m.name, m.tool_call_id, tool_calls))
     return out
 
 
+# Most requests leave the config unset: they share this (immutable) one.
+_DEFAULT_CONFIG = chat.GenerationConfig()
+
+
 def config_from_proto(config: chat_pb2.GenerationConfig) -> chat.GenerationConfig:
+    if not config.ListFields():
+        return _DEFAULT_CONFIG
     return chat.GenerationConfig(
         temperature=config.temperature if config.HasField("temperature") else None,
         top_p=config.top_p if config.HasField("top_p") else None,
@@ -145,7 +155,7 @@ def chat_request_from_proto(request: Any, errors: ViolationCollector) -> chat.Ch
     domain = chat.ChatRequest(
         model=request.model,
         messages=messages_from_proto(request.messages, errors),
-        config=config_from_proto(request.config),
+        config=config_from_proto(request.config) if request.HasField("config") else _DEFAULT_CONFIG,
     )
     if hasattr(request, "cache") and request.HasField("cache"):
         domain.cache_bypass = request.cache.bypass
@@ -211,12 +221,17 @@ def start_to_proto(start: chat.Start) -> orch.ChatStart:
 
 
 def finish_to_proto(finish: chat.Finish) -> orch.ChatFinish:
-    out = orch.ChatFinish(reason=FINISH_REASONS[finish.reason])
+    out = orch.ChatFinish()
+    _fill_finish(out, finish)
+    return out
+
+
+def _fill_finish(out: orch.ChatFinish, finish: chat.Finish) -> None:
+    out.reason = FINISH_REASONS[finish.reason]
     if finish.time_to_first_token is not None:
         out.timings.time_to_first_token.FromNanoseconds(int(finish.time_to_first_token * 1e9))
     if finish.total is not None:
         out.timings.total.FromNanoseconds(int(finish.total * 1e9))
-    return out
 
 
 def verdict_to_proto(v: verdict.Verdict) -> firewall_pb2.Verdict:
@@ -270,22 +285,30 @@ def event_fields(event: Any) -> dict[str, Any]:
 
 
 def complete_response(answer: CompletedAnswer) -> orch.CompleteResponse:
-    response = orch.CompleteResponse(
-        message=chat_pb2.ChatMessage(
-            role=chat_pb2.ROLE_ASSISTANT,
-            content=answer.content,
-            tool_calls=[
-                chat_pb2.ToolCall(id=c.id, name=c.name, arguments_json=c.arguments_json) for c in answer.tool_calls
-            ],
-        ),
-        firewall_notices=[notice_to_proto(n) for n in answer.notices],
-    )
-    if answer.start is not None:
-        response.start.CopyFrom(start_to_proto(answer.start))
-    if answer.usage is not None:
-        response.usage.CopyFrom(usage_to_proto(answer.usage))
-    if answer.finish is not None:
-        response.finish.CopyFrom(finish_to_proto(answer.finish))
+    # Filled in place: building each part and copying it in costs twice as much.
+    response = orch.CompleteResponse()
+    message = response.message
+    message.role = chat_pb2.ROLE_ASSISTANT
+    message.content = answer.content
+    for c in answer.tool_calls:
+        message.tool_calls.add(id=c.id, name=c.name, arguments_json=c.arguments_json)
+    if answer.notices:
+        response.firewall_notices.extend(notice_to_proto(n) for n in answer.notices)
+    start = answer.start
+    if start is not None:
+        out = response.start
+        out.request_id = start.request_id
+        out.model = start.model
+        out.deployment.CopyFrom(deployment_to_proto(start.deployment))
+        out.cached = start.cached
+    usage = answer.usage
+    if usage is not None:
+        response.usage.input_tokens = usage.input_tokens
+        response.usage.output_tokens = usage.output_tokens
+        response.usage.total_tokens = usage.total_tokens
+    finish = answer.finish
+    if finish is not None:
+        _fill_finish(response.finish, finish)
     return response
 
 

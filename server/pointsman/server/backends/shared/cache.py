@@ -122,12 +122,17 @@ def cache_key(request: ChatRequest) -> str:
         None if config.temperature is None else float(config.temperature),
         None if config.top_p is None else float(config.top_p),
         config.max_tokens,
-        sorted(set(config.stop)),
+        sorted(set(config.stop)) if config.stop else [],
         config.seed,
         [_tool(t) for t in config.tools],
     ]
-    text = json.dumps(plain, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+    text = _KEY_ENCODER.encode(plain)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+# What json.dumps(plain, ensure_ascii=False, separators=(",", ":"),
+# sort_keys=True) would build anew for every key.
+_KEY_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True)
 
 
 def _message(message: Message) -> list[Any]:

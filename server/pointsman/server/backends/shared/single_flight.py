@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import enum
 import secrets
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -158,6 +156,28 @@ class Flight:
             await self._owner.lock.release(self._organisation, self._key, token)
 
 
+class _Joined:
+    """`SingleFlight.join`'s context: takes the flight on entry and leaves it
+    on exit, however the block ends. A class rather than a generator-based
+    context manager: it is entered on every cached call."""
+
+    __slots__ = ("_flight", "_key", "_organisation", "_owner")
+
+    def __init__(self, owner: SingleFlight, organisation: str, key: str) -> None:
+        self._owner = owner
+        self._organisation = organisation
+        self._key = key
+        self._flight: Flight | None = None
+
+    async def __aenter__(self) -> Flight:
+        self._flight = await self._owner._take(self._organisation, self._key)
+        return self._flight
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._flight is not None:
+            await self._flight._finish()
+
+
 class SingleFlight:
     """`async with flights.join(org, key) as flight:` checks the cache, joins
     a flight already under way, or makes the caller its leader."""
@@ -179,14 +199,9 @@ class SingleFlight:
         self._local: dict[tuple[str, str], _LocalFlight] = {}
         self.stats = SingleFlightStats()
 
-    @asynccontextmanager
-    async def join(self, organisation: str, key: str) -> AsyncIterator[Flight]:
+    def join(self, organisation: str, key: str) -> _Joined:
         require_organisation(organisation)
-        flight = await self._take(organisation, key)
-        try:
-            yield flight
-        finally:
-            await flight._finish()
+        return _Joined(self, organisation, key)
 
     async def _take(self, organisation: str, key: str) -> Flight:
         loop = asyncio.get_running_loop()

@@ -90,6 +90,8 @@ def dataclass_from_plain(cls: type[T], plain: dict[str, Any], **given: Any) -> T
 
 
 def findings_to_json(findings: tuple[Finding, ...]) -> str:
+    if not findings:  # most decisions: written for every call, so no encoder for them
+        return "[]"
     return json.dumps([dataclass_to_plain(f) for f in findings], separators=(",", ":"))
 
 
@@ -114,9 +116,17 @@ DECISION_COLUMNS = frozenset(
 )
 
 
+# None today: every field has its column, and a decision's details are "{}".
+_DETAIL_FIELDS = tuple(f.name for f in dataclasses.fields(Decision) if f.name not in DECISION_COLUMNS)
+
+
 def decision_details_to_json(decision: Decision) -> str:
+    if not _DETAIL_FIELDS:  # written for every decision: no encoder when there is nothing to encode
+        return "{}"
     return json.dumps(dataclass_to_plain(decision, skip=DECISION_COLUMNS), separators=(",", ":"))
 
 
 def decision_categories(decision: Decision) -> list[str]:
+    if not decision.findings:
+        return []
     return sorted({f.category.value for f in decision.findings})

@@ -95,11 +95,11 @@ class FirewallEngine:
         """Decides on one text and records the decision."""
         if not self.enabled:
             return ALLOWED
-        detected, rule_findings = await self._analyse([text], text, direction, caller)
+        digests, detected, rule_findings = await self._analyse([text], text, direction, caller)
         findings = tuple(sorted(detected[0] + rule_findings, key=lambda f: (f.start, f.end)))
         action = self._action(findings)
         redacted = self._redact(text, findings) if action is Action.REDACT else ""
-        decision = await self._record(caller, direction, action, findings, text)
+        decision = await self._record(caller, direction, action, findings, digests[0] if digests else _sha256(text))
         return Verdict(action, findings, redacted_text=redacted, decision=decision)
 
     async def guard_prompt(self, messages: Sequence[Message], caller: Caller) -> Verdict:
@@ -117,10 +117,9 @@ class FirewallEngine:
             return ALLOWED
         contents = [m.content for m in messages]
         present = [i for i, c in enumerate(contents) if c]
-        joined = "\n".join(contents[i] for i in present)
-        per_message, rule_findings = await self._analyse(
-            [contents[i] for i in present], joined, Direction.INPUT, caller
-        )
+        texts = [contents[i] for i in present]
+        joined = texts[0] if len(texts) == 1 else "\n".join(texts)
+        digests, per_message, rule_findings = await self._analyse(texts, joined, Direction.INPUT, caller)
         findings: list[Finding] = []
         offset = 0
         for index, found in zip(present, per_message, strict=True):
@@ -138,7 +137,9 @@ class FirewallEngine:
                 for i, m in enumerate(messages)
             )
             redacted_text = "\n".join(redacted_messages[i].content for i in present)
-        decision = await self._record(caller, Direction.INPUT, action, tuple(findings), joined)
+        # One text (the usual prompt) is its own joined text: its digest serves both.
+        digest = digests[0] if len(texts) == 1 and digests else _sha256(joined)
+        decision = await self._record(caller, Direction.INPUT, action, tuple(findings), digest)
         verdict = Verdict(
             action, tuple(findings), redacted_text=redacted_text, decision=decision, messages=redacted_messages
         )
@@ -162,10 +163,12 @@ class FirewallEngine:
         results are cached by content, so a popular answer is scanned once."""
         if not self.enabled:
             return ALLOWED
-        detected, rule_findings = await self._analyse([text], text, Direction.OUTPUT, caller)
+        digests, detected, rule_findings = await self._analyse([text], text, Direction.OUTPUT, caller)
         if detected[0] or rule_findings:
             return None
-        decision = await self._record(caller, Direction.OUTPUT, Action.ALLOW, (), text)
+        decision = await self._record(
+            caller, Direction.OUTPUT, Action.ALLOW, (), digests[0] if digests else _sha256(text)
+        )
         return Verdict(Action.ALLOW, (), decision=decision)
 
     async def record_output(self, guard: OutputGuard, caller: Caller) -> Verdict:
@@ -187,13 +190,17 @@ class FirewallEngine:
 
     async def _analyse(
         self, texts: list[str], rule_text: str, direction: Direction, caller: Caller
-    ) -> tuple[list[DetectorFindings], DetectorFindings]:
-        """Detector findings per text (from the cache where possible) and the
-        rule findings on `rule_text`; off the event loop when there is much to do."""
+    ) -> tuple[list[str], list[DetectorFindings], DetectorFindings]:
+        """The texts' sha256 digests (the detector cache's keys; empty without
+        detectors), detector findings per text (from the cache where possible)
+        and the rule findings on `rule_text`; off the event loop when there is
+        much to do."""
         ruleset = await self._ruleset(caller.organisation)
         keys = [_sha256(t) for t in texts] if self._detectors else []
         cached: list[DetectorFindings | None] = [self._cache_get(k) for k in keys] if keys else [()] * len(texts)
         todo = [i for i, c in enumerate(cached) if c is None]
+        if not todo and not ruleset:  # all found in the cache, and no rules: nothing to run
+            return keys, [c or () for c in cached], ()
         work = sum(len(texts[i]) for i in todo) + (len(rule_text) if ruleset else 0)
 
         def run() -> tuple[list[DetectorFindings], DetectorFindings]:
@@ -208,7 +215,7 @@ class FirewallEngine:
         for i, found in zip(todo, fresh, strict=True):
             cached[i] = found
             self._cache_put(keys[i], found)
-        return [c or () for c in cached], rule_findings
+        return keys, [c or () for c in cached], rule_findings
 
     def _detect(self, text: str) -> DetectorFindings:
         findings: list[Finding] = []
@@ -237,7 +244,7 @@ class FirewallEngine:
         return self._redactor.redact(text, redactable)
 
     async def _record(
-        self, caller: Caller, direction: Direction, action: Action, findings: Sequence[Finding], text: str
+        self, caller: Caller, direction: Direction, action: Action, findings: Sequence[Finding], content_sha256: str
     ) -> str:
         decision = Decision(
             id=self._decisions.new_id(),
@@ -247,7 +254,7 @@ class FirewallEngine:
             direction=direction,
             action=action,
             findings=tuple(findings),
-            content_sha256=_sha256(text),
+            content_sha256=content_sha256,
             request_id=caller.request_id,
         )
         await self._decisions.record(decision)
