@@ -293,7 +293,7 @@ class Orchestrator:
             yield FirewallNotice(Direction.INPUT, verdict)
         try:
             async with aclosing(opened.rest) as rest:
-                async for event in self._relay(opened.first, rest, caller, received):
+                async for event in self._relay(opened.first, rest, caller, received, whole=not incremental):
                     if collected is not None:
                         collected.add(event)
                     yield event
@@ -308,11 +308,15 @@ class Orchestrator:
         rest: AsyncIterator[ProviderEvent],
         caller: Caller,
         received: float,
+        *,
+        whole: bool = False,
     ) -> AsyncIterator[ChatEvent]:
         """Provider events to the client, through the output firewall, with
         the gateway's timings on Finish. A failure (or an end without Finish)
-        is raised after the text the firewall still held has been sent."""
-        guard = await self.firewall.output_guard(caller, self.output_holdback)
+        is raised after the text the firewall still held has been sent. When
+        the caller takes the answer `whole` (`Complete`), the firewall holds
+        all of it and scans it once at the end: nothing could leave earlier."""
+        guard = await self.firewall.output_guard(caller, WHOLE_ANSWER if whole else self.output_holdback)
         usage: Usage | None = None  # held with the text while the output firewall holds some
         first_token_at: float | None = None
         event = first if first is not None else await anext(rest, None)
@@ -433,10 +437,14 @@ def _finish(reason: FinishReason, received: float, first_token_at: float | None)
 
 # Above this many characters, the output scan of a piece leaves the event loop.
 _OFFLOAD_OUTPUT_CHARS = 2048
+# A hold-back no answer reaches: the output firewall holds the whole answer.
+WHOLE_ANSWER = 1 << 62
 
 
 async def _guard_step(guard: OutputGuard, event: TextDelta | Finish) -> GuardStep:
     if isinstance(event, Finish):
+        if guard.held_chars > _OFFLOAD_OUTPUT_CHARS:
+            return await asyncio.to_thread(guard.finish)
         return guard.finish()
     if len(event.text) > _OFFLOAD_OUTPUT_CHARS:
         return await asyncio.to_thread(guard.feed, event.text)

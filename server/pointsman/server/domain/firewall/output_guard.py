@@ -53,6 +53,10 @@ class OutputGuard:
         return Verdict(self._action, tuple(self._findings))
 
     @property
+    def held_chars(self) -> int:
+        return len(self._held)
+
+    @property
     def content_sha256(self) -> str:
         return self._hash.hexdigest()
 
