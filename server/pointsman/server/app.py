@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import time
@@ -161,6 +162,10 @@ class PointsmanServer:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         await self.model_health.start()
         await self.dependency_health.start()
+        # What start-up built (modules, detector tables, ~200k objects) lives
+        # as long as the process: out of the collector's sight, a full
+        # collection under load takes about 3 ms instead of 110 ms.
+        gc.freeze()
         log.info(
             "serving on %s; models: %s",
             self.address,

@@ -247,7 +247,7 @@ class Orchestrator:
                     yield FirewallNotice(Direction.INPUT, verdict)
                 # The output firewall decides again: its rules may have changed since.
                 if await self.firewall.clear_replayed_answer(cached.text, caller) is None:
-                    async for event in self._relay(None, _replay(cached), caller, received):
+                    async for event in self._relay(None, _replay(cached), caller, received, whole=not incremental):
                         yield event
                 else:
                     for event in _replayed(cached, received):
