@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 
-from ..backends.shared.bus import Bus, BusMessage, EventsMissed
+from ..backends.shared.bus import Bus, BusMessage, BusSubscription, EventsMissed
 from .api_keys import ApiKeyVerifier
 
 log = logging.getLogger(__name__)
@@ -43,8 +43,8 @@ class KeyRevocations:
                 await self._task
             self._task = None
 
-    async def _listen(self, subscription: object) -> None:
-        async for event in subscription:  # type: ignore[attr-defined]
+    async def _listen(self, subscription: BusSubscription) -> None:
+        async for event in subscription:
             if isinstance(event, EventsMissed):
                 self._verifier.forget_all()  # a revocation may be among what was missed
             elif isinstance(event, BusMessage):

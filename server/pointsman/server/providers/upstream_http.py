@@ -4,7 +4,7 @@ builds, sent over a pooled aiohttp session.
 The SDK decides what goes on the wire: the URL and every header (credentials,
 API version, user agent, its platform headers) come from the SDK client's own
 request builder, asked once per endpoint. Sending through the SDK costs more
-than the rest of the gateway put together (docs/performance.md): per call it
+than the rest of the gateway put together (docs/providers.md): per call it
 builds typed options, merges URLs and headers, and passes three transport
 layers before the bytes leave. The same bytes go out here at a fraction of the
 cost, and the provider parses the body itself.
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -38,7 +38,7 @@ _TRANSPORT_HEADERS = frozenset({"host", "content-length", "connection", "transfe
 MAX_CONNECTIONS = 512
 
 
-async def sdk_request_target(sdk_client: Any, options_type: type, path: str) -> tuple[str, dict[str, str]]:
+async def sdk_request_target(sdk_client: Any, options_type: Any, path: str) -> tuple[str, dict[str, str]]:
     """The URL and headers the SDK client sends for a POST to `path`, from
     its own request builder (the same steps it runs before each send)."""
     options = options_type.construct(method="post", url=path, json_data={}, timeout=sdk_client.timeout)
@@ -51,7 +51,7 @@ async def sdk_request_target(sdk_client: Any, options_type: type, path: str) -> 
 class UpstreamHttp:
     """The HTTP side of one endpoint: its URL, its headers, its connection pool."""
 
-    def __init__(self, target: Callable[[], Any], timeout_seconds: float) -> None:
+    def __init__(self, target: Callable[[], Awaitable[tuple[str, dict[str, str]]]], timeout_seconds: float) -> None:
         # `target` is a coroutine function giving (url, headers): built on first use,
         # inside the event loop, like the session.
         self._target = target
