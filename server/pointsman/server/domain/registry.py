@@ -201,10 +201,8 @@ class Registry:
         return await _stored(self._instances.list_instances(organisation))
 
     async def deregister(self, organisation: str, instance_id: str) -> Instance:
-        # The store deletes a lapsed row here without returning it; reap first,
-        # so that an instance whose lease has just lapsed is announced EXPIRED
-        # rather than vanishing unannounced.
-        await _stored(self._reap())
+        # A lapsed instance is not found here; its row is left to the reaper,
+        # which announces it as EXPIRED.
         removed = await _stored(self._instances.delete_instance(organisation, instance_id))
         await self._announce(InstanceChangeType.DEREGISTERED, removed)
         return removed

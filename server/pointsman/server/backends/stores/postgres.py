@@ -739,13 +739,15 @@ class PostgresInstanceStore:
 
     async def delete_instance(self, organisation: str, instance_id: str) -> Instance:
         now = self._clock()
+        # A lapsed lease is gone already, as far as callers can tell; its row
+        # stays for the reaper, which announces it as expired.
         row = await self._pool.fetchrow(
-            "DELETE FROM instances WHERE organisation = $1 AND instance_id = $2 RETURNING *",
+            "DELETE FROM instances WHERE organisation = $1 AND instance_id = $2 AND lease_expire_time > $3 RETURNING *",
             require_organisation(organisation),
             instance_id,
+            now,
         )
-        # A lapsed lease is gone already, as far as callers can tell.
-        if row is None or row["lease_expire_time"] <= now:
+        if row is None:
             raise instance_not_found(instance_id)
         return _instance(row)
 

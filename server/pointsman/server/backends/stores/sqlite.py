@@ -822,11 +822,12 @@ class SqliteInstanceStore:
         async with self._db.write() as connection:
             rows = await _fetchall(
                 connection,
-                "DELETE FROM instances WHERE organisation = ? AND instance_id = ? RETURNING *",
-                (require_organisation(organisation), instance_id),
+                "DELETE FROM instances WHERE organisation = ? AND instance_id = ? AND lease_expire_time > ? RETURNING *",
+                (require_organisation(organisation), instance_id, now),
             )
-        # A lapsed lease is gone already, as far as callers can tell.
-        if not rows or rows[0]["lease_expire_time"] <= now:
+        # A lapsed lease is gone already, as far as callers can tell; its row
+        # stays for the reaper, which announces it as expired.
+        if not rows:
             raise instance_not_found(instance_id)
         return _instance(rows[0])
 
