@@ -7,20 +7,17 @@ processes."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import secrets
 import signal
 import subprocess
 import sys
-from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
-from aiohttp import web
 from redis.asyncio import Redis
 
 from pointsman.client import AsyncClient
@@ -28,7 +25,7 @@ from pointsman.orchestrator.v1 import orchestrator_pb2 as orch
 from pointsman.server.backends.shared import open_redis
 from pointsman.server.backends.shared.batch_queue import RedisBatchQueue
 
-from fakes.openai_upstream import FakeOpenAI
+from fakes.gated_openai import GatedOpenAI
 from helpers_pb import user
 from server_fixtures import eventually, raises
 
@@ -38,22 +35,6 @@ POINTSMAN = str(Path(sys.executable).with_name("pointsman"))
 SLOW = 30.0
 
 Spawn = Callable[[dict[str, str]], subprocess.Popen[bytes]]
-
-
-class GatedOpenAI(FakeOpenAI):
-    """Counts calls per model; calls for model `gated` wait until `gate` is set."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.gate = asyncio.Event()
-        self.calls: Counter[str] = Counter()
-
-    async def _answer(self, request: web.Request) -> web.StreamResponse:
-        model = str(json.loads(await request.read()).get("model"))
-        self.calls[model] += 1
-        if model == "gated":
-            await self.gate.wait()
-        return await super()._answer(request)
 
 
 @pytest_asyncio.fixture
@@ -242,6 +223,69 @@ async def test_sigterm_hands_unfinished_items_back_without_using_an_attempt(
     assert events[-1].done.succeeded_items == 1 and upstream.calls["gated"] == 2
 
 
+async def cancel(client: AsyncClient, name: str) -> orch.Batch:
+    return (await client.orchestrator.CancelBatch(orch.CancelBatchRequest(name=name))).batch
+
+
+def cancelled_ids(events: list[orch.WatchBatchResponse]) -> list[str]:
+    return sorted(e.result.custom_id for e in events if e.result.error.reason == "BATCH_CANCELLED")
+
+
+async def test_cancelling_skips_what_has_not_started_and_lets_the_running_item_finish(
+    start_server: Any, env: dict[str, str], workers: Spawn, upstream: GatedOpenAI
+) -> None:
+    server = await start_server(**env)
+    async with AsyncClient(server.address, timeout=10) as client:
+        request = orch.CreateBatchRequest(items=items(slow="gated", a="ok", b="ok", c="ok"), max_concurrency=1)
+        batch = (await client.orchestrator.CreateBatch(request)).batch
+        workers(env)
+        await eventually(lambda: upstream.calls["gated"] == 1, timeout=SLOW)
+        cancelling = await cancel(client, batch.name)
+        assert cancelling.state == orch.BATCH_STATE_CANCELLING
+        assert (cancelling.cancelled_items, cancelling.succeeded_items, cancelling.failed_items) == (3, 0, 0)
+        # The three that never started have their results before the running one ends.
+        stream = aiter(client.orchestrator.WatchBatch(orch.WatchBatchRequest(name=batch.name), timeout=60))
+        first = [await asyncio.wait_for(anext(stream), SLOW) for _ in range(3)]
+        assert cancelled_ids(first) == ["a", "b", "c"]
+        assert all(e.result.error.code == 1 and not e.result.HasField("response") for e in first)
+        assert (await cancel(client, batch.name)).cancelled_items == 3  # again: unchanged
+        upstream.gate.set()
+        rest = [event async for event in stream]
+        assert rest[0].result.custom_id == "slow" and rest[0].result.HasField("response")
+        done = rest[1].done
+        assert (done.state, done.succeeded_items, done.cancelled_items) == (orch.BATCH_STATE_CANCELLED, 1, 3)
+        assert (await get_batch(client, batch.name)).state == orch.BATCH_STATE_CANCELLED
+        error = await raises(client.orchestrator.CancelBatch(orch.CancelBatchRequest(name="batches/0123456789abcdef")))
+        assert error.code.name == "NOT_FOUND" and error.reason == "BATCH_NOT_FOUND"
+    assert upstream.calls["ok"] == 0
+
+
+async def test_items_queued_before_the_cancel_are_finished_as_cancelled_without_running(
+    start_server: Any, env: dict[str, str], workers: Spawn, upstream: GatedOpenAI
+) -> None:
+    server = await start_server(**env)
+    async with AsyncClient(server.address, timeout=10) as client:
+        # Two items in the jobs stream, one waiting behind them; no worker yet.
+        request = orch.CreateBatchRequest(items=items(a="ok", b="ok", c="ok"), max_concurrency=2)
+        batch = (await client.orchestrator.CreateBatch(request)).batch
+        assert (await cancel(client, batch.name)).cancelled_items == 1
+        workers(env)
+        events = await asyncio.wait_for(watch_all(client, batch.name), SLOW)
+        assert cancelled_ids(events) == ["a", "b", "c"]
+        assert events[-1].done.state == orch.BATCH_STATE_CANCELLED and events[-1].done.cancelled_items == 3
+    assert upstream.calls["ok"] == 0
+
+
+async def test_a_batch_that_is_done_cannot_be_cancelled(start_server: Any, env: dict[str, str]) -> None:
+    server = await start_server(**{**env, "POINTSMAN_BATCH_EMBEDDED_WORKER": "true"})
+    async with AsyncClient(server.address, timeout=10) as client:
+        batch = (await client.orchestrator.CreateBatch(orch.CreateBatchRequest(items=items(x="ok")))).batch
+        await watch_all(client, batch.name)
+        error = await raises(client.orchestrator.CancelBatch(orch.CancelBatchRequest(name=batch.name)))
+        assert error.code.name == "FAILED_PRECONDITION" and error.reason == "BATCH_DONE"
+        assert (await get_batch(client, batch.name)).state == orch.BATCH_STATE_DONE
+
+
 async def test_a_batch_belongs_to_its_organisation(start_server: Any, env: dict[str, str]) -> None:
     # Server a also works batches itself (the default): no worker process needed.
     a = await start_server(**{**env, "ORG_ID": "org-a", "POINTSMAN_BATCH_EMBEDDED_WORKER": "true"})
@@ -251,6 +295,8 @@ async def test_a_batch_belongs_to_its_organisation(start_server: Any, env: dict[
         error = await raises(client_b.orchestrator.GetBatch(orch.GetBatchRequest(name=batch.name)))
         assert error.code.name == "NOT_FOUND" and error.reason == "BATCH_NOT_FOUND"
         error = await raises(watch_all(client_b, batch.name))
+        assert error.code.name == "NOT_FOUND"
+        error = await raises(client_b.orchestrator.CancelBatch(orch.CancelBatchRequest(name=batch.name)))
         assert error.code.name == "NOT_FOUND"
         events = await watch_all(client_a, batch.name)
         assert events[-1].done.succeeded_items == 2

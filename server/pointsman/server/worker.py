@@ -39,13 +39,15 @@ class WorkerCounts:
     failed: int = 0
     retried: int = 0
     dead_lettered: int = 0
+    cancelled: int = 0
     reclaimed: int = 0
     batches_done: int = 0
 
     def line(self) -> str:
         return (
             f"{self.succeeded} succeeded, {self.failed} failed ({self.dead_lettered} dead-lettered), "
-            f"{self.retried} retried, {self.reclaimed} reclaimed, {self.batches_done} batches done"
+            f"{self.retried} retried, {self.cancelled} cancelled, {self.reclaimed} reclaimed, "
+            f"{self.batches_done} batches done"
         )
 
 
@@ -176,6 +178,10 @@ class BatchWorker:
 
     async def _work(self, job: Job) -> None:
         try:
+            if job.batch_cancelled:
+                outcome = BatchItemRunner.cancelled(job.payload)
+                await self._finish(job, outcome.result, succeeded=False, cancelled=True)
+                return
             outcome = await self.runner.run(job)
             error = outcome.error
             delay = None if error is None else retry_delay(error, job.attempt, self.retry_backoff_seconds)
@@ -197,12 +203,22 @@ class BatchWorker:
             log.exception("batch item of batches/%s: unexpected error; it will be reclaimed", job.batch_id)
 
     async def _finish(
-        self, job: Job, result: bytes, *, succeeded: bool, dead_letter: tuple[str, str] | None = None
+        self,
+        job: Job,
+        result: bytes,
+        *,
+        succeeded: bool,
+        cancelled: bool = False,
+        dead_letter: tuple[str, str] | None = None,
     ) -> None:
-        outcome = await self.queue.finish(job, result, succeeded=succeeded, dead_letter=dead_letter)
+        outcome = await self.queue.finish(
+            job, result, succeeded=succeeded, cancelled=cancelled, dead_letter=dead_letter
+        )
         if outcome <= 0:
             return  # reclaimed by another worker meanwhile, or the batch expired
-        if succeeded:
+        if cancelled:
+            self.counts.cancelled += 1
+        elif succeeded:
             self.counts.succeeded += 1
         else:
             self.counts.failed += 1

@@ -47,6 +47,8 @@ class BatchState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     BATCH_STATE_UNSPECIFIED: _ClassVar[BatchState]
     BATCH_STATE_RUNNING: _ClassVar[BatchState]
     BATCH_STATE_DONE: _ClassVar[BatchState]
+    BATCH_STATE_CANCELLING: _ClassVar[BatchState]
+    BATCH_STATE_CANCELLED: _ClassVar[BatchState]
 FINISH_REASON_UNSPECIFIED: FinishReason
 FINISH_REASON_STOP: FinishReason
 FINISH_REASON_LENGTH: FinishReason
@@ -67,6 +69,8 @@ ROUTING_STRATEGY_LATENCY: RoutingStrategy
 BATCH_STATE_UNSPECIFIED: BatchState
 BATCH_STATE_RUNNING: BatchState
 BATCH_STATE_DONE: BatchState
+BATCH_STATE_CANCELLING: BatchState
+BATCH_STATE_CANCELLED: BatchState
 
 class ChatRequest(_message.Message):
     __slots__ = ("model", "messages", "config", "cache")
@@ -381,20 +385,22 @@ class CreateBatchResponse(_message.Message):
     def __init__(self, batch: _Optional[_Union[Batch, _Mapping]] = ...) -> None: ...
 
 class Batch(_message.Message):
-    __slots__ = ("name", "state", "total_items", "succeeded_items", "failed_items", "create_time")
+    __slots__ = ("name", "state", "total_items", "succeeded_items", "failed_items", "create_time", "cancelled_items")
     NAME_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     TOTAL_ITEMS_FIELD_NUMBER: _ClassVar[int]
     SUCCEEDED_ITEMS_FIELD_NUMBER: _ClassVar[int]
     FAILED_ITEMS_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    CANCELLED_ITEMS_FIELD_NUMBER: _ClassVar[int]
     name: str
     state: BatchState
     total_items: int
     succeeded_items: int
     failed_items: int
     create_time: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., state: _Optional[_Union[BatchState, str]] = ..., total_items: _Optional[int] = ..., succeeded_items: _Optional[int] = ..., failed_items: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    cancelled_items: int
+    def __init__(self, name: _Optional[str] = ..., state: _Optional[_Union[BatchState, str]] = ..., total_items: _Optional[int] = ..., succeeded_items: _Optional[int] = ..., failed_items: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cancelled_items: _Optional[int] = ...) -> None: ...
 
 class GetBatchRequest(_message.Message):
     __slots__ = ("name",)
@@ -413,6 +419,18 @@ class WatchBatchRequest(_message.Message):
     NAME_FIELD_NUMBER: _ClassVar[int]
     name: str
     def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class CancelBatchRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class CancelBatchResponse(_message.Message):
+    __slots__ = ("batch",)
+    BATCH_FIELD_NUMBER: _ClassVar[int]
+    batch: Batch
+    def __init__(self, batch: _Optional[_Union[Batch, _Mapping]] = ...) -> None: ...
 
 class WatchBatchResponse(_message.Message):
     __slots__ = ("result", "done")

@@ -90,6 +90,11 @@ class OrchestratorServiceStub:
                 request_serializer=pointsman_dot_orchestrator_dot_v1_dot_orchestrator__pb2.WatchBatchRequest.SerializeToString,
                 response_deserializer=pointsman_dot_orchestrator_dot_v1_dot_orchestrator__pb2.WatchBatchResponse.FromString,
                 _registered_method=True)
+        self.CancelBatch = channel.unary_unary(
+                '/pointsman.orchestrator.v1.OrchestratorService/CancelBatch',
+                request_serializer=pointsman_dot_orchestrator_dot_v1_dot_orchestrator__pb2.CancelBatchRequest.SerializeToString,
+                response_deserializer=pointsman_dot_orchestrator_dot_v1_dot_orchestrator__pb2.CancelBatchResponse.FromString,
+                _registered_method=True)
         self.GetStats = channel.unary_unary(
                 '/pointsman.orchestrator.v1.OrchestratorService/GetStats',
                 request_serializer=pointsman_dot_orchestrator_dot_v1_dot_orchestrator__pb2.GetStatsRequest.SerializeToString,
@@ -180,6 +185,16 @@ class OrchestratorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CancelBatch(self, request, context):
+        """CancelBatch stops a batch: items not yet started are not run, and each
+        gets a result with error code CANCELLED (reason BATCH_CANCELLED); items
+        already running finish and keep their result. Cancelling a cancelled batch
+        returns it unchanged; a batch that is done already is FAILED_PRECONDITION.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetStats(self, request, context):
         """GetStats summarises the caller's organisation's traffic over a recent
         window, across every replica: requests, tokens, cache hits, latency per
@@ -231,6 +246,11 @@ def add_OrchestratorServiceServicer_to_server(servicer, server):
                     servicer.WatchBatch,
                     request_deserializer=pointsman_dot_orchestrator_dot_v1_dot_orchestrator__pb2.WatchBatchRequest.FromString,
                     response_serializer=pointsman_dot_orchestrator_dot_v1_dot_orchestrator__pb2.WatchBatchResponse.SerializeToString,
+            ),
+            'CancelBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelBatch,
+                    request_deserializer=pointsman_dot_orchestrator_dot_v1_dot_orchestrator__pb2.CancelBatchRequest.FromString,
+                    response_serializer=pointsman_dot_orchestrator_dot_v1_dot_orchestrator__pb2.CancelBatchResponse.SerializeToString,
             ),
             'GetStats': grpc.unary_unary_rpc_method_handler(
                     servicer.GetStats,
@@ -470,6 +490,33 @@ class OrchestratorService:
             '/pointsman.orchestrator.v1.OrchestratorService/WatchBatch',
             pointsman_dot_orchestrator_dot_v1_dot_orchestrator__pb2.WatchBatchRequest.SerializeToString,
             pointsman_dot_orchestrator_dot_v1_dot_orchestrator__pb2.WatchBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pointsman.orchestrator.v1.OrchestratorService/CancelBatch',
+            pointsman_dot_orchestrator_dot_v1_dot_orchestrator__pb2.CancelBatchRequest.SerializeToString,
+            pointsman_dot_orchestrator_dot_v1_dot_orchestrator__pb2.CancelBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -23,7 +23,7 @@ _VIEWER = {
     _AUTH: ("WhoAmI",),
 }
 _DEVELOPER = {
-    _ORCHESTRATOR: ("Chat", "Complete", "Converse", "Compare", "CreateBatch"),
+    _ORCHESTRATOR: ("Chat", "Complete", "Converse", "Compare", "CreateBatch", "CancelBatch"),
     _FIREWALL: ("Scan", "ScanStream"),
 }
 _ADMIN = {

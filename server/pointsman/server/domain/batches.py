@@ -1,7 +1,8 @@
 """Batch jobs: what a batch is and how far it got, when a failed item is worth
 another attempt, and the in-process runner (the embedded default: many chat
 requests, bounded concurrency, results kept for watchers). A failed item
-records its error; the batch goes on. With Redis, `backends/shared/batch_queue.py`
+records its error; the batch goes on. Cancelling a batch gives each item not
+yet started a CANCELLED result at once; items already running finish. With Redis, `backends/shared/batch_queue.py`
 and `pointsman worker` run batches instead (docs/batches.md)."""
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from datetime import UTC, datetime
 
 from .caller import Caller
 from .chat import ChatRequest
-from .errors import DomainError, NotFound, RateLimited, Unavailable
+from .errors import Cancelled, DomainError, FailedPrecondition, NotFound, RateLimited, Unavailable
 from .orchestrator import CompletedAnswer, Orchestrator
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,8 @@ class BatchProgress:
     succeeded: int
     failed: int
     create_time: datetime
+    cancelled: int = 0  # items that never ran because the batch was cancelled
+    cancel_requested: bool = False
 
     @property
     def name(self) -> str:
@@ -55,11 +58,22 @@ class BatchProgress:
 
     @property
     def done(self) -> bool:
-        return self.succeeded + self.failed >= self.total
+        """Every item has a result."""
+        return self.succeeded + self.failed + self.cancelled >= self.total
 
 
 def batch_not_found(batch_id: str) -> NotFound:
     return NotFound(f"batch 'batches/{batch_id}' does not exist", reason="BATCH_NOT_FOUND")
+
+
+def batch_already_done(batch_id: str) -> FailedPrecondition:
+    return FailedPrecondition(
+        f"batch 'batches/{batch_id}' is done already: there is nothing left to cancel", reason="BATCH_DONE"
+    )
+
+
+def item_cancelled() -> Cancelled:
+    return Cancelled("the batch was cancelled before this item ran", reason="BATCH_CANCELLED")
 
 
 def retry_delay(error: DomainError, attempt: int, base_seconds: float) -> float | None:
@@ -88,6 +102,9 @@ class Batch:
     create_time: datetime
     results: list[BatchResult] = field(default_factory=list)
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+    # Custom ids of the items no slot has taken yet, in order.
+    not_started: dict[str, None] = field(default_factory=dict)
+    cancel_requested: bool = False
 
     @property
     def name(self) -> str:
@@ -97,18 +114,23 @@ class Batch:
     def done(self) -> bool:
         return len(self.results) == self.total
 
-    @property
-    def failed(self) -> int:
-        return sum(1 for r in self.results if r.error is not None)
-
-    @property
-    def succeeded(self) -> int:
-        return len(self.results) - self.failed
-
     def progress(self) -> BatchProgress:
-        failed = self.failed
+        failed = cancelled = 0
+        for result in self.results:
+            if isinstance(result.error, Cancelled):
+                cancelled += 1
+            elif result.error is not None:
+                failed += 1
+        succeeded = len(self.results) - failed - cancelled
         return BatchProgress(
-            self.id, self.organisation, self.total, len(self.results) - failed, failed, self.create_time
+            self.id,
+            self.organisation,
+            self.total,
+            succeeded,
+            failed,
+            self.create_time,
+            cancelled,
+            self.cancel_requested,
         )
 
 
@@ -123,6 +145,7 @@ class BatchRunner:
 
     def submit(self, items: list[BatchItem], max_concurrency: int, caller: Caller) -> Batch:
         batch = Batch(secrets.token_hex(8), caller.organisation, len(items), datetime.now(UTC))
+        batch.not_started = dict.fromkeys(item.custom_id for item in items)
         self._batches[(caller.organisation, batch.id)] = batch
         self._forget_old()
         task = asyncio.create_task(self._run(batch, items, max_concurrency, caller))
@@ -140,15 +163,35 @@ class BatchRunner:
         """Every result, those already done first; ends when the batch is done."""
         batch = self.get(organisation, batch_id)
         sent = 0
+
+        def more() -> bool:
+            return len(batch.results) > sent or batch.done
+
         while True:
             async with batch.changed:
-                await batch.changed.wait_for(lambda seen=sent: len(batch.results) > seen or batch.done)
+                await batch.changed.wait_for(more)
                 fresh = batch.results[sent:]
             for result in fresh:
                 yield result
             sent += len(fresh)
             if batch.done and sent == batch.total:
                 return
+
+    async def cancel(self, organisation: str, batch_id: str) -> BatchProgress:
+        """Items not yet started get a CANCELLED result now and never run;
+        running ones finish. Cancelling again changes nothing; a batch that
+        is done already raises FailedPrecondition."""
+        batch = self.get(organisation, batch_id)
+        if batch.cancel_requested:
+            return batch.progress()
+        if batch.done:
+            raise batch_already_done(batch_id)
+        batch.cancel_requested = True
+        async with batch.changed:
+            batch.results.extend(BatchResult(custom_id, error=item_cancelled()) for custom_id in batch.not_started)
+            batch.not_started.clear()
+            batch.changed.notify_all()
+        return batch.progress()
 
     async def aclose(self) -> None:
         for task in self._tasks:
@@ -167,6 +210,9 @@ class BatchRunner:
 
         async def run_one(item: BatchItem) -> None:
             async with slots:
+                if item.custom_id not in batch.not_started:
+                    return  # cancelled: its result is recorded already
+                del batch.not_started[item.custom_id]
                 item_caller = Caller(f"{caller.request_id}/{item.custom_id}", caller.organisation, caller.principal)
                 try:
                     result = BatchResult(

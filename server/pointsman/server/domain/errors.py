@@ -53,6 +53,12 @@ class FailedPrecondition(DomainError):
     reason = "FAILED_PRECONDITION"
 
 
+class Cancelled(DomainError):
+    """Work that was called off before it ran (a cancelled batch's items)."""
+
+    reason = "CANCELLED"
+
+
 class Unauthenticated(DomainError):
     """No credential, or one that does not verify. The message never quotes
     the credential."""

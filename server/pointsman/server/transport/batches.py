@@ -12,8 +12,8 @@ from typing import Protocol
 
 from pointsman.orchestrator.v1 import orchestrator_pb2 as pb
 
-from ..backends.shared.batch_queue import Job, RedisBatchQueue
-from ..domain.batches import BatchItem, BatchProgress, BatchResult, BatchRunner
+from ..backends.shared.batch_queue import CancelledItem, Job, RedisBatchQueue
+from ..domain.batches import BatchItem, BatchProgress, BatchResult, BatchRunner, item_cancelled
 from ..domain.caller import Caller
 from ..domain.errors import DomainError, Unavailable, ViolationCollector
 from ..domain.orchestrator import Orchestrator
@@ -34,6 +34,12 @@ class Batches(Protocol):
 
     def watch(self, organisation: str, batch_id: str) -> AsyncIterator[pb.BatchResult]:
         """Every result, those already done first; ends when the batch is done."""
+        ...
+
+    async def cancel(self, organisation: str, batch_id: str) -> BatchProgress:
+        """Items not yet started get a CANCELLED result and never run; running
+        ones finish. Idempotent; FailedPrecondition (BATCH_DONE) when every
+        item had a result before."""
         ...
 
     async def aclose(self) -> None: ...
@@ -73,6 +79,9 @@ class InProcessBatches:
         async for result in self._runner.watch(organisation, batch_id):
             yield result_to_proto(result)
 
+    async def cancel(self, organisation: str, batch_id: str) -> BatchProgress:
+        return await self._runner.cancel(organisation, batch_id)
+
     async def aclose(self) -> None:
         await self._runner.aclose()
 
@@ -104,7 +113,13 @@ class QueuedBatches:
 
     async def watch(self, organisation: str, batch_id: str) -> AsyncIterator[pb.BatchResult]:
         async for data in self.queue.results(organisation, batch_id):
-            yield pb.BatchResult.FromString(data)
+            if isinstance(data, CancelledItem):
+                yield pb.BatchResult.FromString(BatchItemRunner.cancelled(data.item).result)
+            else:
+                yield pb.BatchResult.FromString(data)
+
+    async def cancel(self, organisation: str, batch_id: str) -> BatchProgress:
+        return await self.queue.cancel(organisation, batch_id)
 
     async def aclose(self) -> None:
         # After the server's grace period: items still running are handed back
@@ -142,6 +157,11 @@ class BatchItemRunner:
             return self.failure(job.payload, DomainError("internal error"))
         result = pb.BatchResult(custom_id=item.custom_id, response=convert.complete_response(answer))
         return ItemOutcome(item.custom_id, result.SerializeToString())
+
+    @staticmethod
+    def cancelled(payload: bytes) -> ItemOutcome:
+        """The result of an item whose batch was cancelled before it ran."""
+        return BatchItemRunner.failure(payload, item_cancelled())
 
     @staticmethod
     def failure(payload: bytes, error: DomainError) -> ItemOutcome:

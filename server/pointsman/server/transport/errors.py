@@ -23,6 +23,7 @@ _CODES: list[tuple[type[domain.DomainError], grpc.StatusCode]] = [
     (domain.Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
     (domain.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
     (domain.FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
+    (domain.Cancelled, grpc.StatusCode.CANCELLED),
     (domain.Unavailable, grpc.StatusCode.UNAVAILABLE),
     (domain.RateLimited, grpc.StatusCode.RESOURCE_EXHAUSTED),
 ]

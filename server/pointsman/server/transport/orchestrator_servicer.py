@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
 import grpc
 
@@ -12,7 +11,7 @@ from pointsman.orchestrator.v1 import orchestrator_pb2_grpc
 
 from ..backends.shared.conversations import Conversations
 from ..domain import chat
-from ..domain.batches import DEFAULT_CONCURRENCY, MAX_CONCURRENCY, MAX_ITEMS, BatchItem
+from ..domain.batches import DEFAULT_CONCURRENCY, MAX_CONCURRENCY, MAX_ITEMS, BatchItem, BatchProgress
 from ..domain.errors import DomainError, ViolationCollector
 from ..domain.orchestrator import FirewallNotice, Orchestrator
 from . import convert
@@ -166,17 +165,28 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             yield pb.WatchBatchResponse(result=result)
         yield pb.WatchBatchResponse(done=_batch_to_proto(await self._batches.get(organisation, batch_id)))
 
+    async def CancelBatch(
+        self, request: pb.CancelBatchRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CancelBatchResponse:
+        batch = await self._batches.cancel(self._calls.caller().organisation, resource_id(request.name, "batches"))
+        return pb.CancelBatchResponse(batch=_batch_to_proto(batch))
+
     async def GetStats(self, request: pb.GetStatsRequest, context: grpc.aio.ServicerContext) -> pb.GetStatsResponse:
         return await self._stats.get_stats(request, self._calls.caller().organisation)
 
 
-def _batch_to_proto(batch: Any) -> pb.Batch:
+def _batch_to_proto(batch: BatchProgress) -> pb.Batch:
+    if batch.cancel_requested:
+        state = pb.BATCH_STATE_CANCELLED if batch.done else pb.BATCH_STATE_CANCELLING
+    else:
+        state = pb.BATCH_STATE_DONE if batch.done else pb.BATCH_STATE_RUNNING
     return pb.Batch(
         name=batch.name,
-        state=pb.BATCH_STATE_DONE if batch.done else pb.BATCH_STATE_RUNNING,
+        state=state,
         total_items=batch.total,
         succeeded_items=batch.succeeded,
         failed_items=batch.failed,
+        cancelled_items=batch.cancelled,
         create_time=convert.timestamp(batch.create_time),
     )
 

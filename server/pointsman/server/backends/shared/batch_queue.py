@@ -9,12 +9,16 @@ Keys (all under the prefix; an organisation is one escaped key segment):
 - `batch:{org}:{id}:todo`: items not yet runnable. A batch has at most
   `max_concurrency` entries in the jobs stream; finishing one moves the next
   item from here to the stream, so the bound holds across every worker.
-- `batch:{org}:{id}:results`: one entry per finished item (opaque bytes), read by watchers.
+- `batch:{org}:{id}:results`: one entry per finished item (opaque bytes), read by
+  watchers; an item cancelled before it ran is recorded as the item itself.
 - `batch:dead`: items that ran out of attempts, for operators (bounded).
 
 Finishing, retrying and releasing an entry are single Lua scripts that start
 with XACK and do nothing when it acknowledged nothing: an entry that another
 worker reclaimed, or that finished already, is never counted twice.
+Cancelling moves the batch's `todo` items to its results at once, in one
+script; entries already in the jobs stream are finished as cancelled by the
+worker that takes them, without running; items already running finish.
 A batch's keys expire `ttl_seconds` after its last progress."""
 
 from __future__ import annotations
@@ -25,14 +29,14 @@ import random
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import redis.exceptions
 from redis.asyncio import Redis
 
-from ...domain.batches import BatchProgress, batch_not_found
+from ...domain.batches import BatchProgress, batch_already_done, batch_not_found
 from ...domain.errors import Unavailable
 from ..stores.base import require_organisation
 from .redis_health import DEFAULT_PREFIX, REDIS_ERRORS, RedisHealth, Skipped, key_segment
@@ -61,6 +65,14 @@ class Job:
     request_id: str
     attempt: int  # 1 for the first run
     payload: bytes
+    batch_cancelled: bool = False  # as of when it was taken: finish it as cancelled, do not run it
+
+
+@dataclass(frozen=True, slots=True)
+class CancelledItem:
+    """A result entry for an item that never ran: the item as submitted."""
+
+    item: bytes
 
 
 # KEYS: jobs, meta, results, todo, dead
@@ -72,13 +84,14 @@ redis.call('XDEL', KEYS[1], ARGV[2])
 if redis.call('EXISTS', KEYS[2]) == 0 then return -1 end
 redis.call('XADD', KEYS[3], '*', 'r', ARGV[3])
 redis.call('HINCRBY', KEYS[2], ARGV[4], 1)
-local m = redis.call('HMGET', KEYS[2], 'organisation', 'id', 'principal', 'request_id', 'total', 'succeeded', 'failed')
+local m = redis.call('HMGET', KEYS[2], 'organisation', 'id', 'principal', 'request_id', 'total', 'succeeded', 'failed',
+  'cancelled')
 local nxt = redis.call('LPOP', KEYS[4])
 if nxt then
   redis.call('XADD', KEYS[1], '*', 'o', m[1], 'i', m[2], 'u', m[3], 'r', m[4], 'a', '1', 'p', nxt)
 end
 local outcome = 1
-if tonumber(m[6]) + tonumber(m[7]) >= tonumber(m[5]) then
+if tonumber(m[6]) + tonumber(m[7]) + tonumber(m[8] or 0) >= tonumber(m[5]) then
   redis.call('HSET', KEYS[2], 'done_ms', ARGV[5])
   outcome = 2
 end
@@ -89,6 +102,26 @@ if ARGV[7] ~= '' then
   redis.call('PEXPIRE', KEYS[5], ARGV[6])
 end
 return outcome
+"""
+
+# KEYS: meta, todo, results; ARGV: now ms, ttl ms
+# -1: no such batch; 0: done already; 1: cancelled now; 2: cancelled before
+_CANCEL = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+if redis.call('HEXISTS', KEYS[1], 'cancel_ms') == 1 then return 2 end
+if redis.call('HEXISTS', KEYS[1], 'done_ms') == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'cancel_ms', ARGV[1])
+local items = redis.call('LRANGE', KEYS[2], 0, -1)
+redis.call('DEL', KEYS[2])
+for _, item in ipairs(items) do redis.call('XADD', KEYS[3], '*', 'x', item) end
+redis.call('HINCRBY', KEYS[1], 'cancelled', #items)
+local m = redis.call('HMGET', KEYS[1], 'total', 'succeeded', 'failed', 'cancelled')
+if tonumber(m[2]) + tonumber(m[3]) + tonumber(m[4]) >= tonumber(m[1]) then
+  redis.call('HSET', KEYS[1], 'done_ms', ARGV[1])
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[3], ARGV[2])
+return 1
 """
 
 # KEYS: jobs, meta; ARGV: group, entry id, organisation, batch id, principal, request id, attempt, item
@@ -146,6 +179,7 @@ class RedisBatchQueue:
         self.health = health if health is not None else RedisHealth()
         self._finish = client.register_script(_FINISH)
         self._requeue = client.register_script(_REQUEUE)
+        self._cancel = client.register_script(_CANCEL)
 
     def batch_key(self, organisation: str, batch_id: str) -> str:
         return f"{self._prefix}{key_segment(require_organisation(organisation))}:{batch_id}"
@@ -203,15 +237,39 @@ class RedisBatchQueue:
     async def progress(self, organisation: str, batch_id: str) -> BatchProgress:
         """Raises NotFound for an unknown or expired id, or another organisation's."""
         key = self.batch_key(organisation, batch_id)
-        total, succeeded, failed, create_ms = await self._call_any(
-            lambda: self._redis.hmget(key, ["total", "succeeded", "failed", "create_ms"])
+        total, succeeded, failed, cancelled, create_ms, cancel_ms = await self._call_any(
+            lambda: self._redis.hmget(key, ["total", "succeeded", "failed", "cancelled", "create_ms", "cancel_ms"])
         )
         if total is None:
             raise batch_not_found(batch_id)
-        create_time = datetime.fromtimestamp(int(create_ms) / 1000, UTC)
-        return BatchProgress(batch_id, organisation, int(total), int(succeeded), int(failed), create_time)
+        return BatchProgress(
+            batch_id,
+            organisation,
+            int(total),
+            int(succeeded),
+            int(failed),
+            datetime.fromtimestamp(int(create_ms) / 1000, UTC),
+            int(cancelled or 0),
+            cancel_ms is not None,
+        )
 
-    async def results(self, organisation: str, batch_id: str) -> AsyncIterator[bytes]:
+    async def cancel(self, organisation: str, batch_id: str) -> BatchProgress:
+        """Records the cancellation and moves the items no worker has yet to
+        the results, at once. Raises NotFound for an unknown batch, and
+        FailedPrecondition when the batch was done before."""
+        key = self.batch_key(organisation, batch_id)
+        outcome = await self._call(
+            lambda: self._cancel(
+                keys=[key, f"{key}:todo", f"{key}:results"], args=[int(time.time() * 1000), self._ttl_ms]
+            )
+        )
+        if int(outcome) == -1:
+            raise batch_not_found(batch_id)
+        if int(outcome) == 0:
+            raise batch_already_done(batch_id)
+        return await self.progress(organisation, batch_id)
+
+    async def results(self, organisation: str, batch_id: str) -> AsyncIterator[bytes | CancelledItem]:
         """Every result, those already there first, then each as it is
         written; ends after the batch's last."""
         total = (await self.progress(organisation, batch_id)).total
@@ -236,7 +294,7 @@ class RedisBatchQueue:
             for entry_id, fields in reply[0][1]:
                 last = _text(entry_id)
                 seen += 1
-                yield fields[b"r"]
+                yield fields[b"r"] if b"r" in fields else CancelledItem(fields[b"x"])
 
     # -- the worker's side --------------------------------------------------
 
@@ -253,7 +311,27 @@ class RedisBatchQueue:
             return []
         except REDIS_ERRORS as error:
             raise self._unavailable() from error
-        return _jobs(reply[0][1]) if reply else []
+        return await self._marked_cancelled(_jobs(reply[0][1])) if reply else []
+
+    async def _marked_cancelled(self, jobs: list[Job]) -> list[Job]:
+        """The jobs, those of cancelled batches marked: one round trip."""
+        if not jobs:
+            return jobs
+        keys = list(dict.fromkeys(self.batch_key(job.organisation, job.batch_id) for job in jobs))
+
+        async def read() -> list[Any]:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.hexists(key, "cancel_ms")
+                return await pipe.execute()
+
+        cancelled = {key for key, flag in zip(keys, await self._call(read), strict=True) if flag}
+        if not cancelled:
+            return jobs
+        return [
+            replace(job, batch_cancelled=True) if self.batch_key(job.organisation, job.batch_id) in cancelled else job
+            for job in jobs
+        ]
 
     async def finish(
         self,
@@ -261,10 +339,12 @@ class RedisBatchQueue:
         result: bytes,
         *,
         succeeded: bool,
+        cancelled: bool = False,
         dead_letter: tuple[str, str] | None = None,
     ) -> int:
-        """Records the result, counts it and acknowledges the entry, at once;
-        `dead_letter` (custom id, error) also files the item under `batch:dead`.
+        """Records the result, counts it (as succeeded, failed, or cancelled:
+        never ran) and acknowledges the entry, at once; `dead_letter` (custom
+        id, error) also files the item under `batch:dead`.
         1 when recorded, 2 when that completed the batch; 0 when the entry was
         no longer this worker's to finish, -1 when the batch has expired."""
         key = self.batch_key(job.organisation, job.batch_id)
@@ -276,7 +356,7 @@ class RedisBatchQueue:
                     GROUP,
                     job.entry_id,
                     result,
-                    "succeeded" if succeeded else "failed",
+                    "cancelled" if cancelled else "succeeded" if succeeded else "failed",
                     int(time.time() * 1000),
                     self._ttl_ms,
                     custom_id,

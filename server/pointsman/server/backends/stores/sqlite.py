@@ -822,7 +822,8 @@ class SqliteInstanceStore:
         async with self._db.write() as connection:
             rows = await _fetchall(
                 connection,
-                "DELETE FROM instances WHERE organisation = ? AND instance_id = ? AND lease_expire_time > ? RETURNING *",
+                "DELETE FROM instances WHERE organisation = ? AND instance_id = ? AND lease_expire_time > ?"
+                " RETURNING *",
                 (require_organisation(organisation), instance_id, now),
             )
         # A lapsed lease is gone already, as far as callers can tell; its row

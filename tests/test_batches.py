@@ -1,0 +1,69 @@
+"""Batches in the server's own process (no Redis): cancelling one. Running
+and watching are in test_chat.py; the Redis queue and workers in
+test_batches_redis.py."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest_asyncio
+
+from pointsman.client import AsyncClient
+from pointsman.orchestrator.v1 import orchestrator_pb2 as orch
+
+from fakes.gated_openai import GatedOpenAI
+from helpers_pb import user
+from server_fixtures import collect, eventually, raises
+
+
+@pytest_asyncio.fixture
+async def upstream() -> AsyncIterator[GatedOpenAI]:
+    fake = GatedOpenAI()
+    async with fake:
+        yield fake
+
+
+def items(**models: str) -> list[orch.BatchItem]:
+    return [orch.BatchItem(custom_id=cid, model=m, messages=[user(f"about {cid}")]) for cid, m in models.items()]
+
+
+async def test_cancel_skips_items_not_started_and_lets_running_ones_finish(
+    start_server: Any, upstream: GatedOpenAI
+) -> None:
+    server = await start_server(OPENAI_BASE_URL=upstream.base_url, OPENAI_API_KEY="test", OPENAI_MODELS=["ok", "gated"])
+    async with AsyncClient(server.address, timeout=10) as client:
+        request = orch.CreateBatchRequest(items=items(slow="gated", a="ok", b="ok"), max_concurrency=1)
+        batch = (await client.orchestrator.CreateBatch(request)).batch
+        await eventually(lambda: upstream.calls["gated"] == 1)
+        cancelled = (await client.orchestrator.CancelBatch(orch.CancelBatchRequest(name=batch.name))).batch
+        assert cancelled.state == orch.BATCH_STATE_CANCELLING and cancelled.cancelled_items == 2
+        stream = aiter(client.orchestrator.WatchBatch(orch.WatchBatchRequest(name=batch.name)))
+        first = [await asyncio.wait_for(anext(stream), 5) for _ in range(2)]
+        assert sorted(e.result.custom_id for e in first) == ["a", "b"]
+        assert all((e.result.error.code, e.result.error.reason) == (1, "BATCH_CANCELLED") for e in first)
+        again = (await client.orchestrator.CancelBatch(orch.CancelBatchRequest(name=batch.name))).batch
+        assert again == cancelled
+        upstream.gate.set()
+        rest = await collect(stream)
+        assert rest[0].result.custom_id == "slow" and rest[0].result.response.message.content == "Echo: about slow"
+        done = rest[1].done
+        assert (done.state, done.succeeded_items, done.failed_items, done.cancelled_items) == (
+            orch.BATCH_STATE_CANCELLED,
+            1,
+            0,
+            2,
+        )
+    assert upstream.calls["ok"] == 0
+
+
+async def test_cancel_needs_a_batch_that_is_not_done(client: AsyncClient) -> None:
+    created = await client.orchestrator.CreateBatch(orch.CreateBatchRequest(items=items(x="builtin")))
+    await collect(client.orchestrator.WatchBatch(orch.WatchBatchRequest(name=created.batch.name)))
+    error = await raises(client.orchestrator.CancelBatch(orch.CancelBatchRequest(name=created.batch.name)))
+    assert error.code.name == "FAILED_PRECONDITION" and error.reason == "BATCH_DONE"
+    unknown = await raises(client.orchestrator.CancelBatch(orch.CancelBatchRequest(name="batches/0123456789abcdef")))
+    assert unknown.code.name == "NOT_FOUND" and unknown.reason == "BATCH_NOT_FOUND"
+    malformed = await raises(client.orchestrator.CancelBatch(orch.CancelBatchRequest(name="not-a-batch-name")))
+    assert malformed.code.name == "INVALID_ARGUMENT"
