@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, aclosing, nullcontext
 from dataclasses import dataclass, field, replace
 
@@ -207,7 +207,7 @@ class Orchestrator:
         incremental: bool,
         errors: ViolationCollector | None,
         received: float,
-    ) -> AsyncIterator[ChatEvent]:
+    ) -> AsyncGenerator[ChatEvent, None]:
         """Everything that can fail the call up front, then the answer's
         events, not yet started (it holds nothing until iterated)."""
         if self.admit is not None:
@@ -231,7 +231,7 @@ class Orchestrator:
         received: float,
         incremental: bool,
         ttl: float,
-    ) -> AsyncIterator[ChatEvent]:
+    ) -> AsyncGenerator[ChatEvent, None]:
         """The cached answer replayed, or this request leads: it calls the
         model, and identical requests arriving meanwhile share its answer.
         Only complete answers the output firewall left alone are kept."""
@@ -282,7 +282,7 @@ class Orchestrator:
         received: float,
         incremental: bool,
         collected: CompletedAnswer | None,
-    ) -> AsyncIterator[ChatEvent]:
+    ) -> AsyncGenerator[ChatEvent, None]:
         """The answer from the model: routed, framed, through the output firewall."""
         opened = await self.router.open(route, request, caller, incremental=incremental)
         start = Start(caller.request_id, request.model, opened.deployment)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, TypeAlias
 
 import anthropic
@@ -53,7 +53,7 @@ class AnthropicProvider:
 
     def stream(
         self, deployment: Deployment, request: ChatRequest, *, incremental: bool = True
-    ) -> AsyncIterator[ProviderEvent]:
+    ) -> AsyncGenerator[ProviderEvent, None]:
         return self._http.call(
             request_body(deployment.model, request, incremental),
             deployment,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Protocol
 
 from ..domain.chat import ChatRequest, Deployment, ProviderEvent
@@ -19,6 +19,6 @@ class ChatProvider(Protocol):
 
     def stream(
         self, deployment: Deployment, request: ChatRequest, *, incremental: bool = True
-    ) -> AsyncIterator[ProviderEvent]: ...
+    ) -> AsyncGenerator[ProviderEvent, None]: ...
 
     async def aclose(self) -> None: ...

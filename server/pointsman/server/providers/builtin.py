@@ -4,7 +4,7 @@ request, so the whole path can be tried offline and tested exactly."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from ..domain.chat import (
     ChatRequest,
@@ -36,7 +36,7 @@ class BuiltinProvider:
 
     async def stream(
         self, deployment: Deployment, request: ChatRequest, *, incremental: bool = True
-    ) -> AsyncIterator[ProviderEvent]:
+    ) -> AsyncGenerator[ProviderEvent, None]:
         input_tokens = sum(count_tokens(m.content) for m in request.messages)
         last_user = next((m.content for m in reversed(request.messages) if m.role is Role.USER), "")
         config = request.config

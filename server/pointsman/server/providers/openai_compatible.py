@@ -4,7 +4,7 @@ llama.cpp, vLLM, Groq): requests as the official `openai` SDK builds them."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import openai
@@ -47,7 +47,7 @@ class OpenAICompatibleProvider:
 
     def stream(
         self, deployment: Deployment, request: ChatRequest, *, incremental: bool = True
-    ) -> AsyncIterator[ProviderEvent]:
+    ) -> AsyncGenerator[ProviderEvent, None]:
         return self._http.call(
             _request_body(deployment.model, request, incremental),
             deployment,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -82,7 +82,7 @@ class UpstreamHttp:
         incremental: bool,
         parse_stream: StreamParser,
         parse_answer: AnswerParser,
-    ) -> AsyncIterator[ProviderEvent]:
+    ) -> AsyncGenerator[ProviderEvent, None]:
         """The answer's events: parsed from the SSE body when `incremental`,
         else from one JSON answer."""
         session = await self._ready()

@@ -74,7 +74,7 @@ class CallContext:
         return Caller(current_request_id.get(), principal.organisation, principal.name, deadline=current_deadline.get())
 
 
-class CallInterceptor(grpc.aio.ServerInterceptor):
+class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpcio ships no types: the base is Any
     def __init__(self, authenticator: Authenticator) -> None:
         self._auth = authenticator
         self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
@@ -164,7 +164,8 @@ def _log(method: str, code: str, started: float, request_id: str) -> None:
 
 def _code_of(error: BaseException) -> str:
     if isinstance(error, DomainError):
-        return status_code_for(error).name
+        name: str = status_code_for(error).name  # grpc.StatusCode is untyped
+        return name
     return "INTERNAL"
 
 
@@ -219,7 +220,9 @@ def _wrap(handler: grpc.RpcMethodHandler, gate: _Gate) -> grpc.RpcMethodHandler:
             _single_response(handler.unary_unary, gate, streamed=False), deserializer, handler.response_serializer
         )
 
-    def streaming(inner: Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]], streamed: bool) -> Any:
+    def streaming(
+        inner: Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any] | Awaitable[None]], streamed: bool
+    ) -> Any:
         async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             request_id, started = await _begin(context, gate, streams=True)
             code = "OK"

@@ -4,8 +4,9 @@ become field violations here, before the domain sees the request."""
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from google.protobuf import json_format, timestamp_pb2
 
@@ -87,17 +88,25 @@ INSTANCE_CHANGES = {
 }
 
 
+_Proto = TypeVar("_Proto", bound=int)  # a generated enum type
+_Domain = TypeVar("_Domain")
+
+
 def enum_value(
-    table: dict[int, Any], value: int, path: str, errors: ViolationCollector, *, required: bool = True
+    table: Mapping[_Proto, Any], value: _Proto, path: str, errors: ViolationCollector, *, required: bool = True
 ) -> Any:
-    """Looks an enum number up; unset (0) and unknown numbers are violations."""
+    """Looks an enum number up; unset (0) and unknown numbers are violations.
+    Returns Any, not the domain enum: None for a violation, which callers put
+    into the domain object they build before `errors.raise_if_any()`."""
     found = table.get(value)
     if found is None and (required or value != 0):
         errors.add(path, "is required" if value == 0 else f"unknown value {value}")
     return found
 
 
-def optional_enum(table: dict[int, Any], value: int, path: str, errors: ViolationCollector) -> Any:
+def optional_enum(
+    table: Mapping[_Proto, _Domain], value: _Proto, path: str, errors: ViolationCollector
+) -> _Domain | None:
     return None if value == 0 else enum_value(table, value, path, errors)
 
 

@@ -8,6 +8,7 @@ import grpc
 
 from pointsman.firewall.v1 import firewall_pb2 as pb
 from pointsman.firewall.v1 import firewall_pb2_grpc
+from pointsman.type.v1 import firewall_pb2 as type_pb
 
 from ..backends.decision_log import DecisionFilter, DecisionLog
 from ..backends.rule_store import RuleChange, RuleStore
@@ -38,7 +39,7 @@ class FirewallServicer(firewall_pb2_grpc.FirewallServiceServicer):
         self._calls = calls
         self._max_scan_chars = max_scan_chars
 
-    def _scan_input(self, text: str, direction: int, path: str = "") -> Direction:
+    def _scan_input(self, text: str, direction: type_pb.Direction, path: str = "") -> Direction:
         errors = ViolationCollector()
         if not text:
             errors.add(f"{path}text", "must not be empty")

@@ -17,7 +17,8 @@ def status_name(error: BaseException | None) -> str:
     if error is None:
         return "OK"
     if isinstance(error, DomainError):
-        return status_code_for(error).name
+        name: str = status_code_for(error).name  # grpc.StatusCode is untyped
+        return name
     if isinstance(error, Exception):
         return "INTERNAL"
     return "CANCELLED"  # GeneratorExit or CancelledError: the client went away
