@@ -117,3 +117,44 @@ def test_models_and_registry(address: str) -> None:
     models = run("models", address=address)
     assert models.stdout.startswith("builtin") and "built-in deterministic" in models.stdout
     assert run("registry", "ls", address=address).returncode == 0
+
+
+def test_batch_submit_watch_get_and_cancel(address: str, tmp_path: Path) -> None:
+    lines = [
+        json.dumps({"custom_id": f"q{i}", "model": "builtin", "messages": [{"role": "user", "content": f"ask {i}"}]})
+        for i in range(3)
+    ]
+    items = tmp_path / "items.jsonl"
+    items.write_text("\n".join(lines) + "\n")
+    submitted = run("batch", "submit", str(items), "--max-concurrency", "2", address=address)
+    assert submitted.returncode == 0, submitted.stderr
+    name = submitted.stdout.strip()
+    assert name.startswith("batches/")
+
+    watched = run("batch", "watch", name, address=address)
+    assert watched.returncode == 0, watched.stderr
+    *results, final = watched.stdout.splitlines()
+    assert sorted(line.split("\t")[:2] for line in results) == [["q0", "ok"], ["q1", "ok"], ["q2", "ok"]]
+    assert "ask 1" in next(line for line in results if line.startswith("q1"))
+    assert final == f"{name}\tdone\t3 succeeded, 0 failed, 0 cancelled, of 3"
+    got = run("batch", "get", "--json", name.removeprefix("batches/"), address=address)
+    assert json.loads(got.stdout)["state"] == "BATCH_STATE_DONE"
+
+    too_late = run("batch", "cancel", name, address=address)
+    assert too_late.returncode == 9 and "BATCH_DONE" in too_late.stderr  # FAILED_PRECONDITION
+    assert run("batch", "cancel", "batches/0123456789abcdef", address=address).returncode == 5
+
+
+def test_batch_submit_reports_the_bad_line(address: str) -> None:
+    good = json.dumps({"custom_id": "a", "model": "builtin", "messages": [{"role": "user", "content": "hi"}]})
+    for text, expected in (
+        (good + "\n{not json\n", "line 2"),
+        (good + '\n{"custom_id": "b", "modle": "builtin"}\n', "line 2"),
+        ("\n", "no items"),
+    ):
+        result = run("batch", "submit", "-", address=address, stdin=text)
+        assert result.returncode == 2 and expected in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
+    # Items that parse but break the contract are the server's to refuse, field by field.
+    duplicate = run("batch", "submit", "-", address=address, stdin=good + "\n" + good + "\n")
+    assert duplicate.returncode == 3 and "items[1].custom_id" in duplicate.stderr

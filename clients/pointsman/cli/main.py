@@ -5,9 +5,11 @@ RPC error (5 NOT_FOUND, 14 UNAVAILABLE, ...), 1 when `health` is not SERVING."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 from google.protobuf import json_format
@@ -311,6 +313,87 @@ def cmd_registry(args: argparse.Namespace) -> int:
     return 0
 
 
+class _BadBatchFile(ValueError):
+    pass
+
+
+def _batch_items(text: str) -> list[Any]:
+    """BatchItems from JSON Lines: one object per line in the protobuf JSON
+    mapping (`custom_id`, `model`, `messages`, `config`); a message's role may
+    also be written plainly ("user", "system", "assistant", "tool")."""
+    from pointsman.orchestrator.v1 import orchestrator_pb2 as pb
+
+    items = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+            if not isinstance(data, dict):
+                raise ValueError("expected a JSON object")
+            for message in data.get("messages") or []:
+                role = message.get("role") if isinstance(message, dict) else None
+                if isinstance(role, str) and not role.upper().startswith("ROLE_"):
+                    message["role"] = "ROLE_" + role.upper()
+            items.append(json_format.ParseDict(data, pb.BatchItem()))
+        except (ValueError, json_format.ParseError) as error:
+            raise _BadBatchFile(f"line {number}: {error}") from None
+    if not items:
+        raise _BadBatchFile("no items")
+    return items
+
+
+def _batch_line(batch: Any) -> str:
+    from pointsman.orchestrator.v1 import orchestrator_pb2 as pb
+
+    state = pb.BatchState.Name(batch.state).removeprefix("BATCH_STATE_").lower()
+    return (
+        f"{batch.name}\t{state}\t{batch.succeeded_items} succeeded, {batch.failed_items} failed, "
+        f"{batch.cancelled_items} cancelled, of {batch.total_items}"
+    )
+
+
+def _result_line(result: Any) -> str:
+    from grpc import StatusCode
+
+    if result.HasField("error"):
+        code = next((c.name for c in StatusCode if c.value[0] == result.error.code), str(result.error.code))
+        return f"{result.custom_id}\terror {code} {result.error.reason}: {result.error.message}"
+    return f"{result.custom_id}\tok\t{result.response.message.content!r}"
+
+
+def cmd_batch(args: argparse.Namespace) -> int:
+    from pointsman.orchestrator.v1 import orchestrator_pb2 as pb
+
+    with _client(args) as client:
+        if args.batch_command == "submit":
+            try:
+                items = _batch_items(sys.stdin.read() if args.file == "-" else Path(args.file).read_text())
+            except (OSError, _BadBatchFile) as error:
+                print(f"pointsman: {args.file}: {error}", file=sys.stderr)
+                return 2
+            request = pb.CreateBatchRequest(items=items, max_concurrency=args.max_concurrency)
+            batch = client.orchestrator.CreateBatch(request).batch
+            _print_json(batch) if args.json else print(batch.name)
+            return 0
+        name = _name(args.name, "batches")
+        if args.batch_command == "watch":
+            for event in client.orchestrator.WatchBatch(pb.WatchBatchRequest(name=name), timeout=args.watch_timeout):
+                if args.json:
+                    _print_json(event)
+                elif event.HasField("result"):
+                    print(_result_line(event.result), flush=True)
+                else:
+                    print(_batch_line(event.done), flush=True)
+            return 0
+        if args.batch_command == "cancel":
+            batch = client.orchestrator.CancelBatch(pb.CancelBatchRequest(name=name)).batch
+        else:
+            batch = client.orchestrator.GetBatch(pb.GetBatchRequest(name=name)).batch
+        _print_json(batch) if args.json else print(_batch_line(batch))
+    return 0
+
+
 def cmd_health(args: argparse.Namespace) -> int:
     from grpc_health.v1 import health_pb2
 
@@ -461,6 +544,24 @@ def build_parser() -> argparse.ArgumentParser:
             help=argparse.SUPPRESS if verb == "ls" else "stop watching after this many seconds",
         )
         p.set_defaults(func=cmd_registry)
+
+    batch = sub.add_parser("batch", help="batch jobs").add_subparsers(dest="batch_command", required=True)
+    p = batch.add_parser(
+        "submit", parents=[common], help="submit a JSON Lines file of items ('-' reads stdin); prints the name"
+    )
+    p.add_argument("file", help='one item per line: {"custom_id", "model", "messages": [{"role", "content"}]}')
+    p.add_argument("--max-concurrency", type=int, default=0, help="items at once, 1 to 64 (default 4)")
+    p.set_defaults(func=cmd_batch)
+    for verb, text in (
+        ("get", "show a batch's progress"),
+        ("watch", "print each result as it completes, then the final state"),
+        ("cancel", "cancel: items not yet started never run"),
+    ):
+        p = batch.add_parser(verb, parents=[common], help=text)
+        p.add_argument("name", help="batches/{id} or {id}")
+        if verb == "watch":
+            p.add_argument("--watch-timeout", type=float, default=None, help="stop watching after this many seconds")
+        p.set_defaults(func=cmd_batch)
 
     token = sub.add_parser("token", help="bearer tokens").add_subparsers(dest="token_command", required=True)
     p = token.add_parser("create", help="sign a token locally with JWT_SECRET (env) and print it")
