@@ -67,3 +67,30 @@ async def test_cancel_needs_a_batch_that_is_not_done(client: AsyncClient) -> Non
     assert unknown.code.name == "NOT_FOUND" and unknown.reason == "BATCH_NOT_FOUND"
     malformed = await raises(client.orchestrator.CancelBatch(orch.CancelBatchRequest(name="not-a-batch-name")))
     assert malformed.code.name == "INVALID_ARGUMENT"
+
+
+async def list_all(client: AsyncClient, page_size: int) -> list[list[str]]:
+    pages, token = [], ""
+    while True:
+        response = await client.orchestrator.ListBatches(orch.ListBatchesRequest(page_size=page_size, page_token=token))
+        pages.append([batch.name for batch in response.batches])
+        token = response.next_page_token
+        if not token:
+            return pages
+
+
+async def test_list_batches_pages_newest_first(client: AsyncClient) -> None:
+    names = []
+    for i in range(5):  # several are created within the same millisecond: ties go by id
+        request = orch.CreateBatchRequest(items=items(**{f"x{i}": "builtin"}))
+        names.append((await client.orchestrator.CreateBatch(request)).batch.name)
+    pages = await list_all(client, page_size=2)
+    assert [len(page) for page in pages] == [2, 2, 1]
+    listed = [name for page in pages for name in page]
+    assert sorted(listed) == sorted(names)
+    times = [(await client.orchestrator.GetBatch(orch.GetBatchRequest(name=n))).batch.create_time for n in listed]
+    order = [(t.ToMilliseconds(), n.removeprefix("batches/")) for t, n in zip(times, listed, strict=True)]
+    assert order == sorted(order, reverse=True)
+    assert await list_all(client, page_size=0) == [listed]  # 0 means the default page size
+    error = await raises(client.orchestrator.ListBatches(orch.ListBatchesRequest(page_token="not-a-token")))
+    assert error.code.name == "INVALID_ARGUMENT"

@@ -286,6 +286,41 @@ async def test_a_batch_that_is_done_cannot_be_cancelled(start_server: Any, env: 
         assert (await get_batch(client, batch.name)).state == orch.BATCH_STATE_DONE
 
 
+async def test_batches_are_listed_on_any_replica_newest_first_and_only_to_their_organisation(
+    start_server: Any, env: dict[str, str], redis: Redis, prefix: str
+) -> None:
+    a = await start_server(**env)
+    b = await start_server(**env)
+    other = await start_server(**{**env, "ORG_ID": "org-other"})
+    async with (
+        AsyncClient(a.address, timeout=10) as client_a,
+        AsyncClient(b.address, timeout=10) as client_b,
+        AsyncClient(other.address, timeout=10) as client_other,
+    ):
+        names = []
+        for i in range(3):
+            request = orch.CreateBatchRequest(items=items(**{f"x{i}": "ok"}))
+            names.append((await client_a.orchestrator.CreateBatch(request)).batch.name)
+        listed, token = [], ""
+        while True:
+            page = await client_b.orchestrator.ListBatches(orch.ListBatchesRequest(page_size=1, page_token=token))
+            listed.extend(batch.name for batch in page.batches)
+            token = page.next_page_token
+            if not token:
+                break
+        assert sorted(listed) == sorted(names) and len(listed) == 3
+        nothing = await client_other.orchestrator.ListBatches(orch.ListBatchesRequest())
+        assert list(nothing.batches) == []
+        # A batch whose keys expired is left out, and dropped from the index.
+        expired = listed[1].removeprefix("batches/")
+        index = f"{prefix}batch:default:index"
+        assert await redis.zscore(index, expired) is not None
+        await redis.delete(f"{prefix}batch:default:{expired}")
+        remaining = await client_b.orchestrator.ListBatches(orch.ListBatchesRequest())
+        assert [batch.name for batch in remaining.batches] == [listed[0], listed[2]]
+        assert await redis.zscore(index, expired) is None
+
+
 async def test_a_batch_belongs_to_its_organisation(start_server: Any, env: dict[str, str]) -> None:
     # Server a also works batches itself (the default): no worker process needed.
     a = await start_server(**{**env, "ORG_ID": "org-a", "POINTSMAN_BATCH_EMBEDDED_WORKER": "true"})

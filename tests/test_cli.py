@@ -139,6 +139,8 @@ def test_batch_submit_watch_get_and_cancel(address: str, tmp_path: Path) -> None
     assert final == f"{name}\tdone\t3 succeeded, 0 failed, 0 cancelled, of 3"
     got = run("batch", "get", "--json", name.removeprefix("batches/"), address=address)
     assert json.loads(got.stdout)["state"] == "BATCH_STATE_DONE"
+    listed = run("batch", "ls", address=address)
+    assert listed.returncode == 0 and f"{name}\tdone\t" in listed.stdout
 
     too_late = run("batch", "cancel", name, address=address)
     assert too_late.returncode == 9 and "BATCH_DONE" in too_late.stderr  # FAILED_PRECONDITION

@@ -376,6 +376,13 @@ def cmd_batch(args: argparse.Namespace) -> int:
             batch = client.orchestrator.CreateBatch(request).batch
             _print_json(batch) if args.json else print(batch.name)
             return 0
+        if args.batch_command == "ls":
+            pages = _pages(
+                lambda token: client.orchestrator.ListBatches(pb.ListBatchesRequest(page_token=token)), "batches"
+            )
+            for batch in pages:
+                _print_json(batch) if args.json else print(_batch_line(batch))
+            return 0
         name = _name(args.name, "batches")
         if args.batch_command == "watch":
             for event in client.orchestrator.WatchBatch(pb.WatchBatchRequest(name=name), timeout=args.watch_timeout):
@@ -551,6 +558,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("file", help='one item per line: {"custom_id", "model", "messages": [{"role", "content"}]}')
     p.add_argument("--max-concurrency", type=int, default=0, help="items at once, 1 to 64 (default 4)")
+    p.set_defaults(func=cmd_batch)
+    p = batch.add_parser("ls", parents=[common], help="list batches, newest first")
     p.set_defaults(func=cmd_batch)
     for verb, text in (
         ("get", "show a batch's progress"),

@@ -95,6 +95,11 @@ class OrchestratorServiceStub:
                 request_serializer=pointsman_dot_orchestrator_dot_v1_dot_orchestrator__pb2.CancelBatchRequest.SerializeToString,
                 response_deserializer=pointsman_dot_orchestrator_dot_v1_dot_orchestrator__pb2.CancelBatchResponse.FromString,
                 _registered_method=True)
+        self.ListBatches = channel.unary_unary(
+                '/pointsman.orchestrator.v1.OrchestratorService/ListBatches',
+                request_serializer=pointsman_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ListBatchesRequest.SerializeToString,
+                response_deserializer=pointsman_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ListBatchesResponse.FromString,
+                _registered_method=True)
         self.GetStats = channel.unary_unary(
                 '/pointsman.orchestrator.v1.OrchestratorService/GetStats',
                 request_serializer=pointsman_dot_orchestrator_dot_v1_dot_orchestrator__pb2.GetStatsRequest.SerializeToString,
@@ -195,6 +200,15 @@ class OrchestratorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListBatches(self, request, context):
+        """ListBatches pages through the caller's organisation's batches, newest
+        first: those this server keeps (without Redis), or those created in the
+        last 7 days (with Redis).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetStats(self, request, context):
         """GetStats summarises the caller's organisation's traffic over a recent
         window, across every replica: requests, tokens, cache hits, latency per
@@ -251,6 +265,11 @@ def add_OrchestratorServiceServicer_to_server(servicer, server):
                     servicer.CancelBatch,
                     request_deserializer=pointsman_dot_orchestrator_dot_v1_dot_orchestrator__pb2.CancelBatchRequest.FromString,
                     response_serializer=pointsman_dot_orchestrator_dot_v1_dot_orchestrator__pb2.CancelBatchResponse.SerializeToString,
+            ),
+            'ListBatches': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListBatches,
+                    request_deserializer=pointsman_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ListBatchesRequest.FromString,
+                    response_serializer=pointsman_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ListBatchesResponse.SerializeToString,
             ),
             'GetStats': grpc.unary_unary_rpc_method_handler(
                     servicer.GetStats,
@@ -517,6 +536,33 @@ class OrchestratorService:
             '/pointsman.orchestrator.v1.OrchestratorService/CancelBatch',
             pointsman_dot_orchestrator_dot_v1_dot_orchestrator__pb2.CancelBatchRequest.SerializeToString,
             pointsman_dot_orchestrator_dot_v1_dot_orchestrator__pb2.CancelBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListBatches(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pointsman.orchestrator.v1.OrchestratorService/ListBatches',
+            pointsman_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ListBatchesRequest.SerializeToString,
+            pointsman_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ListBatchesResponse.FromString,
             options,
             channel_credentials,
             insecure,

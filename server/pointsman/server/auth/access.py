@@ -17,7 +17,7 @@ _REGISTRY = "/pointsman.registry.v1.RegistryService/"
 _AUTH = "/pointsman.auth.v1.AuthService/"
 
 _VIEWER = {
-    _ORCHESTRATOR: ("ListModels", "GetBatch", "WatchBatch", "GetStats"),
+    _ORCHESTRATOR: ("ListModels", "GetBatch", "ListBatches", "WatchBatch", "GetStats"),
     _FIREWALL: ("GetRule", "ListRules", "WatchRules", "ListDecisions"),
     _REGISTRY: ("GetInstance", "ListInstances", "WatchInstances"),
     _AUTH: ("WhoAmI",),

@@ -61,6 +61,19 @@ class BatchProgress:
         """Every item has a result."""
         return self.succeeded + self.failed + self.cancelled >= self.total
 
+    @property
+    def cursor(self) -> BatchCursor:
+        """Where the batch sits in a listing: newest first, then by id."""
+        return create_ms(self.create_time), self.id
+
+
+# (create time in epoch milliseconds, id): listings run from high to low.
+BatchCursor = tuple[int, str]
+
+
+def create_ms(when: datetime) -> int:
+    return int(when.timestamp() * 1000)
+
 
 def batch_not_found(batch_id: str) -> NotFound:
     return NotFound(f"batch 'batches/{batch_id}' does not exist", reason="BATCH_NOT_FOUND")
@@ -176,6 +189,16 @@ class BatchRunner:
             sent += len(fresh)
             if batch.done and sent == batch.total:
                 return
+
+    def list_batches(self, organisation: str, limit: int, before: BatchCursor | None) -> list[BatchProgress]:
+        """Up to `limit` of the organisation's batches, newest first, those
+        after `before` (a previous page's last cursor) only."""
+        mine = sorted(
+            (batch.progress() for (org, _), batch in self._batches.items() if org == organisation),
+            key=lambda progress: progress.cursor,
+            reverse=True,
+        )
+        return [p for p in mine if before is None or p.cursor < before][:limit]
 
     async def cancel(self, organisation: str, batch_id: str) -> BatchProgress:
         """Items not yet started get a CANCELLED result now and never run;

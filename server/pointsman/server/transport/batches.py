@@ -13,7 +13,7 @@ from typing import Protocol
 from pointsman.orchestrator.v1 import orchestrator_pb2 as pb
 
 from ..backends.shared.batch_queue import CancelledItem, Job, RedisBatchQueue
-from ..domain.batches import BatchItem, BatchProgress, BatchResult, BatchRunner, item_cancelled
+from ..domain.batches import BatchCursor, BatchItem, BatchProgress, BatchResult, BatchRunner, item_cancelled
 from ..domain.caller import Caller
 from ..domain.errors import DomainError, Unavailable, ViolationCollector
 from ..domain.orchestrator import Orchestrator
@@ -34,6 +34,11 @@ class Batches(Protocol):
 
     def watch(self, organisation: str, batch_id: str) -> AsyncIterator[pb.BatchResult]:
         """Every result, those already done first; ends when the batch is done."""
+        ...
+
+    async def list_batches(self, organisation: str, limit: int, before: BatchCursor | None) -> list[BatchProgress]:
+        """Up to `limit` batches, newest first, after `before` (the cursor of
+        a previous page's last batch)."""
         ...
 
     async def cancel(self, organisation: str, batch_id: str) -> BatchProgress:
@@ -82,6 +87,9 @@ class InProcessBatches:
     async def cancel(self, organisation: str, batch_id: str) -> BatchProgress:
         return await self._runner.cancel(organisation, batch_id)
 
+    async def list_batches(self, organisation: str, limit: int, before: BatchCursor | None) -> list[BatchProgress]:
+        return self._runner.list_batches(organisation, limit, before)
+
     async def aclose(self) -> None:
         await self._runner.aclose()
 
@@ -120,6 +128,9 @@ class QueuedBatches:
 
     async def cancel(self, organisation: str, batch_id: str) -> BatchProgress:
         return await self.queue.cancel(organisation, batch_id)
+
+    async def list_batches(self, organisation: str, limit: int, before: BatchCursor | None) -> list[BatchProgress]:
+        return await self.queue.list_batches(organisation, limit, before)
 
     async def aclose(self) -> None:
         # After the server's grace period: items still running are handed back

@@ -11,15 +11,15 @@ from pointsman.orchestrator.v1 import orchestrator_pb2_grpc
 
 from ..backends.shared.conversations import Conversations
 from ..domain import chat
-from ..domain.batches import DEFAULT_CONCURRENCY, MAX_CONCURRENCY, MAX_ITEMS, BatchItem, BatchProgress
-from ..domain.errors import DomainError, ViolationCollector
+from ..domain.batches import DEFAULT_CONCURRENCY, MAX_CONCURRENCY, MAX_ITEMS, BatchCursor, BatchItem, BatchProgress
+from ..domain.errors import DomainError, InvalidArgument, ViolationCollector
 from ..domain.orchestrator import FirewallNotice, Orchestrator
 from . import convert
 from .batches import Batches
 from .calls import CallContext
 from .converse import ConverseSession
 from .errors import turn_error
-from .resources import decode_offset, encode_token, page_size, resource_id
+from .resources import decode_offset, decode_token, encode_token, page_size, resource_id
 from .stats import StatsSources
 
 MAX_COMPARE_MODELS = 8
@@ -165,6 +165,18 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             yield pb.WatchBatchResponse(result=result)
         yield pb.WatchBatchResponse(done=_batch_to_proto(await self._batches.get(organisation, batch_id)))
 
+    async def ListBatches(
+        self, request: pb.ListBatchesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListBatchesResponse:
+        size = page_size(request.page_size)
+        before = _decode_batch_cursor(request.page_token)
+        batches = await self._batches.list_batches(self._calls.caller().organisation, size + 1, before)
+        page = batches[:size]
+        return pb.ListBatchesResponse(
+            batches=[_batch_to_proto(batch) for batch in page],
+            next_page_token=_encode_batch_cursor(page[-1].cursor) if len(batches) > size else "",
+        )
+
     async def CancelBatch(
         self, request: pb.CancelBatchRequest, context: grpc.aio.ServicerContext
     ) -> pb.CancelBatchResponse:
@@ -173,6 +185,20 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
 
     async def GetStats(self, request: pb.GetStatsRequest, context: grpc.aio.ServicerContext) -> pb.GetStatsResponse:
         return await self._stats.get_stats(request, self._calls.caller().organisation)
+
+
+def _encode_batch_cursor(cursor: BatchCursor) -> str:
+    return encode_token(f"{cursor[0]}:{cursor[1]}")
+
+
+def _decode_batch_cursor(token: str) -> BatchCursor | None:
+    cursor = decode_token(token)
+    if cursor is None:
+        return None
+    create_ms, _, batch_id = cursor.partition(":")
+    if not create_ms.isdigit() or not batch_id:
+        raise InvalidArgument.one("page_token", "is not a token this server issued")
+    return int(create_ms), batch_id
 
 
 def _batch_to_proto(batch: BatchProgress) -> pb.Batch:

@@ -12,6 +12,8 @@ Keys (all under the prefix; an organisation is one escaped key segment):
 - `batch:{org}:{id}:results`: one entry per finished item (opaque bytes), read by
   watchers; an item cancelled before it ran is recorded as the item itself.
 - `batch:dead`: items that ran out of attempts, for operators (bounded).
+- `batch:{org}:index`: the organisation's batch ids by create time, for
+  listing; trimmed to the retention period whenever a batch is created.
 
 Finishing, retrying and releasing an entry are single Lua scripts that start
 with XACK and do nothing when it acknowledged nothing: an entry that another
@@ -36,7 +38,7 @@ from typing import Any, TypeVar
 import redis.exceptions
 from redis.asyncio import Redis
 
-from ...domain.batches import BatchProgress, batch_already_done, batch_not_found
+from ...domain.batches import BatchCursor, BatchProgress, batch_already_done, batch_not_found
 from ...domain.errors import Unavailable
 from ..stores.base import require_organisation
 from .redis_health import DEFAULT_PREFIX, REDIS_ERRORS, RedisHealth, Skipped, key_segment
@@ -134,6 +136,26 @@ return 1
 """
 
 
+_PROGRESS = ["total", "succeeded", "failed", "cancelled", "create_ms", "cancel_ms"]
+
+
+def _progress(organisation: str, batch_id: str, values: list[Any]) -> BatchProgress | None:
+    """A batch's progress from its hash's `_PROGRESS` fields; None once it expired."""
+    total, succeeded, failed, cancelled, create_ms, cancel_ms = values
+    if total is None:
+        return None
+    return BatchProgress(
+        batch_id,
+        organisation,
+        int(total),
+        int(succeeded),
+        int(failed),
+        datetime.fromtimestamp(int(create_ms) / 1000, UTC),
+        int(cancelled or 0),
+        cancel_ms is not None,
+    )
+
+
 def _text(value: bytes | str | None) -> str:
     return value.decode() if isinstance(value, bytes) else (value or "")
 
@@ -184,6 +206,10 @@ class RedisBatchQueue:
     def batch_key(self, organisation: str, batch_id: str) -> str:
         return f"{self._prefix}{key_segment(require_organisation(organisation))}:{batch_id}"
 
+    def index_key(self, organisation: str) -> str:
+        # Batch ids are hex, so this never names a batch.
+        return self.batch_key(organisation, "index")
+
     async def ensure_group(self) -> None:
         """Creates the jobs stream and its consumer group if missing. From id 0:
         items added before the group existed are worked too."""
@@ -229,6 +255,10 @@ class RedisBatchQueue:
                 if len(items) > runnable:
                     pipe.rpush(f"{key}:todo", *items[runnable:])
                     pipe.pexpire(f"{key}:todo", self._ttl_ms)
+                index = self.index_key(organisation)
+                pipe.zadd(index, {batch_id: create_ms})
+                pipe.zremrangebyscore(index, "-inf", f"({create_ms - self._ttl_ms}")
+                pipe.pexpire(index, self._ttl_ms)
                 await pipe.execute()
 
         await self._call(write)
@@ -237,21 +267,44 @@ class RedisBatchQueue:
     async def progress(self, organisation: str, batch_id: str) -> BatchProgress:
         """Raises NotFound for an unknown or expired id, or another organisation's."""
         key = self.batch_key(organisation, batch_id)
-        total, succeeded, failed, cancelled, create_ms, cancel_ms = await self._call_any(
-            lambda: self._redis.hmget(key, ["total", "succeeded", "failed", "cancelled", "create_ms", "cancel_ms"])
-        )
-        if total is None:
+        progress = _progress(organisation, batch_id, await self._call_any(lambda: self._redis.hmget(key, _PROGRESS)))
+        if progress is None:
             raise batch_not_found(batch_id)
-        return BatchProgress(
-            batch_id,
-            organisation,
-            int(total),
-            int(succeeded),
-            int(failed),
-            datetime.fromtimestamp(int(create_ms) / 1000, UTC),
-            int(cancelled or 0),
-            cancel_ms is not None,
-        )
+        return progress
+
+    async def list_batches(self, organisation: str, limit: int, before: BatchCursor | None) -> list[BatchProgress]:
+        """Up to `limit` of the organisation's batches, newest first (ties by
+        id), those after `before` only. Batches that expired meanwhile are
+        left out, and dropped from the index."""
+        index = self.index_key(organisation)
+        skip, highest = 0, "+inf"
+        if before is not None:
+            score, last_id = before
+            highest = str(score)
+            # Entries with the cursor's own time come by id, descending: skip those not after it.
+            ties = await self._call_any(lambda: self._redis.zrevrangebyscore(index, score, score))
+            skip = sum(1 for member in ties if _text(member) >= last_id)
+        ids = [
+            _text(member)
+            for member in await self._call_any(
+                lambda: self._redis.zrevrangebyscore(index, highest, "-inf", start=skip, num=limit)
+            )
+        ]
+        if not ids:
+            return []
+
+        async def read() -> list[Any]:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for batch_id in ids:
+                    pipe.hmget(self.batch_key(organisation, batch_id), _PROGRESS)
+                return await pipe.execute()
+
+        replies = await self._call(read)
+        found = [_progress(organisation, batch_id, values) for batch_id, values in zip(ids, replies, strict=True)]
+        gone = [batch_id for batch_id, progress in zip(ids, found, strict=True) if progress is None]
+        if gone:
+            await self._call_any(lambda: self._redis.zrem(index, *gone))
+        return [progress for progress in found if progress is not None]
 
     async def cancel(self, organisation: str, batch_id: str) -> BatchProgress:
         """Records the cancellation and moves the items no worker has yet to
