@@ -14,7 +14,7 @@ from typing import Any
 
 from google.protobuf import json_format
 
-from ..client import Client, PointsmanError
+from ..client import Client, PointsmanError, tls_credentials
 from ..client.options import DEFAULT_ADDRESS
 
 
@@ -32,7 +32,21 @@ def _print_error(error: PointsmanError) -> int:
 
 
 def _client(args: argparse.Namespace) -> Client:
-    return Client(args.address, api_key=args.api_key, token=args.token, timeout=args.timeout)
+    tls: bool | Any = False
+    if args.tls or args.ca_file or args.client_cert:
+        try:
+            tls = tls_credentials(args.ca_file, args.client_cert, args.client_key)
+        except (OSError, ValueError) as error:
+            print(f"pointsman: TLS: {error}", file=sys.stderr)
+            raise SystemExit(2) from None
+    return Client(
+        args.address,
+        api_key=args.api_key,
+        token=args.token,
+        timeout=args.timeout,
+        tls=tls,
+        tls_server_name=args.tls_server_name or None,
+    )
 
 
 def _auth_service(client: Client, args: argparse.Namespace) -> Any:
@@ -58,6 +72,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from pointsman.server.logs import configure_logging
     from pointsman.server.routes import RoutesFileError
     from pointsman.server.settings import Settings, describe_invalid
+    from pointsman.server.tls import TlsConfigError
 
     overrides = {"POINTSMAN_ADDRESS": args.address} if args.address_given else {}
     try:
@@ -76,7 +91,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             return 2
     try:
         asyncio.run(serve(settings))
-    except (RoutesFileError, WeakSecret) as error:
+    except (RoutesFileError, WeakSecret, TlsConfigError) as error:
         print(f"pointsman: {error}", file=sys.stderr)
         return 2
     return 0
@@ -483,6 +498,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     common.add_argument(
         "--token", default=os.environ.get("POINTSMAN_TOKEN"), help="bearer token, a JWT (env POINTSMAN_TOKEN)"
+    )
+    common.add_argument(
+        "--tls",
+        action="store_true",
+        default=os.environ.get("POINTSMAN_TLS", "").lower() in ("1", "true", "yes"),
+        help="connect over TLS, trusting the system's roots (env POINTSMAN_TLS=true)",
+    )
+    common.add_argument(
+        "--ca-file",
+        default=os.environ.get("POINTSMAN_CA_FILE"),
+        help="connect over TLS, trusting this CA certificate, PEM (env POINTSMAN_CA_FILE)",
+    )
+    common.add_argument(
+        "--tls-server-name",
+        default=os.environ.get("POINTSMAN_TLS_SERVER_NAME"),
+        help="check the server's certificate against this name, not the address's host (env POINTSMAN_TLS_SERVER_NAME)",
+    )
+    common.add_argument(
+        "--client-cert",
+        default=os.environ.get("POINTSMAN_CLIENT_CERT_FILE"),
+        help="client certificate, PEM, for a server that requires one (env POINTSMAN_CLIENT_CERT_FILE)",
+    )
+    common.add_argument(
+        "--client-key",
+        default=os.environ.get("POINTSMAN_CLIENT_KEY_FILE"),
+        help="the client certificate's private key, PEM (env POINTSMAN_CLIENT_KEY_FILE)",
     )
 
     parser = argparse.ArgumentParser(prog="pointsman", description="Pointsman LLM gateway")

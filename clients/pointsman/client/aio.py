@@ -12,7 +12,16 @@ from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from .errors import PointsmanError
-from .options import CHANNEL_OPTIONS, DEFAULT_ADDRESS, SERVICES, CallDefaults, call_options, multicallable
+from .options import (
+    CHANNEL_OPTIONS,
+    DEFAULT_ADDRESS,
+    SERVICES,
+    CallDefaults,
+    call_options,
+    channel_credentials,
+    channel_options,
+    multicallable,
+)
 
 
 class AsyncService:
@@ -62,8 +71,15 @@ class AsyncClient:
         token: str | None = None,
         timeout: float = 30.0,
         stream_timeout: float = 300.0,
+        tls: bool | grpc.ChannelCredentials = False,
+        tls_server_name: str | None = None,
     ) -> None:
-        self.channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        credentials = channel_credentials(tls)
+        if credentials is None:
+            self.channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        else:
+            options = channel_options(tls_server_name)
+            self.channel = grpc.aio.secure_channel(address, credentials, options=options)
         defaults = CallDefaults(timeout, stream_timeout, api_key, token)
         self.orchestrator = AsyncService(self.channel, SERVICES["orchestrator"], defaults)
         self.firewall = AsyncService(self.channel, SERVICES["firewall"], defaults)

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import grpc
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 
 from pointsman.auth.v1 import auth_pb2
@@ -34,6 +35,41 @@ CHANNEL_OPTIONS: Sequence[tuple[str, int]] = (
     ("grpc.keepalive_timeout_ms", 10_000),
     ("grpc.keepalive_permit_without_calls", 1),
 )
+
+
+def tls_credentials(
+    ca_file: str | None = None, cert_file: str | None = None, key_file: str | None = None
+) -> grpc.ChannelCredentials:
+    """TLS for a client's channel: trust `ca_file` (PEM) or, without it, the
+    system's roots; with `cert_file` and `key_file`, present that client
+    certificate (for a server that requires mutual TLS)."""
+    if (cert_file is None) != (key_file is None):
+        raise ValueError("a client certificate needs both cert_file and key_file")
+
+    def read(path: str | None) -> bytes | None:
+        if path is None:
+            return None
+        with open(path, "rb") as pem:
+            return pem.read()
+
+    return grpc.ssl_channel_credentials(read(ca_file), read(key_file), read(cert_file))
+
+
+def channel_credentials(tls: bool | grpc.ChannelCredentials) -> grpc.ChannelCredentials | None:
+    """What a client's `tls=` argument means: False for plain gRPC, True for
+    TLS with the system's roots, or credentials (see `tls_credentials`)."""
+    if tls is True:
+        return grpc.ssl_channel_credentials()
+    return tls or None
+
+
+def channel_options(tls_server_name: str | None) -> Sequence[tuple[str, int | str]]:
+    """With `tls_server_name`, the server's certificate is checked against
+    that name instead of the address's host (a certificate for
+    gateway.example.com reached at 127.0.0.1, as a container's health check does)."""
+    if tls_server_name is None:
+        return CHANNEL_OPTIONS
+    return (*CHANNEL_OPTIONS, ("grpc.ssl_target_name_override", tls_server_name))
 
 
 @dataclass(frozen=True)

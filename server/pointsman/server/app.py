@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import ipaddress
 import logging
 import signal
 import time
@@ -27,6 +28,7 @@ from .routes import load_routes_file
 from .settings import Settings
 from .stack import build_orchestrator
 from .state import State, open_state
+from .tls import registry_credentials, server_credentials
 from .transport.auth_servicer import AuthServicer
 from .transport.calls import CallContext, CallInterceptor
 from .transport.dependency_health import DependencyHealth
@@ -44,6 +46,16 @@ SERVICE_NAMES = (
     firewall_pb2.DESCRIPTOR.services_by_name["FirewallService"].full_name,
     registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name,
 )
+
+
+def _is_loopback(address: str) -> bool:
+    host = address.rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name, or 0.0.0.0 / [::]: reachable from elsewhere
 
 
 def grpc_options(settings: Settings) -> list[tuple[str, int]]:
@@ -122,7 +134,19 @@ class PointsmanServer:
             ),
             self.server,
         )
-        self.port = self.server.add_insecure_port(settings.address)
+        # Read now, so that an unusable file stops start-up with its name.
+        self._registry_credentials = registry_credentials(settings) if settings.registry_addr else None
+        credentials = server_credentials(settings)
+        if credentials is None:
+            self.port = self.server.add_insecure_port(settings.address)
+            if not settings.dev_mode and not _is_loopback(settings.address):
+                log.warning(
+                    "serving plain gRPC on %s: credentials and prompts cross the network unencrypted;"
+                    " set POINTSMAN_TLS_CERT_FILE and POINTSMAN_TLS_KEY_FILE, or put a TLS proxy in front",
+                    settings.address,
+                )
+        else:
+            self.port = self.server.add_secure_port(settings.address, credentials)
         if self.port == 0:
             raise OSError(f"could not listen on {settings.address}")
 
@@ -155,6 +179,7 @@ class PointsmanServer:
                 self._instance(),
                 self.settings.registry_lease_seconds,
                 token=self.settings.registry_token,
+                credentials=self._registry_credentials,
             )
             self.self_registration.start()
         # Every dependency of the embedded default is in-process and ready now.

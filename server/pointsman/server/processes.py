@@ -23,6 +23,7 @@ from pydantic import SecretStr
 
 from .routes import load_routes_file
 from .settings import Settings
+from .tls import server_credentials
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +47,13 @@ def _child(settings: Settings, parent_pid: int) -> None:
     from .app import serve
     from .logs import configure_logging
     from .routes import RoutesFileError
+    from .tls import TlsConfigError
 
     _stop_with_parent(parent_pid)
     configure_logging(settings.log_level, settings.log_format)
     try:
         asyncio.run(serve(settings))
-    except RoutesFileError as error:
+    except (RoutesFileError, TlsConfigError) as error:
         print(f"pointsman: {error}", file=sys.stderr)
         sys.exit(2)
 
@@ -69,6 +71,7 @@ def serve_processes(settings: Settings) -> int:
         )
     if settings.routes_file is not None:
         load_routes_file(settings.routes_file)  # one clear error here, not one per child
+    server_credentials(settings)  # likewise for the TLS files
     if settings.dev_mode and settings.jwt_secret is None:
         # One development secret for all processes, so a token from Login works on each.
         settings = settings.model_copy(update={"jwt_secret": SecretStr(secrets.token_urlsafe(48))})

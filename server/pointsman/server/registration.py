@@ -21,15 +21,27 @@ log = logging.getLogger(__name__)
 
 class SelfRegistration:
     def __init__(
-        self, registry_address: str, instance: pb.Instance, lease_seconds: float, *, token: SecretStr | None = None
+        self,
+        registry_address: str,
+        instance: pb.Instance,
+        lease_seconds: float,
+        *,
+        token: SecretStr | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
         self._address = registry_address
+        self._credentials = credentials  # None: plain gRPC
         # REGISTRY_TOKEN: the registry needs an admin credential (JWT or API key).
         self._metadata = (("authorization", f"Bearer {token.get_secret_value()}"),) if token is not None else ()
         self._instance = instance
         self._lease_seconds = lease_seconds
         self._task: asyncio.Task[None] | None = None
         self.registered = asyncio.Event()
+
+    def _channel(self) -> grpc.aio.Channel:
+        if self._credentials is None:
+            return grpc.aio.insecure_channel(self._address)
+        return grpc.aio.secure_channel(self._address, self._credentials)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._keep_registered(), name="self-registration")
@@ -41,7 +53,7 @@ class SelfRegistration:
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         # Best effort: tell the registry at once rather than letting the lease lapse.
-        async with grpc.aio.insecure_channel(self._address) as channel:
+        async with self._channel() as channel:
             stub = registry_pb2_grpc.RegistryServiceStub(channel)
             with contextlib.suppress(grpc.RpcError):
                 await stub.DeregisterInstance(
@@ -52,7 +64,7 @@ class SelfRegistration:
 
     async def _keep_registered(self) -> None:
         backoff = 0.5
-        async with grpc.aio.insecure_channel(self._address) as channel:
+        async with self._channel() as channel:
             stub = registry_pb2_grpc.RegistryServiceStub(channel)
             while True:
                 try:

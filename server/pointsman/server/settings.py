@@ -6,7 +6,7 @@ import socket
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -24,6 +24,12 @@ class Settings(BaseSettings):
 
     # Where the gRPC server listens, host:port. Port 0 picks a free port.
     address: str = Field("127.0.0.1:50051", validation_alias="POINTSMAN_ADDRESS")
+    # TLS (docs/deployment.md): the server's certificate chain and private key,
+    # PEM files. With a client CA, every client must present a certificate
+    # that CA signed (mutual TLS). Unset: plain gRPC.
+    tls_cert_file: Path | None = Field(None, validation_alias="POINTSMAN_TLS_CERT_FILE")
+    tls_key_file: Path | None = Field(None, validation_alias="POINTSMAN_TLS_KEY_FILE")
+    tls_client_ca_file: Path | None = Field(None, validation_alias="POINTSMAN_TLS_CLIENT_CA_FILE")
 
     # Providers.
     use_mock: bool = Field(False, validation_alias="USE_MOCK")
@@ -126,6 +132,9 @@ class Settings(BaseSettings):
     jwt_ttl_seconds: int = Field(3600, ge=60, le=30 * 24 * 3600, validation_alias="JWT_TTL_SECONDS")
     # Credential for this instance's own calls to the registry (REGISTRY_ADDR).
     registry_token: SecretStr | None = Field(None, validation_alias="REGISTRY_TOKEN")
+    # The registry speaks TLS: trust the system's roots, or this CA (PEM; implies TLS).
+    registry_tls: bool = Field(False, validation_alias="REGISTRY_TLS")
+    registry_tls_ca_file: Path | None = Field(None, validation_alias="REGISTRY_TLS_CA_FILE")
 
     # Rate limits (token buckets) on chat calls; 0 turns a limit off.
     rate_limit_principal_per_second: float = Field(0, ge=0, validation_alias="POINTSMAN_RATE_LIMIT_PRINCIPAL_RPS")
@@ -166,6 +175,18 @@ class Settings(BaseSettings):
             raise ValueError("JWT_SECRET must be at least 32 bytes")
         return value
 
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("set both POINTSMAN_TLS_CERT_FILE and POINTSMAN_TLS_KEY_FILE, or neither")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("POINTSMAN_TLS_CLIENT_CA_FILE needs TLS: set POINTSMAN_TLS_CERT_FILE and _KEY_FILE")
+        return self
+
+    @property
+    def tls_enabled(self) -> bool:
+        return self.tls_cert_file is not None
+
     @property
     def uses_builtin_model_only(self) -> bool:
         return self.use_mock or not (self.openai_configured or self.anthropic_configured)
@@ -183,7 +204,7 @@ def describe_invalid(error: ValidationError) -> str:
     """A settings error for people: each variable and what is wrong with it,
     never the value (it may be a secret or a URL with a password)."""
     problems = [
-        f"{'.'.join(str(part) for part in problem['loc'])}: {problem['msg']}"
+        f"{'.'.join(str(part) for part in problem['loc'])}: {problem['msg']}" if problem["loc"] else problem["msg"]
         for problem in error.errors(include_input=False, include_url=False)
     ]
     return "; ".join(problems)
