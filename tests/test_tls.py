@@ -158,3 +158,15 @@ def test_pointsman_serve_reports_an_unreadable_certificate_and_exits_2(tmp_path:
     done = subprocess.run([POINTSMAN, "serve"], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert "POINTSMAN_TLS_CERT_FILE: cannot read" in done.stderr and "Traceback" not in done.stderr
+
+
+async def test_plain_grpc_on_a_public_address_is_logged_outside_development_mode(
+    start_server: Any, server_cert: Issued, caplog: pytest.LogCaptureFixture
+) -> None:
+    secured = {"POINTSMAN_DEV_MODE": False, "JWT_SECRET": "s" * 32}
+    await start_server(POINTSMAN_ADDRESS="0.0.0.0:0", **secured)
+    assert "serving plain gRPC on 0.0.0.0:0" in caplog.text
+    caplog.clear()
+    await start_server(POINTSMAN_ADDRESS="127.0.0.1:0", **secured)
+    await start_server(POINTSMAN_ADDRESS="0.0.0.0:0", **secured, **tls_env(server_cert))
+    assert "plain gRPC" not in caplog.text
