@@ -170,3 +170,30 @@ async def test_plain_grpc_on_a_public_address_is_logged_outside_development_mode
     await start_server(POINTSMAN_ADDRESS="127.0.0.1:0", **secured)
     await start_server(POINTSMAN_ADDRESS="0.0.0.0:0", **secured, **tls_env(server_cert))
     assert "plain gRPC" not in caplog.text
+
+
+async def test_a_renewed_certificate_is_served_to_new_connections_without_a_restart(
+    start_server: Any, ca: Authority, server_cert: Issued, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The files the server was started with, replaced in place as a renewal would.
+    live = Issued(tmp_path / "live.pem", tmp_path / "live-key.pem")
+    live.cert.write_bytes(server_cert.cert.read_bytes())
+    live.key.write_bytes(server_cert.key.read_bytes())
+    server = await start_server(**tls_env(live))
+    old_trust = tls_credentials(str(ca.cert))
+    async with AsyncClient(server.address, timeout=5, tls=old_trust) as before:
+        assert (await answer(before)).endswith("hi")
+        renewed_ca = Authority.create(tmp_path, "renewed-ca")
+        renewed = renewed_ca.issue("renewed", server=True)
+        # Half-way through the replacement the key no longer fits: the old pair stays in use.
+        live.key.write_bytes(renewed.key.read_bytes())
+        async with AsyncClient(server.address, timeout=5, tls=old_trust) as midway:
+            assert (await answer(midway)).endswith("hi")
+        assert "cannot be used" in caplog.text
+        live.cert.write_bytes(renewed.cert.read_bytes())
+        async with AsyncClient(server.address, timeout=5, tls=tls_credentials(str(renewed_ca.cert))) as after:
+            assert (await answer(after)).endswith("hi")
+        async with AsyncClient(server.address, timeout=2, tls=old_trust) as stale:
+            assert (await refused(stale)).code.name == "UNAVAILABLE"
+        # A connection made before the renewal keeps working.
+        assert (await answer(before)).endswith("hi")
