@@ -248,6 +248,60 @@ async def test_another_replica_trusts_a_revoked_key_only_until_its_cache_expires
         await stores.aclose()
 
 
+async def whoami(server: PointsmanServer, credential: str) -> pb.Principal:
+    async with client_for(server, token=credential) as client:
+        return (await auth_service(client, token=credential).WhoAmI(pb.WhoAmIRequest())).principal
+
+
+async def revoke(server: PointsmanServer, caller: str, victim: str) -> pb.RevokeTokenResponse:
+    async with client_for(server, token=caller) as client:
+        response: pb.RevokeTokenResponse = await auth_service(client, token=caller).RevokeToken(
+            pb.RevokeTokenRequest(token=victim)
+        )
+        return response
+
+
+async def test_a_revoked_token_is_refused_at_once_and_after_a_restart(start_server: Any, tmp_path: Path) -> None:
+    database = f"sqlite:///{tmp_path / 'auth.db'}"
+    server = await start_server(POINTSMAN_DEV_MODE=False, JWT_SECRET=SECRET, DATABASE_URL=database)
+    mine, other = token("viewer", ttl=600), token("viewer", ttl=900)
+    assert (await whoami(server, mine)).name == "users/u-alice"
+    # Logging out: any caller may revoke a token of its own, the one it calls with included.
+    revoked = await revoke(server, mine, mine)
+    assert revoked.principal.name == "users/u-alice"
+    assert abs(revoked.expire_time.ToSeconds() - (time.time() + 600)) < 10
+    error = await raises(whoami(server, mine))
+    assert error.code == grpc.StatusCode.UNAUTHENTICATED and error.reason == "CREDENTIAL_REVOKED"
+    assert mine not in str(error)
+    assert (await whoami(server, other)).name == "users/u-alice"  # only that token
+    await server.stop(grace=0)
+    restarted = await start_server(POINTSMAN_DEV_MODE=False, JWT_SECRET=SECRET, DATABASE_URL=database)
+    assert (await raises(whoami(restarted, mine))).reason == "CREDENTIAL_REVOKED"
+    assert (await whoami(restarted, other)).name == "users/u-alice"
+
+
+async def test_only_admins_revoke_other_users_tokens_and_only_in_their_organisation(
+    secured: PointsmanServer,
+) -> None:
+    bob = token("developer", user="u-bob", email="bob@acme.test")
+    carol = token("developer", user="u-carol", email="carol@acme.test")
+    outsider = token("admin", org="elsewhere", user="u-eve", email="eve@elsewhere.test")
+    denied = await raises(revoke(secured, bob, carol))
+    assert denied.code == grpc.StatusCode.PERMISSION_DENIED and denied.reason == "TOKEN_NOT_YOURS"
+    denied = await raises(revoke(secured, outsider, carol))
+    assert denied.code == grpc.StatusCode.PERMISSION_DENIED
+    assert (await whoami(secured, carol)).name == "users/u-carol"
+    await revoke(secured, token("admin"), carol)
+    assert (await raises(whoami(secured, carol))).reason == "CREDENTIAL_REVOKED"
+    for bad in ("", "not-a-jwt", token("viewer", secret="another-secret-that-is-long-enough!!"), "x" * 10_000):
+        error = await raises(revoke(secured, bob, bad))
+        assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert [v.field for v in error.field_violations] == ["token"]
+    expired = token("viewer", user="u-bob", ttl=60, now=time.time() - 3600)
+    error = await raises(revoke(secured, bob, expired))
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT and "expired" in error.message
+
+
 async def test_without_a_secret_tokens_are_refused_but_api_keys_work(start_server: Any) -> None:
     server: PointsmanServer = await start_server(POINTSMAN_DEV_MODE=False, USE_MOCK=True)
     user = await server.stores.users.create_user(User("", "acme", "dan@acme.test", UserRole.VIEWER))
@@ -396,6 +450,17 @@ async def test_token_create_makes_a_token_the_server_accepts(secured: PointsmanS
 
     code, _, err = await run_cli("token", "create", "--email", "a@b.c", env={**env, "JWT_SECRET": "short"})
     assert code == 2 and "32 bytes" in err
+
+    # Logging out from the shell: the token revokes itself, read from stdin.
+    process = await asyncio.create_subprocess_exec(
+        POINTSMAN, "token", "revoke", "-", "--address", secured.address, "--token", issued,
+        env=env, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out_bytes, err_bytes = await asyncio.wait_for(process.communicate(issued.encode()), timeout=60)
+    assert process.returncode == 0, err_bytes.decode()
+    assert out_bytes.decode().startswith("revoked a token of users/")
+    code, _, err = await run_cli("whoami", "--address", secured.address, "--token", issued, env=env)
+    assert code == grpc.StatusCode.UNAUTHENTICATED.value[0] and "revoked" in err
 
 
 async def test_self_registration_sends_the_registry_token(start_server: Any, secured: PointsmanServer) -> None:

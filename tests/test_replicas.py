@@ -144,6 +144,37 @@ async def test_an_api_key_revoked_on_one_replica_stops_on_the_other_at_once(
         await eventually(refused, timeout=5)
 
 
+async def test_a_token_revoked_on_one_replica_is_refused_on_the_other_at_once(
+    redis_prefix: str, postgres_database: PostgresDatabase, start_server: Any
+) -> None:
+    shared = {
+        "DATABASE_URL": postgres_database.url,
+        "REDIS_URL": REDIS_URL,
+        "POINTSMAN_REDIS_PREFIX": redis_prefix,
+        "JWT_SECRET": "a-secret-both-replicas-sign-and-verify-with",
+    }
+    a_server, b_server = await start_server(**shared), await start_server(**shared)
+    async with AsyncClient(a_server.address, timeout=10) as anonymous:
+        login = await anonymous.auth.Login(auth_pb2.LoginRequest(email="developer@pointsman.dev"))
+    async with (
+        AsyncClient(a_server.address, token=login.access_token, timeout=10) as on_a,
+        AsyncClient(b_server.address, token=login.access_token, timeout=10) as on_b,
+    ):
+        await on_b.auth.WhoAmI(auth_pb2.WhoAmIRequest())  # B has verified (and cached) the token
+        await on_a.auth.RevokeToken(auth_pb2.RevokeTokenRequest(token=login.access_token))
+
+        async def refused() -> bool:
+            try:
+                await on_b.auth.WhoAmI(auth_pb2.WhoAmIRequest())
+            except PointsmanError as error:
+                assert error.reason == "CREDENTIAL_REVOKED"
+                return True
+            return False
+
+        # Well within B's reload period (30 s): the revocation reached B on the bus.
+        await eventually(refused, timeout=5)
+
+
 async def test_rate_limits_are_shared_by_replicas(
     redis_prefix: str, postgres_database: PostgresDatabase, start_server: Any
 ) -> None:

@@ -648,6 +648,31 @@ async def test_deleting_a_user_removes_their_keys(stores: Stores, org: str) -> N
         await stores.users.create_api_key(org, alice.id, "for a user who left")
 
 
+async def test_revoked_tokens_are_kept_until_they_would_have_expired(
+    stores: Stores, org: str, other_org: str, clock: FakeClock
+) -> None:
+    # The database may be shared with other tests: look only at this test's digests.
+    short, long, theirs = (secrets.token_hex(32) for _ in range(3))
+    start = clock.now
+    await stores.users.revoke_token(org, short, start + timedelta(seconds=60))
+    await stores.users.revoke_token(org, long, start + timedelta(hours=1))
+    await stores.users.revoke_token(other_org, theirs, start + timedelta(hours=1))
+    await stores.users.revoke_token(org, short, start + timedelta(hours=5))  # again: unchanged
+
+    def mine(revoked: dict[str, datetime]) -> dict[str, datetime]:
+        return {digest: expiry for digest, expiry in revoked.items() if digest in (short, long, theirs)}
+
+    assert mine(await stores.users.revoked_tokens()) == {
+        short: start + timedelta(seconds=60),
+        long: start + timedelta(hours=1),
+        theirs: start + timedelta(hours=1),
+    }
+    clock.advance(61)
+    assert set(mine(await stores.users.revoked_tokens())) == {long, theirs}
+    clock.advance(3600)
+    assert mine(await stores.users.revoked_tokens()) == {}
+
+
 # Registry instances ---------------------------------------------------------
 
 

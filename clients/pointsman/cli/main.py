@@ -147,6 +147,20 @@ def cmd_token_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_token_revoke(args: argparse.Namespace) -> int:
+    from pointsman.auth.v1 import auth_pb2 as pb
+
+    revoked = (sys.stdin.read() if args.revoked == "-" else args.revoked).strip()
+    with _client(args) as client:
+        response = _auth_service(client, args).RevokeToken(pb.RevokeTokenRequest(token=revoked))
+    if args.json:
+        _print_json(response)
+    else:
+        until = response.expire_time.ToDatetime().strftime("%Y-%m-%d %H:%M:%S")
+        print(f"revoked a token of {response.principal.name}; refused until it expires at {until}Z")
+    return 0
+
+
 def cmd_login(args: argparse.Namespace) -> int:
     from pointsman.auth.v1 import auth_pb2 as pb
 
@@ -621,6 +635,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ttl", type=int, help="lifetime in seconds (default: JWT_TTL_SECONDS, else 3600)")
     p.add_argument("--user-id", help="the token's user id (default: derived from organisation and email)")
     p.set_defaults(func=cmd_token_create)
+    p = token.add_parser(
+        "revoke", parents=[common], help="refuse a token until it expires: your own, or as an admin any of your org's"
+    )
+    p.add_argument("revoked", metavar="TOKEN", help="the token; '-' reads it from stdin (keeps it out of ps)")
+    p.set_defaults(func=cmd_token_revoke)
 
     p = sub.add_parser("login", parents=[common], help="development mode: get a token for a seeded user")
     p.add_argument("--email", required=True, help="e.g. admin@pointsman.dev, developer@..., viewer@...")

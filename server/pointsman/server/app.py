@@ -164,6 +164,7 @@ class PointsmanServer:
         await self.state.start()
         await self.rules.start()
         await self.authenticator.revocations.start()
+        await self.authenticator.token_revocations.start()
         await self.batches.start()
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
@@ -214,6 +215,7 @@ class PointsmanServer:
         await self.registry.aclose()
         await self.rules.aclose()
         await self.authenticator.revocations.aclose()
+        await self.authenticator.token_revocations.aclose()
         await self.catalog.aclose()
         # Last: flushes the decisions and request log written by the calls above.
         await self.state.aclose()

@@ -65,6 +65,11 @@ class AuthServiceStub:
                 request_serializer=pointsman_dot_auth_dot_v1_dot_auth__pb2.RevokeApiKeyRequest.SerializeToString,
                 response_deserializer=pointsman_dot_auth_dot_v1_dot_auth__pb2.RevokeApiKeyResponse.FromString,
                 _registered_method=True)
+        self.RevokeToken = channel.unary_unary(
+                '/pointsman.auth.v1.AuthService/RevokeToken',
+                request_serializer=pointsman_dot_auth_dot_v1_dot_auth__pb2.RevokeTokenRequest.SerializeToString,
+                response_deserializer=pointsman_dot_auth_dot_v1_dot_auth__pb2.RevokeTokenResponse.FromString,
+                _registered_method=True)
 
 
 class AuthServiceServicer:
@@ -115,6 +120,15 @@ class AuthServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RevokeToken(self, request, context):
+        """RevokeToken refuses a JWT from now until it would have expired, on every
+        replica. Any caller may revoke a token of its own (logging out); admins
+        may revoke any token of their organisation.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuthServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -142,6 +156,11 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     servicer.RevokeApiKey,
                     request_deserializer=pointsman_dot_auth_dot_v1_dot_auth__pb2.RevokeApiKeyRequest.FromString,
                     response_serializer=pointsman_dot_auth_dot_v1_dot_auth__pb2.RevokeApiKeyResponse.SerializeToString,
+            ),
+            'RevokeToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeToken,
+                    request_deserializer=pointsman_dot_auth_dot_v1_dot_auth__pb2.RevokeTokenRequest.FromString,
+                    response_serializer=pointsman_dot_auth_dot_v1_dot_auth__pb2.RevokeTokenResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -285,6 +304,33 @@ class AuthService:
             '/pointsman.auth.v1.AuthService/RevokeApiKey',
             pointsman_dot_auth_dot_v1_dot_auth__pb2.RevokeApiKeyRequest.SerializeToString,
             pointsman_dot_auth_dot_v1_dot_auth__pb2.RevokeApiKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pointsman.auth.v1.AuthService/RevokeToken',
+            pointsman_dot_auth_dot_v1_dot_auth__pb2.RevokeTokenRequest.SerializeToString,
+            pointsman_dot_auth_dot_v1_dot_auth__pb2.RevokeTokenResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -20,7 +20,7 @@ _VIEWER = {
     _ORCHESTRATOR: ("ListModels", "GetBatch", "ListBatches", "WatchBatch", "GetStats"),
     _FIREWALL: ("GetRule", "ListRules", "WatchRules", "ListDecisions"),
     _REGISTRY: ("GetInstance", "ListInstances", "WatchInstances"),
-    _AUTH: ("WhoAmI",),
+    _AUTH: ("WhoAmI", "RevokeToken"),  # RevokeToken checks whose token it is
 }
 _DEVELOPER = {
     _ORCHESTRATOR: ("Chat", "Complete", "Converse", "Compare", "CreateBatch", "CancelBatch"),

@@ -1,5 +1,5 @@
-"""What AuthService does with users and keys: development users and Login,
-and API keys, always inside the caller's organisation."""
+"""What AuthService does with users and credentials: development users and
+Login, API keys, token revocation, always inside the caller's organisation."""
 
 from __future__ import annotations
 
@@ -7,9 +7,17 @@ import logging
 from datetime import UTC, datetime
 
 from ..backends.stores.base import ApiKey, User, UserRole, UserStore
-from ..domain.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from ..domain.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+)
 from .authenticator import DEV_ADMIN_EMAIL, Authenticator
 from .principal import Principal
+from .tokens import token_digest
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +86,26 @@ class Accounts:
         key = await self._users.revoke_api_key(caller.organisation, key_id)
         await self._auth.revocations.announce(key_id)  # here and on every replica
         return key
+
+    async def revoke_token(self, caller: Principal, token: str) -> tuple[Principal, datetime]:
+        """Refuses `token` everywhere until it expires. A caller may revoke its
+        own tokens; an admin any token of its organisation."""
+        if self._auth.tokens is None:
+            raise FailedPrecondition("this server accepts no tokens (JWT_SECRET is not set)", reason="TOKENS_DISABLED")
+        if not token:
+            raise InvalidArgument.one("token", "is required")
+        try:
+            owner, expires = self._auth.tokens.inspect(token)
+        except Unauthenticated as error:
+            # Not the caller's credential that failed: the argument is wrong.
+            raise InvalidArgument.one("token", error.message) from None
+        if owner.organisation != caller.organisation:
+            raise PermissionDenied("the token belongs to another organisation", reason="TOKEN_NOT_YOURS")
+        if owner.user_id != caller.user_id and not caller.has_role(UserRole.ADMIN):
+            raise PermissionDenied("only an admin may revoke another user's token", reason="TOKEN_NOT_YOURS")
+        expire_time = datetime.fromtimestamp(expires, UTC)
+        await self._auth.token_revocations.revoke(owner.organisation, token_digest(token), expire_time)
+        return owner, expire_time
 
     async def _find_or_create(self, wanted: User) -> User:
         try:

@@ -14,7 +14,7 @@ from ..settings import Settings
 from .access import CLOSED, OPEN, Access
 from .api_keys import ApiKeyVerifier
 from .principal import Principal
-from .revocations import KeyRevocations
+from .revocations import KeyRevocations, TokenRevocations
 from .tokens import TokenVerifier, check_secret, issue_token
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,9 @@ class Authenticator:
         )
         self.api_keys = ApiKeyVerifier(users)
         # Revocations reach every replica on the bus; a process alone needs none.
-        self.revocations = KeyRevocations(bus if bus is not None else InProcessBus(), self.api_keys)
+        bus = bus if bus is not None else InProcessBus()
+        self.revocations = KeyRevocations(bus, self.api_keys)
+        self.token_revocations = TokenRevocations(bus, users, self.tokens)
         self.dev_mode = settings.dev_mode
         # Who a call without a credential is in development mode; the seeded
         # admin's stored id replaces this once the users are seeded.

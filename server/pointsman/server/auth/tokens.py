@@ -1,8 +1,10 @@
 """JWTs signed with JWT_SECRET (HS256): issued by Login and `pointsman token
-create`, verified on every call, so verified tokens are cached."""
+create`, verified on every call, so verified tokens are cached. A revoked
+token (by its SHA-256 digest) is refused until it would have expired."""
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -20,6 +22,8 @@ MIN_SECRET_BYTES = 32
 # Clock skew tolerated between the issuer and the replicas.
 LEEWAY_SECONDS = 5
 _REQUIRED_CLAIMS = ["exp", "iat", "iss", "aud", "sub"]
+# Far above any token this server issues; a limit on what a caller makes it parse.
+MAX_TOKEN_CHARS = 8192
 
 
 class WeakSecret(ValueError):
@@ -61,10 +65,16 @@ def issue_token(
     return jwt.encode(claims, secret, algorithm=ALGORITHM), datetime.fromtimestamp(expires, UTC)
 
 
+def token_digest(token: str) -> str:
+    """How a revoked token is known: it is never stored itself."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
 class TokenVerifier:
-    """Checks signature, expiry, issuer and audience. A verified token is
-    remembered until it expires (bounded LRU): HS256 verification costs tens
-    of microseconds, a dictionary hit well under one."""
+    """Checks signature, expiry, issuer and audience, and that the token was
+    not revoked. A verified token is remembered until it expires (bounded
+    LRU) with its digest: HS256 verification costs tens of microseconds, a
+    dictionary hit well under one."""
 
     def __init__(
         self,
@@ -81,23 +91,47 @@ class TokenVerifier:
         self._audience = audience
         self._cache_size = cache_size
         self._clock = clock
-        self._cache: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
+        self._cache: OrderedDict[str, tuple[Principal, float, str]] = OrderedDict()
+        # Digest -> expiry (epoch seconds) of revoked tokens not yet expired.
+        self._revoked: dict[str, float] = {}
 
     def verify(self, token: str) -> Principal:
         cached = self._cache.get(token)
         if cached is not None:
-            principal, expires = cached
+            principal, expires, digest = cached
             if self._clock() < expires:
+                if digest in self._revoked:
+                    raise _revoked()
                 self._cache.move_to_end(token)
                 return principal
             del self._cache[token]
         principal, expires = self._decode(token)
-        self._cache[token] = (principal, expires)
+        digest = token_digest(token)
+        if digest in self._revoked:
+            raise _revoked()
+        self._cache[token] = (principal, expires, digest)
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
         return principal
 
+    def inspect(self, token: str) -> tuple[Principal, float]:
+        """Whom a token speaks for and when it expires, checked as `verify`
+        checks it but revocation aside: what revoking it needs to know."""
+        return self._decode(token)
+
+    def revoke(self, digest: str, expires: float) -> None:
+        self._revoked[digest] = expires
+
+    def add_revoked(self, revoked: dict[str, float]) -> None:
+        """Revocations as stored (a revocation is never undone, so this adds);
+        entries past their expiry are dropped."""
+        now = self._clock()
+        merged = {**self._revoked, **revoked}
+        self._revoked = {digest: expires for digest, expires in merged.items() if expires > now}
+
     def _decode(self, token: str) -> tuple[Principal, float]:
+        if len(token) > MAX_TOKEN_CHARS:
+            raise Unauthenticated("the token is not valid")
         # Messages name what failed, never the token.
         try:
             claims = jwt.decode(
@@ -122,3 +156,7 @@ class TokenVerifier:
         except ValueError:
             raise Unauthenticated("the token does not name a known role") from None
         return Principal(subject, organisation, user_role, email, via="jwt"), float(claims["exp"])
+
+
+def _revoked() -> Unauthenticated:
+    return Unauthenticated("the token has been revoked", reason="CREDENTIAL_REVOKED")

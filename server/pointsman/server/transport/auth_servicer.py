@@ -1,4 +1,4 @@
-"""AuthService: Login (development mode), WhoAmI and API keys. The
+"""AuthService: Login (development mode), WhoAmI, API keys and token revocation. The
 organisation is always the caller's credential's, never the request's."""
 
 from __future__ import annotations
@@ -55,6 +55,12 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     ) -> pb.RevokeApiKeyResponse:
         key = await self._accounts.revoke_api_key(self._calls.principal(), resource_id(request.name, "apiKeys"))
         return pb.RevokeApiKeyResponse(api_key=_api_key(key))
+
+    async def RevokeToken(
+        self, request: pb.RevokeTokenRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RevokeTokenResponse:
+        owner, expire_time = await self._accounts.revoke_token(self._calls.principal(), request.token)
+        return pb.RevokeTokenResponse(expire_time=convert.timestamp(expire_time), principal=_principal(owner))
 
 
 def _principal(principal: Principal) -> pb.Principal:

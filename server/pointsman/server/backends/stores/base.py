@@ -234,6 +234,16 @@ class UserStore(Protocol):
         the organisation is what the key tells."""
         ...
 
+    async def revoke_token(self, organisation: str, token_sha256: str, expire_time: datetime) -> None:
+        """Records a revoked JWT by its digest until `expire_time`, its own
+        expiry; revoking it again changes nothing."""
+        ...
+
+    async def revoked_tokens(self) -> dict[str, datetime]:
+        """Every revoked JWT that has not expired yet, across organisations:
+        digest -> expiry. Rows past their expiry are deleted on the way."""
+        ...
+
 
 class InstanceStore(Protocol):
     """Registry instances with leases. A lapsed instance is invisible to

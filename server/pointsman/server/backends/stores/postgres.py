@@ -631,6 +631,23 @@ class PostgresUserStore:
             raise api_key_not_found(key_id)
         return _api_key(row)
 
+    async def revoke_token(self, organisation: str, token_sha256: str, expire_time: datetime) -> None:
+        await self._pool.execute(
+            "INSERT INTO revoked_tokens (token_sha256, organisation, expire_time, revoke_time)"
+            " VALUES ($1, $2, $3, $4) ON CONFLICT (token_sha256) DO NOTHING",
+            token_sha256,
+            require_organisation(organisation),
+            expire_time,
+            self._clock(),
+        )
+
+    async def revoked_tokens(self) -> dict[str, datetime]:
+        now = self._clock()
+        async with self._pool.acquire() as connection:
+            await connection.execute("DELETE FROM revoked_tokens WHERE expire_time <= $1", now)
+            rows = await connection.fetch("SELECT token_sha256, expire_time FROM revoked_tokens")
+        return {row["token_sha256"]: row["expire_time"] for row in rows}
+
     async def verify_api_key(self, plaintext: str) -> VerifiedKey | None:
         key_id = api_key_id(plaintext)
         if key_id is None:

@@ -705,6 +705,20 @@ class SqliteUserStore:
             raise api_key_not_found(key_id)
         return _api_key(rows[0])
 
+    async def revoke_token(self, organisation: str, token_sha256: str, expire_time: datetime) -> None:
+        async with self._db.write() as connection:
+            await connection.execute(
+                "INSERT INTO revoked_tokens (token_sha256, organisation, expire_time, revoke_time)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT (token_sha256) DO NOTHING",
+                (token_sha256, require_organisation(organisation), _us(expire_time), _us(self._clock())),
+            )
+
+    async def revoked_tokens(self) -> dict[str, datetime]:
+        async with self._db.write() as connection:
+            await connection.execute("DELETE FROM revoked_tokens WHERE expire_time <= ?", (_us(self._clock()),))
+            rows = await _fetchall(connection, "SELECT token_sha256, expire_time FROM revoked_tokens", ())
+        return {row["token_sha256"]: _time(row["expire_time"]) for row in rows}
+
     async def verify_api_key(self, plaintext: str) -> VerifiedKey | None:
         key_id = api_key_id(plaintext)
         if key_id is None:
