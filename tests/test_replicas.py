@@ -131,17 +131,18 @@ async def test_an_api_key_revoked_on_one_replica_stops_on_the_other_at_once(
         me = await with_key.auth.WhoAmI(auth_pb2.WhoAmIRequest())  # B now holds the key in its cache
         assert me.principal.name == created.api_key.user
         await a.auth.RevokeApiKey(auth_pb2.RevokeApiKeyRequest(name=created.api_key.name))
-
-        async def refused() -> bool:
-            try:
-                await with_key.auth.WhoAmI(auth_pb2.WhoAmIRequest())
-            except PointsmanError as error:
-                assert error.code == grpc.StatusCode.UNAUTHENTICATED
-                return True
-            return False
-
         # Well within B's cache lifetime (30 s): the revocation reached B on the bus.
-        await eventually(refused, timeout=5)
+        await eventually(lambda: refused(with_key, "CREDENTIAL_INVALID"), timeout=5)
+
+
+async def refused(client: AsyncClient, reason: str) -> bool:
+    """Whether the client's credential is refused now, for `reason`."""
+    try:
+        await client.auth.WhoAmI(auth_pb2.WhoAmIRequest())
+    except PointsmanError as error:
+        assert error.code == grpc.StatusCode.UNAUTHENTICATED and error.reason == reason
+        return True
+    return False
 
 
 async def test_a_token_revoked_on_one_replica_is_refused_on_the_other_at_once(
@@ -162,17 +163,8 @@ async def test_a_token_revoked_on_one_replica_is_refused_on_the_other_at_once(
     ):
         await on_b.auth.WhoAmI(auth_pb2.WhoAmIRequest())  # B has verified (and cached) the token
         await on_a.auth.RevokeToken(auth_pb2.RevokeTokenRequest(token=login.access_token))
-
-        async def refused() -> bool:
-            try:
-                await on_b.auth.WhoAmI(auth_pb2.WhoAmIRequest())
-            except PointsmanError as error:
-                assert error.reason == "CREDENTIAL_REVOKED"
-                return True
-            return False
-
         # Well within B's reload period (30 s): the revocation reached B on the bus.
-        await eventually(refused, timeout=5)
+        await eventually(lambda: refused(on_b, "CREDENTIAL_REVOKED"), timeout=5)
 
 
 async def test_rate_limits_are_shared_by_replicas(

@@ -519,26 +519,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("POINTSMAN_TLS", "").lower() in ("1", "true", "yes"),
         help="connect over TLS, trusting the system's roots (env POINTSMAN_TLS=true)",
     )
-    common.add_argument(
-        "--ca-file",
-        default=os.environ.get("POINTSMAN_CA_FILE"),
-        help="connect over TLS, trusting this CA certificate, PEM (env POINTSMAN_CA_FILE)",
-    )
-    common.add_argument(
-        "--tls-server-name",
-        default=os.environ.get("POINTSMAN_TLS_SERVER_NAME"),
-        help="check the server's certificate against this name, not the address's host (env POINTSMAN_TLS_SERVER_NAME)",
-    )
-    common.add_argument(
-        "--client-cert",
-        default=os.environ.get("POINTSMAN_CLIENT_CERT_FILE"),
-        help="client certificate, PEM, for a server that requires one (env POINTSMAN_CLIENT_CERT_FILE)",
-    )
-    common.add_argument(
-        "--client-key",
-        default=os.environ.get("POINTSMAN_CLIENT_KEY_FILE"),
-        help="the client certificate's private key, PEM (env POINTSMAN_CLIENT_KEY_FILE)",
-    )
+    for flag, env, text in (
+        ("--ca-file", "POINTSMAN_CA_FILE", "connect over TLS, trusting this CA certificate, PEM"),
+        ("--tls-server-name", "POINTSMAN_TLS_SERVER_NAME", "check the server's certificate against this name"),
+        ("--client-cert", "POINTSMAN_CLIENT_CERT_FILE", "client certificate, PEM, for a server that requires one"),
+        ("--client-key", "POINTSMAN_CLIENT_KEY_FILE", "the client certificate's private key, PEM"),
+    ):
+        common.add_argument(flag, default=os.environ.get(env), help=f"{text} (env {env})")
 
     parser = argparse.ArgumentParser(prog="pointsman", description="Pointsman LLM gateway")
     parser.set_defaults(address_given=False)
