@@ -29,6 +29,7 @@ MODELS = [
     "fault-cut+slow-20",
     "fault-stream-error+slow-20",
     "fault-stall",
+    "no-usage",
 ]
 
 
@@ -52,12 +53,26 @@ async def test_chat_streams_through_the_sdk(gateway: AsyncClient, upstream: Fake
     assert events[0].start.deployment.provider == orch.PROVIDER_OPENAI
     assert events[0].start.deployment.endpoint == upstream.base_url
     assert text_of(events) == "Echo: hello from grpc"
-    assert events[-2].usage.total_tokens > 0
+    assert events[-2].usage.total_tokens > 0 and not events[-2].usage.estimated
     assert events[-1].finish.reason == orch.FINISH_REASON_STOP
     sent = upstream.last_request
     assert sent is not None
     assert sent["model"] == "gpt-test" and sent["temperature"] == 0.5 and sent["seed"] == 7 and sent["stream"] is True
     assert upstream.auth_headers[-1] == f"Bearer {API_KEY}"
+
+
+async def test_a_stream_without_usage_ends_with_an_estimate(gateway: AsyncClient) -> None:
+    # The fake streams one word a chunk, as llama.cpp streams one token a chunk.
+    prompt = "one two three four five six seven eight"  # 39 characters
+    events = await collect(gateway.orchestrator.Chat(chat_request(prompt, model="no-usage")))
+    assert text_of(events) == f"Echo: {prompt}"
+    usage = events[-2].usage
+    assert usage.estimated
+    assert usage.output_tokens == len(f"Echo: {prompt}".split())  # one per chunk with text
+    assert usage.input_tokens == 10 + 4  # ceil(39 / 4), plus four for the one message
+    assert usage.total_tokens == usage.input_tokens + usage.output_tokens
+    capped = await collect(gateway.orchestrator.Chat(chat_request(prompt, model="no-usage", max_tokens=3)))
+    assert capped[-2].usage.output_tokens <= 3
 
 
 async def test_tool_calls_pass_through(gateway: AsyncClient) -> None:

@@ -269,6 +269,8 @@ def test_cached_answer_encoding_is_compact_and_round_trips() -> None:
     assert len(data) < len(answer.text) + 150
     plain = CachedAnswer("d", "hi")
     assert decode_answer(encode_answer(plain, 1)) == (plain, 1)
+    estimated = CachedAnswer("d", "hi", usage=Usage(5, 1, estimated=True))
+    assert decode_answer(encode_answer(estimated, 1)) == (estimated, 1)
 
 
 async def test_cache_entries_are_partitioned_by_organisation(

@@ -14,6 +14,7 @@ several can be combined with `+`, e.g. `long-100+slow-20`:
     fault-stream-error     send the API's mid-stream error frame after 2 content chunks
     slow-<ms>              wait <ms> ms before each stream frame
     long-<n>               answer with n words ("word1 word2 ... wordn")
+    no-usage               stream without a usage chunk even when asked (as llama-cpp-python does)
 """
 
 from __future__ import annotations
@@ -560,7 +561,8 @@ class FakeOpenAI(FakeUpstream):
             max_tokens=int(max_tokens) if max_tokens is not None else None,
             stop=(stop,) if isinstance(stop, str) else tuple(stop),
             tool_name=_openai_tool(body),
-            include_usage=bool((body.get("stream_options") or {}).get("include_usage")),
+            include_usage=bool((body.get("stream_options") or {}).get("include_usage"))
+            and "no-usage" not in str(body.get("model") or "").split("+"),
         )
 
     def _usage(self, prompt: Prompt, answer: Answer) -> JSON:

@@ -111,6 +111,7 @@ class ToolCallDelta:
 class Usage:
     input_tokens: int
     output_tokens: int
+    estimated: bool = False  # the upstream sent no counts: see `estimate_usage`
 
     @property
     def total_tokens(self) -> int:

@@ -3,6 +3,7 @@ llama.cpp, vLLM, Groq): requests as the official `openai` SDK builds them."""
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
@@ -52,7 +53,7 @@ class OpenAICompatibleProvider:
             _request_body(deployment.model, request, incremental),
             deployment,
             incremental=incremental,
-            parse_stream=_stream_events,
+            parse_stream=functools.partial(_stream_events, request=request),
             parse_answer=_whole_answer_events,
         )
 
@@ -60,14 +61,16 @@ class OpenAICompatibleProvider:
         await self._http.aclose()
 
 
-async def _stream_events(body: AsyncIterator[bytes]) -> AsyncIterator[ProviderEvent]:
+async def _stream_events(body: AsyncIterator[bytes], request: ChatRequest) -> AsyncIterator[ProviderEvent]:
     """Parses the SSE body. Text deltas that arrived in the same network read
     are merged into one event: nothing waits for them, and a burst of small
-    chunks costs one gateway message instead of one each."""
+    chunks costs one gateway message instead of one each. A stream without
+    usage (llama-cpp-python ignores `include_usage`) ends with an estimate."""
     finish: FinishReason | None = None
     usage: Usage | None = None
     pending = b""
     done = False
+    chunks_with_text = 0
     async for received in body:
         lines = (pending + received).split(b"\n")
         pending = lines.pop()  # an incomplete last line waits for the next read
@@ -88,6 +91,7 @@ async def _stream_events(body: AsyncIterator[bytes]) -> AsyncIterator[ProviderEv
                 delta = choice.get("delta") or {}
                 if delta.get("content"):
                     text.append(delta["content"])
+                    chunks_with_text += 1
                 for call in delta.get("tool_calls") or ():
                     if text:  # keep text and tool calls in their order
                         yield TextDelta("".join(text))
@@ -99,11 +103,23 @@ async def _stream_events(body: AsyncIterator[bytes]) -> AsyncIterator[ProviderEv
             yield TextDelta("".join(text))
         if done:
             break
-    if usage is not None:
-        yield usage
     if finish is None:
         raise upstream_errors.incomplete_error()
+    yield usage if usage is not None else estimate_usage(request, chunks_with_text)
     yield Finish(finish)
+
+
+def estimate_usage(request: ChatRequest, output_chunks: int) -> Usage:
+    """Counts for an upstream that sent none. Servers that stream token by
+    token (llama.cpp, Ollama, vLLM) send one chunk per token, so the output
+    count is close; the prompt's is rough: about four characters a token,
+    plus four a message for the chat template's markers."""
+    prompt_chars = sum(len(message.content) for message in request.messages)
+    input_tokens = -(-prompt_chars // 4) + 4 * len(request.messages)
+    output_tokens = output_chunks
+    if request.config.max_tokens:
+        output_tokens = min(output_tokens, request.config.max_tokens)
+    return Usage(input_tokens, output_tokens, estimated=True)
 
 
 def _whole_answer_events(answer: dict[str, Any]) -> list[ProviderEvent]:

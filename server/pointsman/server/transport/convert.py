@@ -178,7 +178,10 @@ def chat_request_from_proto(request: Any, errors: ViolationCollector) -> chat.Ch
 
 def usage_to_proto(usage: chat.Usage) -> chat_pb2.Usage:
     return chat_pb2.Usage(
-        input_tokens=usage.input_tokens, output_tokens=usage.output_tokens, total_tokens=usage.total_tokens
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        total_tokens=usage.total_tokens,
+        estimated=usage.estimated,
     )
 
 
@@ -315,6 +318,7 @@ def complete_response(answer: CompletedAnswer) -> orch.CompleteResponse:
         response.usage.input_tokens = usage.input_tokens
         response.usage.output_tokens = usage.output_tokens
         response.usage.total_tokens = usage.total_tokens
+        response.usage.estimated = usage.estimated
     finish = answer.finish
     if finish is not None:
         _fill_finish(response.finish, finish)

@@ -85,6 +85,8 @@ def encode_answer(answer: CachedAnswer, expires_at_ms: int) -> bytes:
         plain["c"] = [[c.id, c.name, c.arguments_json] for c in answer.tool_calls]
     if answer.usage is not None:
         plain["u"] = [answer.usage.input_tokens, answer.usage.output_tokens]
+        if answer.usage.estimated:
+            plain["u"].append(1)
     if answer.finish_reason is not FinishReason.STOP:
         plain["f"] = answer.finish_reason.value
     return json.dumps(plain, ensure_ascii=False, separators=(",", ":")).encode()
@@ -98,7 +100,7 @@ def decode_answer(data: bytes | str) -> tuple[CachedAnswer, int]:
         deployment=plain["d"],
         text=plain["t"],
         tool_calls=tuple(ToolCall(i, n, a) for i, n, a in plain.get("c", ())),
-        usage=None if usage is None else Usage(int(usage[0]), int(usage[1])),
+        usage=None if usage is None else Usage(int(usage[0]), int(usage[1]), len(usage) > 2 and bool(usage[2])),
         finish_reason=FinishReason(plain.get("f", FinishReason.STOP.value)),
     )
     return answer, int(plain["x"])
