@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from typing import TypeVar
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
 
 from pointsman.auth.v1 import auth_pb2, auth_pb2_grpc
 from pointsman.orchestrator.v1 import orchestrator_pb2, orchestrator_pb2_grpc
@@ -219,13 +221,27 @@ def health_status(channel: grpc.Channel) -> int:
     return int(stub.Check(health_pb2.HealthCheckRequest(), timeout=2).status)
 
 
+def free_ports(count: int) -> int:
+    """The first of `count` consecutive free ports."""
+    for _ in range(100):
+        first = free_port()
+        try:
+            for port in range(first, first + count):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return first
+    raise AssertionError(f"found no {count} consecutive free ports")
+
+
 @contextmanager
-def running_cluster(data_dir: Path, processes: int = PROCESSES) -> Iterator[Cluster]:
+def running_cluster(data_dir: Path, processes: int = PROCESSES, **extra_env: str) -> Iterator[Cluster]:
     """Starts `pointsman serve` with `processes` processes and waits until each
     of them answers SERVING; stops them all afterwards."""
     port = free_port()
     log = data_dir / "serve.log"
-    env = server_env(data_dir, POINTSMAN_PROCESSES=str(processes))
+    env = server_env(data_dir, POINTSMAN_PROCESSES=str(processes), **extra_env)
     with log.open("wb") as out:
         parent = subprocess.Popen(
             [POINTSMAN, "serve", "--address", f"127.0.0.1:{port}"], env=env, stdout=out, stderr=subprocess.STDOUT
@@ -275,8 +291,15 @@ def wait_gone(processes: set[tuple[int, str]], timeout: float = 10) -> set[tuple
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    with running_cluster(tmp_path_factory.mktemp("data")) as running:
+def metrics_port() -> int:
+    """Process i serves its metrics on this port + i."""
+    return free_ports(PROCESSES)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory, metrics_port: int) -> Iterator[Cluster]:
+    metrics = {"POINTSMAN_METRICS_ADDRESS": f"127.0.0.1:{metrics_port}"}
+    with running_cluster(tmp_path_factory.mktemp("data"), **metrics) as running:
         yield running
 
 
@@ -303,6 +326,29 @@ def test_fresh_connections_reach_every_process_and_all_calls_succeed(cluster: Cl
 
 
 # -- one development secret ------------------------------------------------------
+
+
+def test_each_process_serves_its_own_metrics_on_its_own_port(cluster: Cluster, metrics_port: int) -> None:
+    def complete(channel: grpc.Channel) -> None:
+        stub = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
+        stub.Complete(orchestrator_pb2.CompleteRequest(model="builtin", messages=[user("count me")]), timeout=10)
+
+    answers = cluster.until_every_worker_answers(complete, cluster.listeners())
+    method = "/pointsman.orchestrator.v1.OrchestratorService/Complete"
+    counted = []
+    for port in range(metrics_port, metrics_port + PROCESSES):
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+        completes = [
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == "pointsman_rpc_requests_total" and sample.labels == {"method": method, "code": "OK"}
+        ]
+        assert completes and completes[0] >= 1, f"process on metrics port {port} counted no Complete"
+        counted.append(completes[0])
+    # Together they counted every call made here (other tests in this module add more).
+    assert sum(counted) >= sum(len(results) for results in answers.values())
 
 
 def test_a_token_from_one_process_is_accepted_by_every_process(cluster: Cluster) -> None:

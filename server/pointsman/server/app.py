@@ -23,11 +23,13 @@ from .auth import Accounts, Authenticator
 from .domain.errors import AlreadyExists, NotFound
 from .domain.firewall.rules import MatchType, Rule, RuleKind
 from .domain.registry import Registry
+from .metrics import MetricsEndpoint
 from .registration import SelfRegistration
 from .routes import load_routes_file
 from .settings import Settings
 from .stack import build_orchestrator
 from .state import State, open_state
+from .state_metrics import state_metrics
 from .tls import registry_credentials, server_credentials
 from .transport.auth_servicer import AuthServicer
 from .transport.calls import CallContext, CallInterceptor
@@ -100,8 +102,12 @@ class PointsmanServer:
         self.accounts = Accounts(state.stores.users, self.authenticator, settings.org_id)
         calls = CallContext()
         self.server = grpc.aio.server(
-            interceptors=[CallInterceptor(self.authenticator)], options=grpc_options(settings)
+            interceptors=[CallInterceptor(self.authenticator, state.metrics)], options=grpc_options(settings)
         )
+        self.metrics_endpoint: MetricsEndpoint | None = None
+        if state.metrics is not None and settings.metrics_address:
+            state.metrics.collect_state(state_metrics(state, self.router, self.dependency_health))
+            self.metrics_endpoint = MetricsEndpoint(state.metrics, settings.metrics_address)
         orchestrator_pb2_grpc.add_OrchestratorServiceServicer_to_server(
             OrchestratorServicer(
                 self.orchestrator,
@@ -168,6 +174,8 @@ class PointsmanServer:
         await self.batches.start()
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        if self.metrics_endpoint is not None:
+            await self.metrics_endpoint.start()
         await self.server.start()
 
     async def become_ready(self) -> None:
@@ -219,6 +227,8 @@ class PointsmanServer:
         await self.catalog.aclose()
         # Last: flushes the decisions and request log written by the calls above.
         await self.state.aclose()
+        if self.metrics_endpoint is not None:
+            await self.metrics_endpoint.stop()  # scrapes saw the drain until here
         log.info("stopped")
 
     def _instance(self) -> registry_pb2.Instance:

@@ -58,6 +58,17 @@ def _child(settings: Settings, parent_pid: int) -> None:
         sys.exit(2)
 
 
+def _nth(settings: Settings, index: int) -> Settings:
+    """Process `index`'s settings: its own metrics port (port + index), since
+    each process counts its own calls."""
+    if not settings.metrics_address or index == 0:
+        return settings
+    host, _, port = settings.metrics_address.rpartition(":")
+    if port == "0":
+        return settings
+    return settings.model_copy(update={"metrics_address": f"{host}:{int(port) + index}"})
+
+
 def serve_processes(settings: Settings) -> int:
     """Runs `settings.processes` servers until a signal or a child's death;
     returns the exit status."""
@@ -77,7 +88,7 @@ def serve_processes(settings: Settings) -> int:
         settings = settings.model_copy(update={"jwt_secret": SecretStr(secrets.token_urlsafe(48))})
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: gRPC must not be forked
     children: list[BaseProcess] = [
-        context.Process(target=_child, args=(settings, os.getpid()), name=f"pointsman-{i}")
+        context.Process(target=_child, args=(_nth(settings, i), os.getpid()), name=f"pointsman-{i}")
         for i in range(settings.processes)
     ]
     stopping_since: float | None = None

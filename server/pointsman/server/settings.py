@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     tls_cert_file: Path | None = Field(None, validation_alias="POINTSMAN_TLS_CERT_FILE")
     tls_key_file: Path | None = Field(None, validation_alias="POINTSMAN_TLS_KEY_FILE")
     tls_client_ca_file: Path | None = Field(None, validation_alias="POINTSMAN_TLS_CLIENT_CA_FILE")
+    # Prometheus metrics over HTTP at http://{address}/metrics (docs/metrics.md);
+    # unset: none. With POINTSMAN_PROCESSES above 1, process i uses port + i.
+    metrics_address: str | None = Field(None, validation_alias="POINTSMAN_METRICS_ADDRESS")
 
     # Providers.
     use_mock: bool = Field(False, validation_alias="USE_MOCK")

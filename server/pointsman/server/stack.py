@@ -45,7 +45,7 @@ def build_orchestrator(settings: Settings, state: State) -> OrchestratorStack:
         ChatLimits(settings.max_messages, settings.max_input_chars),
         output_holdback=settings.firewall_output_holdback_chars,
         flights=state.flights,
-        on_call_end=RequestLogger(state.stores.requests, state.request_log),
+        on_call_end=RequestLogger(state.stores.requests, state.request_log, state.metrics),
         admit=state.rate_limits.admit if state.rate_limits.enabled else None,
     )
     return OrchestratorStack(catalog, router, rules, orchestrator)

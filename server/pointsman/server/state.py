@@ -41,6 +41,7 @@ from .backends.write_buffer import WriteBuffer
 from .domain.caller import Caller
 from .domain.errors import RateLimited
 from .domain.firewall.verdict import Decision
+from .metrics import Metrics
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -51,15 +52,19 @@ class BufferedDecisionLog:
     (never waiting on the database); listing reads the store after letting
     this process's own buffered decisions land."""
 
-    def __init__(self, store: DecisionStore, buffer: WriteBuffer[Decision]) -> None:
+    def __init__(self, store: DecisionStore, buffer: WriteBuffer[Decision], metrics: Metrics | None = None) -> None:
         self._store = store
         self.buffer = buffer
+        self._metrics = metrics
 
     def new_id(self) -> str:
         return self._store.new_id()
 
     async def record(self, decision: Decision) -> None:
         self.buffer.add(decision)
+        if self._metrics is not None:
+            categories = (finding.category.value for finding in decision.findings)
+            self._metrics.decision(decision.direction.value, decision.action.value, categories)
 
     async def list_decisions(
         self, organisation: str, where: DecisionFilter, page_size: int, after_id: str | None
@@ -115,7 +120,11 @@ class State:
     breaker_opens: SharedOpenState
     redis: Redis | None = None
     redis_health: RedisHealth | None = None
+    metrics: Metrics | None = None  # with POINTSMAN_METRICS_ADDRESS
     _buffers: Sequence[WriteBuffer[object]] = field(default_factory=list)
+
+    def buffers(self) -> Sequence[WriteBuffer[object]]:
+        return self._buffers
 
     @property
     def shared(self) -> bool:
@@ -158,12 +167,14 @@ async def open_state(settings: Settings) -> State:
     request_buffer: WriteBuffer[RequestRecord] = WriteBuffer(
         stores.requests.record_many, name="request log", capacity=settings.write_buffer_capacity
     )
+    metrics = Metrics() if settings.metrics_address else None
     l1 = InProcessResponseCache(settings.cache_max_entries, settings.cache_max_bytes)
     principal_policy = _bucket(settings.rate_limit_principal_per_second, settings.rate_limit_principal_burst)
     org_policy = _bucket(settings.rate_limit_organisation_per_second, settings.rate_limit_organisation_burst)
     common = {
         "stores": stores,
-        "decisions": BufferedDecisionLog(stores.decisions, decision_buffer),
+        "decisions": BufferedDecisionLog(stores.decisions, decision_buffer, metrics),
+        "metrics": metrics,
         "request_log": request_buffer,
         "_buffers": [decision_buffer, request_buffer],
     }

@@ -21,9 +21,11 @@ from .backends.shared.batch_queue import BLOCK_MS, Job, RedisBatchQueue
 from .domain.batches import BatchRunner, retry_delay
 from .domain.errors import RateLimited, Unavailable
 from .domain.orchestrator import Orchestrator
+from .metrics import MetricsEndpoint
 from .settings import Settings, describe_invalid
 from .stack import build_orchestrator
 from .state import State, open_state
+from .state_metrics import state_metrics
 from .transport.batches import Batches, BatchItemRunner, InProcessBatches, QueuedBatches
 
 log = logging.getLogger(__name__)
@@ -297,6 +299,11 @@ async def run_worker(settings: Settings) -> None:
         stack = build_orchestrator(settings, state)
         queue = open_batch_queue(settings, state)
         worker = batch_worker(settings, queue, stack.orchestrator, consumer_name(f"worker-{socket.gethostname()}"))
+        endpoint = None
+        if state.metrics is not None and settings.metrics_address:
+            state.metrics.collect_state(state_metrics(state, stack.router))
+            endpoint = MetricsEndpoint(state.metrics, settings.metrics_address)
+            await endpoint.start()
         await state.start()
         await stack.rules.start()
         try:
@@ -313,6 +320,8 @@ async def run_worker(settings: Settings) -> None:
         await worker.stop(settings.shutdown_grace_seconds)
         await queue.aclose()
         await stack.aclose()
+        if endpoint is not None:
+            await endpoint.stop()
     finally:
         await state.aclose()
 

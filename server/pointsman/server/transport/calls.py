@@ -27,6 +27,7 @@ from grpc.aio import AbortError
 from ..auth import Access, Authenticator, Principal, access_for
 from ..domain.caller import Caller
 from ..domain.errors import DomainError, InvalidArgument
+from ..metrics import Metrics
 from .errors import internal_status, status_code_for, to_status
 
 REQUEST_ID_HEADER = "x-request-id"
@@ -75,8 +76,9 @@ class CallContext:
 
 
 class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpcio ships no types: the base is Any
-    def __init__(self, authenticator: Authenticator) -> None:
+    def __init__(self, authenticator: Authenticator, metrics: Metrics | None = None) -> None:
         self._auth = authenticator
+        self._metrics = metrics
         self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
     async def intercept_service(
@@ -91,19 +93,21 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc
         wrapped = self._wrapped.get(method)
         if wrapped is None:
             # The role a method needs is looked up once, when it is first wrapped.
-            wrapped = self._wrapped[method] = _wrap(handler, _Gate(method, access_for(method), self._auth))
+            gate = _Gate(method, access_for(method), self._auth, self._metrics)
+            wrapped = self._wrapped[method] = _wrap(handler, gate)
         return wrapped
 
 
 class _Gate:
-    """One method: its name for the log, and who may call it."""
+    """One method: its name for the log and metrics, and who may call it."""
 
-    __slots__ = ("access", "auth", "method")
+    __slots__ = ("access", "auth", "method", "metrics")
 
-    def __init__(self, method: str, access: Access, auth: Authenticator) -> None:
+    def __init__(self, method: str, access: Access, auth: Authenticator, metrics: Metrics | None) -> None:
         self.method = method
         self.access = access
         self.auth = auth
+        self.metrics = metrics
 
 
 async def _begin(context: grpc.aio.ServicerContext, gate: _Gate, *, streams: bool) -> tuple[str, float]:
@@ -123,7 +127,7 @@ async def _begin(context: grpc.aio.ServicerContext, gate: _Gate, *, streams: boo
     try:
         principal = await gate.auth.admit(gate.access, authorization, api_key)
     except Exception as error:
-        _log(gate.method, _code_of(error), started, request_id)
+        _end(gate, _code_of(error), started, request_id)
         await _fail(context, error, request_id, streams=streams)
     current_principal.set(principal)
     return request_id, started
@@ -144,7 +148,11 @@ async def _fail(context: grpc.aio.ServicerContext, error: BaseException, request
     raise AssertionError("unreachable")  # abort always raises
 
 
-def _log(method: str, code: str, started: float, request_id: str) -> None:
+def _end(gate: _Gate, code: str, started: float, request_id: str) -> None:
+    """A call is over: the access log line and the call's metrics."""
+    method = gate.method
+    if gate.metrics is not None:
+        gate.metrics.rpc(method, code, time.perf_counter() - started)
     if access_log.isEnabledFor(logging.INFO):
         principal = current_principal.get()
         access_log.info(
@@ -213,7 +221,6 @@ def _checked(request: Any, streamed: bool) -> Any:
 
 
 def _wrap(handler: grpc.RpcMethodHandler, gate: _Gate) -> grpc.RpcMethodHandler:
-    method = gate.method
     deserializer = _tolerant(handler.request_deserializer)
     if handler.unary_unary:
         return grpc.unary_unary_rpc_method_handler(
@@ -243,7 +250,7 @@ def _wrap(handler: grpc.RpcMethodHandler, gate: _Gate) -> grpc.RpcMethodHandler:
                 code = _code_of(error)
                 await _fail(context, error, request_id, streams=True)
             finally:
-                _log(method, code, started, request_id)
+                _end(gate, code, started, request_id)
 
         return stream
 
@@ -264,7 +271,6 @@ def _single_response(
     inner: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]], gate: _Gate, *, streamed: bool
 ) -> Any:
     """Wraps a handler that returns one response (unary-unary and stream-unary)."""
-    method = gate.method
 
     async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
         request_id, started = await _begin(context, gate, streams=False)
@@ -278,6 +284,6 @@ def _single_response(
             code = _code_of(error)
             await _fail(context, error, request_id, streams=False)
         finally:
-            _log(method, code, started, request_id)
+            _end(gate, code, started, request_id)
 
     return call

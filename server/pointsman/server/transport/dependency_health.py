@@ -37,6 +37,10 @@ class DependencyHealth:
     def names(self) -> tuple[str, ...]:
         return (DATABASE, REDIS) if self._state.shared else (DATABASE,)
 
+    def status(self) -> dict[str, bool]:
+        """Whether each dependency answered its last probe."""
+        return dict(self._last)
+
     async def start(self) -> None:
         await self.probe()
         self._task = asyncio.create_task(self._run(), name="dependency-health")

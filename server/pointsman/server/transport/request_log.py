@@ -10,6 +10,7 @@ from ..backends.write_buffer import WriteBuffer
 from ..domain.caller import Caller
 from ..domain.errors import DomainError
 from ..domain.orchestrator import CallOutcome
+from ..metrics import Metrics
 from .errors import status_code_for
 
 
@@ -25,9 +26,10 @@ def status_name(error: BaseException | None) -> str:
 
 
 class RequestLogger:
-    def __init__(self, store: RequestLog, buffer: WriteBuffer[RequestRecord]) -> None:
+    def __init__(self, store: RequestLog, buffer: WriteBuffer[RequestRecord], metrics: Metrics | None = None) -> None:
         self._store = store
         self._buffer = buffer
+        self._metrics = metrics
 
     def __call__(self, caller: Caller, outcome: CallOutcome) -> None:
         error = outcome.error
@@ -35,20 +37,29 @@ class RequestLogger:
             error = GeneratorExit()  # ended before its Finish: the reader stopped
         finish = outcome.finish
         ttft = finish.time_to_first_token if finish is not None else None
-        self._buffer.add(
-            RequestRecord(
-                id=self._store.new_id(),
-                create_time=datetime.now(UTC),
-                organisation=caller.organisation,
-                request_id=caller.request_id,
-                principal=caller.principal,
-                model=outcome.model,
-                deployment=outcome.start.deployment.name if outcome.start is not None else "",
-                status_code=status_name(error),
-                input_tokens=outcome.usage.input_tokens if outcome.usage is not None else 0,
-                output_tokens=outcome.usage.output_tokens if outcome.usage is not None else 0,
-                latency_ms=outcome.latency_seconds * 1000,
-                time_to_first_token_ms=ttft * 1000 if ttft is not None else None,
-                cache_hit=outcome.start is not None and outcome.start.cached,
-            )
+        record = RequestRecord(
+            id=self._store.new_id(),
+            create_time=datetime.now(UTC),
+            organisation=caller.organisation,
+            request_id=caller.request_id,
+            principal=caller.principal,
+            model=outcome.model,
+            deployment=outcome.start.deployment.name if outcome.start is not None else "",
+            status_code=status_name(error),
+            input_tokens=outcome.usage.input_tokens if outcome.usage is not None else 0,
+            output_tokens=outcome.usage.output_tokens if outcome.usage is not None else 0,
+            latency_ms=outcome.latency_seconds * 1000,
+            time_to_first_token_ms=ttft * 1000 if ttft is not None else None,
+            cache_hit=outcome.start is not None and outcome.start.cached,
         )
+        self._buffer.add(record)
+        if self._metrics is not None:
+            self._metrics.chat_call(
+                record.model,
+                record.deployment,
+                record.status_code,
+                record.cache_hit,
+                record.input_tokens,
+                record.output_tokens,
+                ttft,
+            )
