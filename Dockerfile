@@ -77,6 +77,8 @@ VOLUME ["/var/lib/pointsman"]
 USER 10001:10001
 
 EXPOSE 50051
+# Prometheus metrics, when POINTSMAN_METRICS_ADDRESS is set (the compose file uses 0.0.0.0:9464).
+EXPOSE 9464
 
 # `pointsman health` exits 0 only when the gRPC health service reports SERVING.
 # It probes the port of the default POINTSMAN_ADDRESS: change both together.
