@@ -42,6 +42,8 @@ async def test_the_documented_example_builds_every_alias() -> None:
     smart = routes["smart"].deployments
     assert [d.provider for d in smart] == [ProviderKind.OPENAI, ProviderKind.ANTHROPIC]
     assert smart[0].timeout_seconds == 30 and smart[1].timeout_seconds == 45
+    assert smart[0].price is not None and smart[0].price.cost(1_000_000, 100_000) == pytest.approx(2.50 + 1.00)
+    assert routes["fast"].deployments[1].price is None  # a local model: not costed
     assert routes["nearest"].retry.retries == 0 and routes["smart"].retry.retries == 1
     assert routes["fast"].cache_ttl_seconds == 600 and routes["smart"].cache_ttl_seconds == 0
     # One breaker per deployment, shared by every alias that uses it.
@@ -58,6 +60,23 @@ async def test_the_documented_example_builds_every_alias() -> None:
         ({**VALID, "models": {"x": {"strategy": "fastest", "deployments": []}}}, "models.x.strategy"),
         ({**VALID, "models": {}}, "models: "),
         ({**VALID, "endpoints": {"e": {"provider": "azure"}}}, "endpoints.e.provider"),
+        (
+            {**VALID, "models": {"x": {"deployments": [{"endpoint": "offline", "model": "m", "price": {"input": 1}}]}}},
+            "models.x.deployments.0.price.input: Extra inputs",
+        ),
+        (
+            {
+                **VALID,
+                "models": {
+                    "x": {
+                        "deployments": [
+                            {"endpoint": "offline", "model": "m", "price": {"output_per_million_tokens": -1}}
+                        ]
+                    }
+                },
+            },
+            "price.output_per_million_tokens",
+        ),
         ("models: [unclosed", "not valid YAML"),
         ("just text", "invalid"),
     ],

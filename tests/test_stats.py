@@ -19,10 +19,12 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import grpc
 import pytest
 import test_stores
 from google.protobuf.duration_pb2 import Duration
+from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
 from pointsman.client import AsyncClient
@@ -86,21 +88,41 @@ async def test_summary_of_calls_in_the_window(stores: Stores, org: str, other_or
             latency_ms=float(ms),
             time_to_first_token_ms=float(ms) if ms % 10 == 0 else None,
             status_code="UNAVAILABLE" if ms in (3, 50, 97) else "OK",
+            cost_usd=0.001,
         )
         for i, ms in enumerate(random.Random(5).sample(range(1, 101), 100))
     ]
-    b = [call(org, 200 + i, deployment="anthropic/b", latency_ms=ms) for i, ms in enumerate((300.0, 5.0, 7.0))]
-    cached = [call(org, 300 + i, cache_hit=True, latency_ms=0.5, input_tokens=7, output_tokens=9) for i in range(2)]
+    b = [
+        call(org, 200 + i, deployment="anthropic/b", latency_ms=ms, cost_usd=0.01)
+        for i, ms in enumerate((300.0, 5.0, 7.0))
+    ]
+    cached = [
+        call(org, 300 + i, cache_hit=True, latency_ms=0.5, input_tokens=7, output_tokens=9, cost_usd=0.25)
+        for i in range(2)
+    ]
     blocked = call(org, 400, deployment="", status_code="PERMISSION_DENIED", input_tokens=0, output_tokens=0)
     edges = [
         call(org, -0.000001, latency_ms=9999.0),  # just before the window
         call(org, HOUR.total_seconds(), latency_ms=9999.0),  # at its end: outside, the window is [start, end)
-        call(org, HOUR.total_seconds() - 0.000001, deployment="anthropic/b", latency_ms=6.0),  # inside
+        call(org, HOUR.total_seconds() - 0.000001, deployment="anthropic/b", latency_ms=6.0, cost_usd=0.01),  # in
     ]
-    foreign = [call(other_org, 10, latency_ms=5000.0, cache_hit=ch, status_code="INTERNAL") for ch in (False, True)]
+    foreign = [
+        call(other_org, 10, latency_ms=5000.0, cache_hit=ch, status_code="INTERNAL", cost_usd=9.0)
+        for ch in (False, True)
+    ]
     await stores.requests.record_many([*a, *b, *cached, blocked, *edges, *foreign])
 
     summary = await stores.requests.summarise(org, START, START + HOUR)
+
+    # What reached an upstream, per deployment and in all; what the cache hits saved.
+    assert [d.cost_usd for d in summary.deployments] == pytest.approx([100 * 0.001, 4 * 0.01])
+    assert (summary.cost_usd, summary.cost_saved_usd) == pytest.approx((100 * 0.001 + 4 * 0.01, 2 * 0.25))
+    summary = replace(
+        summary,
+        cost_usd=0.0,
+        cost_saved_usd=0.0,
+        deployments=tuple(replace(d, cost_usd=0.0) for d in summary.deployments),
+    )
 
     assert summary == RequestSummary(
         requests=107,
@@ -349,6 +371,54 @@ async def test_get_stats_end_to_end(start_server: Any) -> None:
         minute = await client.orchestrator.GetStats(orch.GetStatsRequest(window=Duration(seconds=60)))
         assert minute.requests == 5
         assert minute.end_time.ToDatetime() - minute.start_time.ToDatetime() == timedelta(seconds=60)
+
+
+async def test_get_stats_costs_calls_at_the_routes_file_prices(start_server: Any, tmp_path: Path) -> None:
+    price = {"input_per_million_tokens": 1000, "output_per_million_tokens": 3000}
+    routes = {
+        "endpoints": {"local": {"provider": "builtin"}},
+        "models": {
+            "priced": {"cache_ttl_seconds": 60, "deployments": [{"endpoint": "local", "model": "m", "price": price}]},
+            "free": {"deployments": [{"endpoint": "local", "model": "n"}]},
+        },
+    }
+    routes_file = tmp_path / "routes.yaml"
+    routes_file.write_text(json.dumps(routes))
+    server = await start_server(POINTSMAN_ROUTES_FILE=str(routes_file), POINTSMAN_METRICS_ADDRESS="127.0.0.1:0")
+
+    def cost(usage: chat_pb2.Usage) -> float:
+        return (usage.input_tokens * 1000 + usage.output_tokens * 3000) / 1_000_000
+
+    async with AsyncClient(server.address, timeout=10) as client:
+
+        async def ask(model: str, text: str) -> orch.CompleteResponse:
+            response: orch.CompleteResponse = await client.orchestrator.Complete(
+                orch.CompleteRequest(model=model, messages=[user(text)])
+            )
+            return response
+
+        first, second = await ask("priced", "one two"), await ask("priced", "three four five")
+        cached = await ask("priced", "one two")
+        assert cached.start.cached
+        await ask("free", "costs nothing")
+        stats = await client.orchestrator.GetStats(orch.GetStatsRequest())
+    assert stats.cost_usd == pytest.approx(cost(first.usage) + cost(second.usage)) and stats.cost_usd > 0
+    assert stats.cost_saved_usd == pytest.approx(cost(cached.usage)) and stats.cost_saved_usd > 0
+    by_deployment = {d.deployment: d.cost_usd for d in stats.deployments}
+    assert by_deployment == pytest.approx({"local/m": stats.cost_usd, "local/n": 0.0})
+    assert server.metrics_endpoint is not None
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"http://127.0.0.1:{server.metrics_endpoint.port}/metrics") as response,
+    ):
+        metrics = await response.text()
+    counted = [
+        sample.value
+        for family in text_string_to_metric_families(metrics)
+        for sample in family.samples
+        if sample.name == "pointsman_chat_cost_usd_total" and sample.labels["deployment"] == "local/m"
+    ]
+    assert counted == pytest.approx([stats.cost_usd])
 
 
 @pytest.mark.parametrize(

@@ -460,11 +460,13 @@ def cmd_stats(args: argparse.Namespace) -> int:
     print(f"requests\t{stats.requests}\tfailed {stats.failed_requests}")
     print(f"tokens\tin {stats.input_tokens}\tout {stats.output_tokens}\tsaved by the cache {stats.tokens_saved}")
     print(f"cache hits\t{stats.cache_hits}\t{stats.cache_hit_ratio:.1%}")
+    print(f"cost\t${stats.cost_usd:.4f}\tsaved by the cache ${stats.cost_saved_usd:.4f}")
     print(f"active conversations\t{stats.active_conversations}")
     for d in stats.deployments:
         print(
             f"{d.deployment}\t{d.requests} requests\t{d.failed_requests} failed\tp50 {d.latency_p50_ms:.1f} ms"
             f"\tp99 {d.latency_p99_ms:.1f} ms\tfirst token p50 {d.time_to_first_token_p50_ms:.1f} ms"
+            f"\t${d.cost_usd:.4f}"
         )
     for f in stats.firewall:
         category = types.Category.Name(f.category).removeprefix("CATEGORY_").lower()

@@ -57,6 +57,10 @@ class Metrics:
             "pointsman_chat_tokens", "Tokens of chat calls as reported (or estimated), by kind: input or output",
             ["model", "deployment", "kind"], registry=self.registry,
         )  # fmt: skip
+        self._cost = Counter(
+            "pointsman_chat_cost_usd", "What chat calls cost upstream, in US dollars, at the routes file's prices",
+            ["model", "deployment"], registry=self.registry,
+        )  # fmt: skip
         self._ttft = Histogram(
             "pointsman_chat_time_to_first_token_seconds", "Time to the first event of an answer, by model alias",
             ["model"], buckets=_TTFT_BUCKETS, registry=self.registry,
@@ -81,6 +85,7 @@ class Metrics:
         input_tokens: int,
         output_tokens: int,
         time_to_first_token: float | None,
+        cost_usd: float = 0.0,
     ) -> None:
         self._child(self._chat_calls, model, deployment, code, "hit" if cached else "miss").inc()
         if input_tokens:
@@ -89,6 +94,8 @@ class Metrics:
             self._child(self._tokens, model, deployment, "output").inc(output_tokens)
         if time_to_first_token is not None:
             self._child(self._ttft, model).observe(time_to_first_token)
+        if cost_usd:
+            self._child(self._cost, model, deployment).inc(cost_usd)
 
     def decision(self, direction: str, action: str, categories: Iterable[str]) -> None:
         for category in set(categories) or ("none",):

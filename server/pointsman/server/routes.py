@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from .domain.breaker import BreakerPolicy
 from .domain.catalog import BUILTIN_ALIAS, ModelCatalog
-from .domain.chat import Deployment, ProviderKind
+from .domain.chat import Deployment, Price, ProviderKind
 from .domain.router import Router
 from .domain.routing import RetryBudget, RetryPolicy, RoutingStrategy
 from .providers.base import ChatProvider
@@ -75,11 +75,18 @@ class EndpointConfig(_Strict):
     api_key_env: str | None = None
 
 
+class PriceConfig(_Strict):
+    # US dollars per million tokens, as providers list them.
+    input_per_million_tokens: float = Field(0, ge=0, le=1_000_000)
+    output_per_million_tokens: float = Field(0, ge=0, le=1_000_000)
+
+
 class DeploymentConfig(_Strict):
     endpoint: str
     model: str = Field(min_length=1, max_length=256)
     weight: int = Field(1, ge=0, le=1_000_000)
     timeout_seconds: float | None = Field(None, gt=0, le=3600)
+    price: PriceConfig | None = None
 
 
 class ModelConfig(_Strict):
@@ -199,6 +206,9 @@ def _build_catalog(config: RoutesConfig, settings: Settings) -> ModelCatalog:
                 endpoint=_base_url(endpoint),
                 weight=entry.weight,
                 timeout_seconds=entry.timeout_seconds or config.defaults.timeout_seconds,
+                price=None
+                if entry.price is None
+                else Price(entry.price.input_per_million_tokens, entry.price.output_per_million_tokens),
             )
             deployments.append((deployment, providers[entry.endpoint]))
         retry = (model.retry or config.defaults.retry).policy()

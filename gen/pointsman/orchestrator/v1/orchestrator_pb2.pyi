@@ -473,7 +473,7 @@ class GetStatsRequest(_message.Message):
     def __init__(self, window: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class GetStatsResponse(_message.Message):
-    __slots__ = ("start_time", "end_time", "requests", "failed_requests", "input_tokens", "output_tokens", "cache_hits", "cache_hit_ratio", "tokens_saved", "deployments", "firewall", "active_conversations")
+    __slots__ = ("start_time", "end_time", "requests", "failed_requests", "input_tokens", "output_tokens", "cache_hits", "cache_hit_ratio", "tokens_saved", "deployments", "firewall", "active_conversations", "cost_usd", "cost_saved_usd")
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     END_TIME_FIELD_NUMBER: _ClassVar[int]
     REQUESTS_FIELD_NUMBER: _ClassVar[int]
@@ -486,6 +486,8 @@ class GetStatsResponse(_message.Message):
     DEPLOYMENTS_FIELD_NUMBER: _ClassVar[int]
     FIREWALL_FIELD_NUMBER: _ClassVar[int]
     ACTIVE_CONVERSATIONS_FIELD_NUMBER: _ClassVar[int]
+    COST_USD_FIELD_NUMBER: _ClassVar[int]
+    COST_SAVED_USD_FIELD_NUMBER: _ClassVar[int]
     start_time: _timestamp_pb2.Timestamp
     end_time: _timestamp_pb2.Timestamp
     requests: int
@@ -498,23 +500,27 @@ class GetStatsResponse(_message.Message):
     deployments: _containers.RepeatedCompositeFieldContainer[DeploymentStats]
     firewall: _containers.RepeatedCompositeFieldContainer[FirewallCategoryStats]
     active_conversations: int
-    def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., requests: _Optional[int] = ..., failed_requests: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cache_hits: _Optional[int] = ..., cache_hit_ratio: _Optional[float] = ..., tokens_saved: _Optional[int] = ..., deployments: _Optional[_Iterable[_Union[DeploymentStats, _Mapping]]] = ..., firewall: _Optional[_Iterable[_Union[FirewallCategoryStats, _Mapping]]] = ..., active_conversations: _Optional[int] = ...) -> None: ...
+    cost_usd: float
+    cost_saved_usd: float
+    def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., requests: _Optional[int] = ..., failed_requests: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cache_hits: _Optional[int] = ..., cache_hit_ratio: _Optional[float] = ..., tokens_saved: _Optional[int] = ..., deployments: _Optional[_Iterable[_Union[DeploymentStats, _Mapping]]] = ..., firewall: _Optional[_Iterable[_Union[FirewallCategoryStats, _Mapping]]] = ..., active_conversations: _Optional[int] = ..., cost_usd: _Optional[float] = ..., cost_saved_usd: _Optional[float] = ...) -> None: ...
 
 class DeploymentStats(_message.Message):
-    __slots__ = ("deployment", "requests", "failed_requests", "latency_p50_ms", "latency_p99_ms", "time_to_first_token_p50_ms")
+    __slots__ = ("deployment", "requests", "failed_requests", "latency_p50_ms", "latency_p99_ms", "time_to_first_token_p50_ms", "cost_usd")
     DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
     REQUESTS_FIELD_NUMBER: _ClassVar[int]
     FAILED_REQUESTS_FIELD_NUMBER: _ClassVar[int]
     LATENCY_P50_MS_FIELD_NUMBER: _ClassVar[int]
     LATENCY_P99_MS_FIELD_NUMBER: _ClassVar[int]
     TIME_TO_FIRST_TOKEN_P50_MS_FIELD_NUMBER: _ClassVar[int]
+    COST_USD_FIELD_NUMBER: _ClassVar[int]
     deployment: str
     requests: int
     failed_requests: int
     latency_p50_ms: float
     latency_p99_ms: float
     time_to_first_token_p50_ms: float
-    def __init__(self, deployment: _Optional[str] = ..., requests: _Optional[int] = ..., failed_requests: _Optional[int] = ..., latency_p50_ms: _Optional[float] = ..., latency_p99_ms: _Optional[float] = ..., time_to_first_token_p50_ms: _Optional[float] = ...) -> None: ...
+    cost_usd: float
+    def __init__(self, deployment: _Optional[str] = ..., requests: _Optional[int] = ..., failed_requests: _Optional[int] = ..., latency_p50_ms: _Optional[float] = ..., latency_p99_ms: _Optional[float] = ..., time_to_first_token_p50_ms: _Optional[float] = ..., cost_usd: _Optional[float] = ...) -> None: ...
 
 class FirewallCategoryStats(_message.Message):
     __slots__ = ("category", "blocked", "redacted", "logged")

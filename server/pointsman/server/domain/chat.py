@@ -71,6 +71,17 @@ class ChatRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class Price:
+    """What a deployment charges, in US dollars per million tokens."""
+
+    input_per_million: float = 0.0
+    output_per_million: float = 0.0
+
+    def cost(self, input_tokens: int, output_tokens: int) -> float:
+        return (input_tokens * self.input_per_million + output_tokens * self.output_per_million) / 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
 class Deployment:
     """One concrete place a model alias is served from."""
 
@@ -81,6 +92,8 @@ class Deployment:
     weight: int = 1
     # Longest wait for the first event before falling back.
     timeout_seconds: float = 60.0
+    # From the routes file; None: its calls are not costed.
+    price: Price | None = None
 
 
 # Events of a streamed answer, in the order a client sees them.

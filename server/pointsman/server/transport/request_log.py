@@ -37,6 +37,9 @@ class RequestLogger:
             error = GeneratorExit()  # ended before its Finish: the reader stopped
         finish = outcome.finish
         ttft = finish.time_to_first_token if finish is not None else None
+        usage = outcome.usage
+        price = outcome.start.deployment.price if outcome.start is not None else None
+        cost = price.cost(usage.input_tokens, usage.output_tokens) if price is not None and usage is not None else 0.0
         record = RequestRecord(
             id=self._store.new_id(),
             create_time=datetime.now(UTC),
@@ -51,6 +54,7 @@ class RequestLogger:
             latency_ms=outcome.latency_seconds * 1000,
             time_to_first_token_ms=ttft * 1000 if ttft is not None else None,
             cache_hit=outcome.start is not None and outcome.start.cached,
+            cost_usd=cost,
         )
         self._buffer.add(record)
         if self._metrics is not None:
@@ -62,4 +66,5 @@ class RequestLogger:
                 record.input_tokens,
                 record.output_tokens,
                 ttft,
+                0.0 if record.cache_hit else cost,
             )

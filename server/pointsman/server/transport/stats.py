@@ -61,6 +61,8 @@ async def get_stats(
         cache_hits=summary.cache_hits,
         cache_hit_ratio=summary.cache_hits / summary.requests if summary.requests else 0.0,
         tokens_saved=summary.tokens_saved,
+        cost_usd=summary.cost_usd,
+        cost_saved_usd=summary.cost_saved_usd,
         deployments=[
             pb.DeploymentStats(
                 deployment=d.deployment,
@@ -69,6 +71,7 @@ async def get_stats(
                 latency_p50_ms=d.latency_p50_ms,
                 latency_p99_ms=d.latency_p99_ms,
                 time_to_first_token_p50_ms=d.time_to_first_token_p50_ms,
+                cost_usd=d.cost_usd,
             )
             for d in summary.deployments
         ],

@@ -109,6 +109,9 @@ class RequestRecord:
     latency_ms: float = 0.0
     time_to_first_token_ms: float | None = None
     cache_hit: bool = False
+    # The answer's tokens at the deployment's price, in US dollars; for a
+    # cache hit, what the answer would have cost.
+    cost_usd: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +149,7 @@ class DeploymentSummary:
     latency_p50_ms: float
     latency_p99_ms: float
     time_to_first_token_p50_ms: float  # 0 when no call measured it
+    cost_usd: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +161,8 @@ class RequestSummary:
     cache_hits: int = 0
     tokens_saved: int = 0  # input plus output tokens of the cache hits
     deployments: tuple[DeploymentSummary, ...] = ()  # busiest first
+    cost_usd: float = 0.0  # calls that reached an upstream
+    cost_saved_usd: float = 0.0  # what the cache hits would have cost
 
 
 class UserRole(enum.Enum):
@@ -301,6 +307,8 @@ def request_summary(totals: Any, deployments: Iterable[Any]) -> RequestSummary:
         output_tokens=totals["output_tokens"],
         cache_hits=totals["cache_hits"],
         tokens_saved=totals["tokens_saved"],
+        cost_usd=float(totals["cost_usd"]),
+        cost_saved_usd=float(totals["cost_saved_usd"]),
         deployments=tuple(
             DeploymentSummary(
                 deployment=row["deployment"],
@@ -309,6 +317,7 @@ def request_summary(totals: Any, deployments: Iterable[Any]) -> RequestSummary:
                 latency_p50_ms=row["latency_p50_ms"],
                 latency_p99_ms=row["latency_p99_ms"],
                 time_to_first_token_p50_ms=row["time_to_first_token_p50_ms"] or 0.0,
+                cost_usd=float(row["cost_usd"]),
             )
             for row in deployments
         ),

@@ -363,7 +363,9 @@ SELECT count(*) AS requests,
        coalesce(sum(input_tokens), 0) AS input_tokens,
        coalesce(sum(output_tokens), 0) AS output_tokens,
        count(*) FILTER (WHERE cache_hit) AS cache_hits,
-       coalesce(sum(input_tokens + output_tokens) FILTER (WHERE cache_hit), 0) AS tokens_saved
+       coalesce(sum(input_tokens + output_tokens) FILTER (WHERE cache_hit), 0) AS tokens_saved,
+       coalesce(sum(cost_usd) FILTER (WHERE NOT cache_hit), 0) AS cost_usd,
+       coalesce(sum(cost_usd) FILTER (WHERE cache_hit), 0) AS cost_saved_usd
 {_REQUESTS_IN_WINDOW}
 """
 
@@ -375,7 +377,8 @@ SELECT deployment,
        count(*) FILTER (WHERE status_code <> 'OK') AS failed_requests,
        percentile_disc(0.5) WITHIN GROUP (ORDER BY latency_ms) AS latency_p50_ms,
        percentile_disc(0.99) WITHIN GROUP (ORDER BY latency_ms) AS latency_p99_ms,
-       percentile_disc(0.5) WITHIN GROUP (ORDER BY time_to_first_token_ms) AS time_to_first_token_p50_ms
+       percentile_disc(0.5) WITHIN GROUP (ORDER BY time_to_first_token_ms) AS time_to_first_token_p50_ms,
+       sum(cost_usd) AS cost_usd
 {_REQUESTS_IN_WINDOW} AND NOT cache_hit AND deployment <> ''
 GROUP BY deployment
 ORDER BY requests DESC, deployment COLLATE "C"
@@ -383,9 +386,10 @@ ORDER BY requests DESC, deployment COLLATE "C"
 
 _INSERT_REQUESTS = """
 INSERT INTO request_log (organisation, id, create_time, request_id, principal, model, deployment, status_code,
-                         input_tokens, output_tokens, latency_ms, time_to_first_token_ms, cache_hit)
+                         input_tokens, output_tokens, latency_ms, time_to_first_token_ms, cache_hit, cost_usd)
 SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[], $6::text[], $7::text[],
-                     $8::text[], $9::integer[], $10::integer[], $11::float8[], $12::float8[], $13::boolean[])
+                     $8::text[], $9::integer[], $10::integer[], $11::float8[], $12::float8[], $13::boolean[],
+                     $14::float8[])
 ON CONFLICT DO NOTHING
 """
 
@@ -405,6 +409,7 @@ def _request(row: Record) -> RequestRecord:
         latency_ms=row["latency_ms"],
         time_to_first_token_ms=row["time_to_first_token_ms"],
         cache_hit=row["cache_hit"],
+        cost_usd=row["cost_usd"],
     )
 
 
@@ -421,7 +426,7 @@ class PostgresRequestLog:
     async def record_many(self, entries: Sequence[RequestRecord]) -> None:
         if not entries:
             return
-        columns: list[list[Any]] = [[] for _ in range(13)]
+        columns: list[list[Any]] = [[] for _ in range(14)]
         for e in entries:
             for column, value in zip(
                 columns,
@@ -439,6 +444,7 @@ class PostgresRequestLog:
                     e.latency_ms,
                     e.time_to_first_token_ms,
                     e.cache_hit,
+                    e.cost_usd,
                 ),
                 strict=True,
             ):

@@ -429,7 +429,9 @@ SELECT count(*) AS requests,
        coalesce(sum(input_tokens), 0) AS input_tokens,
        coalesce(sum(output_tokens), 0) AS output_tokens,
        coalesce(sum(cache_hit), 0) AS cache_hits,
-       coalesce(sum(CASE WHEN cache_hit THEN input_tokens + output_tokens END), 0) AS tokens_saved
+       coalesce(sum(CASE WHEN cache_hit THEN input_tokens + output_tokens END), 0) AS tokens_saved,
+       coalesce(sum(CASE WHEN NOT cache_hit THEN cost_usd END), 0) AS cost_usd,
+       coalesce(sum(CASE WHEN cache_hit THEN cost_usd END), 0) AS cost_saved_usd
 {_REQUESTS_IN_WINDOW}
 """
 
@@ -444,9 +446,10 @@ SELECT deployment,
        sum(status_code <> 'OK') AS failed_requests,
        min(CASE WHEN latency_share >= 0.5 THEN latency_ms END) AS latency_p50_ms,
        min(CASE WHEN latency_share >= 0.99 THEN latency_ms END) AS latency_p99_ms,
-       min(CASE WHEN ttft_share >= 0.5 THEN time_to_first_token_ms END) AS time_to_first_token_p50_ms
+       min(CASE WHEN ttft_share >= 0.5 THEN time_to_first_token_ms END) AS time_to_first_token_p50_ms,
+       sum(cost_usd) AS cost_usd
 FROM (
-    SELECT deployment, status_code, latency_ms, time_to_first_token_ms,
+    SELECT deployment, status_code, latency_ms, time_to_first_token_ms, cost_usd,
            cume_dist() OVER (PARTITION BY deployment ORDER BY latency_ms) AS latency_share,
            cume_dist() OVER (PARTITION BY deployment, time_to_first_token_ms IS NULL
                              ORDER BY time_to_first_token_ms) AS ttft_share
@@ -472,6 +475,7 @@ def _request(row: sqlite3.Row) -> RequestRecord:
         latency_ms=row["latency_ms"],
         time_to_first_token_ms=row["time_to_first_token_ms"],
         cache_hit=bool(row["cache_hit"]),
+        cost_usd=row["cost_usd"],
     )
 
 
@@ -503,14 +507,15 @@ class SqliteRequestLog:
                 e.latency_ms,
                 e.time_to_first_token_ms,
                 int(e.cache_hit),
+                e.cost_usd,
             )
             for e in entries
         ]
         async with self._db.write() as connection:
             await connection.executemany(
                 "INSERT INTO request_log (organisation, id, create_time, request_id, principal, model, deployment,"
-                " status_code, input_tokens, output_tokens, latency_ms, time_to_first_token_ms, cache_hit)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                " status_code, input_tokens, output_tokens, latency_ms, time_to_first_token_ms, cache_hit, cost_usd)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 rows,
             )
 
