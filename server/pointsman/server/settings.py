@@ -144,6 +144,11 @@ class Settings(BaseSettings):
     rate_limit_principal_burst: int = Field(0, ge=0, validation_alias="POINTSMAN_RATE_LIMIT_PRINCIPAL_BURST")
     rate_limit_organisation_per_second: float = Field(0, ge=0, validation_alias="POINTSMAN_RATE_LIMIT_ORG_RPS")
     rate_limit_organisation_burst: int = Field(0, ge=0, validation_alias="POINTSMAN_RATE_LIMIT_ORG_BURST")
+    # Spending budget per organisation and UTC day, in US dollars at the routes
+    # file's prices (docs/routing.md); 0 turns it off. Other replicas' spending
+    # is read from the request log at most every refresh period.
+    budget_organisation_usd_per_day: float = Field(0, ge=0, validation_alias="POINTSMAN_BUDGET_ORG_USD_PER_DAY")
+    budget_refresh_seconds: float = Field(5.0, gt=0, le=3600, validation_alias="POINTSMAN_BUDGET_REFRESH_SECONDS")
 
     # Limits.
     max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024, validation_alias="POINTSMAN_MAX_MESSAGE_BYTES")

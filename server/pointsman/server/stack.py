@@ -5,9 +5,12 @@ the same way, here."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from .backends.replicated_rules import ReplicatedRules
+from .budgets import DailyBudget
+from .domain.caller import Caller
 from .domain.catalog import ModelCatalog
 from .domain.firewall.engine import build_firewall
 from .domain.orchestrator import Orchestrator
@@ -31,6 +34,20 @@ class OrchestratorStack:
         await self.catalog.aclose()
 
 
+def _all_of(checks: Sequence[Callable[[Caller], Awaitable[None]]]) -> Callable[[Caller], Awaitable[None]] | None:
+    """One admission check out of several (rate limits, then the budget)."""
+    if not checks:
+        return None
+    if len(checks) == 1:
+        return checks[0]
+
+    async def admit(caller: Caller) -> None:
+        for check in checks:
+            await check(caller)
+
+    return admit
+
+
 def build_orchestrator(settings: Settings, state: State) -> OrchestratorStack:
     """The orchestrator and what it is built on; `rules.start()` before use,
     `aclose()` after."""
@@ -38,6 +55,21 @@ def build_orchestrator(settings: Settings, state: State) -> OrchestratorStack:
     if state.shared:
         router.share_breakers(state.breaker_opens, router.breaker_policy.cooldown_seconds)
     rules = ReplicatedRules(state.stores.rules, state.bus)
+    budget = None
+    if settings.budget_organisation_usd_per_day > 0:
+        budget = DailyBudget(
+            state.stores.requests,
+            settings.budget_organisation_usd_per_day,
+            refresh_seconds=settings.budget_refresh_seconds,
+        )
+    admissions = [
+        check
+        for check in (
+            state.rate_limits.admit if state.rate_limits.enabled else None,
+            budget.admit if budget is not None else None,
+        )
+        if check is not None
+    ]
     orchestrator = Orchestrator(
         catalog,
         router,
@@ -45,7 +77,7 @@ def build_orchestrator(settings: Settings, state: State) -> OrchestratorStack:
         ChatLimits(settings.max_messages, settings.max_input_chars),
         output_holdback=settings.firewall_output_holdback_chars,
         flights=state.flights,
-        on_call_end=RequestLogger(state.stores.requests, state.request_log, state.metrics),
-        admit=state.rate_limits.admit if state.rate_limits.enabled else None,
+        on_call_end=RequestLogger(state.stores.requests, state.request_log, state.metrics, budget),
+        admit=_all_of(admissions),
     )
     return OrchestratorStack(catalog, router, rules, orchestrator)

@@ -106,6 +106,12 @@ class RateLimited(DomainError):
         self.retry_after_seconds = retry_after_seconds
 
 
+class BudgetExhausted(RateLimited):
+    """The organisation has spent its budget for the period."""
+
+    reason = "BUDGET_EXHAUSTED"
+
+
 class ShuttingDown(Unavailable):
     reason = "SHUTTING_DOWN"
 

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 from ..backends.stores import RequestLog, RequestRecord
 from ..backends.write_buffer import WriteBuffer
+from ..budgets import DailyBudget
 from ..domain.caller import Caller
 from ..domain.errors import DomainError
 from ..domain.orchestrator import CallOutcome
@@ -26,10 +27,17 @@ def status_name(error: BaseException | None) -> str:
 
 
 class RequestLogger:
-    def __init__(self, store: RequestLog, buffer: WriteBuffer[RequestRecord], metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        store: RequestLog,
+        buffer: WriteBuffer[RequestRecord],
+        metrics: Metrics | None = None,
+        budget: DailyBudget | None = None,
+    ) -> None:
         self._store = store
         self._buffer = buffer
         self._metrics = metrics
+        self._budget = budget
 
     def __call__(self, caller: Caller, outcome: CallOutcome) -> None:
         error = outcome.error
@@ -57,6 +65,8 @@ class RequestLogger:
             cost_usd=cost,
         )
         self._buffer.add(record)
+        if self._budget is not None and not record.cache_hit:
+            self._budget.record(record.organisation, cost)
         if self._metrics is not None:
             self._metrics.chat_call(
                 record.model,

@@ -137,6 +137,11 @@ class RequestLog(Protocol):
         """The calls made in [start_time, end_time), computed in the database."""
         ...
 
+    async def cost_since(self, organisation: str, start_time: datetime) -> float:
+        """What the organisation's calls that reached an upstream have cost
+        since `start_time`, in US dollars (cache hits cost nothing)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class DeploymentSummary:

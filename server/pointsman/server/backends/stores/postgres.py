@@ -476,6 +476,15 @@ class PostgresRequestLog:
         page = [_request(row) for row in rows[:size]]
         return page, (page[-1].id if len(rows) > size else None)
 
+    async def cost_since(self, organisation: str, start_time: datetime) -> float:
+        spent = await self._pool.fetchval(
+            "SELECT coalesce(sum(cost_usd), 0) FROM request_log"
+            " WHERE organisation = $1 AND create_time >= $2 AND NOT cache_hit",
+            require_organisation(organisation),
+            start_time,
+        )
+        return float(spent)
+
     async def summarise(self, organisation: str, start_time: datetime, end_time: datetime) -> RequestSummary:
         window = (require_organisation(organisation), start_time, end_time)
         # Totals and deployments from one snapshot.

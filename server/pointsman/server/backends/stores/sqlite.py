@@ -549,6 +549,16 @@ class SqliteRequestLog:
         page = [_request(row) for row in rows[:size]]
         return page, (page[-1].id if len(rows) > size else None)
 
+    async def cost_since(self, organisation: str, start_time: datetime) -> float:
+        async with self._db.read() as connection:
+            (row,) = await _fetchall(
+                connection,
+                "SELECT coalesce(sum(cost_usd), 0) AS spent FROM request_log"
+                " WHERE organisation = ? AND create_time >= ? AND NOT cache_hit",
+                (require_organisation(organisation), _us(start_time)),
+            )
+        return float(row["spent"])
+
     async def summarise(self, organisation: str, start_time: datetime, end_time: datetime) -> RequestSummary:
         window = (require_organisation(organisation), _us(start_time), _us(end_time))
         async with self._db.read() as connection:  # totals and deployments from one snapshot
