@@ -105,6 +105,9 @@ class Settings(BaseSettings):
     # names PostgreSQL (postgresql://...) or another SQLite file (sqlite:///...).
     database_url: SecretStr | None = Field(None, validation_alias="DATABASE_URL")
     data_dir: Path = Field(Path("data"), validation_alias="POINTSMAN_DATA_DIR")
+    # Decisions and request-log rows older than this many days are deleted
+    # (every hour); 0 keeps them all.
+    retention_days: int = Field(0, ge=0, le=36500, validation_alias="POINTSMAN_RETENTION_DAYS")
     # Decisions and request-log rows waiting for the database, at most.
     write_buffer_capacity: int = Field(100_000, ge=100, validation_alias="POINTSMAN_WRITE_BUFFER_CAPACITY")
     # Shared state between replicas (cache L2, conversations, bus, rate limits,

@@ -82,6 +82,11 @@ class DecisionStore(Protocol):
         once in each category it has findings in."""
         ...
 
+    async def delete_before(self, cutoff: datetime, limit: int) -> int:
+        """Deletes up to `limit` decisions made before `cutoff`, in every
+        organisation (retention is the system's job); how many it deleted."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class CategoryCount:
@@ -140,6 +145,11 @@ class RequestLog(Protocol):
     async def cost_since(self, organisation: str, start_time: datetime) -> float:
         """What the organisation's calls that reached an upstream have cost
         since `start_time`, in US dollars (cache hits cost nothing)."""
+        ...
+
+    async def delete_before(self, cutoff: datetime, limit: int) -> int:
+        """Deletes up to `limit` rows made before `cutoff`, in every
+        organisation; how many it deleted."""
         ...
 
 

@@ -11,7 +11,7 @@ import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg  # type: ignore[import-untyped]  # no stubs shipped
 from asyncpg import Record
@@ -351,6 +351,22 @@ class PostgresDecisionStore:
         )
         return category_counts(rows)
 
+    async def delete_before(self, cutoff: datetime, limit: int) -> int:
+        return await _delete_before(self._pool, "decisions", cutoff, limit)
+
+
+async def _delete_before(
+    pool: asyncpg.Pool, table: Literal["decisions", "request_log"], cutoff: datetime, limit: int
+) -> int:
+    # One batch at a time (by the time index of migration 0005), so a large
+    # backlog never holds one long transaction.
+    status = await pool.execute(
+        f"DELETE FROM {table} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {table} WHERE create_time < $1 LIMIT $2))",
+        cutoff,
+        limit,
+    )
+    return int(status.rsplit(" ", 1)[-1])  # "DELETE <count>"
+
 
 # Request log ----------------------------------------------------------------
 
@@ -475,6 +491,9 @@ class PostgresRequestLog:
         )
         page = [_request(row) for row in rows[:size]]
         return page, (page[-1].id if len(rows) > size else None)
+
+    async def delete_before(self, cutoff: datetime, limit: int) -> int:
+        return await _delete_before(self._pool, "request_log", cutoff, limit)
 
     async def cost_since(self, organisation: str, start_time: datetime) -> float:
         spent = await self._pool.fetchval(

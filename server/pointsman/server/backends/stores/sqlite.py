@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import aiosqlite
 
@@ -169,6 +169,19 @@ class SqliteDatabase:
 async def _fetchall(connection: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
     async with connection.execute(sql, params) as cursor:
         return list(await cursor.fetchall())
+
+
+async def _delete_before(
+    database: SqliteDatabase, table: Literal["decisions", "request_log"], cutoff: datetime, limit: int
+) -> int:
+    # One batch per write transaction, so writers wait for one batch at most.
+    async with database.write() as connection:
+        cursor = await connection.execute(
+            f"DELETE FROM {table} WHERE (organisation, id) IN"
+            f" (SELECT organisation, id FROM {table} WHERE create_time < ? LIMIT ?)",
+            (_us(cutoff), limit),
+        )
+        return cursor.rowcount
 
 
 # Rules ----------------------------------------------------------------------
@@ -417,6 +430,9 @@ class SqliteDecisionStore:
         )
         return category_counts(rows)
 
+    async def delete_before(self, cutoff: datetime, limit: int) -> int:
+        return await _delete_before(self._db, "decisions", cutoff, limit)
+
 
 # Request log ----------------------------------------------------------------
 
@@ -548,6 +564,9 @@ class SqliteRequestLog:
         )
         page = [_request(row) for row in rows[:size]]
         return page, (page[-1].id if len(rows) > size else None)
+
+    async def delete_before(self, cutoff: datetime, limit: int) -> int:
+        return await _delete_before(self._db, "request_log", cutoff, limit)
 
     async def cost_since(self, organisation: str, start_time: datetime) -> float:
         async with self._db.read() as connection:
