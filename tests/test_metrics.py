@@ -43,6 +43,10 @@ async def test_metrics_count_calls_chats_tokens_decisions_and_read_the_state(sta
         )
         await raises(client.orchestrator.Complete(orch.CompleteRequest(model="nope", messages=[user("hi")])))
     samples = await scrape(server.metrics_endpoint.port)
+    # A name the caller made up never becomes a label (the number of series stays bounded).
+    assert not any(dict(labels).get("model") == "nope" for _, labels in samples)
+    unknown = {"model": "unknown", "deployment": "", "code": "NOT_FOUND", "cache": "miss"}
+    assert value(samples, "pointsman_chat_requests_total", **unknown) == 1
 
     assert value(samples, "pointsman_rpc_requests_total", method=COMPLETE, code="OK") == 2
     assert value(samples, "pointsman_rpc_requests_total", method=COMPLETE, code="NOT_FOUND") == 1

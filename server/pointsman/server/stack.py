@@ -77,7 +77,7 @@ def build_orchestrator(settings: Settings, state: State) -> OrchestratorStack:
         ChatLimits(settings.max_messages, settings.max_input_chars),
         output_holdback=settings.firewall_output_holdback_chars,
         flights=state.flights,
-        on_call_end=RequestLogger(state.stores.requests, state.request_log, state.metrics, budget),
+        on_call_end=RequestLogger(state.stores.requests, state.request_log, state.metrics, budget, catalog.serves),
         admit=_all_of(admissions),
     )
     return OrchestratorStack(catalog, router, rules, orchestrator)

@@ -50,6 +50,9 @@ class ModelCatalog:
             alias, tuple(d for d, _ in deployments), strategy, retry or RetryPolicy(), cache_ttl_seconds
         )
 
+    def serves(self, alias: str) -> bool:
+        return alias in self._routes
+
     def resolve(self, alias: str) -> ModelRoute:
         route = self._routes.get(alias)
         if route is None:

@@ -3,6 +3,7 @@ to the write buffer (the call never waits on the database)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from ..backends.stores import RequestLog, RequestRecord
@@ -33,11 +34,13 @@ class RequestLogger:
         buffer: WriteBuffer[RequestRecord],
         metrics: Metrics | None = None,
         budget: DailyBudget | None = None,
+        serves: Callable[[str], bool] = lambda alias: True,
     ) -> None:
         self._store = store
         self._buffer = buffer
         self._metrics = metrics
         self._budget = budget
+        self._serves = serves  # metric labels name only aliases that exist: callers choose the rest
 
     def __call__(self, caller: Caller, outcome: CallOutcome) -> None:
         error = outcome.error
@@ -69,7 +72,7 @@ class RequestLogger:
             self._budget.record(record.organisation, cost)
         if self._metrics is not None:
             self._metrics.chat_call(
-                record.model,
+                record.model if self._serves(record.model) else "unknown",
                 record.deployment,
                 record.status_code,
                 record.cache_hit,
