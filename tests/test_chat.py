@@ -13,7 +13,7 @@ from pointsman.server.providers.builtin import BUILTIN_PREAMBLE
 from pointsman.type.v1 import chat_pb2
 
 from helpers_pb import chat_request, event_kinds, text_of, user
-from server_fixtures import collect
+from server_fixtures import collect, raises
 
 
 async def test_chat_streams_start_deltas_usage_finish(start_server: Any) -> None:
@@ -133,6 +133,30 @@ async def test_converse_keeps_history_and_can_resume(client: AsyncClient) -> Non
     await queue.put(None)
     resumed = await collect(client.orchestrator.Converse(converse_requests(queue)))
     assert resumed[0].started.history_length == 5  # system + two user/assistant pairs
+
+    # The history can be read, and forgotten.
+    kept = await client.orchestrator.GetConversation(orch.GetConversationRequest(name=conversation))
+    assert kept.name == conversation
+    assert [(m.role, m.content) for m in kept.messages[:2]] == [
+        (chat_pb2.ROLE_SYSTEM, "be brief"),
+        (chat_pb2.ROLE_USER, "first question"),
+    ]
+    assert kept.messages[2].role == chat_pb2.ROLE_ASSISTANT and kept.messages[2].content.endswith("first question")
+    assert len(kept.messages) == 5
+    await client.orchestrator.DeleteConversation(orch.DeleteConversationRequest(name=conversation))
+    for gone in (
+        client.orchestrator.GetConversation(orch.GetConversationRequest(name=conversation)),
+        client.orchestrator.DeleteConversation(orch.DeleteConversationRequest(name=conversation)),
+    ):
+        error = await raises(gone)
+        assert error.code == grpc.StatusCode.NOT_FOUND and error.reason == "CONVERSATION_NOT_FOUND"
+    queue = asyncio.Queue()
+    await queue.put(orch.ConverseRequest(setup=orch.ConversationSetup(model="builtin", conversation=conversation)))
+    await queue.put(None)
+    error = await raises(collect(client.orchestrator.Converse(converse_requests(queue))))
+    assert error.code == grpc.StatusCode.NOT_FOUND
+    malformed = await raises(client.orchestrator.GetConversation(orch.GetConversationRequest(name="c/1")))
+    assert malformed.code == grpc.StatusCode.INVALID_ARGUMENT
 
 
 async def test_converse_bad_turn_reports_error_and_session_goes_on(client: AsyncClient) -> None:

@@ -608,6 +608,25 @@ async def test_unknown_and_foreign_conversations_are_not_found(
     assert foreign.value.reason == "CONVERSATION_NOT_FOUND"
 
 
+async def test_a_deleted_conversation_is_gone_and_no_longer_counted(
+    make_conversations: Callable[..., Conversations], org: str, other_org: str
+) -> None:
+    conversations = make_conversations()
+    kept, deleted = conversations.new_id(), conversations.new_id()
+    for conversation_id in (kept, deleted):
+        await conversations.save(org, conversation_id, a_history())
+    with pytest.raises(NotFound):
+        await conversations.delete(other_org, deleted)  # another organisation's: not there for it
+    assert await conversations.count(org) == 2
+    await conversations.delete(org, deleted)
+    with pytest.raises(NotFound) as gone:
+        await conversations.load(org, deleted)
+    assert gone.value.reason == "CONVERSATION_NOT_FOUND"
+    assert await conversations.count(org) == 1 and await conversations.load(org, kept) == a_history()
+    with pytest.raises(NotFound):
+        await conversations.delete(org, deleted)
+
+
 async def test_conversations_expire(make_conversations: Callable[..., Conversations], org: str) -> None:
     conversations = make_conversations(ttl_seconds=0.3)
     conversation_id = conversations.new_id()

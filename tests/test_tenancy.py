@@ -145,6 +145,11 @@ async def test_a_conversation_cannot_be_resumed_by_another_organisation(
     conversation = events[0].started.conversation
     error = await raises(converse(b, orch.ConversationSetup(model="builtin-ish", conversation=conversation)))
     assert error.code == grpc.StatusCode.NOT_FOUND
+    for reach in (
+        b.orchestrator.GetConversation(orch.GetConversationRequest(name=conversation)),
+        b.orchestrator.DeleteConversation(orch.DeleteConversationRequest(name=conversation)),
+    ):
+        assert (await raises(reach)).code == grpc.StatusCode.NOT_FOUND
     resumed = await converse(a, orch.ConversationSetup(model="builtin-ish", conversation=conversation))
     assert resumed[0].started.history_length == 2
 

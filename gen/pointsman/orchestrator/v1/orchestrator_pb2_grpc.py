@@ -65,6 +65,16 @@ class OrchestratorServiceStub:
                 request_serializer=pointsman_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ConverseRequest.SerializeToString,
                 response_deserializer=pointsman_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ConverseResponse.FromString,
                 _registered_method=True)
+        self.GetConversation = channel.unary_unary(
+                '/pointsman.orchestrator.v1.OrchestratorService/GetConversation',
+                request_serializer=pointsman_dot_orchestrator_dot_v1_dot_orchestrator__pb2.GetConversationRequest.SerializeToString,
+                response_deserializer=pointsman_dot_orchestrator_dot_v1_dot_orchestrator__pb2.GetConversationResponse.FromString,
+                _registered_method=True)
+        self.DeleteConversation = channel.unary_unary(
+                '/pointsman.orchestrator.v1.OrchestratorService/DeleteConversation',
+                request_serializer=pointsman_dot_orchestrator_dot_v1_dot_orchestrator__pb2.DeleteConversationRequest.SerializeToString,
+                response_deserializer=pointsman_dot_orchestrator_dot_v1_dot_orchestrator__pb2.DeleteConversationResponse.FromString,
+                _registered_method=True)
         self.Compare = channel.unary_stream(
                 '/pointsman.orchestrator.v1.OrchestratorService/Compare',
                 request_serializer=pointsman_dot_orchestrator_dot_v1_dot_orchestrator__pb2.CompareRequest.SerializeToString,
@@ -146,6 +156,21 @@ class OrchestratorServiceServicer:
         ConversationSetup, then sends turns (and cancels); the server keeps the
         history and streams each answer tagged with its turn id. A failed turn
         reports a TurnError and the session goes on.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetConversation(self, request, context):
+        """GetConversation returns a kept conversation's history.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteConversation(self, request, context):
+        """DeleteConversation forgets a conversation's history at once, on every
+        replica; resuming it afterwards is NOT_FOUND.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -235,6 +260,16 @@ def add_OrchestratorServiceServicer_to_server(servicer, server):
                     servicer.Converse,
                     request_deserializer=pointsman_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ConverseRequest.FromString,
                     response_serializer=pointsman_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ConverseResponse.SerializeToString,
+            ),
+            'GetConversation': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetConversation,
+                    request_deserializer=pointsman_dot_orchestrator_dot_v1_dot_orchestrator__pb2.GetConversationRequest.FromString,
+                    response_serializer=pointsman_dot_orchestrator_dot_v1_dot_orchestrator__pb2.GetConversationResponse.SerializeToString,
+            ),
+            'DeleteConversation': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteConversation,
+                    request_deserializer=pointsman_dot_orchestrator_dot_v1_dot_orchestrator__pb2.DeleteConversationRequest.FromString,
+                    response_serializer=pointsman_dot_orchestrator_dot_v1_dot_orchestrator__pb2.DeleteConversationResponse.SerializeToString,
             ),
             'Compare': grpc.unary_stream_rpc_method_handler(
                     servicer.Compare,
@@ -374,6 +409,60 @@ class OrchestratorService:
             '/pointsman.orchestrator.v1.OrchestratorService/Converse',
             pointsman_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ConverseRequest.SerializeToString,
             pointsman_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ConverseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetConversation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pointsman.orchestrator.v1.OrchestratorService/GetConversation',
+            pointsman_dot_orchestrator_dot_v1_dot_orchestrator__pb2.GetConversationRequest.SerializeToString,
+            pointsman_dot_orchestrator_dot_v1_dot_orchestrator__pb2.GetConversationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteConversation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pointsman.orchestrator.v1.OrchestratorService/DeleteConversation',
+            pointsman_dot_orchestrator_dot_v1_dot_orchestrator__pb2.DeleteConversationRequest.SerializeToString,
+            pointsman_dot_orchestrator_dot_v1_dot_orchestrator__pb2.DeleteConversationResponse.FromString,
             options,
             channel_credentials,
             insecure,

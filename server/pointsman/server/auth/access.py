@@ -23,7 +23,16 @@ _VIEWER = {
     _AUTH: ("WhoAmI", "RevokeToken"),  # RevokeToken checks whose token it is
 }
 _DEVELOPER = {
-    _ORCHESTRATOR: ("Chat", "Complete", "Converse", "Compare", "CreateBatch", "CancelBatch"),
+    _ORCHESTRATOR: (
+        "Chat",
+        "Complete",
+        "Converse",
+        "GetConversation",  # the history holds prompts: not for viewers
+        "DeleteConversation",
+        "Compare",
+        "CreateBatch",
+        "CancelBatch",
+    ),
     _FIREWALL: ("Scan", "ScanStream"),
 }
 _ADMIN = {

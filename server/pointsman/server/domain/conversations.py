@@ -47,6 +47,11 @@ class ConversationStore:
         while len(self._items) > self._max:
             self._items.popitem(last=False)
 
+    def delete(self, organisation: str, conversation_id: str) -> None:
+        """Raises NotFound for an unknown or expired conversation."""
+        self.load(organisation, conversation_id)  # NotFound, as a load would say
+        del self._items[(organisation, conversation_id)]
+
     def count(self, organisation: str) -> int:
         """The organisation's conversations still kept. Walks every entry (at
         most `max_conversations`), dropping the expired ones on the way."""

@@ -138,6 +138,19 @@ def messages_from_proto(messages: Any, errors: ViolationCollector, path: str = "
     return out
 
 
+def message_to_proto(message: chat.Message) -> chat_pb2.ChatMessage:
+    return chat_pb2.ChatMessage(
+        role=ROLES_TO_PROTO[message.role],
+        content=message.content,
+        name=message.name,
+        tool_call_id=message.tool_call_id,
+        tool_calls=[
+            chat_pb2.ToolCall(id=call.id, name=call.name, arguments_json=call.arguments_json)
+            for call in message.tool_calls
+        ],
+    )
+
+
 # Most requests leave the config unset: they share this (immutable) one.
 _DEFAULT_CONFIG = chat.GenerationConfig()
 

@@ -59,6 +59,22 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         async for response in session.run(request_iterator):
             yield response
 
+    async def GetConversation(
+        self, request: pb.GetConversationRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetConversationResponse:
+        conversation_id = resource_id(request.name, "conversations")
+        history = await self._conversations.load(self._calls.caller().organisation, conversation_id)
+        return pb.GetConversationResponse(
+            name=f"conversations/{conversation_id}", messages=[convert.message_to_proto(m) for m in history]
+        )
+
+    async def DeleteConversation(
+        self, request: pb.DeleteConversationRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeleteConversationResponse:
+        conversation_id = resource_id(request.name, "conversations")
+        await self._conversations.delete(self._calls.caller().organisation, conversation_id)
+        return pb.DeleteConversationResponse()
+
     async def Compare(
         self, request: pb.CompareRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.CompareResponse]:

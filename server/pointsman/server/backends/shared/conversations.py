@@ -38,6 +38,10 @@ class Conversations(Protocol):
         """Replaces the history and restarts its time to live."""
         ...
 
+    async def delete(self, organisation: str, conversation_id: str) -> None:
+        """Forgets the history; NotFound (CONVERSATION_NOT_FOUND) as `load`."""
+        ...
+
     async def count(self, organisation: str) -> int:
         """How many of the organisation's conversations are still kept."""
         ...
@@ -69,6 +73,9 @@ class InProcessConversations:
 
     async def save(self, organisation: str, conversation_id: str, history: list[Message]) -> None:
         self.store.save(require_organisation(organisation), conversation_id, history)
+
+    async def delete(self, organisation: str, conversation_id: str) -> None:
+        self.store.delete(require_organisation(organisation), conversation_id)
 
     async def count(self, organisation: str) -> int:
         return self.store.count(require_organisation(organisation))
@@ -144,6 +151,23 @@ class RedisConversations:
         done = await self.health.attempt(write)
         if isinstance(done, Skipped):
             raise self._unavailable()
+
+    async def delete(self, organisation: str, conversation_id: str) -> None:
+        redis_key = self.redis_key(organisation, conversation_id)
+        index_key = self.index_key(organisation)
+
+        async def remove() -> list[int]:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.delete(redis_key)
+                pipe.zrem(index_key, conversation_id)
+                result: list[int] = await pipe.execute()
+                return result
+
+        removed = await self.health.attempt(remove)
+        if isinstance(removed, Skipped):
+            raise self._unavailable()
+        if not removed[0]:
+            raise conversation_not_found(conversation_id)
 
     async def count(self, organisation: str) -> int:
         index_key = self.index_key(organisation)
