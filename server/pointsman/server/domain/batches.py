@@ -12,7 +12,7 @@ import logging
 import random
 import secrets
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -118,6 +118,9 @@ class Batch:
     # Custom ids of the items no slot has taken yet, in order.
     not_started: dict[str, None] = field(default_factory=dict)
     cancel_requested: bool = False
+    # Counted as results arrive, so progress (and listing) costs no walk over them.
+    failed: int = 0
+    cancelled: int = 0
 
     @property
     def name(self) -> str:
@@ -127,22 +130,24 @@ class Batch:
     def done(self) -> bool:
         return len(self.results) == self.total
 
-    def progress(self) -> BatchProgress:
-        failed = cancelled = 0
-        for result in self.results:
+    def add(self, results: Iterable[BatchResult]) -> None:
+        """Records results; call under `changed`, then notify."""
+        for result in results:
+            self.results.append(result)
             if isinstance(result.error, Cancelled):
-                cancelled += 1
+                self.cancelled += 1
             elif result.error is not None:
-                failed += 1
-        succeeded = len(self.results) - failed - cancelled
+                self.failed += 1
+
+    def progress(self) -> BatchProgress:
         return BatchProgress(
             self.id,
             self.organisation,
             self.total,
-            succeeded,
-            failed,
+            len(self.results) - self.failed - self.cancelled,
+            self.failed,
             self.create_time,
-            cancelled,
+            self.cancelled,
             self.cancel_requested,
         )
 
@@ -211,7 +216,7 @@ class BatchRunner:
             raise batch_already_done(batch_id)
         batch.cancel_requested = True
         async with batch.changed:
-            batch.results.extend(BatchResult(custom_id, error=item_cancelled()) for custom_id in batch.not_started)
+            batch.add(BatchResult(custom_id, error=item_cancelled()) for custom_id in batch.not_started)
             batch.not_started.clear()
             batch.changed.notify_all()
         return batch.progress()
@@ -247,7 +252,7 @@ class BatchRunner:
                     log.exception("batch item %s failed", item.custom_id)
                     result = BatchResult(item.custom_id, error=DomainError("internal error"))
             async with batch.changed:
-                batch.results.append(result)
+                batch.add((result,))
                 batch.changed.notify_all()
 
         await asyncio.gather(*(run_one(item) for item in items))
