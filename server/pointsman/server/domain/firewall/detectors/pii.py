@@ -185,12 +185,16 @@ class _PresidioPatterns(_Recognizer):
         if self._prefilter is not None and self._prefilter.search(text) is None:
             return
         # Weak patterns are skipped outright when no context word appears
-        # anywhere in the text: most texts never pay for them.
-        context_anywhere = self._context.anywhere(lowered)
+        # anywhere in the text: most texts never pay for them. Looked for
+        # once, and only if a weak pattern comes up.
+        context_anywhere: bool | None = None
         seen: set[tuple[int, int]] = set()
         for pattern in self._patterns:
-            if pattern.needs_context and not context_anywhere:
-                continue
+            if pattern.needs_context:
+                if context_anywhere is None:
+                    context_anywhere = self._context.anywhere(lowered)
+                if not context_anywhere:
+                    continue
             for match in self._matches(pattern.regex, text):
                 span = self._accept(text, match, pattern)
                 if span is not None and span[:2] not in seen:

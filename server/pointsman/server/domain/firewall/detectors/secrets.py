@@ -479,16 +479,21 @@ class SecretDetector:
     category = Category.SECRET
 
     def __init__(self, rules: Sequence[SecretRule | _PrivateKeyRule] = RULES) -> None:
-        self._rules = tuple(rules)
+        self._rules = tuple((rule, frozenset(rule.keywords)) for rule in rules)
+        # Each distinct keyword looked for once per text, not once per rule naming it.
+        self._keywords = tuple(sorted({keyword for rule in rules for keyword in rule.keywords}))
 
     def detect(self, text: str) -> list[Finding]:
         lowered = text.lower()
         if len(lowered) != len(text):
             lowered = text.translate(_ASCII_LOWER)  # lower() changed the length (İ); keywords are ASCII
+        present = {keyword for keyword in self._keywords if keyword in lowered}
+        if not present:
+            return []
         found: list[Finding] = []
         priority: dict[str, int] = {}
-        for rule in self._rules:
-            if not any(keyword in lowered for keyword in rule.keywords):
+        for rule, keywords in self._rules:
+            if present.isdisjoint(keywords):
                 continue
             priority[rule.type] = max(priority.get(rule.type, 0), rule.priority)
             for start, end in _spans(rule, text, lowered):
