@@ -14,6 +14,7 @@ import pytest
 import test_stores
 from test_stats import call
 
+from pointsman.auth.v1 import auth_pb2
 from pointsman.client import AsyncClient, PointsmanError
 from pointsman.orchestrator.v1 import orchestrator_pb2 as orch
 from pointsman.server.backends.stores import Stores
@@ -49,6 +50,9 @@ async def test_cost_since_counts_what_reached_an_upstream(stores: Stores, org: s
     assert await stores.requests.cost_since(org, START) == pytest.approx(3.75)
     assert await stores.requests.cost_since(org, START + timedelta(seconds=61)) == 0.0
     assert await stores.requests.cost_since(other_org, START) == pytest.approx(50.0)
+    await stores.requests.record_many([call(org, 120, cost_usd=4.0, principal="users/bob")])
+    assert await stores.requests.cost_since(org, START, principal="users/bob") == pytest.approx(4.0)
+    assert await stores.requests.cost_since(org, START, principal="users/alice") == pytest.approx(3.75)
 
 
 def priced_routes(tmp_path: Path) -> str:
@@ -123,3 +127,21 @@ async def test_without_a_budget_nothing_is_refused(start_server: Any, tmp_path: 
     async with AsyncClient(server.address, timeout=10) as client:
         for i in range(3):
             await client.orchestrator.Complete(ask(f"call {i}"))
+
+
+async def test_a_principal_budget_stops_one_principal_and_not_the_others(start_server: Any, tmp_path: Path) -> None:
+    server = await start_server(POINTSMAN_ROUTES_FILE=priced_routes(tmp_path), POINTSMAN_BUDGET_PRINCIPAL_USD_PER_DAY=5)
+    async with AsyncClient(server.address, timeout=10) as anonymous:
+        tokens = {
+            email: (await anonymous.auth.Login(auth_pb2.LoginRequest(email=email))).access_token
+            for email in ("developer@pointsman.dev", "admin@pointsman.dev")
+        }
+    async with (
+        AsyncClient(server.address, token=tokens["developer@pointsman.dev"], timeout=10) as developer,
+        AsyncClient(server.address, token=tokens["admin@pointsman.dev"], timeout=10) as admin,
+    ):
+        await developer.orchestrator.Complete(ask("spend it all"))
+        error = await raises(developer.orchestrator.Complete(ask("one more")))
+        assert error.reason == "BUDGET_EXHAUSTED" and "principal" in error.message
+        assert error.metadata["budget_scope"] == "principal"
+        await admin.orchestrator.Complete(ask("someone else"))  # has a day of its own

@@ -151,6 +151,7 @@ class Settings(BaseSettings):
     # file's prices (docs/routing.md); 0 turns it off. Other replicas' spending
     # is read from the request log at most every refresh period.
     budget_organisation_usd_per_day: float = Field(0, ge=0, validation_alias="POINTSMAN_BUDGET_ORG_USD_PER_DAY")
+    budget_principal_usd_per_day: float = Field(0, ge=0, validation_alias="POINTSMAN_BUDGET_PRINCIPAL_USD_PER_DAY")
     budget_refresh_seconds: float = Field(5.0, gt=0, le=3600, validation_alias="POINTSMAN_BUDGET_REFRESH_SECONDS")
 
     # Limits.

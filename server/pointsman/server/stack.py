@@ -55,20 +55,19 @@ def build_orchestrator(settings: Settings, state: State) -> OrchestratorStack:
     if state.shared:
         router.share_breakers(state.breaker_opens, router.breaker_policy.cooldown_seconds)
     rules = ReplicatedRules(state.stores.rules, state.bus)
-    budget = None
-    if settings.budget_organisation_usd_per_day > 0:
-        budget = DailyBudget(
-            state.stores.requests,
-            settings.budget_organisation_usd_per_day,
-            refresh_seconds=settings.budget_refresh_seconds,
+    budgets = [
+        DailyBudget(
+            state.stores.requests, limit, per_principal=per_principal, refresh_seconds=settings.budget_refresh_seconds
         )
+        for limit, per_principal in (
+            (settings.budget_principal_usd_per_day, True),
+            (settings.budget_organisation_usd_per_day, False),
+        )
+        if limit > 0
+    ]
     admissions = [
-        check
-        for check in (
-            state.rate_limits.admit if state.rate_limits.enabled else None,
-            budget.admit if budget is not None else None,
-        )
-        if check is not None
+        *([state.rate_limits.admit] if state.rate_limits.enabled else []),
+        *(budget.admit for budget in budgets),
     ]
     orchestrator = Orchestrator(
         catalog,
@@ -77,7 +76,7 @@ def build_orchestrator(settings: Settings, state: State) -> OrchestratorStack:
         ChatLimits(settings.max_messages, settings.max_input_chars),
         output_holdback=settings.firewall_output_holdback_chars,
         flights=state.flights,
-        on_call_end=RequestLogger(state.stores.requests, state.request_log, state.metrics, budget, catalog.serves),
+        on_call_end=RequestLogger(state.stores.requests, state.request_log, state.metrics, budgets, catalog.serves),
         admit=_all_of(admissions),
     )
     return OrchestratorStack(catalog, router, rules, orchestrator)

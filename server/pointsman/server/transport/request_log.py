@@ -3,7 +3,7 @@ to the write buffer (the call never waits on the database)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from ..backends.stores import RequestLog, RequestRecord
@@ -33,13 +33,13 @@ class RequestLogger:
         store: RequestLog,
         buffer: WriteBuffer[RequestRecord],
         metrics: Metrics | None = None,
-        budget: DailyBudget | None = None,
+        budgets: Sequence[DailyBudget] = (),
         serves: Callable[[str], bool] = lambda alias: True,
     ) -> None:
         self._store = store
         self._buffer = buffer
         self._metrics = metrics
-        self._budget = budget
+        self._budgets = budgets
         self._serves = serves  # metric labels name only aliases that exist: callers choose the rest
 
     def __call__(self, caller: Caller, outcome: CallOutcome) -> None:
@@ -68,8 +68,9 @@ class RequestLogger:
             cost_usd=cost,
         )
         self._buffer.add(record)
-        if self._budget is not None and not record.cache_hit:
-            self._budget.record(record.organisation, cost)
+        if cost and not record.cache_hit:
+            for budget in self._budgets:
+                budget.record(record.organisation, record.principal, cost)
         if self._metrics is not None:
             self._metrics.chat_call(
                 record.model if self._serves(record.model) else "unknown",

@@ -142,9 +142,10 @@ class RequestLog(Protocol):
         """The calls made in [start_time, end_time), computed in the database."""
         ...
 
-    async def cost_since(self, organisation: str, start_time: datetime) -> float:
-        """What the organisation's calls that reached an upstream have cost
-        since `start_time`, in US dollars (cache hits cost nothing)."""
+    async def cost_since(self, organisation: str, start_time: datetime, principal: str | None = None) -> float:
+        """What the organisation's calls (or one principal's) that reached an
+        upstream have cost since `start_time`, in US dollars (cache hits cost
+        nothing)."""
         ...
 
     async def delete_before(self, cutoff: datetime, limit: int) -> int:

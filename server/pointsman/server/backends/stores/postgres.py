@@ -495,12 +495,14 @@ class PostgresRequestLog:
     async def delete_before(self, cutoff: datetime, limit: int) -> int:
         return await _delete_before(self._pool, "request_log", cutoff, limit)
 
-    async def cost_since(self, organisation: str, start_time: datetime) -> float:
+    async def cost_since(self, organisation: str, start_time: datetime, principal: str | None = None) -> float:
         spent = await self._pool.fetchval(
             "SELECT coalesce(sum(cost_usd), 0) FROM request_log"
-            " WHERE organisation = $1 AND create_time >= $2 AND NOT cache_hit",
+            " WHERE organisation = $1 AND create_time >= $2 AND NOT cache_hit"
+            " AND ($3::text IS NULL OR principal = $3)",
             require_organisation(organisation),
             start_time,
+            principal,
         )
         return float(spent)
 

@@ -568,13 +568,13 @@ class SqliteRequestLog:
     async def delete_before(self, cutoff: datetime, limit: int) -> int:
         return await _delete_before(self._db, "request_log", cutoff, limit)
 
-    async def cost_since(self, organisation: str, start_time: datetime) -> float:
+    async def cost_since(self, organisation: str, start_time: datetime, principal: str | None = None) -> float:
         async with self._db.read() as connection:
             (row,) = await _fetchall(
                 connection,
                 "SELECT coalesce(sum(cost_usd), 0) AS spent FROM request_log"
-                " WHERE organisation = ? AND create_time >= ? AND NOT cache_hit",
-                (require_organisation(organisation), _us(start_time)),
+                " WHERE organisation = ? AND create_time >= ? AND NOT cache_hit AND (? IS NULL OR principal = ?)",
+                (require_organisation(organisation), _us(start_time), principal, principal),
             )
         return float(row["spent"])
 
