@@ -160,3 +160,47 @@ def test_batch_submit_reports_the_bad_line(address: str) -> None:
     # Items that parse but break the contract are the server's to refuse, field by field.
     duplicate = run("batch", "submit", "-", address=address, stdin=good + "\n" + good + "\n")
     assert duplicate.returncode == 3 and "items[1].custom_id" in duplicate.stderr
+
+
+def test_keys_create_list_use_and_revoke(address: str) -> None:
+    created = run("keys", "create", "--display-name", "ci robot", address=address)
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.strip()
+    assert key.startswith("pm_") and "shown once" in created.stderr
+    listed = run("keys", "ls", address=address)
+    [row] = [line for line in listed.stdout.splitlines() if "ci robot" in line]
+    name = row.split("\t")[0]
+    assert name.startswith("apiKeys/") and "\tactive\t" in row and key not in listed.stdout
+    assert run("whoami", "--api-key", key, address=address).returncode == 0
+    revoked = run("keys", "revoke", name, address=address)
+    assert revoked.returncode == 0 and "revoked" in revoked.stdout
+    assert run("whoami", "--api-key", key, address=address).returncode == 16  # UNAUTHENTICATED
+
+
+def test_decisions_lists_what_the_firewall_did(address: str) -> None:
+    assert run("chat", "mail jane.doe@example.com about it", address=address).returncode == 0
+    redacted = run("decisions", "--action", "redact", "--limit", "5", address=address)
+    assert redacted.returncode == 0, redacted.stderr
+    first = redacted.stdout.splitlines()[0].split("\t")
+    assert first[1:3] == ["input", "redact"] and "pii:EMAIL_ADDRESS" in first[4]
+    as_json = run("decisions", "--json", "--limit", "1", address=address)
+    assert len(as_json.stdout.splitlines()) == 1 and json.loads(as_json.stdout)["name"].startswith("decisions/")
+
+
+def test_conversation_show_and_rm(address: str) -> None:
+    from pointsman.client import Client
+    from pointsman.orchestrator.v1 import orchestrator_pb2 as orch
+
+    requests = [
+        orch.ConverseRequest(setup=orch.ConversationSetup(model="builtin")),
+        orch.ConverseRequest(turn=orch.UserTurn(turn_id="t1", content="remember the milk")),
+    ]
+    with Client(address, timeout=10) as client:
+        events = list(client.orchestrator.Converse(iter(requests)))
+    name = events[0].started.conversation
+    shown = run("conversation", "show", name, address=address)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.splitlines()[0] == "user: remember the milk"
+    assert shown.stdout.splitlines()[1].startswith("assistant: ")
+    assert run("conversation", "rm", name.removeprefix("conversations/"), address=address).returncode == 0
+    assert run("conversation", "show", name, address=address).returncode == 5  # NOT_FOUND

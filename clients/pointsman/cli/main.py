@@ -8,6 +8,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -430,6 +431,100 @@ def cmd_batch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _when(stamp: Any) -> str:
+    return stamp.ToDatetime().strftime("%Y-%m-%d %H:%M:%SZ") if stamp.seconds or stamp.nanos else "-"
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    from pointsman.auth.v1 import auth_pb2 as pb
+
+    def line(key: Any) -> str:
+        state = f"revoked {_when(key.revoke_time)}" if key.HasField("revoke_time") else "active"
+        expires = f"expires {_when(key.expire_time)}" if key.HasField("expire_time") else "no expiry"
+        return f"{key.name}\t{key.user}\t{key.prefix}\t{key.display_name}\t{state}\t{expires}"
+
+    with _client(args) as client:
+        auth = _auth_service(client, args)
+        if args.keys_command == "create":
+            request = pb.CreateApiKeyRequest(display_name=args.display_name or "")
+            if args.user:
+                request.user = _name(args.user, "users")
+            if args.expires_in is not None:
+                expire = Timestamp()
+                expire.FromSeconds(int(time.time()) + args.expires_in)
+                request.expire_time.CopyFrom(expire)
+            created = auth.CreateApiKey(request)
+            if args.json:
+                _print_json(created)
+            else:  # the key goes to stdout alone, so it can be captured; the rest to stderr
+                print(created.key)
+                print(f"{created.api_key.name}: shown once, never stored; keep it secret", file=sys.stderr)
+        elif args.keys_command == "ls":
+            request = pb.ListApiKeysRequest(user=_name(args.user, "users") if args.user else "")
+            for key in auth.ListApiKeys(request).api_keys:
+                _print_json(key) if args.json else print(line(key))
+        else:
+            revoked = auth.RevokeApiKey(pb.RevokeApiKeyRequest(name=_name(args.name, "apiKeys"))).api_key
+            _print_json(revoked) if args.json else print(line(revoked))
+    return 0
+
+
+def cmd_decisions(args: argparse.Namespace) -> int:
+    from pointsman.firewall.v1 import firewall_pb2 as pb
+    from pointsman.type.v1 import firewall_pb2 as types
+
+    request = pb.ListDecisionsRequest(page_size=min(args.limit, 1000))
+    if args.action:
+        request.action = types.Action.Value(f"ACTION_{args.action.upper()}")
+    if args.direction:
+        request.direction = types.Direction.Value(f"DIRECTION_{args.direction.upper()}")
+    if args.category:
+        request.category = types.Category.Value(f"CATEGORY_{args.category.upper()}")
+    shown = 0
+    with _client(args) as client:
+        while shown < args.limit:
+            page = client.firewall.ListDecisions(request)
+            for decision in page.decisions[: args.limit - shown]:
+                shown += 1
+                if args.json:
+                    _print_json(decision)
+                    continue
+                action = types.Action.Name(decision.action).removeprefix("ACTION_").lower()
+                direction = types.Direction.Name(decision.direction).removeprefix("DIRECTION_").lower()
+                found = ", ".join(
+                    f"{types.Category.Name(f.category).removeprefix('CATEGORY_').lower()}:{f.type or f.rule}"
+                    for f in decision.findings
+                )
+                print(f"{_when(decision.create_time)}\t{direction}\t{action}\t{decision.request_id}\t{found}")
+            if not page.next_page_token:
+                break
+            request.page_token = page.next_page_token
+    return 0
+
+
+def cmd_conversation(args: argparse.Namespace) -> int:
+    from pointsman.orchestrator.v1 import orchestrator_pb2 as pb
+    from pointsman.type.v1 import chat_pb2
+
+    name = _name(args.name, "conversations")
+    with _client(args) as client:
+        if args.conversation_command == "rm":
+            client.orchestrator.DeleteConversation(pb.DeleteConversationRequest(name=name))
+            if not args.json:
+                print(f"deleted {name}")
+            return 0
+        conversation = client.orchestrator.GetConversation(pb.GetConversationRequest(name=name))
+    if args.json:
+        _print_json(conversation)
+        return 0
+    for message in conversation.messages:
+        role = chat_pb2.Role.Name(message.role).removeprefix("ROLE_").lower()
+        print(f"{role}: {message.content}")
+    return 0
+
+
 def cmd_health(args: argparse.Namespace) -> int:
     from grpc_health.v1 import health_pb2
 
@@ -629,6 +724,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("revoked", metavar="TOKEN", help="the token; '-' reads it from stdin (keeps it out of ps)")
     p.set_defaults(func=cmd_token_revoke)
+
+    keys = sub.add_parser("keys", help="API keys (admins)").add_subparsers(dest="keys_command", required=True)
+    p = keys.add_parser("create", parents=[common], help="create an API key and print it (shown once)")
+    p.add_argument("--user", help="users/{id} the key acts as (default: yourself)")
+    p.add_argument("--display-name", help="a label for people")
+    p.add_argument("--expires-in", type=int, help="seconds until the key stops working (default: never)")
+    p.set_defaults(func=cmd_keys)
+    p = keys.add_parser("ls", parents=[common], help="list the organisation's keys, newest first")
+    p.add_argument("--user", help="only this user's keys")
+    p.set_defaults(func=cmd_keys)
+    p = keys.add_parser("revoke", parents=[common], help="revoke a key at once, on every replica")
+    p.add_argument("name", help="apiKeys/{id} or {id}")
+    p.set_defaults(func=cmd_keys)
+
+    p = sub.add_parser("decisions", parents=[common], help="the firewall's decisions, newest first")
+    p.add_argument("--action", choices=["allow", "log", "redact", "block"])
+    p.add_argument("--direction", choices=["input", "output"])
+    p.add_argument("--category", choices=["pii", "secret", "toxicity", "block_rule", "not_allowed"])
+    p.add_argument("--limit", type=int, default=50, help="at most this many (default %(default)s)")
+    p.set_defaults(func=cmd_decisions)
+
+    conversation = sub.add_parser("conversation", help="Converse histories").add_subparsers(
+        dest="conversation_command", required=True
+    )
+    for verb, text in (("show", "print a conversation's history"), ("rm", "forget a conversation")):
+        p = conversation.add_parser(verb, parents=[common], help=text)
+        p.add_argument("name", help="conversations/{id} or {id}")
+        p.set_defaults(func=cmd_conversation)
 
     p = sub.add_parser("login", parents=[common], help="development mode: get a token for a seeded user")
     p.add_argument("--email", required=True, help="e.g. admin@pointsman.dev, developer@..., viewer@...")
