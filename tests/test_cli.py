@@ -204,3 +204,12 @@ def test_conversation_show_and_rm(address: str) -> None:
     assert shown.stdout.splitlines()[1].startswith("assistant: ")
     assert run("conversation", "rm", name.removeprefix("conversations/"), address=address).returncode == 0
     assert run("conversation", "show", name, address=address).returncode == 5  # NOT_FOUND
+
+
+def test_calls_lists_the_request_log(address: str) -> None:
+    assert run("chat", "count this call", address=address).returncode == 0
+    listed = run("calls", "--model", "builtin", "--status", "ok", "--limit", "3", address=address)
+    assert listed.returncode == 0, listed.stderr
+    rows = listed.stdout.splitlines()
+    assert 1 <= len(rows) <= 3
+    assert rows[0].split("\t")[1:5] == ["users/dev-admin", "builtin", "builtin", "OK"]

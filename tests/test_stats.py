@@ -373,6 +373,42 @@ async def test_get_stats_end_to_end(start_server: Any) -> None:
         assert minute.end_time.ToDatetime() - minute.start_time.ToDatetime() == timedelta(seconds=60)
 
 
+async def test_list_calls_pages_and_filters_the_request_log(start_server: Any) -> None:
+    server = await start_server(POINTSMAN_CACHE_TTL_SECONDS=60)
+    async with AsyncClient(server.address, timeout=10) as client:  # development mode: the admin
+        traffic = await make_traffic(client)
+
+        async def calls(**where: Any) -> list[orch.Call]:
+            found: list[orch.Call] = []
+            token = ""
+            while True:
+                page = await client.orchestrator.ListCalls(orch.ListCallsRequest(page_token=token, **where))
+                found.extend(page.calls)
+                token = page.next_page_token
+                if not token:
+                    return found
+
+        everything = await calls(page_size=2)
+        assert len(everything) == 5
+        assert [c.create_time.ToNanoseconds() for c in everything] == sorted(
+            (c.create_time.ToNanoseconds() for c in everything), reverse=True
+        )
+        assert all(c.name.startswith("calls/") and c.principal == "users/dev-admin" for c in everything)
+        [blocked] = await calls(status_code="PERMISSION_DENIED")
+        assert blocked.deployment == "" and blocked.input_tokens == 0
+        [cached] = [c for c in everything if c.cache_hit]
+        assert cached.input_tokens == traffic.cached.input_tokens
+        assert cached.output_tokens == traffic.cached.output_tokens
+        answered = [c for c in everything if c.status_code == "OK" and not c.cache_hit]
+        assert {c.deployment for c in answered} == {traffic.deployment} and all(c.latency_ms > 0 for c in answered)
+        assert await calls(model="no-such-alias") == []
+        assert len(await calls(principal="users/dev-admin")) == 5
+        error = await raises(client.orchestrator.ListCalls(orch.ListCallsRequest(page_token="%%%")))
+        assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+        error = await raises(client.orchestrator.ListCalls(orch.ListCallsRequest(model="x" * 300)))
+        assert [v.field for v in error.field_violations] == ["model"]
+
+
 async def test_get_stats_costs_calls_at_the_routes_file_prices(start_server: Any, tmp_path: Path) -> None:
     price = {"input_per_million_tokens": 1000, "output_per_million_tokens": 3000}
     routes = {

@@ -504,6 +504,36 @@ def cmd_decisions(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calls(args: argparse.Namespace) -> int:
+    from pointsman.orchestrator.v1 import orchestrator_pb2 as pb
+
+    request = pb.ListCallsRequest(
+        page_size=min(args.limit, 1000),
+        model=args.model or "",
+        principal=_name(args.principal, "users") if args.principal else "",
+        status_code=(args.status or "").upper(),
+    )
+    shown = 0
+    with _client(args) as client:
+        while shown < args.limit:
+            page = client.orchestrator.ListCalls(request)
+            for call in page.calls[: args.limit - shown]:
+                shown += 1
+                if args.json:
+                    _print_json(call)
+                    continue
+                cached = " (cached)" if call.cache_hit else ""
+                print(
+                    f"{_when(call.create_time)}\t{call.principal}\t{call.model}\t{call.deployment or '-'}"
+                    f"\t{call.status_code}{cached}\t{call.input_tokens}+{call.output_tokens} tokens"
+                    f"\t{call.latency_ms:.1f} ms\t${call.cost_usd:.6f}"
+                )
+            if not page.next_page_token:
+                break
+            request.page_token = page.next_page_token
+    return 0
+
+
 def cmd_conversation(args: argparse.Namespace) -> int:
     from pointsman.orchestrator.v1 import orchestrator_pb2 as pb
     from pointsman.type.v1 import chat_pb2
@@ -744,6 +774,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--category", choices=["pii", "secret", "toxicity", "block_rule", "not_allowed"])
     p.add_argument("--limit", type=int, default=50, help="at most this many (default %(default)s)")
     p.set_defaults(func=cmd_decisions)
+
+    p = sub.add_parser("calls", parents=[common], help="the request log (admins): chat calls, newest first")
+    p.add_argument("--model", help="only this model alias")
+    p.add_argument("--principal", help="only this principal (users/{id} or {id})")
+    p.add_argument("--status", help="only calls that ended so: OK, UNAVAILABLE, PERMISSION_DENIED, ...")
+    p.add_argument("--limit", type=int, default=50, help="at most this many (default %(default)s)")
+    p.set_defaults(func=cmd_calls)
 
     conversation = sub.add_parser("conversation", help="Converse histories").add_subparsers(
         dest="conversation_command", required=True

@@ -115,6 +115,11 @@ class OrchestratorServiceStub:
                 request_serializer=pointsman_dot_orchestrator_dot_v1_dot_orchestrator__pb2.GetStatsRequest.SerializeToString,
                 response_deserializer=pointsman_dot_orchestrator_dot_v1_dot_orchestrator__pb2.GetStatsResponse.FromString,
                 _registered_method=True)
+        self.ListCalls = channel.unary_unary(
+                '/pointsman.orchestrator.v1.OrchestratorService/ListCalls',
+                request_serializer=pointsman_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ListCallsRequest.SerializeToString,
+                response_deserializer=pointsman_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ListCallsResponse.FromString,
+                _registered_method=True)
 
 
 class OrchestratorServiceServicer:
@@ -243,6 +248,15 @@ class OrchestratorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListCalls(self, request, context):
+        """ListCalls pages through the request log: one record per chat call of
+        the caller's organisation, newest first, with who made it, what it cost
+        and how it ended. Admins only: records name principals.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OrchestratorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -310,6 +324,11 @@ def add_OrchestratorServiceServicer_to_server(servicer, server):
                     servicer.GetStats,
                     request_deserializer=pointsman_dot_orchestrator_dot_v1_dot_orchestrator__pb2.GetStatsRequest.FromString,
                     response_serializer=pointsman_dot_orchestrator_dot_v1_dot_orchestrator__pb2.GetStatsResponse.SerializeToString,
+            ),
+            'ListCalls': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCalls,
+                    request_deserializer=pointsman_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ListCallsRequest.FromString,
+                    response_serializer=pointsman_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ListCallsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -679,6 +698,33 @@ class OrchestratorService:
             '/pointsman.orchestrator.v1.OrchestratorService/GetStats',
             pointsman_dot_orchestrator_dot_v1_dot_orchestrator__pb2.GetStatsRequest.SerializeToString,
             pointsman_dot_orchestrator_dot_v1_dot_orchestrator__pb2.GetStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCalls(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pointsman.orchestrator.v1.OrchestratorService/ListCalls',
+            pointsman_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ListCallsRequest.SerializeToString,
+            pointsman_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ListCallsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -36,6 +36,7 @@ _DEVELOPER = {
     _FIREWALL: ("Scan", "ScanStream"),
 }
 _ADMIN = {
+    _ORCHESTRATOR: ("ListCalls",),  # names principals and what they spent
     _FIREWALL: ("CreateRule", "UpdateRule", "DeleteRule"),
     _REGISTRY: ("RegisterInstance", "Heartbeat", "DeregisterInstance"),
     _AUTH: ("CreateApiKey", "ListApiKeys", "RevokeApiKey"),

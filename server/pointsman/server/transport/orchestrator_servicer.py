@@ -202,6 +202,9 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
     async def GetStats(self, request: pb.GetStatsRequest, context: grpc.aio.ServicerContext) -> pb.GetStatsResponse:
         return await self._stats.get_stats(request, self._calls.caller().organisation)
 
+    async def ListCalls(self, request: pb.ListCallsRequest, context: grpc.aio.ServicerContext) -> pb.ListCallsResponse:
+        return await self._stats.list_calls(request, self._calls.caller().organisation)
+
 
 def _encode_batch_cursor(cursor: BatchCursor) -> str:
     return encode_token(f"{cursor[0]}:{cursor[1]}")

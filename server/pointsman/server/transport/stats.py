@@ -1,22 +1,26 @@
 """GetStats: one organisation's traffic over a recent window, summed by the
 database from the request log and the firewall's decisions, so every replica
-answers the same."""
+answers the same. ListCalls: the request log's records themselves."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from pointsman.orchestrator.v1 import orchestrator_pb2 as pb
 
 from ..backends.shared.conversations import Conversations
-from ..backends.stores.base import DecisionStore, RequestLog, RequestRecord
+from ..backends.stores.base import DecisionStore, RequestFilter, RequestLog, RequestRecord
 from ..backends.write_buffer import WriteBuffer
-from ..domain.errors import InvalidArgument
+from ..domain.errors import InvalidArgument, ViolationCollector
 from ..domain.firewall.verdict import Decision
 from . import convert
+from .resources import decode_token, encode_token, page_size
 
 DEFAULT_WINDOW = timedelta(hours=1)
+MAX_FILTER_CHARS = 256
+_RECORD_ID = re.compile(r"[0-9a-f]{24}")  # new_record_id(): what a page token carries
 MAX_WINDOW = timedelta(days=30)
 
 
@@ -108,3 +112,43 @@ class StatsSources:
             self.conversations,
             decision_buffer=self.decision_buffer,
         )
+
+    async def list_calls(self, request: pb.ListCallsRequest, organisation: str) -> pb.ListCallsResponse:
+        errors = ViolationCollector()
+        for field in ("model", "principal", "status_code"):
+            if len(getattr(request, field)) > MAX_FILTER_CHARS:
+                errors.add(field, f"must be at most {MAX_FILTER_CHARS} characters")
+        errors.raise_if_any()
+        where = RequestFilter(
+            model=request.model or None,
+            principal=request.principal or None,
+            status_code=request.status_code or None,
+            start_time=convert.from_timestamp(request.start_time) if request.HasField("start_time") else None,
+            end_time=convert.from_timestamp(request.end_time) if request.HasField("end_time") else None,
+        )
+        after_id = decode_token(request.page_token)
+        if after_id is not None and not _RECORD_ID.fullmatch(after_id):
+            raise InvalidArgument.one("page_token", "is not a token this server issued")
+        await self.request_buffer.flushed()  # the caller's own calls, just made, are listed
+        page, after = await self.requests.list_requests(organisation, where, page_size(request.page_size), after_id)
+        return pb.ListCallsResponse(
+            calls=[_call(record) for record in page], next_page_token=encode_token(after) if after else ""
+        )
+
+
+def _call(record: RequestRecord) -> pb.Call:
+    return pb.Call(
+        name=f"calls/{record.id}",
+        create_time=convert.timestamp(record.create_time),
+        request_id=record.request_id,
+        principal=record.principal,
+        model=record.model,
+        deployment=record.deployment,
+        status_code=record.status_code,
+        input_tokens=record.input_tokens,
+        output_tokens=record.output_tokens,
+        latency_ms=record.latency_ms,
+        time_to_first_token_ms=record.time_to_first_token_ms or 0.0,
+        cache_hit=record.cache_hit,
+        cost_usd=record.cost_usd,
+    )
