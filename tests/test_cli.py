@@ -213,3 +213,21 @@ def test_calls_lists_the_request_log(address: str) -> None:
     rows = listed.stdout.splitlines()
     assert 1 <= len(rows) <= 3
     assert rows[0].split("\t")[1:5] == ["users/dev-admin", "builtin", "builtin", "OK"]
+
+
+@pytest.mark.parametrize("taken", ["grpc", "metrics"])
+def test_serve_reports_a_port_already_taken_and_exits_2(tmp_path: Path, taken: str) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("POINTSMAN_", "OPENAI_", "REGISTRY_"))}
+        env.update(POINTSMAN_DEV_MODE="true", POINTSMAN_DATA_DIR=str(tmp_path))
+        address = f"127.0.0.1:{port}" if taken == "grpc" else f"127.0.0.1:{free_port()}"
+        if taken == "metrics":
+            env["POINTSMAN_METRICS_ADDRESS"] = f"127.0.0.1:{port}"
+        done = subprocess.run(
+            [*POINTSMAN, "serve", "--address", address], env=env, capture_output=True, text=True, timeout=60
+        )
+    assert done.returncode == 2, done.stderr
+    assert str(port) in done.stderr and "Traceback" not in done.stderr

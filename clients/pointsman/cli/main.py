@@ -92,7 +92,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             return 2
     try:
         asyncio.run(serve(settings))
-    except (RoutesFileError, WeakSecret, TlsConfigError) as error:
+    except (RoutesFileError, WeakSecret, TlsConfigError, OSError) as error:  # OSError: a port already taken
         print(f"pointsman: {error}", file=sys.stderr)
         return 2
     return 0

@@ -144,19 +144,26 @@ class PointsmanServer:
         )
         # Read now, so that an unusable file stops start-up with its name.
         self._registry_credentials = registry_credentials(settings) if settings.registry_addr else None
+        self.port = self._bind(settings)
+
+    def _bind(self, settings: Settings) -> int:
         credentials = server_credentials(settings)
-        if credentials is None:
-            self.port = self.server.add_insecure_port(settings.address)
-            if not settings.dev_mode and not _is_loopback(settings.address):
-                log.warning(
-                    "serving plain gRPC on %s: credentials and prompts cross the network unencrypted;"
-                    " set POINTSMAN_TLS_CERT_FILE and POINTSMAN_TLS_KEY_FILE, or put a TLS proxy in front",
-                    settings.address,
-                )
-        else:
-            self.port = self.server.add_secure_port(settings.address, credentials)
-        if self.port == 0:
-            raise OSError(f"could not listen on {settings.address}")
+        try:
+            if credentials is not None:
+                port: int = self.server.add_secure_port(settings.address, credentials)
+            else:
+                port = self.server.add_insecure_port(settings.address)
+        except RuntimeError:  # gRPC's only word for it: "Failed to bind"
+            port = 0
+        if port == 0:
+            raise OSError(f"could not listen on {settings.address}: the address is in use, or not this machine's")
+        if credentials is None and not settings.dev_mode and not _is_loopback(settings.address):
+            log.warning(
+                "serving plain gRPC on %s: credentials and prompts cross the network unencrypted;"
+                " set POINTSMAN_TLS_CERT_FILE and POINTSMAN_TLS_KEY_FILE, or put a TLS proxy in front",
+                settings.address,
+            )
+        return port
 
     @property
     def address(self) -> str:
@@ -177,7 +184,10 @@ class PointsmanServer:
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         if self.metrics_endpoint is not None:
-            await self.metrics_endpoint.start()
+            try:
+                await self.metrics_endpoint.start()
+            except OSError as error:
+                raise OSError(f"could not serve metrics on {self.settings.metrics_address}: {error.strerror}") from None
         await self.server.start()
 
     async def become_ready(self) -> None:
@@ -289,7 +299,12 @@ async def serve(settings: Settings) -> None:
     """Runs until SIGTERM or SIGINT, then shuts down gracefully."""
     started = time.perf_counter()
     server = await open_server(settings)
-    await server.start()
+    try:
+        await server.start()
+    except BaseException:
+        # A port taken, say: close what was opened, so the process can end.
+        await server.stop(grace=0)
+        raise
     log.info("ready in %.0f ms", (time.perf_counter() - started) * 1000)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -53,7 +53,7 @@ def _child(settings: Settings, parent_pid: int) -> None:
     configure_logging(settings.log_level, settings.log_format)
     try:
         asyncio.run(serve(settings))
-    except (RoutesFileError, TlsConfigError) as error:
+    except (RoutesFileError, TlsConfigError, OSError) as error:  # OSError: a port already taken
         print(f"pointsman: {error}", file=sys.stderr)
         sys.exit(2)
 
