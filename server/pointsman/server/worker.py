@@ -303,7 +303,11 @@ async def run_worker(settings: Settings) -> None:
         if state.metrics is not None and settings.metrics_address:
             state.metrics.collect_state(state_metrics(state, stack.router))
             endpoint = MetricsEndpoint(state.metrics, settings.metrics_address)
-            await endpoint.start()
+            try:
+                await endpoint.start()
+            except OSError as error:
+                await stack.aclose()
+                raise OSError(f"could not serve metrics on {settings.metrics_address}: {error.strerror}") from None
         await state.start()
         await stack.rules.start()
         try:
@@ -346,7 +350,7 @@ def main() -> int:
     configure_logging(settings.log_level, settings.log_format)
     try:
         asyncio.run(run_worker(settings))
-    except RoutesFileError as error:
+    except (RoutesFileError, OSError) as error:  # OSError: the metrics port already taken
         print(f"pointsman: {error}", file=sys.stderr)
         return 2
     return 0
