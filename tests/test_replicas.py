@@ -240,6 +240,10 @@ async def test_database_outage_keeps_enforcing_rules_and_loses_no_decision(
             lambda: _status_is(client, "dependencies/database", health_pb2.HealthCheckResponse.NOT_SERVING)
         )
         assert server.state.decisions.buffer.pending == 15
+        # What needs the database now is UNAVAILABLE, worth retrying, not an internal error.
+        error = await raises(client.firewall.CreateRule(block_rule("rambutan")))
+        assert error.code == grpc.StatusCode.UNAVAILABLE and error.reason == "DATABASE_UNAVAILABLE"
+        assert error.retry_delay is not None and "durian" not in str(error)
 
         await postgres_database.set_down(False)
         await eventually(lambda: server.state.decisions.buffer.pending == 0, timeout=15)

@@ -922,3 +922,31 @@ def test_migrations_are_numbered_without_gaps() -> None:
         assert all(isinstance(m, Migration) and m.sql.strip() for m in migrations)
     # Both dialects describe the same schema history.
     assert [m.name for m in load_migrations("sqlite")] == [m.name for m in load_migrations("postgres")]
+
+
+def test_database_outages_are_told_apart_from_bugs() -> None:
+    import asyncpg.exceptions as pg
+
+    from pointsman.server.backends.stores.outages import is_database_outage
+
+    outages = [
+        ConnectionRefusedError(111, "refused"),
+        OSError(113, "No route to host"),
+        TimeoutError(),
+        pg.CannotConnectNowError("the database system is starting up"),
+        pg.AdminShutdownError("terminating connection due to administrator command"),
+        pg.TooManyConnectionsError("too many clients"),
+        pg.ConnectionDoesNotExistError("connection was closed"),
+        pg.ObjectNotInPrerequisiteStateError("database is not currently accepting connections"),
+        sqlite3.OperationalError("database is locked"),
+    ]
+    bugs = [
+        pg.UndefinedColumnError("column does not exist"),
+        pg.UniqueViolationError("duplicate key"),
+        sqlite3.OperationalError("no such table: rules"),
+        ValueError("bad"),
+        KeyError("x"),
+        FileNotFoundError("routes.yaml"),
+    ]
+    assert [is_database_outage(e) for e in outages] == [True] * len(outages)
+    assert [is_database_outage(e) for e in bugs] == [False] * len(bugs)

@@ -25,10 +25,11 @@ from google.protobuf.message import DecodeError
 from grpc.aio import AbortError
 
 from ..auth import Access, Authenticator, Principal, access_for
+from ..backends.stores.outages import is_database_outage
 from ..domain.caller import Caller
 from ..domain.errors import DomainError, InvalidArgument
 from ..metrics import Metrics
-from .errors import internal_status, status_code_for, to_status
+from .errors import database_unavailable, internal_status, status_code_for, to_status
 
 REQUEST_ID_HEADER = "x-request-id"
 AUTHORIZATION_HEADER = "authorization"
@@ -138,6 +139,9 @@ async def _fail(context: grpc.aio.ServicerContext, error: BaseException, request
     response, the request id in the trailers beside the status details)."""
     if isinstance(error, DomainError):
         status = to_status(error, request_id)
+    elif is_database_outage(error):
+        log.warning("call %s: the database is unavailable (%s)", request_id, type(error).__name__)
+        status = to_status(database_unavailable(), request_id)
     else:
         log.error("unhandled error in call %s", request_id, exc_info=error)
         status = internal_status(request_id)
@@ -174,7 +178,7 @@ def _code_of(error: BaseException) -> str:
     if isinstance(error, DomainError):
         name: str = status_code_for(error).name  # grpc.StatusCode is untyped
         return name
-    return "INTERNAL"
+    return "UNAVAILABLE" if is_database_outage(error) else "INTERNAL"
 
 
 class _Undecodable:

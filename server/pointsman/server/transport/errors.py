@@ -63,6 +63,13 @@ def to_status(error: domain.DomainError, request_id: str) -> grpc.Status:
     return rpc_status.to_status(status)
 
 
+def database_unavailable() -> domain.Unavailable:
+    """A store call failed because the database is down or refusing connections."""
+    return domain.Unavailable(
+        "the database is unavailable right now; retry shortly", reason="DATABASE_UNAVAILABLE", retry_after_seconds=1.0
+    )
+
+
 def internal_status(request_id: str) -> grpc.Status:
     """For errors we did not foresee: no detail leaves the process but the id
     that finds the traceback in the log."""
