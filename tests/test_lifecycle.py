@@ -10,12 +10,14 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from pointsman.client import AsyncClient
+from pointsman.client import AsyncClient, PointsmanError
+from pointsman.firewall.v1 import firewall_pb2 as fw
+from pointsman.orchestrator.v1 import orchestrator_pb2 as orch
 from pointsman.server.app import SERVICE_NAMES, open_server
 
 from fakes.openai_upstream import FakeOpenAI
-from helpers_pb import chat_request, text_of
-from server_fixtures import collect, raises, settings
+from helpers_pb import chat_request, text_of, user
+from server_fixtures import collect, eventually, raises, settings
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -128,3 +130,22 @@ async def test_shutdown_cuts_streams_that_outlive_the_grace_period() -> None:
             error = await raises(collect(stream))
             assert error.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
         await upstream.wait_for(lambda: upstream.streams_open == 0)
+
+
+async def test_calls_beyond_the_concurrency_limit_are_refused_at_once(start_server: Any) -> None:
+    server = await start_server(POINTSMAN_MAX_CONCURRENT_CALLS=1)
+    async with AsyncClient(server.address, timeout=5) as client:
+        watch = aiter(client.firewall.WatchRules(fw.WatchRulesRequest()))
+        await anext(watch)  # the snapshot: one call now runs, and stays open
+        error = await raises(client.orchestrator.Complete(orch.CompleteRequest(model="builtin", messages=[user("hi")])))
+        assert error.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        await watch.aclose()
+
+        async def answered() -> bool:
+            try:
+                await client.orchestrator.Complete(orch.CompleteRequest(model="builtin", messages=[user("again")]))
+            except PointsmanError:
+                return False
+            return True
+
+        await eventually(answered)  # the watch is over: there is room again

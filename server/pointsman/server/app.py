@@ -104,7 +104,9 @@ class PointsmanServer:
         self.accounts = Accounts(state.stores.users, self.authenticator, settings.org_id)
         calls = CallContext()
         self.server = grpc.aio.server(
-            interceptors=[CallInterceptor(self.authenticator, state.metrics)], options=grpc_options(settings)
+            interceptors=[CallInterceptor(self.authenticator, state.metrics)],
+            options=grpc_options(settings),
+            maximum_concurrent_rpcs=settings.max_concurrent_calls or None,
         )
         self.metrics_endpoint: MetricsEndpoint | None = None
         if state.metrics is not None and settings.metrics_address:

@@ -159,6 +159,10 @@ class Settings(BaseSettings):
     max_input_chars: int = Field(400_000, ge=1, validation_alias="POINTSMAN_MAX_INPUT_CHARS")
     max_messages: int = Field(1000, ge=1, validation_alias="POINTSMAN_MAX_MESSAGES")
     max_concurrent_streams: int = Field(1000, ge=1, validation_alias="POINTSMAN_MAX_CONCURRENT_STREAMS")
+    # Calls one process runs at once, across every connection (watches and
+    # Converse sessions included); beyond it a call is refused at once with
+    # RESOURCE_EXHAUSTED rather than queued. 0: no limit.
+    max_concurrent_calls: int = Field(0, ge=0, validation_alias="POINTSMAN_MAX_CONCURRENT_CALLS")
 
     # Operations.
     # Server processes sharing the listening port (SO_REUSEPORT), to use every
