@@ -32,6 +32,7 @@ from .stack import build_orchestrator
 from .state import State, open_state
 from .state_metrics import state_metrics
 from .tls import registry_credentials, server_credentials
+from .tracing import Tracing
 from .transport.auth_servicer import AuthServicer
 from .transport.calls import CallContext, CallInterceptor
 from .transport.dependency_health import DependencyHealth
@@ -103,8 +104,10 @@ class PointsmanServer:
         self.authenticator = Authenticator(settings, state.stores.users, state.bus)
         self.accounts = Accounts(state.stores.users, self.authenticator, settings.org_id)
         calls = CallContext()
+        self.tracing = Tracing(settings.otlp_endpoint, settings.otel_service_name) if settings.otlp_endpoint else None
+        tracer = self.tracing.tracer if self.tracing is not None else None
         self.server = grpc.aio.server(
-            interceptors=[CallInterceptor(self.authenticator, state.metrics)],
+            interceptors=[CallInterceptor(self.authenticator, state.metrics, tracer)],
             options=grpc_options(settings),
             maximum_concurrent_rpcs=settings.max_concurrent_calls or None,
         )
@@ -247,6 +250,8 @@ class PointsmanServer:
         await self.state.aclose()
         if self.metrics_endpoint is not None:
             await self.metrics_endpoint.stop()  # scrapes saw the drain until here
+        if self.tracing is not None:
+            await asyncio.to_thread(self.tracing.shutdown)  # the last spans, exported
         log.info("stopped")
 
     def _instance(self) -> registry_pb2.Instance:

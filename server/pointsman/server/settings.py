@@ -33,6 +33,10 @@ class Settings(BaseSettings):
     # Prometheus metrics over HTTP at http://{address}/metrics (docs/metrics.md);
     # unset: none. With POINTSMAN_PROCESSES above 1, process i uses port + i.
     metrics_address: str | None = Field(None, validation_alias="POINTSMAN_METRICS_ADDRESS")
+    # OpenTelemetry traces over OTLP/gRPC (docs/metrics.md#traces), by the
+    # standard variables; unset endpoint: no tracing.
+    otlp_endpoint: str | None = Field(None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT")
+    otel_service_name: str = Field("pointsman", min_length=1, validation_alias="OTEL_SERVICE_NAME")
 
     # Providers.
     use_mock: bool = Field(False, validation_alias="USE_MOCK")

@@ -18,12 +18,16 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 from typing import Any
 
 import aiohttp
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 
-from ..domain.chat import Deployment, ProviderEvent
+from ..domain.chat import Deployment, ProviderEvent, Usage
 from ..domain.errors import DomainError
+from ..tracing import current_span, outgoing_headers
 from . import upstream_errors
 
 log = logging.getLogger(__name__)
@@ -74,7 +78,7 @@ class UpstreamHttp:
             )
         return self._session
 
-    async def call(
+    def call(
         self,
         body: dict[str, Any],
         deployment: Deployment,
@@ -84,11 +88,64 @@ class UpstreamHttp:
         parse_answer: AnswerParser,
     ) -> AsyncGenerator[ProviderEvent, None]:
         """The answer's events: parsed from the SSE body when `incremental`,
-        else from one JSON answer."""
-        session = await self._ready()
+        else from one JSON answer. Traced when the call is."""
+        traced = current_span.get()
+        if traced is None:
+            return self._call(body, deployment, None, incremental, parse_stream, parse_answer)
+        return self._traced(traced, body, deployment, incremental, parse_stream, parse_answer)
+
+    async def _traced(
+        self,
+        traced: tuple[Tracer, Span],
+        body: dict[str, Any],
+        deployment: Deployment,
+        incremental: bool,
+        parse_stream: StreamParser,
+        parse_answer: AnswerParser,
+    ) -> AsyncGenerator[ProviderEvent, None]:
+        """A client span around the request, its `traceparent` sent along."""
+        tracer, parent = traced
+        span = tracer.start_span(
+            f"chat {deployment.model}",
+            context=trace.set_span_in_context(parent),
+            kind=SpanKind.CLIENT,
+            attributes={
+                "gen_ai.operation.name": "chat",
+                "gen_ai.system": deployment.provider.value,
+                "gen_ai.request.model": deployment.model,
+                "server.address": deployment.endpoint,
+                "pointsman.deployment": deployment.name,
+            },
+        )
+        answer = self._call(body, deployment, outgoing_headers(span), incremental, parse_stream, parse_answer)
+        try:
+            async with aclosing(answer) as events:
+                async for event in events:
+                    if isinstance(event, Usage):
+                        span.set_attribute("gen_ai.usage.input_tokens", event.input_tokens)
+                        span.set_attribute("gen_ai.usage.output_tokens", event.output_tokens)
+                    yield event
+        except Exception as error:  # not GeneratorExit: a reader that stops early is no failure
+            reason = error.reason if isinstance(error, DomainError) else type(error).__name__
+            span.set_status(Status(StatusCode.ERROR, reason))
+            raise
+        finally:
+            span.end()
+
+    async def _call(
+        self,
+        body: dict[str, Any],
+        deployment: Deployment,
+        trace_headers: dict[str, str] | None,
+        incremental: bool,
+        parse_stream: StreamParser,
+        parse_answer: AnswerParser,
+    ) -> AsyncGenerator[ProviderEvent, None]:
+        session = await self._ready()  # sets the SDK's headers on first use
+        headers = self._headers if trace_headers is None else {**self._headers, **trace_headers}
         payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
         try:
-            response = await session.post(self._url, data=payload, headers=self._headers)
+            response = await session.post(self._url, data=payload, headers=headers)
         except TimeoutError as error:  # aiohttp's timeouts are TimeoutErrors
             raise upstream_errors.timeout_error() from error
         except aiohttp.ClientError as error:

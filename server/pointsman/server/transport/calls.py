@@ -23,12 +23,14 @@ from typing import Any, NoReturn
 import grpc
 from google.protobuf.message import DecodeError
 from grpc.aio import AbortError
+from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
 from ..auth import Access, Authenticator, Principal, access_for
 from ..backends.stores.outages import is_database_outage
 from ..domain.caller import Caller
 from ..domain.errors import DomainError, InvalidArgument
 from ..metrics import Metrics
+from ..tracing import TRACE_HEADERS, caller_context, current_span
 from .errors import database_unavailable, internal_status, status_code_for, to_status
 
 REQUEST_ID_HEADER = "x-request-id"
@@ -46,9 +48,13 @@ current_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
 current_principal: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("principal", default=None)
 
 
-def _read_metadata(context: grpc.aio.ServicerContext) -> tuple[str, str | None, str | None]:
-    """Request id, `authorization` and `x-api-key`, in one pass over the metadata."""
+def _read_metadata(
+    context: grpc.aio.ServicerContext,
+) -> tuple[str, str | None, str | None, dict[str, str]]:
+    """Request id, `authorization`, `x-api-key` and the caller's trace
+    headers, in one pass over the metadata."""
     request_id = authorization = api_key = None
+    trace_headers: dict[str, str] = {}
     for key, value in context.invocation_metadata() or ():
         if key == REQUEST_ID_HEADER:
             if request_id is None and isinstance(value, str) and _VALID_REQUEST_ID.match(value):
@@ -57,7 +63,9 @@ def _read_metadata(context: grpc.aio.ServicerContext) -> tuple[str, str | None, 
             authorization = value
         elif key == API_KEY_HEADER:
             api_key = value
-    return request_id or os.urandom(8).hex(), authorization, api_key
+        elif key in TRACE_HEADERS and isinstance(value, str):
+            trace_headers[key] = value
+    return request_id or os.urandom(8).hex(), authorization, api_key, trace_headers
 
 
 class CallContext:
@@ -77,9 +85,12 @@ class CallContext:
 
 
 class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpcio ships no types: the base is Any
-    def __init__(self, authenticator: Authenticator, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self, authenticator: Authenticator, metrics: Metrics | None = None, tracer: Tracer | None = None
+    ) -> None:
         self._auth = authenticator
         self._metrics = metrics
+        self._tracer = tracer
         self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
     async def intercept_service(
@@ -94,7 +105,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc
         wrapped = self._wrapped.get(method)
         if wrapped is None:
             # The role a method needs is looked up once, when it is first wrapped.
-            gate = _Gate(method, access_for(method), self._auth, self._metrics)
+            gate = _Gate(method, access_for(method), self._auth, self._metrics, self._tracer)
             wrapped = self._wrapped[method] = _wrap(handler, gate)
         return wrapped
 
@@ -102,21 +113,32 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc
 class _Gate:
     """One method: its name for the log and metrics, and who may call it."""
 
-    __slots__ = ("access", "auth", "method", "metrics")
+    __slots__ = ("access", "auth", "method", "metrics", "tracer")
 
-    def __init__(self, method: str, access: Access, auth: Authenticator, metrics: Metrics | None) -> None:
+    def __init__(
+        self, method: str, access: Access, auth: Authenticator, metrics: Metrics | None, tracer: Tracer | None
+    ) -> None:
         self.method = method
         self.access = access
         self.auth = auth
         self.metrics = metrics
+        self.tracer = tracer
 
 
 async def _begin(context: grpc.aio.ServicerContext, gate: _Gate, *, streams: bool) -> tuple[str, float]:
     """Sets the call's request id, deadline and principal and echoes the id
     (in the headers when the call `streams` responses, else in the trailers);
     a call that fails authentication or the role check ends here, logged."""
-    request_id, authorization, api_key = _read_metadata(context)
+    request_id, authorization, api_key, trace_headers = _read_metadata(context)
     current_request_id.set(request_id)
+    if gate.tracer is not None:
+        span = gate.tracer.start_span(
+            gate.method,
+            context=caller_context(trace_headers),
+            kind=SpanKind.SERVER,
+            attributes={"rpc.system": "grpc", "rpc.method": gate.method, "pointsman.request_id": request_id},
+        )
+        current_span.set((gate.tracer, span))
     remaining = context.time_remaining()
     current_deadline.set(None if remaining is None else time.monotonic() + remaining)
     echo = ((REQUEST_ID_HEADER, request_id),)
@@ -157,6 +179,14 @@ def _end(gate: _Gate, code: str, started: float, request_id: str) -> None:
     method = gate.method
     if gate.metrics is not None:
         gate.metrics.rpc(method, code, time.perf_counter() - started)
+    if gate.tracer is not None and (traced := current_span.get()) is not None:
+        span = traced[1]
+        span.set_attribute("rpc.grpc.status_code", code)
+        if (principal := current_principal.get()) is not None:
+            span.set_attribute("pointsman.organisation", principal.organisation)
+        if code != "OK":
+            span.set_status(Status(StatusCode.ERROR, code))
+        span.end()
     if access_log.isEnabledFor(logging.INFO):
         principal = current_principal.get()
         access_log.info(
