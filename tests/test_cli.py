@@ -231,3 +231,8 @@ def test_serve_reports_a_port_already_taken_and_exits_2(tmp_path: Path, taken: s
         )
     assert done.returncode == 2, done.stderr
     assert str(port) in done.stderr and "Traceback" not in done.stderr
+
+
+def test_version() -> None:
+    done = subprocess.run([*POINTSMAN, "--version"], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0 and done.stdout.startswith("pointsman 0.")

@@ -622,6 +622,15 @@ class _AddressAction(argparse.Action):
         namespace.address_given = True
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("pointsman")
+    except PackageNotFoundError:  # run from a checkout without installing
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -655,6 +664,7 @@ def build_parser() -> argparse.ArgumentParser:
         common.add_argument(flag, default=os.environ.get(env), help=f"{text} (env {env})")
 
     parser = argparse.ArgumentParser(prog="pointsman", description="Pointsman LLM gateway")
+    parser.add_argument("--version", action="version", version=f"pointsman {_version()}")
     parser.set_defaults(address_given=False)
     sub = parser.add_subparsers(dest="command", required=True)
 
