@@ -438,6 +438,9 @@ async def test_get_stats_costs_calls_at_the_routes_file_prices(start_server: Any
         assert cached.start.cached
         await ask("free", "costs nothing")
         stats = await client.orchestrator.GetStats(orch.GetStatsRequest())
+    # Each answer says what it cost; the cached one cost nothing.
+    assert (first.usage.cost_usd, second.usage.cost_usd) == pytest.approx((cost(first.usage), cost(second.usage)))
+    assert first.usage.cost_usd > 0 and cached.usage.cost_usd == 0
     assert stats.cost_usd == pytest.approx(cost(first.usage) + cost(second.usage)) and stats.cost_usd > 0
     assert stats.cost_saved_usd == pytest.approx(cost(cached.usage)) and stats.cost_saved_usd > 0
     by_deployment = {d.deployment: d.cost_usd for d in stats.deployments}

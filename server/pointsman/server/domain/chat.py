@@ -125,6 +125,7 @@ class Usage:
     input_tokens: int
     output_tokens: int
     estimated: bool = False  # the upstream sent no counts: see `estimate_usage`
+    cost_usd: float = 0.0  # at the deployment's price; set by the orchestrator
 
     @property
     def total_tokens(self) -> int:

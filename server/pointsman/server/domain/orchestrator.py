@@ -267,7 +267,8 @@ class Orchestrator:
                         collected.start.deployment.name if collected.start else route.deployments[0].name,
                         collected.content,
                         tuple(collected.tool_calls),
-                        collected.usage,
+                        # A replay costs nothing: whoever gets it was not charged.
+                        replace(collected.usage, cost_usd=0.0) if collected.usage else None,
                         finish.reason,
                     ),
                     ttl,
@@ -291,9 +292,12 @@ class Orchestrator:
         yield start
         if verdict.action is not Action.ALLOW:
             yield FirewallNotice(Direction.INPUT, verdict)
+        price = opened.deployment.price
         try:
             async with aclosing(opened.rest) as rest:
                 async for event in self._relay(opened.first, rest, caller, received, whole=not incremental):
+                    if price is not None and isinstance(event, Usage):
+                        event = replace(event, cost_usd=price.cost(event.input_tokens, event.output_tokens))
                     if collected is not None:
                         collected.add(event)
                     yield event

@@ -195,6 +195,7 @@ def usage_to_proto(usage: chat.Usage) -> chat_pb2.Usage:
         output_tokens=usage.output_tokens,
         total_tokens=usage.total_tokens,
         estimated=usage.estimated,
+        cost_usd=usage.cost_usd,
     )
 
 
@@ -332,6 +333,7 @@ def complete_response(answer: CompletedAnswer) -> orch.CompleteResponse:
         response.usage.output_tokens = usage.output_tokens
         response.usage.total_tokens = usage.total_tokens
         response.usage.estimated = usage.estimated
+        response.usage.cost_usd = usage.cost_usd
     finish = answer.finish
     if finish is not None:
         _fill_finish(response.finish, finish)
