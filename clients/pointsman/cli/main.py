@@ -5,6 +5,7 @@ RPC error (5 NOT_FOUND, 14 UNAVAILABLE, ...), 1 when `health` is not SERVING."""
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -482,25 +483,18 @@ def cmd_decisions(args: argparse.Namespace) -> int:
         request.direction = types.Direction.Value(f"DIRECTION_{args.direction.upper()}")
     if args.category:
         request.category = types.Category.Value(f"CATEGORY_{args.category.upper()}")
-    shown = 0
     with _client(args) as client:
-        while shown < args.limit:
-            page = client.firewall.ListDecisions(request)
-            for decision in page.decisions[: args.limit - shown]:
-                shown += 1
-                if args.json:
-                    _print_json(decision)
-                    continue
-                action = types.Action.Name(decision.action).removeprefix("ACTION_").lower()
-                direction = types.Direction.Name(decision.direction).removeprefix("DIRECTION_").lower()
-                found = ", ".join(
-                    f"{types.Category.Name(f.category).removeprefix('CATEGORY_').lower()}:{f.type or f.rule}"
-                    for f in decision.findings
-                )
-                print(f"{_when(decision.create_time)}\t{direction}\t{action}\t{decision.request_id}\t{found}")
-            if not page.next_page_token:
-                break
-            request.page_token = page.next_page_token
+        for decision in _first(args.limit, client.firewall.ListDecisions, request, "decisions"):
+            if args.json:
+                _print_json(decision)
+                continue
+            action = types.Action.Name(decision.action).removeprefix("ACTION_").lower()
+            direction = types.Direction.Name(decision.direction).removeprefix("DIRECTION_").lower()
+            found = ", ".join(
+                f"{types.Category.Name(f.category).removeprefix('CATEGORY_').lower()}:{f.type or f.rule}"
+                for f in decision.findings
+            )
+            print(f"{_when(decision.create_time)}\t{direction}\t{action}\t{decision.request_id}\t{found}")
     return 0
 
 
@@ -513,24 +507,17 @@ def cmd_calls(args: argparse.Namespace) -> int:
         principal=_name(args.principal, "users") if args.principal else "",
         status_code=(args.status or "").upper(),
     )
-    shown = 0
     with _client(args) as client:
-        while shown < args.limit:
-            page = client.orchestrator.ListCalls(request)
-            for call in page.calls[: args.limit - shown]:
-                shown += 1
-                if args.json:
-                    _print_json(call)
-                    continue
-                cached = " (cached)" if call.cache_hit else ""
-                print(
-                    f"{_when(call.create_time)}\t{call.principal}\t{call.model}\t{call.deployment or '-'}"
-                    f"\t{call.status_code}{cached}\t{call.input_tokens}+{call.output_tokens} tokens"
-                    f"\t{call.latency_ms:.1f} ms\t${call.cost_usd:.6f}"
-                )
-            if not page.next_page_token:
-                break
-            request.page_token = page.next_page_token
+        for call in _first(args.limit, client.orchestrator.ListCalls, request, "calls"):
+            if args.json:
+                _print_json(call)
+                continue
+            cached = " (cached)" if call.cache_hit else ""
+            print(
+                f"{_when(call.create_time)}\t{call.principal}\t{call.model}\t{call.deployment or '-'}"
+                f"\t{call.status_code}{cached}\t{call.input_tokens}+{call.output_tokens} tokens"
+                f"\t{call.latency_ms:.1f} ms\t${call.cost_usd:.6f}"
+            )
     return 0
 
 
@@ -614,6 +601,16 @@ def _pages(fetch: Any, field: str) -> Iterator[Any]:
         token = response.next_page_token
         if not token:
             return
+
+
+def _first(limit: int, rpc: Any, request: Any, field: str) -> Iterator[Any]:
+    """At most `limit` items of a paged list RPC, fetching pages only as needed."""
+
+    def fetch(token: str) -> Any:
+        request.page_token = token
+        return rpc(request)
+
+    return itertools.islice(_pages(fetch, field), limit)
 
 
 class _AddressAction(argparse.Action):
