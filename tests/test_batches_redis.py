@@ -29,6 +29,8 @@ from fakes.gated_openai import GatedOpenAI
 from helpers_pb import user
 from server_fixtures import eventually, raises
 
+pytestmark = pytest.mark.slow  # outages, restarts and workers: seconds per test
+
 REDIS_URL = os.environ.get("POINTSMAN_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 POINTSMAN = str(Path(sys.executable).with_name("pointsman"))
 # Worker processes need a couple of seconds to start (the firewall's detectors).

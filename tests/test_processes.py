@@ -33,9 +33,10 @@ from pointsman.server.providers.builtin import BUILTIN_PREAMBLE
 
 from helpers_pb import user
 
-pytestmark = pytest.mark.skipif(
-    not Path("/proc/net/tcp").exists(), reason="reads processes and sockets from /proc (Linux)"
-)
+pytestmark = [
+    pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads processes and sockets from /proc (Linux)"),
+    pytest.mark.slow,  # starts and kills real server processes
+]
 
 POINTSMAN = str(Path(sys.executable).with_name("pointsman"))
 PROCESSES = 2

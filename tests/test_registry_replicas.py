@@ -40,6 +40,8 @@ from pointsman.server.domain.registry import (
 
 from server_fixtures import ServerFactory, collect, eventually, raises
 
+pytestmark = pytest.mark.slow  # outages, restarts and workers: seconds per test
+
 POSTGRES_ADMIN_URL = os.environ.get("POINTSMAN_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("POINTSMAN_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 

@@ -21,6 +21,8 @@ from pointsman.orchestrator.v1 import orchestrator_pb2 as orch
 from helpers_pb import chat_request, text_of
 from server_fixtures import collect, eventually, raises
 
+pytestmark = pytest.mark.slow  # outages, restarts and workers: seconds per test
+
 
 def complete(text: str, **fields: Any) -> orch.CompleteRequest:
     return orch.CompleteRequest(model="builtin", messages=chat_request(text).messages, **fields)
