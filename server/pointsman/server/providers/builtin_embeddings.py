@@ -1,0 +1,70 @@
+"""The built-in embedding model: WordLlama `l2_supercat`, 256 dimensions, offline.
+
+The `wordllama` wheel ships the weights and the tokenizer, but its loader looks for
+the tokenizer in a folder that does not exist (`tokenizer/`, the file is in
+`tokenizers/`) and then downloads it from a model hub. We read both files from the
+package ourselves, so nothing is ever fetched at run time.
+
+WordLlama averages static token vectors: a call costs a tokenizer pass and a mean,
+no neural network, so it is cheap enough to sit on the request path (a cache
+lookup, a classification) and stays in memory as one 32,000 x 256 float32 matrix.
+"""
+
+from __future__ import annotations
+
+import threading
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+MODEL_NAME = "wordllama-l2-supercat"
+DIMENSIONS = 256
+_WEIGHTS = "weights/l2_supercat_256.safetensors"
+_TOKENIZER = "tokenizers/l2_supercat_tokenizer_config.json"
+
+
+class BuiltinEmbedder:
+    """Turns texts into unit vectors (float32, `DIMENSIONS` wide). Loads the model
+    on first use (about 0.3 s), once per process, and is safe to share between
+    threads: `embed` only reads the matrix and the tokenizer."""
+
+    name = MODEL_NAME
+    dimensions = DIMENSIONS
+
+    def __init__(self) -> None:
+        self._model: Any = None
+        self._lock = threading.Lock()
+
+    def _load(self) -> Any:
+        with self._lock:
+            if self._model is None:
+                from safetensors import safe_open
+                from tokenizers import Tokenizer
+                from wordllama.inference import WordLlamaInference
+
+                package = resources.files("wordllama")
+                tokenizer = Tokenizer.from_str(package.joinpath(_TOKENIZER).read_text(encoding="utf-8"))
+                with resources.as_file(package.joinpath(_WEIGHTS)) as weights_path:
+                    with safe_open(str(weights_path), framework="np", device="cpu") as weights:
+                        matrix = weights.get_tensor("embedding.weight")
+                self._model = WordLlamaInference(matrix, tokenizer)
+            return self._model
+
+    def embed(self, texts: list[str]) -> npt.NDArray[np.float32]:
+        """One unit-length row per text. An empty or all-unknown text gets a zero row
+        (WordLlama divides by the token count), which we keep at zero rather than NaN."""
+        import numpy as np
+
+        vectors: npt.NDArray[np.float32] = self._load().embed(texts, norm=False)
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        np.divide(vectors, norms, out=vectors, where=norms > 0)
+        return np.nan_to_num(vectors, copy=False)
+
+    def count_tokens(self, texts: list[str]) -> int:
+        """Tokens the model read, for the usage an `Embed` call reports."""
+        # The tokenizer pads a batch to its longest text: count the unpadded tokens.
+        encodings = self._load().tokenizer.encode_batch(texts, add_special_tokens=False)
+        return sum(sum(encoding.attention_mask) for encoding in encodings)
