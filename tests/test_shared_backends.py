@@ -54,6 +54,7 @@ from pointsman.server.backends.shared import (
     share_opens,
 )
 from pointsman.server.backends.shared.cache import decode_answer, encode_answer
+from pointsman.server.backends.shared.conversation_store import ConversationStore
 from pointsman.server.domain.breaker import BreakerPolicy, CircuitBreaker
 from pointsman.server.domain.chat import (
     ChatRequest,
@@ -68,7 +69,6 @@ from pointsman.server.domain.chat import (
     ToolCallDelta,
     Usage,
 )
-from pointsman.server.domain.conversations import ConversationStore
 from pointsman.server.domain.errors import NotFound, Unavailable
 
 REDIS_URL = os.environ.get("POINTSMAN_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")

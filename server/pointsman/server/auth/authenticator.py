@@ -8,8 +8,8 @@ import secrets
 from datetime import datetime
 
 from ..backends.shared.bus import Bus, InProcessBus
-from ..backends.stores.base import User, UserRole, UserStore
 from ..domain.errors import PermissionDenied, Unauthenticated
+from ..domain.ports.stores import User, UserRole, UserStore
 from ..settings import Settings
 from .access import CLOSED, OPEN, Access
 from .api_keys import ApiKeyVerifier

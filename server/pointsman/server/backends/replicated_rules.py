@@ -12,8 +12,8 @@ import logging
 import secrets
 from typing import Any
 
+from ..domain.broadcast import Broadcaster
 from ..domain.firewall.rules import Rule
-from .broadcast import Broadcaster
 from .rule_store import RuleChange, RuleChangeType
 from .shared.bus import Bus, BusMessage, EventsMissed
 from .stores import RuleStore

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
+from ..domain.broadcast import Broadcaster
 from ..domain.errors import NotFound
 from ..domain.firewall.rules import Rule
-from .broadcast import Broadcaster
 
 
 class RuleChangeType:

@@ -10,7 +10,6 @@ from contextlib import AbstractContextManager, aclosing, nullcontext
 from dataclasses import dataclass, field, replace
 
 from ..backends.shared.cache import CachedAnswer, cache_key
-from ..backends.shared.single_flight import SingleFlight
 from .caller import Caller
 from .catalog import ModelCatalog, ModelRoute
 from .chat import (
@@ -30,6 +29,7 @@ from .firewall.engine import FirewallEngine
 from .firewall.output_guard import GuardStep, OutputGuard
 from .firewall.verdict import Action, Direction, Verdict
 from .router import Router
+from .single_flight import SingleFlight
 from .validation import ChatLimits, check_config, check_messages, check_model
 
 log = logging.getLogger(__name__)

@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..backends.broadcast import Broadcaster, SubscriberTooSlow
+from .broadcast import Broadcaster, SubscriberTooSlow
 from .errors import DomainError, Unavailable, ViolationCollector
 
 if TYPE_CHECKING:  # both packages import Instance from here (see `_listen`)
     from ..backends.shared.bus import Bus, BusMessage
-    from ..backends.stores.base import InstanceStore
+    from .ports.stores import InstanceStore
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import logging
 
 from grpc_health.v1 import health, health_pb2
 
-from ..state import State
+from ..app.state import State
 
 log = logging.getLogger(__name__)
 

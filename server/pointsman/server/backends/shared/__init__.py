@@ -4,6 +4,7 @@ single flight, conversations, pub/sub bus, rate limits, breaker opens.
 `open_redis(url)` makes the client they share; one `RedisHealth` per client
 tells whether Redis answers. See docs/shared-state.md."""
 
+from ...domain.single_flight import Flight, FlightLock, Outcome, RedisFlightLock, SingleFlight
 from .breaker_state import LocalOpenState, RedisOpenState, SharedOpenState, share_opens
 from .bus import Bus, BusMessage, BusSubscription, EventsMissed, InProcessBus, RedisBus, SubscriberTooSlow
 from .cache import (
@@ -19,7 +20,6 @@ from .cache import (
 from .conversations import Conversations, InProcessConversations, RedisConversations
 from .ratelimit import BucketPolicy, InProcessRateLimiter, RateLimiter, RateLimitResult, RedisRateLimiter
 from .redis_health import RedisHealth, open_redis
-from .single_flight import Flight, FlightLock, Outcome, RedisFlightLock, SingleFlight
 
 __all__ = [
     "BucketPolicy",

@@ -40,7 +40,7 @@ from redis.asyncio import Redis
 
 from ...domain.batches import BatchCursor, BatchProgress, batch_already_done, batch_not_found
 from ...domain.errors import Unavailable
-from ..stores.base import require_organisation
+from ...domain.ports.stores import require_organisation
 from .redis_health import DEFAULT_PREFIX, REDIS_ERRORS, RedisHealth, Skipped, key_segment
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
-from ..broadcast import SubscriberTooSlow
+from ...domain.broadcast import SubscriberTooSlow
 from .redis_health import DEFAULT_PREFIX, REDIS_ERRORS, RedisHealth
 
 log = logging.getLogger(__name__)

@@ -30,7 +30,7 @@ from ...domain.chat import (
     ToolCallDelta,
     Usage,
 )
-from ..stores.base import require_organisation
+from ...domain.ports.stores import require_organisation
 from .redis_health import DEFAULT_PREFIX, RedisHealth, Skipped, key_segment
 
 # Part of every key: changing how requests are normalised changes this, so

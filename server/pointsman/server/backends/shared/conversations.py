@@ -16,10 +16,10 @@ from typing import Protocol
 from redis.asyncio import Redis
 
 from ...domain.chat import Message
-from ...domain.conversations import ConversationStore
 from ...domain.errors import NotFound, Unavailable
-from ..stores.base import require_organisation
+from ...domain.ports.stores import require_organisation
 from ..stores.codec import dataclass_from_plain, dataclass_to_plain
+from .conversation_store import ConversationStore
 from .redis_health import DEFAULT_PREFIX, RedisHealth, Skipped, key_segment
 
 

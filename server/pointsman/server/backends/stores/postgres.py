@@ -16,14 +16,11 @@ from typing import Any, Literal
 import asyncpg  # type: ignore[import-untyped]  # no stubs shipped
 from asyncpg import Record
 
+from ...domain.broadcast import Broadcaster
 from ...domain.errors import AlreadyExists
 from ...domain.firewall.rules import MatchType, Rule, RuleKind, RuleScope
 from ...domain.firewall.verdict import Action, Decision, Direction
-from ...domain.registry import Instance
-from ..broadcast import Broadcaster
-from ..decision_log import DecisionFilter
-from ..rule_store import RuleChange, RuleChangeType, new_rule_id
-from .base import (
+from ...domain.ports.stores import (
     LAST_USED_RESOLUTION,
     ApiKey,
     CategoryCount,
@@ -45,6 +42,9 @@ from .base import (
     user_not_found,
     user_not_found_by_email,
 )
+from ...domain.registry import Instance
+from ..decision_log import DecisionFilter
+from ..rule_store import RuleChange, RuleChangeType, new_rule_id
 from .codec import (
     dataclass_from_plain,
     decision_categories,

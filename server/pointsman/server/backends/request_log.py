@@ -6,14 +6,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
-from ..backends.stores import RequestLog, RequestRecord
-from ..backends.write_buffer import WriteBuffer
-from ..budgets import DailyBudget
+from ..domain.budgets import DailyBudget
 from ..domain.caller import Caller
 from ..domain.errors import DomainError
 from ..domain.orchestrator import CallOutcome
 from ..metrics import Metrics
-from .errors import status_code_for
+from ..transport.errors import status_code_for
+from .stores import RequestLog, RequestRecord
+from .write_buffer import WriteBuffer
 
 
 def status_name(error: BaseException | None) -> str:

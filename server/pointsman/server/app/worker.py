@@ -16,17 +16,17 @@ import socket
 import time
 from dataclasses import dataclass
 
-from .backends.shared import open_redis
-from .backends.shared.batch_queue import BLOCK_MS, Job, RedisBatchQueue
-from .domain.batches import BatchRunner, retry_delay
-from .domain.errors import RateLimited, Unavailable
-from .domain.orchestrator import Orchestrator
-from .metrics import MetricsEndpoint
-from .settings import Settings, describe_invalid
+from ..backends.shared import open_redis
+from ..backends.shared.batch_queue import BLOCK_MS, Job, RedisBatchQueue
+from ..domain.batches import BatchRunner, retry_delay
+from ..domain.errors import RateLimited, Unavailable
+from ..domain.orchestrator import Orchestrator
+from ..metrics import MetricsEndpoint
+from ..settings import Settings, describe_invalid
+from ..transport.batches import Batches, BatchItemRunner, InProcessBatches, QueuedBatches
 from .stack import build_orchestrator
 from .state import State, open_state
 from .state_metrics import state_metrics
-from .transport.batches import Batches, BatchItemRunner, InProcessBatches, QueuedBatches
 
 log = logging.getLogger(__name__)
 
@@ -336,7 +336,7 @@ def main() -> int:
 
     from pydantic import ValidationError
 
-    from .logs import configure_logging
+    from ..logs import configure_logging
     from .routes import RoutesFileError
 
     try:

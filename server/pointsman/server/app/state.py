@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 
-from .backends.decision_log import DecisionFilter
-from .backends.shared import (
+from ..backends.decision_log import DecisionFilter
+from ..backends.shared import (
     BucketPolicy,
     Bus,
     Conversations,
@@ -36,13 +36,13 @@ from .backends.shared import (
     TwoLevelCache,
     open_redis,
 )
-from .backends.stores import DecisionStore, RequestRecord, Stores, open_stores
-from .backends.write_buffer import WriteBuffer
-from .domain.caller import Caller
-from .domain.errors import RateLimited
-from .domain.firewall.verdict import Decision
-from .metrics import Metrics
-from .settings import Settings
+from ..backends.stores import DecisionStore, RequestRecord, Stores, open_stores
+from ..backends.write_buffer import WriteBuffer
+from ..domain.caller import Caller
+from ..domain.errors import RateLimited
+from ..domain.firewall.verdict import Decision
+from ..metrics import Metrics
+from ..settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ from typing import Protocol
 
 from redis.asyncio import Redis
 
-from ..stores.base import require_organisation
-from .cache import CachedAnswer, ResponseCache
-from .redis_health import DEFAULT_PREFIX, RedisHealth, Skipped, key_segment
+from ..backends.shared.cache import CachedAnswer, ResponseCache
+from ..backends.shared.redis_health import DEFAULT_PREFIX, RedisHealth, Skipped, key_segment
+from .ports.stores import require_organisation
 
 # What `FlightLock.acquire` returns when Redis cannot say: lead, unlocked.
 UNLOCKED = ""

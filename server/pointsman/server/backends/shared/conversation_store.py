@@ -8,8 +8,8 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-from .chat import Message
-from .errors import NotFound
+from ...domain.chat import Message
+from ...domain.errors import NotFound
 
 
 class ConversationStore:

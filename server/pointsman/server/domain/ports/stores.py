@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from ...domain.errors import NotFound
-from ...domain.firewall.rules import Rule
-from ...domain.firewall.verdict import Category, Decision
-from ...domain.registry import Instance
+from ...backends.decision_log import DecisionFilter
+from ...backends.rule_store import RuleChange
 from ..broadcast import Broadcaster
-from ..decision_log import DecisionFilter
-from ..rule_store import RuleChange
+from ..errors import NotFound
+from ..firewall.rules import Rule
+from ..firewall.verdict import Category, Decision
+from ..registry import Instance
 
 _random_bits = random.getrandbits
 

@@ -8,18 +8,18 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from .backends.replicated_rules import ReplicatedRules
-from .budgets import DailyBudget
-from .domain.caller import Caller
-from .domain.catalog import ModelCatalog
-from .domain.firewall.engine import build_firewall
-from .domain.orchestrator import Orchestrator
-from .domain.router import Router
-from .domain.validation import ChatLimits
+from ..backends.replicated_rules import ReplicatedRules
+from ..backends.request_log import RequestLogger
+from ..domain.budgets import DailyBudget
+from ..domain.caller import Caller
+from ..domain.catalog import ModelCatalog
+from ..domain.firewall.engine import build_firewall
+from ..domain.orchestrator import Orchestrator
+from ..domain.router import Router
+from ..domain.validation import ChatLimits
+from ..settings import Settings
 from .routes import build_routing
-from .settings import Settings
 from .state import State
-from .transport.request_log import RequestLogger
 
 
 @dataclass
