@@ -11,7 +11,14 @@ from pointsman.orchestrator.v1 import orchestrator_pb2_grpc
 
 from ..backends.shared.conversations import Conversations
 from ..domain import chat
-from ..domain.batches import DEFAULT_CONCURRENCY, MAX_CONCURRENCY, MAX_ITEMS, BatchCursor, BatchItem, BatchProgress
+from ..domain.batches.runner import (
+    DEFAULT_CONCURRENCY,
+    MAX_CONCURRENCY,
+    MAX_ITEMS,
+    BatchCursor,
+    BatchItem,
+    BatchProgress,
+)
 from ..domain.errors import DomainError, InvalidArgument, ViolationCollector
 from ..domain.orchestrator import FirewallNotice, Orchestrator
 from . import convert
