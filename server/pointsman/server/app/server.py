@@ -97,7 +97,7 @@ class PointsmanServer:
         self.registry = Registry(state.stores.instances, state.bus)
         self.health = health.aio.HealthServicer()
         self.model_health = ModelHealth(self.health, self.catalog, self.router)
-        self.dependency_health = DependencyHealth(self.health, state)
+        self.dependency_health = DependencyHealth(self.health, state.stores.ping, state.redis_probe())
         self.self_registration: SelfRegistration | None = None
         self.retention = Retention(state.stores, settings.retention_days) if settings.retention_days else None
 

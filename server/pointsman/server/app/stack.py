@@ -18,6 +18,7 @@ from ..domain.orchestrator import Orchestrator
 from ..domain.router import Router
 from ..domain.validation import ChatLimits
 from ..settings import Settings
+from ..transport.errors import status_name
 from .routes import build_routing
 from .state import State
 
@@ -76,7 +77,9 @@ def build_orchestrator(settings: Settings, state: State) -> OrchestratorStack:
         ChatLimits(settings.max_messages, settings.max_input_chars),
         output_holdback=settings.firewall_output_holdback_chars,
         flights=state.flights,
-        on_call_end=RequestLogger(state.stores.requests, state.request_log, state.metrics, budgets, catalog.serves),
+        on_call_end=RequestLogger(
+            state.stores.requests, state.request_log, state.metrics, budgets, catalog.serves, status_name=status_name
+        ),
         admit=_all_of(admissions),
     )
     return OrchestratorStack(catalog, router, rules, orchestrator)

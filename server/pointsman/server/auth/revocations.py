@@ -17,7 +17,7 @@ import logging
 from collections.abc import Sequence
 from datetime import datetime
 
-from ..backends.shared.bus import Bus, BusMessage, BusSubscription, EventsMissed
+from ..domain.ports.bus import Bus, BusMessage, BusSubscription, EventsMissed
 from ..domain.ports.stores import UserStore
 from .api_keys import ApiKeyVerifier
 from .tokens import TokenVerifier

@@ -11,11 +11,11 @@ import grpc
 
 from pointsman.orchestrator.v1 import orchestrator_pb2 as pb
 
-from ..backends.shared.conversations import Conversations
 from ..domain import chat
 from ..domain.caller import Caller
 from ..domain.errors import DomainError, InvalidArgument, ViolationCollector
 from ..domain.orchestrator import CompletedAnswer, Orchestrator
+from ..domain.ports.conversations import Conversations
 from ..domain.validation import check_config
 from . import convert
 from .errors import turn_error

@@ -9,7 +9,6 @@ import grpc
 from pointsman.orchestrator.v1 import orchestrator_pb2 as pb
 from pointsman.orchestrator.v1 import orchestrator_pb2_grpc
 
-from ..backends.shared.conversations import Conversations
 from ..domain import chat
 from ..domain.batches.runner import (
     DEFAULT_CONCURRENCY,
@@ -21,6 +20,7 @@ from ..domain.batches.runner import (
 )
 from ..domain.errors import DomainError, InvalidArgument, ViolationCollector
 from ..domain.orchestrator import FirewallNotice, Orchestrator
+from ..domain.ports.conversations import Conversations
 from . import convert
 from .batches import Batches
 from .calls import CallContext

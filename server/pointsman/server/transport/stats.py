@@ -10,10 +10,10 @@ from datetime import UTC, datetime, timedelta
 
 from pointsman.orchestrator.v1 import orchestrator_pb2 as pb
 
-from ..backends.shared.conversations import Conversations
 from ..backends.write_buffer import WriteBuffer
 from ..domain.errors import InvalidArgument, ViolationCollector
 from ..domain.firewall.verdict import Decision
+from ..domain.ports.conversations import Conversations
 from ..domain.ports.stores import DecisionStore, RequestFilter, RequestLog, RequestRecord
 from . import convert
 from .resources import decode_token, encode_token, page_size

@@ -26,9 +26,13 @@ from ...domain.ports.stores import (
     LAST_USED_RESOLUTION,
     ApiKey,
     CategoryCount,
+    DecisionFilter,
+    Instance,
     RequestFilter,
     RequestRecord,
     RequestSummary,
+    RuleChange,
+    RuleChangeType,
     User,
     UserRole,
     VerifiedKey,
@@ -37,6 +41,7 @@ from ...domain.ports.stores import (
     check_page_size,
     instance_not_found,
     new_record_id,
+    new_rule_id,
     normalise_email,
     request_summary,
     require_organisation,
@@ -44,9 +49,6 @@ from ...domain.ports.stores import (
     user_not_found,
     user_not_found_by_email,
 )
-from ...domain.registry import Instance
-from ..decision_log import DecisionFilter
-from ..rule_store import RuleChange, RuleChangeType, new_rule_id
 from .codec import (
     dataclass_from_plain,
     decision_categories,

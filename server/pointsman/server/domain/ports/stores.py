@@ -6,19 +6,17 @@ from __future__ import annotations
 
 import enum
 import random
+import secrets
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from ...backends.decision_log import DecisionFilter
-from ...backends.rule_store import RuleChange
 from ..broadcast import Broadcaster
 from ..errors import NotFound
 from ..firewall.rules import Rule
-from ..firewall.verdict import Category, Decision
-from ..registry import Instance
+from ..firewall.verdict import Action, Category, Decision, Direction
 
 _random_bits = random.getrandbits
 
@@ -37,6 +35,22 @@ def require_organisation(organisation: str) -> str:
     if not organisation:
         raise ValueError("organisation is required")
     return organisation
+
+
+def new_rule_id() -> str:
+    return secrets.token_hex(8)
+
+
+class RuleChangeType:
+    CREATED = "created"
+    UPDATED = "updated"
+    DELETED = "deleted"
+
+
+@dataclass(frozen=True, slots=True)
+class RuleChange:
+    change_type: str
+    rule: Rule
 
 
 class RuleStore(Protocol):
@@ -61,6 +75,26 @@ class RuleStore(Protocol):
     async def list_rules(self, organisation: str) -> list[Rule]: ...
     async def update_rule(self, rule: Rule) -> Rule: ...
     async def delete_rule(self, organisation: str, rule_id: str) -> Rule: ...
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionFilter:
+    action: Action | None = None
+    direction: Direction | None = None
+    category: Category | None = None
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+
+    def matches(self, decision: Decision) -> bool:
+        if self.action is not None and decision.action is not self.action:
+            return False
+        if self.direction is not None and decision.direction is not self.direction:
+            return False
+        if self.category is not None and all(f.category is not self.category for f in decision.findings):
+            return False
+        if self.start_time is not None and decision.create_time < self.start_time:
+            return False
+        return not (self.end_time is not None and decision.create_time >= self.end_time)
 
 
 class DecisionStore(Protocol):
@@ -265,6 +299,22 @@ class UserStore(Protocol):
         """Every revoked JWT that has not expired yet, across organisations:
         digest -> expiry. Rows past their expiry are deleted on the way."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    instance_id: str
+    organisation: str
+    address: str
+    version: str = ""
+    models: tuple[str, ...] = ()
+    labels: dict[str, str] = field(default_factory=dict)
+    register_time: datetime | None = None
+    lease_expire_time: datetime | None = None
+
+    @property
+    def name(self) -> str:
+        return f"instances/{self.instance_id}"
 
 
 class InstanceStore(Protocol):
