@@ -23,6 +23,7 @@ from ..auth import Accounts, Authenticator
 from ..domain.errors import AlreadyExists, NotFound
 from ..domain.firewall.rules import MatchType, Rule, RuleKind
 from ..domain.registry import Registry
+from ..domain.stats import Stats
 from ..metrics import MetricsEndpoint
 from ..settings import Settings
 from ..tracing import Tracing
@@ -33,7 +34,6 @@ from ..transport.firewall_servicer import FirewallServicer
 from ..transport.model_health import ModelHealth
 from ..transport.orchestrator_servicer import OrchestratorServicer
 from ..transport.registry_servicer import RegistryServicer
-from ..transport.stats import StatsSources
 from .registration import SelfRegistration
 from .retention import Retention
 from .routes import load_routes_file
@@ -121,13 +121,7 @@ class PointsmanServer:
                 self.conversations,
                 self.batches,
                 calls,
-                StatsSources(
-                    state.stores.requests,
-                    state.request_log,
-                    state.stores.decisions,
-                    state.decisions.buffer,
-                    self.conversations,
-                ),
+                Stats(state.stores.requests, state.request_log.flushed, state.decisions, self.conversations),
             ),
             self.server,
         )
