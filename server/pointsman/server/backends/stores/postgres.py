@@ -21,7 +21,6 @@ from ...domain.errors import AlreadyExists
 from ...domain.firewall.rules import MatchType, Rule, RuleKind, RuleScope
 from ...domain.firewall.verdict import Action, Decision, Direction
 from ...domain.ports.stores import (
-    LAST_USED_RESOLUTION,
     ApiKey,
     CategoryCount,
     DecisionFilter,
@@ -35,13 +34,9 @@ from ...domain.ports.stores import (
     UserRole,
     VerifiedKey,
     api_key_not_found,
-    category_counts,
-    check_page_size,
     instance_not_found,
     new_record_id,
     new_rule_id,
-    normalise_email,
-    request_summary,
     require_organisation,
     rule_not_found,
     user_not_found,
@@ -56,6 +51,7 @@ from .codec import (
 )
 from .keys import api_key_digest, api_key_id, mint_api_key
 from .migrate import migrate_postgres
+from .rows import LAST_USED_RESOLUTION, category_counts, check_page_size, normalise_email, request_summary
 
 Clock = Callable[[], datetime]
 # Every statement has a deadline: a stuck database must not hold a call forever.

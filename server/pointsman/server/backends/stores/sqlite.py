@@ -23,7 +23,6 @@ from ...domain.errors import AlreadyExists
 from ...domain.firewall.rules import MatchType, Rule, RuleKind, RuleScope
 from ...domain.firewall.verdict import Action, Category, Decision, Direction
 from ...domain.ports.stores import (
-    LAST_USED_RESOLUTION,
     ApiKey,
     CategoryCount,
     DecisionFilter,
@@ -37,13 +36,9 @@ from ...domain.ports.stores import (
     UserRole,
     VerifiedKey,
     api_key_not_found,
-    category_counts,
-    check_page_size,
     instance_not_found,
     new_record_id,
     new_rule_id,
-    normalise_email,
-    request_summary,
     require_organisation,
     rule_not_found,
     user_not_found,
@@ -58,6 +53,7 @@ from .codec import (
 )
 from .keys import api_key_digest, api_key_id, mint_api_key
 from .migrate import migrate_sqlite
+from .rows import LAST_USED_RESOLUTION, category_counts, check_page_size, normalise_email, request_summary
 
 Clock = Callable[[], datetime]
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

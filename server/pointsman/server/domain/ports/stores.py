@@ -8,10 +8,10 @@ import enum
 import random
 import secrets
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import Any, Protocol
+from datetime import datetime
+from typing import Protocol
 
 from ..broadcast import Broadcaster
 from ..errors import NotFound
@@ -335,59 +335,7 @@ class InstanceStore(Protocol):
     async def next_lease_expiry(self) -> datetime | None: ...
 
 
-# Shared by both implementations ---------------------------------------------
-
-# last_used_time is a hint for people, not an audit trail: writing it on
-# every call would turn each authenticated read into a write.
-LAST_USED_RESOLUTION = timedelta(seconds=60)
-
-
-def check_page_size(page_size: int) -> int:
-    if page_size < 1:
-        raise ValueError("page_size must be at least 1")
-    return page_size
-
-
-def normalise_email(email: str) -> str:
-    return email.strip().lower()
-
-
-def category_counts(rows: Iterable[Any]) -> list[CategoryCount]:
-    """Rows of (category, blocked, redacted, logged) in category order;
-    categories this version does not know (a newer one wrote them) are left out."""
-    known = {c.value: c for c in Category}
-    counts = [
-        CategoryCount(known[row["category"]], row["blocked"], row["redacted"], row["logged"])
-        for row in rows
-        if row["category"] in known
-    ]
-    order = list(Category)
-    return sorted(counts, key=lambda count: order.index(count.category))
-
-
-def request_summary(totals: Any, deployments: Iterable[Any]) -> RequestSummary:
-    return RequestSummary(
-        requests=totals["requests"],
-        failed_requests=totals["failed_requests"],
-        input_tokens=totals["input_tokens"],
-        output_tokens=totals["output_tokens"],
-        cache_hits=totals["cache_hits"],
-        tokens_saved=totals["tokens_saved"],
-        cost_usd=float(totals["cost_usd"]),
-        cost_saved_usd=float(totals["cost_saved_usd"]),
-        deployments=tuple(
-            DeploymentSummary(
-                deployment=row["deployment"],
-                requests=row["requests"],
-                failed_requests=row["failed_requests"],
-                latency_p50_ms=row["latency_p50_ms"],
-                latency_p99_ms=row["latency_p99_ms"],
-                time_to_first_token_p50_ms=row["time_to_first_token_p50_ms"] or 0.0,
-                cost_usd=float(row["cost_usd"]),
-            )
-            for row in deployments
-        ),
-    )
+# The errors the stores raise --------------------------------------------------
 
 
 def rule_not_found(rule_id: str) -> NotFound:
