@@ -26,7 +26,7 @@ from typing import Any
 
 from pointsman.client import AsyncClient
 from pointsman.orchestrator.v1 import orchestrator_pb2 as orch
-from pointsman.server.app import open_server
+from pointsman.server.app.server import open_server
 from pointsman.server.auth import ApiKeyVerifier, Authenticator, TokenVerifier, issue_token
 from pointsman.server.backends.stores import User, UserRole, open_stores
 from pointsman.server.settings import Settings

@@ -33,9 +33,10 @@ from redis.asyncio import Redis
 from pointsman.orchestrator.v1 import orchestrator_pb2 as orch
 from pointsman.orchestrator.v1 import orchestrator_pb2_grpc
 from pointsman.server.backends.shared import open_redis
-from pointsman.server.backends.shared.batch_queue import Job, RedisBatchQueue
-from pointsman.server.transport.batches import BatchItemRunner, ItemOutcome
-from pointsman.server.worker import BatchWorker
+from pointsman.server.backends.shared.batch_queue import RedisBatchQueue
+from pointsman.server.domain.batches.ports import ItemOutcome, Job
+from pointsman.server.domain.batches.worker import BatchWorker
+from pointsman.server.transport.batches import BatchItemRunner
 from pointsman.type.v1 import chat_pb2
 
 ROOT = Path(__file__).resolve().parent.parent

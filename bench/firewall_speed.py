@@ -200,7 +200,7 @@ def startup_and_memory() -> dict[str, float]:
     script = """
 import json, time
 from pathlib import Path
-import pointsman.server.app
+import pointsman.server.app.server
 from pointsman.server.backends.decision_log import InMemoryDecisionLog
 from pointsman.server.backends.rule_store import InMemoryRuleStore
 from pointsman.server.domain.firewall.engine import build_firewall

@@ -28,17 +28,15 @@ from redis.asyncio import Redis
 
 from pointsman.server.backends.shared import (
     BucketPolicy,
-    BusMessage,
-    CachedAnswer,
     InProcessRateLimiter,
     InProcessResponseCache,
     RedisBus,
     RedisRateLimiter,
     RedisResponseCache,
     TwoLevelCache,
-    cache_key,
     open_redis,
 )
+from pointsman.server.domain.cache_key import cache_key
 from pointsman.server.domain.chat import (
     ChatRequest,
     FinishReason,
@@ -47,6 +45,8 @@ from pointsman.server.domain.chat import (
     Role,
     Usage,
 )
+from pointsman.server.domain.ports.bus import BusMessage
+from pointsman.server.domain.ports.cache import CachedAnswer
 
 ORG = "org-bench"
 

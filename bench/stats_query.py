@@ -34,7 +34,7 @@ import asyncpg  # type: ignore[import-untyped]  # no stubs shipped
 
 from pointsman.client import AsyncClient
 from pointsman.orchestrator.v1 import orchestrator_pb2 as pb
-from pointsman.server.app import open_server
+from pointsman.server.app.server import open_server
 from pointsman.server.backends.stores import RequestRecord, Stores, open_stores
 from pointsman.server.domain.firewall.verdict import Action, Category, Decision, Direction, Finding
 from pointsman.server.settings import Settings

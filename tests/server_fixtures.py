@@ -11,7 +11,7 @@ import pytest
 import pytest_asyncio
 
 from pointsman.client import AsyncClient, PointsmanError
-from pointsman.server.app import PointsmanServer, open_server
+from pointsman.server.app.server import PointsmanServer, open_server
 from pointsman.server.settings import Settings
 
 ServerFactory = Callable[..., Awaitable[PointsmanServer]]

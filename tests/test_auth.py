@@ -30,7 +30,7 @@ from pointsman.client.options import CallDefaults
 from pointsman.firewall.v1 import firewall_pb2 as fw
 from pointsman.orchestrator.v1 import orchestrator_pb2 as orch
 from pointsman.registry.v1 import registry_pb2 as reg
-from pointsman.server.app import PointsmanServer
+from pointsman.server.app.server import PointsmanServer
 from pointsman.server.auth import API_KEY_CACHE_SECONDS, OPEN, ApiKeyVerifier, access_for, issue_token
 from pointsman.server.backends.stores import User, UserRole, open_stores
 from pointsman.server.domain.errors import Unauthenticated

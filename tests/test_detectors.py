@@ -354,7 +354,7 @@ async def test_conversation_turns_are_scanned_once(pii: PiiDetector) -> None:
 
 
 def _all() -> Any:
-    from pointsman.server.backends.decision_log import DecisionFilter
+    from pointsman.server.domain.ports.stores import DecisionFilter
 
     return DecisionFilter()
 

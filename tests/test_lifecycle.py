@@ -13,7 +13,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from pointsman.client import AsyncClient, PointsmanError
 from pointsman.firewall.v1 import firewall_pb2 as fw
 from pointsman.orchestrator.v1 import orchestrator_pb2 as orch
-from pointsman.server.app import SERVICE_NAMES, open_server
+from pointsman.server.app.server import SERVICE_NAMES, open_server
 
 from fakes.openai_upstream import FakeOpenAI
 from helpers_pb import chat_request, text_of, user

@@ -26,13 +26,14 @@ from redis.asyncio import Redis
 
 from pointsman.client import AsyncClient
 from pointsman.registry.v1 import registry_pb2 as reg
-from pointsman.server.app import PointsmanServer
-from pointsman.server.backends.broadcast import Broadcaster, SubscriberTooSlow
-from pointsman.server.backends.shared import BusMessage, InProcessBus, RedisBus, open_redis
+from pointsman.server.app.server import PointsmanServer
+from pointsman.server.backends.shared import InProcessBus, RedisBus, open_redis
 from pointsman.server.backends.stores import Stores, open_stores
+from pointsman.server.domain.broadcast import Broadcaster, SubscriberTooSlow
+from pointsman.server.domain.ports.bus import BusMessage
+from pointsman.server.domain.ports.stores import Instance
 from pointsman.server.domain.registry import (
     REGISTRY_TOPIC,
-    Instance,
     InstanceChange,
     InstanceChangeType,
     Registry,

@@ -173,7 +173,7 @@ async def test_organisations_do_not_share_entries(start_server: Any, upstream: F
 
 
 def _key_of(server: Any, text: str) -> str:
-    from pointsman.server.backends.shared.cache import cache_key
+    from pointsman.server.domain.cache_key import cache_key
     from pointsman.server.domain.chat import ChatRequest, Message, Role
 
     return cache_key(ChatRequest("cached", [Message(Role.USER, text)]))

@@ -11,10 +11,10 @@ from typing import Any
 import test_stores
 from test_stats import call, decision
 
-from pointsman.server.backends.decision_log import DecisionFilter
+from pointsman.server.app.retention import Retention
 from pointsman.server.backends.stores import RequestFilter, Stores, open_stores
 from pointsman.server.domain.firewall.verdict import Action, Category
-from pointsman.server.retention import Retention
+from pointsman.server.domain.ports.stores import DecisionFilter
 
 from server_fixtures import eventually
 

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 import yaml
 
+from pointsman.server.app.routes import RoutesFileError, build_routing, load_routes_file
 from pointsman.server.domain.chat import ProviderKind
 from pointsman.server.domain.routing import RoutingStrategy
-from pointsman.server.routes import RoutesFileError, build_routing, load_routes_file
 
 from server_fixtures import settings
 

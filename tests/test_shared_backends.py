@@ -26,17 +26,11 @@ from redis.asyncio import Redis
 
 from pointsman.server.backends.shared import (
     BucketPolicy,
-    Bus,
-    BusMessage,
-    CachedAnswer,
-    Conversations,
-    EventsMissed,
     InProcessBus,
     InProcessConversations,
     InProcessRateLimiter,
     InProcessResponseCache,
     LocalOpenState,
-    Outcome,
     RateLimiter,
     RedisBus,
     RedisConversations,
@@ -45,16 +39,14 @@ from pointsman.server.backends.shared import (
     RedisOpenState,
     RedisRateLimiter,
     RedisResponseCache,
-    ResponseCache,
-    SingleFlight,
-    SubscriberTooSlow,
     TwoLevelCache,
-    cache_key,
     open_redis,
-    share_opens,
 )
 from pointsman.server.backends.shared.cache import decode_answer, encode_answer
-from pointsman.server.domain.breaker import BreakerPolicy, CircuitBreaker
+from pointsman.server.backends.shared.conversation_store import ConversationStore
+from pointsman.server.domain.breaker import BreakerPolicy, CircuitBreaker, share_opens
+from pointsman.server.domain.broadcast import SubscriberTooSlow
+from pointsman.server.domain.cache_key import cache_key
 from pointsman.server.domain.chat import (
     ChatRequest,
     Finish,
@@ -68,8 +60,11 @@ from pointsman.server.domain.chat import (
     ToolCallDelta,
     Usage,
 )
-from pointsman.server.domain.conversations import ConversationStore
 from pointsman.server.domain.errors import NotFound, Unavailable
+from pointsman.server.domain.ports.bus import Bus, BusMessage, EventsMissed
+from pointsman.server.domain.ports.cache import CachedAnswer, ResponseCache
+from pointsman.server.domain.ports.conversations import Conversations
+from pointsman.server.domain.single_flight import Outcome, SingleFlight
 
 REDIS_URL = os.environ.get("POINTSMAN_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 CLOSED_PORT_URL = "redis://127.0.0.1:1/0"

@@ -30,12 +30,12 @@ from redis.asyncio import Redis
 from pointsman.client import AsyncClient
 from pointsman.orchestrator.v1 import orchestrator_pb2 as orch
 from pointsman.server.backends.shared import InProcessConversations, RedisConversations, open_redis
+from pointsman.server.backends.shared.conversation_store import ConversationStore
 from pointsman.server.backends.stores import RequestRecord, Stores
-from pointsman.server.backends.stores.base import CategoryCount, DeploymentSummary, RequestSummary
 from pointsman.server.domain.chat import Message, Role
-from pointsman.server.domain.conversations import ConversationStore
 from pointsman.server.domain.errors import Unavailable
 from pointsman.server.domain.firewall.verdict import Action, Category, Decision, Direction, Finding
+from pointsman.server.domain.ports.stores import CategoryCount, DeploymentSummary, RequestSummary
 from pointsman.type.v1 import chat_pb2
 from pointsman.type.v1 import firewall_pb2 as types
 

@@ -23,8 +23,6 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg  # type: ignore[import-untyped]
 import pytest
 
-from pointsman.server.backends.decision_log import DecisionFilter
-from pointsman.server.backends.rule_store import RuleChangeType
 from pointsman.server.backends.stores import (
     RequestFilter,
     RequestRecord,
@@ -47,7 +45,7 @@ from pointsman.server.backends.stores.migrate import (
 from pointsman.server.domain.errors import AlreadyExists, NotFound
 from pointsman.server.domain.firewall.rules import MatchType, Rule, RuleKind, RuleScope
 from pointsman.server.domain.firewall.verdict import Action, Category, Decision, Direction, Finding
-from pointsman.server.domain.registry import Instance
+from pointsman.server.domain.ports.stores import DecisionFilter, Instance, RuleChangeType
 
 POSTGRES_ADMIN_URL = os.environ.get("POINTSMAN_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REPO = Path(__file__).resolve().parent.parent

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from pointsman.client import AsyncClient, PointsmanError, tls_credentials
 from pointsman.orchestrator.v1 import orchestrator_pb2 as orch
 from pointsman.registry.v1 import registry_pb2 as reg
-from pointsman.server.tls import TlsConfigError
+from pointsman.server.app.tls import TlsConfigError
 
 from helpers_pb import user
 from server_fixtures import eventually, settings

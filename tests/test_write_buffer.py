@@ -14,10 +14,10 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg  # type: ignore[import-untyped]
 import pytest
 
-from pointsman.server.backends.decision_log import DecisionFilter
 from pointsman.server.backends.stores import Stores, open_stores
 from pointsman.server.backends.write_buffer import WriteBuffer
 from pointsman.server.domain.firewall.verdict import Action, Category, Decision, Direction, Finding
+from pointsman.server.domain.ports.stores import DecisionFilter
 
 from server_fixtures import eventually
 

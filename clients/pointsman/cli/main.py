@@ -69,12 +69,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from pydantic import ValidationError
 
-    from pointsman.server.app import serve
+    from pointsman.server.app.routes import RoutesFileError
+    from pointsman.server.app.server import serve
+    from pointsman.server.app.tls import TlsConfigError
     from pointsman.server.auth import WeakSecret
     from pointsman.server.logs import configure_logging
-    from pointsman.server.routes import RoutesFileError
     from pointsman.server.settings import Settings, describe_invalid
-    from pointsman.server.tls import TlsConfigError
 
     overrides = {"POINTSMAN_ADDRESS": args.address} if args.address_given else {}
     try:
@@ -84,7 +84,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     configure_logging(settings.log_level, settings.log_format)
     if settings.processes > 1:
-        from pointsman.server.processes import serve_processes
+        from pointsman.server.app.processes import serve_processes
 
         try:
             return serve_processes(settings)
@@ -100,7 +100,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from pointsman.server.worker import main as worker_main
+    from pointsman.server.app.worker import main as worker_main
 
     return worker_main()
 
@@ -113,7 +113,7 @@ def cmd_token_create(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from pointsman.server.auth import WeakSecret, issue_token
-    from pointsman.server.backends.stores.base import UserRole
+    from pointsman.server.domain.ports.stores import UserRole
     from pointsman.server.settings import Settings, describe_invalid
 
     try:

@@ -8,7 +8,7 @@ import sys
 
 from pythonjsonlogger.json import JsonFormatter
 
-from .transport.calls import current_request_id
+from .domain.caller import current_request_id
 
 
 class _RequestIdFilter(logging.Filter):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from ..backends.stores.base import UserRole
+from ..domain.ports.stores import UserRole
 
 OPEN: Literal["open"] = "open"  # needs no credential
 CLOSED: Literal["closed"] = "closed"  # not in the table: nobody may call it

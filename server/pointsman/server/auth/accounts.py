@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 
-from ..backends.stores.base import ApiKey, User, UserRole, UserStore
 from ..domain.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -15,6 +14,7 @@ from ..domain.errors import (
     PermissionDenied,
     Unauthenticated,
 )
+from ..domain.ports.stores import ApiKey, User, UserRole, UserStore
 from .authenticator import DEV_ADMIN_EMAIL, Authenticator
 from .principal import Principal
 from .tokens import token_digest

@@ -10,9 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from ..backends.stores.base import UserStore
 from ..backends.stores.keys import api_key_digest, api_key_id
 from ..domain.errors import Unauthenticated
+from ..domain.ports.stores import UserStore
 from .principal import Principal
 
 # How long a verified key is trusted without asking the database again. A

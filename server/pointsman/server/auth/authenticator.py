@@ -7,9 +7,10 @@ import logging
 import secrets
 from datetime import datetime
 
-from ..backends.shared.bus import Bus, InProcessBus
-from ..backends.stores.base import User, UserRole, UserStore
+from ..backends.shared.bus import InProcessBus
 from ..domain.errors import PermissionDenied, Unauthenticated
+from ..domain.ports.bus import Bus
+from ..domain.ports.stores import User, UserRole, UserStore
 from ..settings import Settings
 from .access import CLOSED, OPEN, Access
 from .api_keys import ApiKeyVerifier

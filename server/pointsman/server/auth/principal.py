@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..backends.stores.base import UserRole
+from ..domain.ports.stores import UserRole
 
 # Each role includes the ones below it.
 ROLE_RANK: dict[UserRole, int] = {UserRole.VIEWER: 1, UserRole.DEVELOPER: 2, UserRole.ADMIN: 3}

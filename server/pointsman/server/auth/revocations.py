@@ -17,8 +17,8 @@ import logging
 from collections.abc import Sequence
 from datetime import datetime
 
-from ..backends.shared.bus import Bus, BusMessage, BusSubscription, EventsMissed
-from ..backends.stores.base import UserStore
+from ..domain.ports.bus import Bus, BusMessage, BusSubscription, EventsMissed
+from ..domain.ports.stores import UserStore
 from .api_keys import ApiKeyVerifier
 from .tokens import TokenVerifier
 

@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 
 import jwt
 
-from ..backends.stores.base import UserRole
 from ..domain.errors import Unauthenticated
+from ..domain.ports.stores import UserRole
 from .principal import Principal
 
 ALGORITHM = "HS256"

@@ -1,44 +1,20 @@
-"""Recorded firewall decisions. The embedded log keeps the newest ones in a
-bounded ring, so memory stays flat however long the server runs."""
+"""Firewall decisions in memory: the decision store for tests and benchmarks
+that need no database. The newest ones are kept in a bounded ring, so memory
+stays flat however long it runs."""
 
 from __future__ import annotations
 
 import itertools
 import time
 from collections import deque
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Protocol
 
-from ..domain.firewall.verdict import Action, Category, Decision, Direction
+from ..domain.firewall.verdict import Action, Category, Decision
+from ..domain.ports.stores import CategoryCount, DecisionFilter
 
-
-@dataclass(frozen=True, slots=True)
-class DecisionFilter:
-    action: Action | None = None
-    direction: Direction | None = None
-    category: Category | None = None
-    start_time: datetime | None = None
-    end_time: datetime | None = None
-
-    def matches(self, decision: Decision) -> bool:
-        if self.action is not None and decision.action is not self.action:
-            return False
-        if self.direction is not None and decision.direction is not self.direction:
-            return False
-        if self.category is not None and all(f.category is not self.category for f in decision.findings):
-            return False
-        if self.start_time is not None and decision.create_time < self.start_time:
-            return False
-        return not (self.end_time is not None and decision.create_time >= self.end_time)
-
-
-class DecisionLog(Protocol):
-    def new_id(self) -> str: ...
-    async def record(self, decision: Decision) -> None: ...
-    async def list_decisions(
-        self, organisation: str, where: DecisionFilter, page_size: int, after_id: str | None
-    ) -> tuple[list[Decision], str | None]: ...
+# The actions `count_by_category` counts, by the CategoryCount field they add to.
+_COUNTED = {Action.BLOCK: "blocked", Action.REDACT: "redacted", Action.LOG: "logged"}
 
 
 class InMemoryDecisionLog:
@@ -55,6 +31,9 @@ class InMemoryDecisionLog:
     async def record(self, decision: Decision) -> None:
         self._decisions.append(decision)
 
+    async def record_many(self, decisions: Sequence[Decision]) -> None:
+        self._decisions.extend(decisions)
+
     async def list_decisions(
         self, organisation: str, where: DecisionFilter, page_size: int, after_id: str | None
     ) -> tuple[list[Decision], str | None]:
@@ -68,3 +47,29 @@ class InMemoryDecisionLog:
                 return page, page[-1].id
             page.append(decision)
         return page, None
+
+    async def count_by_category(
+        self, organisation: str, start_time: datetime, end_time: datetime
+    ) -> list[CategoryCount]:
+        counts: dict[Category, dict[str, int]] = {}
+        for decision in self._decisions:
+            field = _COUNTED.get(decision.action)
+            if field is None or decision.organisation != organisation:
+                continue
+            if not start_time <= decision.create_time < end_time:
+                continue
+            for category in {finding.category for finding in decision.findings}:
+                row = counts.setdefault(category, {})
+                row[field] = row.get(field, 0) + 1
+        return [CategoryCount(category, **counts[category]) for category in Category if category in counts]
+
+    async def delete_before(self, cutoff: datetime, limit: int) -> int:
+        kept: deque[Decision] = deque(maxlen=self._decisions.maxlen)
+        deleted = 0
+        for decision in self._decisions:  # oldest first
+            if decision.create_time < cutoff and deleted < limit:
+                deleted += 1
+            else:
+                kept.append(decision)
+        self._decisions = kept
+        return deleted

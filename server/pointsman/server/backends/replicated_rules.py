@@ -12,11 +12,10 @@ import logging
 import secrets
 from typing import Any
 
+from ..domain.broadcast import Broadcaster
 from ..domain.firewall.rules import Rule
-from .broadcast import Broadcaster
-from .rule_store import RuleChange, RuleChangeType
-from .shared.bus import Bus, BusMessage, EventsMissed
-from .stores import RuleStore
+from ..domain.ports.bus import Bus, BusMessage, EventsMissed
+from ..domain.ports.stores import RuleChange, RuleChangeType, RuleStore
 from .stores.codec import dataclass_from_plain, dataclass_to_plain
 
 log = logging.getLogger(__name__)

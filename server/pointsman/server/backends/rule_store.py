@@ -1,43 +1,13 @@
-"""Rule storage. The embedded store keeps rules in memory, per organisation,
-and announces every change."""
+"""Rules in memory, per organisation, announcing every change: the rule store
+for tests and benchmarks that need no database."""
 
 from __future__ import annotations
 
-import secrets
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
 
-from ..domain.errors import NotFound
+from ..domain.broadcast import Broadcaster
 from ..domain.firewall.rules import Rule
-from .broadcast import Broadcaster
-
-
-class RuleChangeType:
-    CREATED = "created"
-    UPDATED = "updated"
-    DELETED = "deleted"
-
-
-@dataclass(frozen=True, slots=True)
-class RuleChange:
-    change_type: str
-    rule: Rule
-
-
-class RuleStore(Protocol):
-    changes: Broadcaster[RuleChange]
-
-    def version(self, organisation: str) -> int: ...
-    async def create_rule(self, rule: Rule) -> Rule: ...
-    async def get_rule(self, organisation: str, rule_id: str) -> Rule: ...
-    async def list_rules(self, organisation: str) -> list[Rule]: ...
-    async def update_rule(self, rule: Rule) -> Rule: ...
-    async def delete_rule(self, organisation: str, rule_id: str) -> Rule: ...
-
-
-def new_rule_id() -> str:
-    return secrets.token_hex(8)
+from ..domain.ports.stores import RuleChange, RuleChangeType, new_rule_id, rule_not_found
 
 
 class InMemoryRuleStore:
@@ -50,6 +20,9 @@ class InMemoryRuleStore:
 
     def version(self, organisation: str) -> int:
         return self._versions.get(organisation, 0)
+
+    async def rules_version(self, organisation: str) -> int:
+        return self.version(organisation)  # one process: what it wrote is all there is
 
     def _changed(self, change_type: str, rule: Rule) -> None:
         self._versions[rule.organisation] = self.version(rule.organisation) + 1
@@ -65,7 +38,7 @@ class InMemoryRuleStore:
     async def get_rule(self, organisation: str, rule_id: str) -> Rule:
         rule = self._rules.get(organisation, {}).get(rule_id)
         if rule is None:
-            raise NotFound(f"rule 'rules/{rule_id}' does not exist", reason="RULE_NOT_FOUND")
+            raise rule_not_found(rule_id)
         return rule
 
     async def list_rules(self, organisation: str) -> list[Rule]:

@@ -14,6 +14,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .ports.breaker_state import SharedOpenState
+
 
 class CircuitState(enum.Enum):
     CLOSED = "closed"
@@ -164,3 +166,15 @@ class LatencyTracker:
 class DeploymentMonitor:
     breaker: CircuitBreaker
     latency: LatencyTracker
+
+
+def share_opens(breaker: CircuitBreaker, shared: SharedOpenState, cooldown_seconds: float) -> None:
+    """Announces the breaker's opens, using only its public listener hook.
+    The read side (refusing calls while another replica holds the deployment
+    open) needs the breaker or the router to consult `shared.is_open`."""
+
+    def on_change(name: str, state: CircuitState) -> None:
+        if state is CircuitState.OPEN and not breaker.opened_elsewhere:
+            shared.announce_open(name, time.time() + cooldown_seconds)
+
+    breaker.subscribe(on_change)

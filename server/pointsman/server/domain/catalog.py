@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..providers.base import ChatProvider
 from .chat import Deployment, ProviderKind
 from .errors import NotFound
+from .ports.providers import ChatProvider
 from .routing import RetryPolicy, RoutingStrategy
 
 BUILTIN_ALIAS = "builtin"

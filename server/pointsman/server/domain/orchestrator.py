@@ -9,8 +9,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, 
 from contextlib import AbstractContextManager, aclosing, nullcontext
 from dataclasses import dataclass, field, replace
 
-from ..backends.shared.cache import CachedAnswer, cache_key
-from ..backends.shared.single_flight import SingleFlight
+from .cache_key import cache_key
 from .caller import Caller
 from .catalog import ModelCatalog, ModelRoute
 from .chat import (
@@ -29,7 +28,9 @@ from .errors import DomainError, Unavailable, ViolationCollector
 from .firewall.engine import FirewallEngine
 from .firewall.output_guard import GuardStep, OutputGuard
 from .firewall.verdict import Action, Direction, Verdict
+from .ports.cache import CachedAnswer
 from .router import Router
+from .single_flight import SingleFlight
 from .validation import ChatLimits, check_config, check_messages, check_model
 
 log = logging.getLogger(__name__)

@@ -12,16 +12,14 @@ import random
 import re
 import secrets
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
-from ..backends.broadcast import Broadcaster, SubscriberTooSlow
+from .broadcast import Broadcaster, SubscriberTooSlow
 from .errors import DomainError, Unavailable, ViolationCollector
-
-if TYPE_CHECKING:  # both packages import Instance from here (see `_listen`)
-    from ..backends.shared.bus import Bus, BusMessage
-    from ..backends.stores.base import InstanceStore
+from .ports.bus import Bus, BusMessage, EventsMissed
+from .ports.stores import Instance, InstanceStore
 
 log = logging.getLogger(__name__)
 
@@ -35,22 +33,6 @@ MAX_MODELS = 256
 REGISTRY_TOPIC = "registry"
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class Instance:
-    instance_id: str
-    organisation: str
-    address: str
-    version: str = ""
-    models: tuple[str, ...] = ()
-    labels: dict[str, str] = field(default_factory=dict)
-    register_time: datetime | None = None
-    lease_expire_time: datetime | None = None
-
-    @property
-    def name(self) -> str:
-        return f"instances/{self.instance_id}"
 
 
 class InstanceChangeType:
@@ -230,10 +212,6 @@ class Registry:
         await self._bus.publish(REGISTRY_TOPIC, payload)
 
     async def _listen(self) -> None:
-        # Imported here: the shared backends import the stores, which import
-        # this module, so a module-level import would be circular.
-        from ..backends.shared.bus import BusMessage, EventsMissed
-
         while True:
             subscription = await self._bus.subscribe(REGISTRY_TOPIC)
             self._listening.set()

@@ -17,12 +17,12 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass
 
-from ..backends.shared.breaker_state import SharedOpenState, share_opens
-from .breaker import BreakerPolicy, CircuitBreaker, CircuitState, DeploymentMonitor, LatencyTracker
+from .breaker import BreakerPolicy, CircuitBreaker, CircuitState, DeploymentMonitor, LatencyTracker, share_opens
 from .caller import Caller
 from .catalog import ModelCatalog, ModelRoute
 from .chat import ChatRequest, Deployment, ProviderEvent
 from .errors import DomainError, FailedPrecondition, Unavailable
+from .ports.breaker_state import SharedOpenState
 from .routing import RetryBudget, order
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ from pointsman.auth.v1 import auth_pb2 as pb
 from pointsman.auth.v1 import auth_pb2_grpc
 
 from ..auth import Accounts, Principal
-from ..backends.stores.base import ApiKey, User, UserRole
+from ..domain.ports.stores import ApiKey, User, UserRole
 from . import convert
 from .calls import CallContext
 from .resources import resource_id

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
 from pointsman.orchestrator.v1 import orchestrator_pb2 as pb
 
-from ..backends.shared.batch_queue import CancelledItem, Job, RedisBatchQueue
-from ..domain.batches import BatchCursor, BatchItem, BatchProgress, BatchResult, BatchRunner, item_cancelled
+from ..domain.batches.ports import BatchQueue, CancelledItem, ItemOutcome, Job
+from ..domain.batches.runner import BatchCursor, BatchItem, BatchProgress, BatchResult, BatchRunner, item_cancelled
 from ..domain.caller import Caller
 from ..domain.errors import DomainError, Unavailable, ViolationCollector
 from ..domain.orchestrator import Orchestrator
@@ -98,7 +97,7 @@ class QueuedBatches:
     """With REDIS_URL: batches go to the shared queue, and whichever worker
     (a `pointsman worker` process, or `worker` here) runs their items."""
 
-    def __init__(self, queue: RedisBatchQueue, worker: BackgroundWorker | None = None) -> None:
+    def __init__(self, queue: BatchQueue, worker: BackgroundWorker | None = None) -> None:
         self.queue = queue
         self.worker = worker
 
@@ -138,13 +137,6 @@ class QueuedBatches:
         if self.worker is not None:
             await self.worker.stop(grace=0)
         await self.queue.aclose()
-
-
-@dataclass(frozen=True, slots=True)
-class ItemOutcome:
-    custom_id: str
-    result: bytes  # an encoded BatchResult: the answer, or the error
-    error: DomainError | None = None
 
 
 class BatchItemRunner:

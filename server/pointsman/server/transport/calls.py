@@ -27,7 +27,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
 from ..auth import Access, Authenticator, Principal, access_for
 from ..backends.stores.outages import is_database_outage
-from ..domain.caller import Caller
+from ..domain.caller import Caller, current_request_id
 from ..domain.errors import DomainError, InvalidArgument
 from ..metrics import Metrics
 from ..tracing import TRACE_HEADERS, caller_context, current_span
@@ -41,7 +41,6 @@ _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/-]{1,128}$")
 access_log = logging.getLogger("pointsman.access")
 log = logging.getLogger(__name__)
 
-current_request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 current_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("deadline", default=None)
 # Set by the interceptor for every call; None only for open methods (health,
 # reflection, Login).

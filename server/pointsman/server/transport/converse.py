@@ -1,6 +1,7 @@
-"""One Converse session: a reader takes turns and cancels off the request
-stream while a worker answers turns in order; both feed one bounded event
-queue that the RPC streams back."""
+"""One Converse session on the wire: a reader takes turns and cancels off the
+request stream while a worker answers turns in order (the history is the
+domain's, domain/conversation.py); both feed one bounded event queue that the
+RPC streams back."""
 
 from __future__ import annotations
 
@@ -11,11 +12,11 @@ import grpc
 
 from pointsman.orchestrator.v1 import orchestrator_pb2 as pb
 
-from ..backends.shared.conversations import Conversations
-from ..domain import chat
 from ..domain.caller import Caller
+from ..domain.conversation import Conversation
 from ..domain.errors import DomainError, InvalidArgument, ViolationCollector
-from ..domain.orchestrator import CompletedAnswer, Orchestrator
+from ..domain.orchestrator import Orchestrator
+from ..domain.ports.conversations import Conversations
 from ..domain.validation import check_config
 from . import convert
 from .errors import turn_error
@@ -61,21 +62,26 @@ class ConverseSession:
         errors = ViolationCollector()
         if not setup.model:
             errors.add("setup.model", "is required")
-        self._config = convert.config_from_proto(setup.config)
-        check_config(self._config, errors, "setup.config")
+        config = convert.config_from_proto(setup.config)
+        check_config(config, errors, "setup.config")
         errors.raise_if_any()
-        self._orchestrator.catalog.resolve(setup.model)
-        self._model = setup.model
+        self._orchestrator.catalog.resolve(setup.model)  # NotFound before a malformed conversation name
+        conversation_id = None
         if setup.conversation:
-            self._id = resource_id(setup.conversation, "conversations", "setup.conversation")
-            self._history = await self._conversations.load(self._caller.organisation, self._id)
-        else:
-            self._id = self._conversations.new_id()
-            self._history = [chat.Message(chat.Role.SYSTEM, setup.system_prompt)] if setup.system_prompt else []
-            await self._conversations.save(self._caller.organisation, self._id, self._history)
-        return pb.ConverseResponse(
-            started=pb.ConversationStarted(conversation=f"conversations/{self._id}", history_length=len(self._history))
+            conversation_id = resource_id(setup.conversation, "conversations", "setup.conversation")
+        self._conversation = await Conversation.open(
+            self._orchestrator,
+            self._conversations,
+            self._caller,
+            setup.model,
+            config,
+            conversation_id=conversation_id,
+            system_prompt=setup.system_prompt,
         )
+        started = pb.ConversationStarted(
+            conversation=f"conversations/{self._conversation.id}", history_length=self._conversation.history_length
+        )
+        return pb.ConverseResponse(started=started)
 
     async def _read(self, requests: AsyncIterator[pb.ConverseRequest]) -> None:
         try:
@@ -129,19 +135,11 @@ class ConverseSession:
         return None
 
     async def _answer(self, turn: pb.UserTurn) -> None:
-        user = chat.Message(chat.Role.USER, turn.content)
-        request = chat.ChatRequest(self._model, [*self._history, user], self._config)
-        answer = CompletedAnswer()
         try:
-            async for event in self._orchestrator.chat(request, self._caller):
-                answer.add(event)
+            async for event in self._conversation.turn(turn.content):
                 await self._events.put(pb.ConverseResponse(turn_id=turn.turn_id, **convert.event_fields(event)))
         except DomainError as error:
             await self._events.put(self._error(turn.turn_id, error))
-            return
-        assistant = chat.Message(chat.Role.ASSISTANT, answer.content, tool_calls=tuple(answer.tool_calls))
-        self._history += [user, assistant]
-        await self._conversations.save(self._caller.organisation, self._id, self._history)
 
     @staticmethod
     def _error(turn_id: str, error: DomainError) -> pb.ConverseResponse:

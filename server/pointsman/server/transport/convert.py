@@ -19,6 +19,7 @@ from ..domain import breaker, chat, registry, routing
 from ..domain.errors import ViolationCollector
 from ..domain.firewall import rules, verdict
 from ..domain.orchestrator import CompletedAnswer, FirewallNotice
+from ..domain.ports.stores import Instance
 
 # -- enums ------------------------------------------------------------------
 
@@ -375,7 +376,7 @@ def decision_to_proto(d: verdict.Decision) -> fw.Decision:
 # -- registry ---------------------------------------------------------------
 
 
-def instance_to_proto(instance: registry.Instance) -> reg.Instance:
+def instance_to_proto(instance: Instance) -> reg.Instance:
     return reg.Instance(
         name=instance.name,
         instance_id=instance.instance_id,

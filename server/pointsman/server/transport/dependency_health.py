@@ -9,10 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 
 from grpc_health.v1 import health, health_pb2
-
-from ..state import State
 
 log = logging.getLogger(__name__)
 
@@ -26,16 +25,26 @@ PROBE_TIMEOUT_SECONDS = 2.0
 
 
 class DependencyHealth:
-    def __init__(self, servicer: health.aio.HealthServicer, state: State, probe_seconds: float = PROBE_SECONDS) -> None:
+    """`ping_database` raises when the database does not answer;
+    `ping_redis` (None without REDIS_URL) says whether Redis does."""
+
+    def __init__(
+        self,
+        servicer: health.aio.HealthServicer,
+        ping_database: Callable[[], Awaitable[None]],
+        ping_redis: Callable[[], Awaitable[bool]] | None = None,
+        probe_seconds: float = PROBE_SECONDS,
+    ) -> None:
         self._servicer = servicer
-        self._state = state
+        self._ping_database = ping_database
+        self._ping_redis = ping_redis
         self._probe_seconds = probe_seconds
         self._task: asyncio.Task[None] | None = None
         self._last: dict[str, bool] = {}
 
     @property
     def names(self) -> tuple[str, ...]:
-        return (DATABASE, REDIS) if self._state.shared else (DATABASE,)
+        return (DATABASE, REDIS) if self._ping_redis is not None else (DATABASE,)
 
     def status(self) -> dict[str, bool]:
         """Whether each dependency answered its last probe."""
@@ -55,13 +64,13 @@ class DependencyHealth:
 
     async def probe(self) -> None:
         await self._report(DATABASE, await self._database_up())
-        if self._state.redis is not None and self._state.redis_health is not None:
-            await self._report(REDIS, await self._state.redis_health.ping(self._state.redis))
+        if self._ping_redis is not None:
+            await self._report(REDIS, await self._ping_redis())
 
     async def _database_up(self) -> bool:
         try:
             async with asyncio.timeout(PROBE_TIMEOUT_SECONDS):
-                await self._state.stores.ping()
+                await self._ping_database()
         except Exception:
             return False
         return True

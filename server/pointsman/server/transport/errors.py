@@ -40,6 +40,18 @@ def status_code_for(error: domain.DomainError) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
+def status_name(error: BaseException | None) -> str:
+    """The name of the status code a call ended with, as the request log keeps it."""
+    if error is None:
+        return "OK"
+    if isinstance(error, domain.DomainError):
+        name: str = status_code_for(error).name  # grpc.StatusCode is untyped
+        return name
+    if isinstance(error, Exception):
+        return "INTERNAL"
+    return "CANCELLED"  # GeneratorExit or CancelledError: the client went away
+
+
 def to_status(error: domain.DomainError, request_id: str) -> grpc.Status:
     code = status_code_for(error)
     status = status_pb2.Status(code=code.value[0], message=error.message)

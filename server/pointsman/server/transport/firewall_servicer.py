@@ -10,12 +10,11 @@ from pointsman.firewall.v1 import firewall_pb2 as pb
 from pointsman.firewall.v1 import firewall_pb2_grpc
 from pointsman.type.v1 import firewall_pb2 as type_pb
 
-from ..backends.decision_log import DecisionFilter, DecisionLog
-from ..backends.rule_store import RuleChange, RuleStore
 from ..domain.errors import InvalidArgument, ViolationCollector
 from ..domain.firewall.engine import FirewallEngine, check_content
 from ..domain.firewall.rules import Rule, check_rule
 from ..domain.firewall.verdict import Direction
+from ..domain.ports.stores import DecisionFilter, DecisionStore, RuleChange, RuleStore
 from . import convert
 from .calls import CallContext
 from .resources import decode_offset, decode_token, encode_token, page_size, resource_id
@@ -29,7 +28,7 @@ class FirewallServicer(firewall_pb2_grpc.FirewallServiceServicer):
         self,
         engine: FirewallEngine,
         rules: RuleStore,
-        decisions: DecisionLog,
+        decisions: DecisionStore,
         calls: CallContext,
         max_scan_chars: int,
     ) -> None:

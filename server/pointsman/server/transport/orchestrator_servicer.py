@@ -9,18 +9,26 @@ import grpc
 from pointsman.orchestrator.v1 import orchestrator_pb2 as pb
 from pointsman.orchestrator.v1 import orchestrator_pb2_grpc
 
-from ..backends.shared.conversations import Conversations
 from ..domain import chat
-from ..domain.batches import DEFAULT_CONCURRENCY, MAX_CONCURRENCY, MAX_ITEMS, BatchCursor, BatchItem, BatchProgress
+from ..domain.batches.runner import (
+    DEFAULT_CONCURRENCY,
+    MAX_CONCURRENCY,
+    MAX_ITEMS,
+    BatchCursor,
+    BatchItem,
+    BatchProgress,
+)
 from ..domain.errors import DomainError, InvalidArgument, ViolationCollector
 from ..domain.orchestrator import FirewallNotice, Orchestrator
+from ..domain.ports.conversations import Conversations
+from ..domain.stats import Stats
 from . import convert
 from .batches import Batches
 from .calls import CallContext
 from .converse import ConverseSession
 from .errors import turn_error
 from .resources import decode_offset, decode_token, encode_token, page_size, resource_id
-from .stats import StatsSources
+from .stats import get_stats, list_calls
 
 MAX_COMPARE_MODELS = 8
 
@@ -32,7 +40,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         conversations: Conversations,
         batches: Batches,
         calls: CallContext,
-        stats: StatsSources,
+        stats: Stats,
     ) -> None:
         self._orchestrator = orchestrator
         self._conversations = conversations
@@ -200,10 +208,10 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         return pb.CancelBatchResponse(batch=_batch_to_proto(batch))
 
     async def GetStats(self, request: pb.GetStatsRequest, context: grpc.aio.ServicerContext) -> pb.GetStatsResponse:
-        return await self._stats.get_stats(request, self._calls.caller().organisation)
+        return await get_stats(self._stats, request, self._calls.caller().organisation)
 
     async def ListCalls(self, request: pb.ListCallsRequest, context: grpc.aio.ServicerContext) -> pb.ListCallsResponse:
-        return await self._stats.list_calls(request, self._calls.caller().organisation)
+        return await list_calls(self._stats, request, self._calls.caller().organisation)
 
 
 def _encode_batch_cursor(cursor: BatchCursor) -> str:

@@ -10,10 +10,10 @@ from pointsman.registry.v1 import registry_pb2 as pb
 from pointsman.registry.v1 import registry_pb2_grpc
 
 from ..domain.errors import InvalidArgument, ViolationCollector
+from ..domain.ports.stores import Instance
 from ..domain.registry import (
     MAX_LEASE_SECONDS,
     MIN_LEASE_SECONDS,
-    Instance,
     InstanceChange,
     Registry,
     check_instance,

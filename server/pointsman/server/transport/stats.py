@@ -1,20 +1,16 @@
-"""GetStats: one organisation's traffic over a recent window, summed by the
-database from the request log and the firewall's decisions, so every replica
-answers the same. ListCalls: the request log's records themselves."""
+"""GetStats and ListCalls on the wire: the window and filters checked, the
+domain's figures (domain/stats.py) and request-log records as messages."""
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from pointsman.orchestrator.v1 import orchestrator_pb2 as pb
 
-from ..backends.shared.conversations import Conversations
-from ..backends.stores.base import DecisionStore, RequestFilter, RequestLog, RequestRecord
-from ..backends.write_buffer import WriteBuffer
 from ..domain.errors import InvalidArgument, ViolationCollector
-from ..domain.firewall.verdict import Decision
+from ..domain.ports.stores import RequestFilter, RequestRecord
+from ..domain.stats import Stats
 from . import convert
 from .resources import decode_token, encode_token, page_size
 
@@ -34,30 +30,12 @@ def stats_window(request: pb.GetStatsRequest) -> timedelta:
     return request.window.ToTimedelta()
 
 
-async def get_stats(
-    request: pb.GetStatsRequest,
-    organisation: str,
-    requests_store: RequestLog,
-    request_buffer: WriteBuffer[RequestRecord],
-    decisions_store: DecisionStore,
-    conversations: Conversations,
-    *,
-    decision_buffer: WriteBuffer[Decision] | None = None,
-) -> pb.GetStatsResponse:
-    window = stats_window(request)
-    # Let this process's own buffered rows land first, as ListDecisions does,
-    # so a caller sees the calls it just made.
-    await request_buffer.flushed()
-    if decision_buffer is not None:
-        await decision_buffer.flushed()
-    end = datetime.now(UTC)
-    start = end - window
-    active = await conversations.count(organisation)
-    summary = await requests_store.summarise(organisation, start, end)
-    categories = await decisions_store.count_by_category(organisation, start, end)
+async def get_stats(stats: Stats, request: pb.GetStatsRequest, organisation: str) -> pb.GetStatsResponse:
+    traffic = await stats.traffic(organisation, stats_window(request))
+    summary = traffic.summary
     return pb.GetStatsResponse(
-        start_time=convert.timestamp(start),
-        end_time=convert.timestamp(end),
+        start_time=convert.timestamp(traffic.start_time),
+        end_time=convert.timestamp(traffic.end_time),
         requests=summary.requests,
         failed_requests=summary.failed_requests,
         input_tokens=summary.input_tokens,
@@ -86,54 +64,32 @@ async def get_stats(
                 redacted=c.redacted,
                 logged=c.logged,
             )
-            for c in categories  # the store gives them in category order
+            for c in traffic.categories
         ],
-        active_conversations=active,
+        active_conversations=traffic.active_conversations,
     )
 
 
-@dataclass(frozen=True, slots=True)
-class StatsSources:
-    """What GetStats reads, for the servicer to hold."""
-
-    requests: RequestLog
-    request_buffer: WriteBuffer[RequestRecord]
-    decisions: DecisionStore
-    decision_buffer: WriteBuffer[Decision]
-    conversations: Conversations
-
-    async def get_stats(self, request: pb.GetStatsRequest, organisation: str) -> pb.GetStatsResponse:
-        return await get_stats(
-            request,
-            organisation,
-            self.requests,
-            self.request_buffer,
-            self.decisions,
-            self.conversations,
-            decision_buffer=self.decision_buffer,
-        )
-
-    async def list_calls(self, request: pb.ListCallsRequest, organisation: str) -> pb.ListCallsResponse:
-        errors = ViolationCollector()
-        for field in ("model", "principal", "status_code"):
-            if len(getattr(request, field)) > MAX_FILTER_CHARS:
-                errors.add(field, f"must be at most {MAX_FILTER_CHARS} characters")
-        errors.raise_if_any()
-        where = RequestFilter(
-            model=request.model or None,
-            principal=request.principal or None,
-            status_code=request.status_code or None,
-            start_time=convert.from_timestamp(request.start_time) if request.HasField("start_time") else None,
-            end_time=convert.from_timestamp(request.end_time) if request.HasField("end_time") else None,
-        )
-        after_id = decode_token(request.page_token)
-        if after_id is not None and not _RECORD_ID.fullmatch(after_id):
-            raise InvalidArgument.one("page_token", "is not a token this server issued")
-        await self.request_buffer.flushed()  # the caller's own calls, just made, are listed
-        page, after = await self.requests.list_requests(organisation, where, page_size(request.page_size), after_id)
-        return pb.ListCallsResponse(
-            calls=[_call(record) for record in page], next_page_token=encode_token(after) if after else ""
-        )
+async def list_calls(stats: Stats, request: pb.ListCallsRequest, organisation: str) -> pb.ListCallsResponse:
+    errors = ViolationCollector()
+    for field in ("model", "principal", "status_code"):
+        if len(getattr(request, field)) > MAX_FILTER_CHARS:
+            errors.add(field, f"must be at most {MAX_FILTER_CHARS} characters")
+    errors.raise_if_any()
+    where = RequestFilter(
+        model=request.model or None,
+        principal=request.principal or None,
+        status_code=request.status_code or None,
+        start_time=convert.from_timestamp(request.start_time) if request.HasField("start_time") else None,
+        end_time=convert.from_timestamp(request.end_time) if request.HasField("end_time") else None,
+    )
+    after_id = decode_token(request.page_token)
+    if after_id is not None and not _RECORD_ID.fullmatch(after_id):
+        raise InvalidArgument.one("page_token", "is not a token this server issued")
+    page, after = await stats.calls(organisation, where, page_size(request.page_size), after_id)
+    return pb.ListCallsResponse(
+        calls=[_call(record) for record in page], next_page_token=encode_token(after) if after else ""
+    )
 
 
 def _call(record: RequestRecord) -> pb.Call:

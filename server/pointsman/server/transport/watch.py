@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
-from ..backends.broadcast import Broadcaster, SubscriberTooSlow
+from ..domain.broadcast import Broadcaster, SubscriberTooSlow
 from ..domain.errors import Unavailable
 
 Event = TypeVar("Event")

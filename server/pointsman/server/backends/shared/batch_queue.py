@@ -31,16 +31,17 @@ import random
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import redis.exceptions
 from redis.asyncio import Redis
 
-from ...domain.batches import BatchCursor, BatchProgress, batch_already_done, batch_not_found
+from ...domain.batches.ports import CancelledItem, Job
+from ...domain.batches.runner import BatchCursor, BatchProgress, batch_already_done, batch_not_found
 from ...domain.errors import Unavailable
-from ..stores.base import require_organisation
+from ...domain.ports.stores import require_organisation
 from .redis_health import DEFAULT_PREFIX, REDIS_ERRORS, RedisHealth, Skipped, key_segment
 
 log = logging.getLogger(__name__)
@@ -54,27 +55,6 @@ DEAD_LETTER_MAX_ENTRIES = 10_000
 BLOCK_MS = 1000
 # A watcher that cannot read for this long ends with UNAVAILABLE.
 WATCH_OUTAGE_SECONDS = 10.0
-
-
-@dataclass(frozen=True, slots=True)
-class Job:
-    """One delivery of one item to one worker."""
-
-    entry_id: str
-    organisation: str
-    batch_id: str
-    principal: str
-    request_id: str
-    attempt: int  # 1 for the first run
-    payload: bytes
-    batch_cancelled: bool = False  # as of when it was taken: finish it as cancelled, do not run it
-
-
-@dataclass(frozen=True, slots=True)
-class CancelledItem:
-    """A result entry for an item that never ran: the item as submitted."""
-
-    item: bytes
 
 
 # KEYS: jobs, meta, results, todo, dead

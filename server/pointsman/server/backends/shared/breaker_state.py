@@ -15,34 +15,16 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import Protocol
 
 from redis.asyncio import Redis
 
-from ...domain.breaker import CircuitBreaker, CircuitState
-from .bus import Bus, BusMessage, BusSubscription, EventsMissed, SubscriberTooSlow
+from ...domain.broadcast import SubscriberTooSlow
+from ...domain.ports.bus import Bus, BusMessage, BusSubscription, EventsMissed
 from .redis_health import DEFAULT_PREFIX, RedisHealth, Skipped, key_segment
 
 log = logging.getLogger(__name__)
 
 TOPIC = "breaker.open"
-
-
-class SharedOpenState(Protocol):
-    def opened_until(self, deployment: str) -> float:
-        """Wall-clock time (time.time()) until which some replica holds the
-        deployment's breaker open; 0.0 if none is known to."""
-        ...
-
-    def is_open(self, deployment: str) -> bool: ...
-
-    def announce_open(self, deployment: str, until: float) -> None:
-        """For synchronous callers (the breaker): publishes in the background."""
-        ...
-
-    async def publish_open(self, deployment: str, until: float) -> None: ...
-    async def start(self) -> None: ...
-    async def aclose(self) -> None: ...
 
 
 class LocalOpenState:
@@ -214,15 +196,3 @@ class RedisOpenState:
                 await self.refresh()
             except Exception:
                 log.exception("refreshing shared breaker state failed")
-
-
-def share_opens(breaker: CircuitBreaker, shared: SharedOpenState, cooldown_seconds: float) -> None:
-    """Announces the breaker's opens, using only its public listener hook.
-    The read side (refusing calls while another replica holds the deployment
-    open) needs the breaker or the router to consult `shared.is_open`."""
-
-    def on_change(name: str, state: CircuitState) -> None:
-        if state is CircuitState.OPEN and not breaker.opened_elsewhere:
-            shared.announce_open(name, time.time() + cooldown_seconds)
-
-    breaker.subscribe(on_change)

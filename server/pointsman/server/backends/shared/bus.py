@@ -16,12 +16,13 @@ import logging
 import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
-from ..broadcast import SubscriberTooSlow
+from ...domain.broadcast import SubscriberTooSlow
+from ...domain.ports.bus import Bus, BusEvent, BusMessage, BusSubscription, EventsMissed
 from .redis_health import DEFAULT_PREFIX, REDIS_ERRORS, RedisHealth
 
 log = logging.getLogger(__name__)
@@ -38,26 +39,6 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class BusMessage:
-    topic: str
-    payload: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.payload)
-
-
-@dataclass(frozen=True, slots=True)
-class EventsMissed:
-    """Messages on `topic` may have been lost (the connection to Redis broke
-    and is back): whoever keeps state from this topic should re-snapshot."""
-
-    topic: str
-
-
-BusEvent = BusMessage | EventsMissed
-
-
 def encode_payload(payload: bytes | dict[str, Any]) -> bytes:
     if isinstance(payload, bytes):
         return payload
@@ -68,7 +49,7 @@ _CLOSED = object()
 _OVERFLOWED = object()
 
 
-class BusSubscription:
+class TopicSubscription:
     """`async for event in subscription:`; ends when closed (or the bus is),
     raises SubscriberTooSlow once its queue overflowed."""
 
@@ -121,14 +102,14 @@ class _Topic:
     def __init__(self, name: str, bus: _FanOut) -> None:
         self.name = name
         self._bus = bus
-        self.subscriptions: set[BusSubscription] = set()
+        self.subscriptions: set[TopicSubscription] = set()
         self.confirmed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def offer(self, event: BusEvent) -> None:
         for subscription in list(self.subscriptions):
             subscription._offer(event)
 
-    def remove(self, subscription: BusSubscription) -> None:
+    def remove(self, subscription: TopicSubscription) -> None:
         self.subscriptions.discard(subscription)
         if not self.subscriptions:
             self._bus._topic_idle(self)
@@ -139,12 +120,12 @@ class _FanOut:
         self._max_pending = max_pending
         self._topics: dict[str, _Topic] = {}
 
-    def _new_subscription(self, topic_name: str) -> tuple[BusSubscription, _Topic, bool]:
+    def _new_subscription(self, topic_name: str) -> tuple[TopicSubscription, _Topic, bool]:
         topic = self._topics.get(topic_name)
         created = topic is None
         if topic is None:
             topic = self._topics[topic_name] = _Topic(topic_name, self)
-        subscription = BusSubscription(topic, self._max_pending)
+        subscription = TopicSubscription(topic, self._max_pending)
         topic.subscriptions.add(subscription)
         return subscription, topic, created
 
@@ -157,23 +138,6 @@ class _FanOut:
             for subscription in list(topic.subscriptions):
                 subscription.close()
         self._topics.clear()
-
-
-class Bus(Protocol):
-    @property
-    def healthy(self) -> bool: ...
-
-    async def publish(self, topic: str, payload: bytes | dict[str, Any]) -> None:
-        """Never raises for an unreachable bus: the message is dropped and
-        counted (subscribers on other replicas learn of it by EventsMissed
-        when their own connection broke too)."""
-        ...
-
-    async def subscribe(self, topic: str) -> BusSubscription:
-        """Subscribed once this returns: read a snapshot after it, then iterate."""
-        ...
-
-    async def aclose(self) -> None: ...
 
 
 @dataclass(slots=True)
@@ -201,7 +165,7 @@ class InProcessBus(_FanOut):
             self.stats.received += 1
             target.offer(BusMessage(topic, data))
 
-    async def subscribe(self, topic: str) -> BusSubscription:
+    async def subscribe(self, topic: str) -> TopicSubscription:
         subscription, _, _ = self._new_subscription(topic)
         subscription.confirmed = subscription.returned = True
         return subscription
@@ -255,7 +219,7 @@ class RedisBus(_FanOut):
         else:
             self.stats.publish_errors += 1
 
-    async def subscribe(self, topic: str) -> BusSubscription:
+    async def subscribe(self, topic: str) -> TopicSubscription:
         if self._closed:
             raise RuntimeError("the bus is closed")
         subscription, target, created = self._new_subscription(topic)

@@ -1,80 +1,31 @@
 """The response cache: whole answers, stored under an exact key over the
 normalised request and partitioned by organisation, replayed later as a stream.
 
-Three implementations of one interface: an in-process LRU bounded in entries
-and bytes (the embedded default, and L1 in front of Redis), Redis (L2, shared
-by replicas), and `TwoLevelCache` that puts the first in front of the second.
+Three implementations of its interface (domain/ports/cache.py): an
+in-process LRU bounded in entries and bytes (the embedded default, and L1 in
+front of Redis), Redis (L2, shared by replicas), and `TwoLevelCache` that puts
+the first in front of the second. The key is domain/cache_key.py's.
 Redis errors never reach the caller: a get is a miss, a put is dropped."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol
+from typing import Any
 
 from redis.asyncio import Redis
 
 from ...domain.chat import (
-    ChatRequest,
-    Finish,
     FinishReason,
-    Message,
-    ProviderEvent,
-    TextDelta,
-    Tool,
     ToolCall,
-    ToolCallDelta,
     Usage,
 )
-from ..stores.base import require_organisation
+from ...domain.ports.cache import CachedAnswer, CacheHit, CacheStats, ResponseCache
+from ...domain.ports.stores import require_organisation
 from .redis_health import DEFAULT_PREFIX, RedisHealth, Skipped, key_segment
-
-# Part of every key: changing how requests are normalised changes this, so
-# entries written under the old rules are never read under the new ones.
-KEY_VERSION = "v1"
-
-
-@dataclass(frozen=True, slots=True)
-class CachedAnswer:
-    """Everything needed to replay an answer: which deployment gave it, the
-    text, tool calls, usage and why it finished."""
-
-    deployment: str
-    text: str
-    tool_calls: tuple[ToolCall, ...] = ()
-    usage: Usage | None = None
-    finish_reason: FinishReason = FinishReason.STOP
-
-    def replay(self, chunk_chars: int = 0) -> Iterator[ProviderEvent]:
-        """The answer as provider events: the text (in chunks of `chunk_chars`
-        if positive, else in one delta), each tool call whole, usage, finish.
-        The orchestrator frames them with Start and its own timings."""
-        if self.text:
-            if chunk_chars > 0:
-                for start in range(0, len(self.text), chunk_chars):
-                    yield TextDelta(self.text[start : start + chunk_chars])
-            else:
-                yield TextDelta(self.text)
-        for index, call in enumerate(self.tool_calls):
-            yield ToolCallDelta(index, call.id, call.name, call.arguments_json)
-        if self.usage is not None:
-            yield self.usage
-        yield Finish(self.finish_reason)
-
-    def approximate_size(self) -> int:
-        """Bytes the entry holds, roughly (characters plus a fixed overhead):
-        what the in-process cache's byte bound counts."""
-        calls = sum(len(c.id) + len(c.name) + len(c.arguments_json) + 64 for c in self.tool_calls)
-        return 256 + len(self.deployment) + len(self.text) + calls
-
-
-class CacheHit(NamedTuple):
-    answer: CachedAnswer
-    ttl_seconds: float  # left before the entry expires
 
 
 def encode_answer(answer: CachedAnswer, expires_at_ms: int) -> bytes:
@@ -104,89 +55,6 @@ def decode_answer(data: bytes | str) -> tuple[CachedAnswer, int]:
         finish_reason=FinishReason(plain.get("f", FinishReason.STOP.value)),
     )
     return answer, int(plain["x"])
-
-
-# The key ----------------------------------------------------------------------
-
-
-def cache_key(request: ChatRequest) -> str:
-    """SHA-256 over the request as the model sees it: the alias, every
-    message (role, content, name, tool call id, tool calls) and the generation
-    config. Normalised so that requests that mean the same thing share a key:
-    JSON arguments and schemas compared by value (key order ignored), floats
-    as floats (1 == 1.0), stop sequences as a set. The organisation is not
-    part of it: caches partition by organisation themselves."""
-    config = request.config
-    plain = [
-        KEY_VERSION,
-        request.model,
-        [_message(m) for m in request.messages],
-        None if config.temperature is None else float(config.temperature),
-        None if config.top_p is None else float(config.top_p),
-        config.max_tokens,
-        sorted(set(config.stop)) if config.stop else [],
-        config.seed,
-        [_tool(t) for t in config.tools],
-    ]
-    text = _KEY_ENCODER.encode(plain)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-# What json.dumps(plain, ensure_ascii=False, separators=(",", ":"),
-# sort_keys=True) would build anew for every key.
-_KEY_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True)
-
-
-def _message(message: Message) -> list[Any]:
-    calls = [[c.id, c.name, _json_value(c.arguments_json)] for c in message.tool_calls]
-    return [message.role.value, message.content, message.name, message.tool_call_id, calls]
-
-
-def _tool(tool: Tool) -> list[Any]:
-    return [tool.name, tool.description, tool.parameters]
-
-
-def _json_value(text: str) -> Any:
-    # Arguments that are not JSON are kept as the text they are.
-    try:
-        return {"json": json.loads(text)}
-    except ValueError:
-        return {"text": text}
-
-
-# The interface ----------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class CacheStats:
-    hits: int = 0
-    misses: int = 0
-    puts: int = 0
-    errors: int = 0  # Redis calls that failed (a get answered as a miss, a put dropped)
-    skipped: int = 0  # Redis calls not made because Redis was known to be down
-    corrupt: int = 0  # stored values that could not be read (answered as a miss)
-    evictions: int = 0  # entries pushed out by the entry or byte bound
-
-
-class ResponseCache(Protocol):
-    stats: CacheStats
-
-    @property
-    def healthy(self) -> bool:
-        """False while a backing service is unreachable (the cache then misses)."""
-        ...
-
-    async def get(self, organisation: str, key: str) -> CachedAnswer | None: ...
-
-    async def lookup(self, organisation: str, key: str) -> CacheHit | None:
-        """Like `get`, with the time the entry has left."""
-        ...
-
-    async def put(self, organisation: str, key: str, answer: CachedAnswer, ttl_seconds: float) -> None:
-        """Stores for `ttl_seconds` (nothing when it is not positive)."""
-        ...
-
-    async def aclose(self) -> None: ...
 
 
 # In-process -------------------------------------------------------------------

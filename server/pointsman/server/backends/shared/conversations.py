@@ -11,48 +11,16 @@ import json
 import secrets
 import time
 from collections.abc import Callable
-from typing import Protocol
 
 from redis.asyncio import Redis
 
 from ...domain.chat import Message
-from ...domain.conversations import ConversationStore
-from ...domain.errors import NotFound, Unavailable
-from ..stores.base import require_organisation
+from ...domain.errors import Unavailable
+from ...domain.ports.conversations import conversation_not_found
+from ...domain.ports.stores import require_organisation
 from ..stores.codec import dataclass_from_plain, dataclass_to_plain
+from .conversation_store import ConversationStore
 from .redis_health import DEFAULT_PREFIX, RedisHealth, Skipped, key_segment
-
-
-class Conversations(Protocol):
-    @property
-    def healthy(self) -> bool: ...
-
-    def new_id(self) -> str: ...
-
-    async def load(self, organisation: str, conversation_id: str) -> list[Message]:
-        """Raises NotFound (CONVERSATION_NOT_FOUND) for an unknown or expired id,
-        or one that belongs to another organisation."""
-        ...
-
-    async def save(self, organisation: str, conversation_id: str, history: list[Message]) -> None:
-        """Replaces the history and restarts its time to live."""
-        ...
-
-    async def delete(self, organisation: str, conversation_id: str) -> None:
-        """Forgets the history; NotFound (CONVERSATION_NOT_FOUND) as `load`."""
-        ...
-
-    async def count(self, organisation: str) -> int:
-        """How many of the organisation's conversations are still kept."""
-        ...
-
-
-def conversation_not_found(conversation_id: str) -> NotFound:
-    # The same words as the embedded store's.
-    return NotFound(
-        f"conversation 'conversations/{conversation_id}' does not exist or has expired",
-        reason="CONVERSATION_NOT_FOUND",
-    )
 
 
 class InProcessConversations:

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-from .base import (
+from ...domain.ports.stores import (
     ApiKey,
     DecisionStore,
     InstanceStore,

@@ -16,30 +16,27 @@ from typing import Any, Literal
 import asyncpg  # type: ignore[import-untyped]  # no stubs shipped
 from asyncpg import Record
 
+from ...domain.broadcast import Broadcaster
 from ...domain.errors import AlreadyExists
 from ...domain.firewall.rules import MatchType, Rule, RuleKind, RuleScope
 from ...domain.firewall.verdict import Action, Decision, Direction
-from ...domain.registry import Instance
-from ..broadcast import Broadcaster
-from ..decision_log import DecisionFilter
-from ..rule_store import RuleChange, RuleChangeType, new_rule_id
-from .base import (
-    LAST_USED_RESOLUTION,
+from ...domain.ports.stores import (
     ApiKey,
     CategoryCount,
+    DecisionFilter,
+    Instance,
     RequestFilter,
     RequestRecord,
     RequestSummary,
+    RuleChange,
+    RuleChangeType,
     User,
     UserRole,
     VerifiedKey,
     api_key_not_found,
-    category_counts,
-    check_page_size,
     instance_not_found,
     new_record_id,
-    normalise_email,
-    request_summary,
+    new_rule_id,
     require_organisation,
     rule_not_found,
     user_not_found,
@@ -54,6 +51,7 @@ from .codec import (
 )
 from .keys import api_key_digest, api_key_id, mint_api_key
 from .migrate import migrate_postgres
+from .rows import LAST_USED_RESOLUTION, category_counts, check_page_size, normalise_email, request_summary
 
 Clock = Callable[[], datetime]
 # Every statement has a deadline: a stuck database must not hold a call forever.

@@ -15,11 +15,10 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Protocol
 
-from ...backends.decision_log import DecisionLog
-from ...backends.rule_store import RuleStore
 from ..caller import Caller
 from ..chat import Message
 from ..errors import ContentBlocked, DomainError, Unavailable, ViolationCollector
+from ..ports.stores import DecisionStore, RuleStore
 from .detectors.base import Detector
 from .output_guard import OutputGuard
 from .redaction import RedactionStyle, Redactor
@@ -63,7 +62,7 @@ class FirewallEngine:
     def __init__(
         self,
         rules: RuleStore,
-        decisions: DecisionLog,
+        decisions: DecisionStore,
         *,
         enabled: bool = True,
         block_on_violation: bool = True,
@@ -357,7 +356,7 @@ class FirewallSettings(Protocol):
     def firewall_scan_cache_size(self) -> int: ...
 
 
-def build_firewall(rules: RuleStore, decisions: DecisionLog, settings: FirewallSettings) -> FirewallEngine:
+def build_firewall(rules: RuleStore, decisions: DecisionStore, settings: FirewallSettings) -> FirewallEngine:
     """The engine with the detectors and actions the settings ask for; a
     detector whose action is "off" is not loaded at all."""
     from .detectors.pii import DEFAULT_ENTITIES, PiiDetector

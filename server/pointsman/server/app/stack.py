@@ -8,18 +8,19 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from .backends.replicated_rules import ReplicatedRules
-from .budgets import DailyBudget
-from .domain.caller import Caller
-from .domain.catalog import ModelCatalog
-from .domain.firewall.engine import build_firewall
-from .domain.orchestrator import Orchestrator
-from .domain.router import Router
-from .domain.validation import ChatLimits
+from ..backends.replicated_rules import ReplicatedRules
+from ..backends.request_log import RequestLogger
+from ..domain.budgets import DailyBudget
+from ..domain.caller import Caller
+from ..domain.catalog import ModelCatalog
+from ..domain.firewall.engine import build_firewall
+from ..domain.orchestrator import Orchestrator
+from ..domain.router import Router
+from ..domain.validation import ChatLimits
+from ..settings import Settings
+from ..transport.errors import status_name
 from .routes import build_routing
-from .settings import Settings
 from .state import State
-from .transport.request_log import RequestLogger
 
 
 @dataclass
@@ -76,7 +77,9 @@ def build_orchestrator(settings: Settings, state: State) -> OrchestratorStack:
         ChatLimits(settings.max_messages, settings.max_input_chars),
         output_holdback=settings.firewall_output_holdback_chars,
         flights=state.flights,
-        on_call_end=RequestLogger(state.stores.requests, state.request_log, state.metrics, budgets, catalog.serves),
+        on_call_end=RequestLogger(
+            state.stores.requests, state.request_log, state.metrics, budgets, catalog.serves, status_name=status_name
+        ),
         admit=_all_of(admissions),
     )
     return OrchestratorStack(catalog, router, rules, orchestrator)

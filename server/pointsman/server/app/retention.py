@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from .backends.stores import Stores
+from ..backends.stores import Stores
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ from multiprocessing.process import BaseProcess
 
 from pydantic import SecretStr
 
+from ..settings import Settings
 from .routes import load_routes_file
-from .settings import Settings
 from .tls import server_credentials
 
 log = logging.getLogger(__name__)
@@ -44,9 +44,9 @@ def _stop_with_parent(parent_pid: int) -> None:
 
 
 def _child(settings: Settings, parent_pid: int) -> None:
-    from .app import serve
-    from .logs import configure_logging
+    from ..logs import configure_logging
     from .routes import RoutesFileError
+    from .server import serve
     from .tls import TlsConfigError
 
     _stop_with_parent(parent_pid)

@@ -22,9 +22,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from .backends.stores import RequestLog
-from .domain.caller import Caller
-from .domain.errors import BudgetExhausted
+from .caller import Caller
+from .errors import BudgetExhausted
+from .ports.stores import RequestLog
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from .settings import Settings
+from ..settings import Settings
 
 log = logging.getLogger(__name__)
 

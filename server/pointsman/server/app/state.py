@@ -5,18 +5,17 @@ REDIS_URL). One place decides which implementation each job gets."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 
-from .backends.decision_log import DecisionFilter
-from .backends.shared import (
+from ..backends.buffered_decisions import BufferedDecisionLog
+from ..backends.shared import (
     BucketPolicy,
-    Bus,
-    Conversations,
     InProcessBus,
     InProcessConversations,
     InProcessRateLimiter,
@@ -30,47 +29,23 @@ from .backends.shared import (
     RedisOpenState,
     RedisRateLimiter,
     RedisResponseCache,
-    ResponseCache,
-    SharedOpenState,
-    SingleFlight,
     TwoLevelCache,
     open_redis,
 )
-from .backends.stores import DecisionStore, RequestRecord, Stores, open_stores
-from .backends.write_buffer import WriteBuffer
-from .domain.caller import Caller
-from .domain.errors import RateLimited
-from .domain.firewall.verdict import Decision
-from .metrics import Metrics
-from .settings import Settings
+from ..backends.stores import RequestRecord, Stores, open_stores
+from ..backends.write_buffer import WriteBuffer
+from ..domain.caller import Caller
+from ..domain.errors import RateLimited
+from ..domain.firewall.verdict import Decision
+from ..domain.ports.breaker_state import SharedOpenState
+from ..domain.ports.bus import Bus
+from ..domain.ports.cache import ResponseCache
+from ..domain.ports.conversations import Conversations
+from ..domain.single_flight import SingleFlight
+from ..metrics import Metrics
+from ..settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-class BufferedDecisionLog:
-    """What the firewall records through: decisions go to the write buffer
-    (never waiting on the database); listing reads the store after letting
-    this process's own buffered decisions land."""
-
-    def __init__(self, store: DecisionStore, buffer: WriteBuffer[Decision], metrics: Metrics | None = None) -> None:
-        self._store = store
-        self.buffer = buffer
-        self._metrics = metrics
-
-    def new_id(self) -> str:
-        return self._store.new_id()
-
-    async def record(self, decision: Decision) -> None:
-        self.buffer.add(decision)
-        if self._metrics is not None:
-            categories = (finding.category.value for finding in decision.findings)
-            self._metrics.decision(decision.direction.value, decision.action.value, categories)
-
-    async def list_decisions(
-        self, organisation: str, where: DecisionFilter, page_size: int, after_id: str | None
-    ) -> tuple[list[Decision], str | None]:
-        await self.buffer.flushed()
-        return await self._store.list_decisions(organisation, where, page_size, after_id)
 
 
 @dataclass
@@ -130,6 +105,12 @@ class State:
     def shared(self) -> bool:
         """True when replicas share state through Redis."""
         return self.redis is not None
+
+    def redis_probe(self) -> Callable[[], Awaitable[bool]] | None:
+        """Whether Redis answers, for health; None without Redis."""
+        if self.redis is None or self.redis_health is None:
+            return None
+        return functools.partial(self.redis_health.ping, self.redis)
 
     async def start(self) -> None:
         for buffer in self._buffers:

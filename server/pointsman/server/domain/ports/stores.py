@@ -6,19 +6,17 @@ from __future__ import annotations
 
 import enum
 import random
+import secrets
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any, Protocol
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
 
-from ...domain.errors import NotFound
-from ...domain.firewall.rules import Rule
-from ...domain.firewall.verdict import Category, Decision
-from ...domain.registry import Instance
 from ..broadcast import Broadcaster
-from ..decision_log import DecisionFilter
-from ..rule_store import RuleChange
+from ..errors import NotFound
+from ..firewall.rules import Rule
+from ..firewall.verdict import Action, Category, Decision, Direction
 
 _random_bits = random.getrandbits
 
@@ -37,6 +35,22 @@ def require_organisation(organisation: str) -> str:
     if not organisation:
         raise ValueError("organisation is required")
     return organisation
+
+
+def new_rule_id() -> str:
+    return secrets.token_hex(8)
+
+
+class RuleChangeType:
+    CREATED = "created"
+    UPDATED = "updated"
+    DELETED = "deleted"
+
+
+@dataclass(frozen=True, slots=True)
+class RuleChange:
+    change_type: str
+    rule: Rule
 
 
 class RuleStore(Protocol):
@@ -61,6 +75,26 @@ class RuleStore(Protocol):
     async def list_rules(self, organisation: str) -> list[Rule]: ...
     async def update_rule(self, rule: Rule) -> Rule: ...
     async def delete_rule(self, organisation: str, rule_id: str) -> Rule: ...
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionFilter:
+    action: Action | None = None
+    direction: Direction | None = None
+    category: Category | None = None
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+
+    def matches(self, decision: Decision) -> bool:
+        if self.action is not None and decision.action is not self.action:
+            return False
+        if self.direction is not None and decision.direction is not self.direction:
+            return False
+        if self.category is not None and all(f.category is not self.category for f in decision.findings):
+            return False
+        if self.start_time is not None and decision.create_time < self.start_time:
+            return False
+        return not (self.end_time is not None and decision.create_time >= self.end_time)
 
 
 class DecisionStore(Protocol):
@@ -267,6 +301,22 @@ class UserStore(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class Instance:
+    instance_id: str
+    organisation: str
+    address: str
+    version: str = ""
+    models: tuple[str, ...] = ()
+    labels: dict[str, str] = field(default_factory=dict)
+    register_time: datetime | None = None
+    lease_expire_time: datetime | None = None
+
+    @property
+    def name(self) -> str:
+        return f"instances/{self.instance_id}"
+
+
 class InstanceStore(Protocol):
     """Registry instances with leases. A lapsed instance is invisible to
     `get`/`list` at once and removed by `expire_lapsed`, which returns each
@@ -285,59 +335,7 @@ class InstanceStore(Protocol):
     async def next_lease_expiry(self) -> datetime | None: ...
 
 
-# Shared by both implementations ---------------------------------------------
-
-# last_used_time is a hint for people, not an audit trail: writing it on
-# every call would turn each authenticated read into a write.
-LAST_USED_RESOLUTION = timedelta(seconds=60)
-
-
-def check_page_size(page_size: int) -> int:
-    if page_size < 1:
-        raise ValueError("page_size must be at least 1")
-    return page_size
-
-
-def normalise_email(email: str) -> str:
-    return email.strip().lower()
-
-
-def category_counts(rows: Iterable[Any]) -> list[CategoryCount]:
-    """Rows of (category, blocked, redacted, logged) in category order;
-    categories this version does not know (a newer one wrote them) are left out."""
-    known = {c.value: c for c in Category}
-    counts = [
-        CategoryCount(known[row["category"]], row["blocked"], row["redacted"], row["logged"])
-        for row in rows
-        if row["category"] in known
-    ]
-    order = list(Category)
-    return sorted(counts, key=lambda count: order.index(count.category))
-
-
-def request_summary(totals: Any, deployments: Iterable[Any]) -> RequestSummary:
-    return RequestSummary(
-        requests=totals["requests"],
-        failed_requests=totals["failed_requests"],
-        input_tokens=totals["input_tokens"],
-        output_tokens=totals["output_tokens"],
-        cache_hits=totals["cache_hits"],
-        tokens_saved=totals["tokens_saved"],
-        cost_usd=float(totals["cost_usd"]),
-        cost_saved_usd=float(totals["cost_saved_usd"]),
-        deployments=tuple(
-            DeploymentSummary(
-                deployment=row["deployment"],
-                requests=row["requests"],
-                failed_requests=row["failed_requests"],
-                latency_p50_ms=row["latency_p50_ms"],
-                latency_p99_ms=row["latency_p99_ms"],
-                time_to_first_token_p50_ms=row["time_to_first_token_p50_ms"] or 0.0,
-                cost_usd=float(row["cost_usd"]),
-            )
-            for row in deployments
-        ),
-    )
+# The errors the stores raise --------------------------------------------------
 
 
 def rule_not_found(rule_id: str) -> NotFound:

@@ -1,5 +1,5 @@
-"""Server-side conversation history for Converse. The embedded store is an LRU
-bounded in count and age, so idle conversations do not hold memory forever."""
+"""Converse history in this process: an LRU bounded in count and age, so idle
+conversations do not hold memory forever."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-from .chat import Message
-from .errors import NotFound
+from ...domain.chat import Message
+from ...domain.ports.conversations import conversation_not_found
 
 
 class ConversationStore:
@@ -33,10 +33,7 @@ class ConversationStore:
         item = self._items.get(key)
         if item is None or item[0] < self._clock():
             self._items.pop(key, None)
-            raise NotFound(
-                f"conversation 'conversations/{conversation_id}' does not exist or has expired",
-                reason="CONVERSATION_NOT_FOUND",
-            )
+            raise conversation_not_found(conversation_id)
         self._items.move_to_end(key)
         return list(item[1])
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 from typing import Protocol
 
-from ..domain.chat import ChatRequest, Deployment, ProviderEvent
+from ..chat import ChatRequest, Deployment, ProviderEvent
 
 
 class ChatProvider(Protocol):

@@ -1,30 +1,19 @@
 """One request-log row per chat call, built from how the call went and handed
-to the write buffer (the call never waits on the database)."""
+to the write buffer (the call never waits on the database). The row names the
+call's status code as the wire does ("OK", "UNAVAILABLE", ...): `status_name`
+is the transport's mapping, handed in by the composition root."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
-from ..backends.stores import RequestLog, RequestRecord
-from ..backends.write_buffer import WriteBuffer
-from ..budgets import DailyBudget
+from ..domain.budgets import DailyBudget
 from ..domain.caller import Caller
-from ..domain.errors import DomainError
 from ..domain.orchestrator import CallOutcome
+from ..domain.ports.stores import RequestLog, RequestRecord
 from ..metrics import Metrics
-from .errors import status_code_for
-
-
-def status_name(error: BaseException | None) -> str:
-    if error is None:
-        return "OK"
-    if isinstance(error, DomainError):
-        name: str = status_code_for(error).name  # grpc.StatusCode is untyped
-        return name
-    if isinstance(error, Exception):
-        return "INTERNAL"
-    return "CANCELLED"  # GeneratorExit or CancelledError: the client went away
+from .write_buffer import WriteBuffer
 
 
 class RequestLogger:
@@ -35,11 +24,14 @@ class RequestLogger:
         metrics: Metrics | None = None,
         budgets: Sequence[DailyBudget] = (),
         serves: Callable[[str], bool] = lambda alias: True,
+        *,
+        status_name: Callable[[BaseException | None], str],
     ) -> None:
         self._store = store
         self._buffer = buffer
         self._metrics = metrics
         self._budgets = budgets
+        self._status_name = status_name
         self._serves = serves  # metric labels name only aliases that exist: callers choose the rest
 
     def __call__(self, caller: Caller, outcome: CallOutcome) -> None:
@@ -59,7 +51,7 @@ class RequestLogger:
             principal=caller.principal,
             model=outcome.model,
             deployment=outcome.start.deployment.name if outcome.start is not None else "",
-            status_code=status_name(error),
+            status_code=self._status_name(error),
             input_tokens=outcome.usage.input_tokens if outcome.usage is not None else 0,
             output_tokens=outcome.usage.output_tokens if outcome.usage is not None else 0,
             latency_ms=outcome.latency_seconds * 1000,

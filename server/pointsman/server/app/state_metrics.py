@@ -7,11 +7,11 @@ from collections.abc import Callable, Iterator
 
 from prometheus_client.core import Metric
 
-from .domain.breaker import CircuitState
-from .domain.router import Router
-from .metrics import counter, gauge
+from ..domain.breaker import CircuitState
+from ..domain.router import Router
+from ..metrics import counter, gauge
+from ..transport.dependency_health import DependencyHealth
 from .state import State
-from .transport.dependency_health import DependencyHealth
 
 
 def state_metrics(

@@ -18,29 +18,29 @@ from pointsman.firewall.v1 import firewall_pb2, firewall_pb2_grpc
 from pointsman.orchestrator.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 from pointsman.registry.v1 import registry_pb2, registry_pb2_grpc
 
-from . import __version__
-from .auth import Accounts, Authenticator
-from .domain.errors import AlreadyExists, NotFound
-from .domain.firewall.rules import MatchType, Rule, RuleKind
-from .domain.registry import Registry
-from .metrics import MetricsEndpoint
+from .. import __version__
+from ..auth import Accounts, Authenticator
+from ..domain.errors import AlreadyExists, NotFound
+from ..domain.firewall.rules import MatchType, Rule, RuleKind
+from ..domain.registry import Registry
+from ..domain.stats import Stats
+from ..metrics import MetricsEndpoint
+from ..settings import Settings
+from ..tracing import Tracing
+from ..transport.auth_servicer import AuthServicer
+from ..transport.calls import CallContext, CallInterceptor
+from ..transport.dependency_health import DependencyHealth
+from ..transport.firewall_servicer import FirewallServicer
+from ..transport.model_health import ModelHealth
+from ..transport.orchestrator_servicer import OrchestratorServicer
+from ..transport.registry_servicer import RegistryServicer
 from .registration import SelfRegistration
 from .retention import Retention
 from .routes import load_routes_file
-from .settings import Settings
 from .stack import build_orchestrator
 from .state import State, open_state
 from .state_metrics import state_metrics
 from .tls import registry_credentials, server_credentials
-from .tracing import Tracing
-from .transport.auth_servicer import AuthServicer
-from .transport.calls import CallContext, CallInterceptor
-from .transport.dependency_health import DependencyHealth
-from .transport.firewall_servicer import FirewallServicer
-from .transport.model_health import ModelHealth
-from .transport.orchestrator_servicer import OrchestratorServicer
-from .transport.registry_servicer import RegistryServicer
-from .transport.stats import StatsSources
 from .worker import build_batches
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ class PointsmanServer:
         self.registry = Registry(state.stores.instances, state.bus)
         self.health = health.aio.HealthServicer()
         self.model_health = ModelHealth(self.health, self.catalog, self.router)
-        self.dependency_health = DependencyHealth(self.health, state)
+        self.dependency_health = DependencyHealth(self.health, state.stores.ping, state.redis_probe())
         self.self_registration: SelfRegistration | None = None
         self.retention = Retention(state.stores, settings.retention_days) if settings.retention_days else None
 
@@ -121,13 +121,7 @@ class PointsmanServer:
                 self.conversations,
                 self.batches,
                 calls,
-                StatsSources(
-                    state.stores.requests,
-                    state.request_log,
-                    state.stores.decisions,
-                    state.decisions.buffer,
-                    self.conversations,
-                ),
+                Stats(state.stores.requests, state.request_log.flushed, state.decisions, self.conversations),
             ),
             self.server,
         )

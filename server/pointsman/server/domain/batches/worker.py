@@ -1,37 +1,23 @@
-"""`pointsman worker`: runs batch items from the Redis Streams queue, with the
-same settings and orchestrator as `pointsman serve` but no gRPC server. The
-server runs the same `BatchWorker` in-process unless
-POINTSMAN_BATCH_EMBEDDED_WORKER=false. See docs/batches.md."""
+"""The batch worker: takes queued items and runs them, at most `concurrency`
+at a time, with retries, dead letters and reclaiming of items whose worker
+died. `pointsman worker` runs it on its own; the server runs one in-process
+unless POINTSMAN_BATCH_EMBEDDED_WORKER=false. See docs/batches.md."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
 import logging
-import os
 import random
-import secrets
-import signal
-import socket
 import time
 from dataclasses import dataclass
 
-from .backends.shared import open_redis
-from .backends.shared.batch_queue import BLOCK_MS, Job, RedisBatchQueue
-from .domain.batches import BatchRunner, retry_delay
-from .domain.errors import RateLimited, Unavailable
-from .domain.orchestrator import Orchestrator
-from .metrics import MetricsEndpoint
-from .settings import Settings, describe_invalid
-from .stack import build_orchestrator
-from .state import State, open_state
-from .state_metrics import state_metrics
-from .transport.batches import Batches, BatchItemRunner, InProcessBatches, QueuedBatches
+from ..errors import RateLimited, Unavailable
+from .ports import BatchQueue, ItemRunner, Job
+from .runner import retry_delay
 
 log = logging.getLogger(__name__)
 
-# Connections for blocking reads (XREADGROUP, and XREAD for each watcher while it waits).
-BLOCKING_CONNECTIONS = 128
 SUMMARY_EVERY_SECONDS = 30.0
 
 
@@ -66,8 +52,8 @@ class BatchWorker:
 
     def __init__(
         self,
-        queue: RedisBatchQueue,
-        runner: BatchItemRunner,
+        queue: BatchQueue,
+        runner: ItemRunner,
         *,
         consumer: str,
         concurrency: int,
@@ -181,7 +167,7 @@ class BatchWorker:
     async def _work(self, job: Job) -> None:
         try:
             if job.batch_cancelled:
-                outcome = BatchItemRunner.cancelled(job.payload)
+                outcome = self.runner.cancelled(job.payload)
                 await self._finish(job, outcome.result, succeeded=False, cancelled=True)
                 return
             outcome = await self.runner.run(job)
@@ -229,7 +215,7 @@ class BatchWorker:
             log.info("batches/%s done", job.batch_id)
 
     async def _dead_letter(self, job: Job, message: str, reason: str) -> None:
-        outcome = BatchItemRunner.failure(job.payload, Unavailable(message, reason=reason))
+        outcome = self.runner.failure(job.payload, Unavailable(message, reason=reason))
         log.warning("batch item %s of batches/%s dead-lettered: %s", outcome.custom_id, job.batch_id, message)
         self.counts.dead_lettered += 1
         await self._finish(job, outcome.result, succeeded=False, dead_letter=(outcome.custom_id, message))
@@ -244,113 +230,3 @@ class BatchWorker:
             await self._dead_letter(job, message, "BATCH_WORKER_LOST")
         else:
             await self.queue.requeue(job, job.attempt + 1)
-
-
-# -- building ------------------------------------------------------------------
-
-
-def open_batch_queue(settings: Settings, state: State) -> RedisBatchQueue:
-    if state.redis is None or settings.redis_url is None:
-        raise ValueError("the batch queue needs REDIS_URL")
-    block = BLOCK_MS / 1000
-    blocking = open_redis(
-        settings.redis_url.get_secret_value(),
-        max_connections=BLOCKING_CONNECTIONS,
-        socket_timeout=block + 5,
-        pool_timeout=block + 1,
-    )
-    return RedisBatchQueue(state.redis, blocking, prefix=settings.redis_prefix, health=state.redis_health)
-
-
-def batch_worker(settings: Settings, queue: RedisBatchQueue, orchestrator: Orchestrator, consumer: str) -> BatchWorker:
-    return BatchWorker(
-        queue,
-        BatchItemRunner(orchestrator),
-        consumer=consumer,
-        concurrency=settings.batch_worker_concurrency,
-        max_attempts=settings.batch_max_attempts,
-        retry_backoff_seconds=settings.batch_retry_backoff_seconds,
-        reclaim_idle_seconds=settings.batch_reclaim_idle_seconds,
-    )
-
-
-def consumer_name(base: str) -> str:
-    """Unique per worker, even for several servers in one process (tests)."""
-    return f"{base}-{os.getpid()}-{secrets.token_hex(3)}"
-
-
-def build_batches(settings: Settings, state: State, orchestrator: Orchestrator) -> Batches:
-    """In-process batches without Redis; with it, the shared queue (and,
-    unless turned off, a worker in this process too)."""
-    if state.redis is None:
-        return InProcessBatches(BatchRunner(orchestrator))
-    queue = open_batch_queue(settings, state)
-    worker = None
-    if settings.batch_embedded_worker:
-        worker = batch_worker(settings, queue, orchestrator, consumer_name(settings.orchestrator_id))
-    return QueuedBatches(queue, worker)
-
-
-async def run_worker(settings: Settings) -> None:
-    """Runs until SIGTERM or SIGINT, then stops taking items, lets those
-    running finish within the grace period and hands back the rest."""
-    state = await open_state(settings)
-    try:
-        stack = build_orchestrator(settings, state)
-        queue = open_batch_queue(settings, state)
-        worker = batch_worker(settings, queue, stack.orchestrator, consumer_name(f"worker-{socket.gethostname()}"))
-        endpoint = None
-        if state.metrics is not None and settings.metrics_address:
-            state.metrics.collect_state(state_metrics(state, stack.router))
-            endpoint = MetricsEndpoint(state.metrics, settings.metrics_address)
-            try:
-                await endpoint.start()
-            except OSError as error:
-                await stack.aclose()
-                raise OSError(f"could not serve metrics on {settings.metrics_address}: {error.strerror}") from None
-        await state.start()
-        await stack.rules.start()
-        try:
-            await queue.ensure_group()
-        except Unavailable:
-            log.warning("Redis is unavailable; waiting for it")  # `take` creates the group once it answers
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        worker.start()
-        await stop.wait()
-        log.info("shutting down (grace %.1fs)", settings.shutdown_grace_seconds)
-        await worker.stop(settings.shutdown_grace_seconds)
-        await queue.aclose()
-        await stack.aclose()
-        if endpoint is not None:
-            await endpoint.stop()
-    finally:
-        await state.aclose()
-
-
-def main() -> int:
-    """The `pointsman worker` command; exit status 2 for settings it cannot run with."""
-    import sys
-
-    from pydantic import ValidationError
-
-    from .logs import configure_logging
-    from .routes import RoutesFileError
-
-    try:
-        settings = Settings()
-    except ValidationError as error:
-        print(f"pointsman: invalid settings: {describe_invalid(error)}", file=sys.stderr)
-        return 2
-    if settings.redis_url is None:
-        print("pointsman: the worker takes batches from Redis: set REDIS_URL", file=sys.stderr)
-        return 2
-    configure_logging(settings.log_level, settings.log_format)
-    try:
-        asyncio.run(run_worker(settings))
-    except (RoutesFileError, OSError) as error:  # OSError: the metrics port already taken
-        print(f"pointsman: {error}", file=sys.stderr)
-        return 2
-    return 0

@@ -16,10 +16,10 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from .caller import Caller
-from .chat import ChatRequest
-from .errors import Cancelled, DomainError, FailedPrecondition, NotFound, RateLimited, Unavailable
-from .orchestrator import CompletedAnswer, Orchestrator
+from ..caller import Caller
+from ..chat import ChatRequest
+from ..errors import Cancelled, DomainError, FailedPrecondition, NotFound, RateLimited, Unavailable
+from ..orchestrator import CompletedAnswer, Orchestrator
 
 log = logging.getLogger(__name__)
 

@@ -14,14 +14,14 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .domain.breaker import BreakerPolicy
-from .domain.catalog import BUILTIN_ALIAS, ModelCatalog
-from .domain.chat import Deployment, Price, ProviderKind
-from .domain.router import Router
-from .domain.routing import RetryBudget, RetryPolicy, RoutingStrategy
-from .providers.base import ChatProvider
-from .providers.builtin import BUILTIN_MODEL_ID, BuiltinProvider
-from .settings import Settings
+from ..domain.breaker import BreakerPolicy
+from ..domain.catalog import BUILTIN_ALIAS, ModelCatalog
+from ..domain.chat import Deployment, Price, ProviderKind
+from ..domain.ports.providers import ChatProvider
+from ..domain.router import Router
+from ..domain.routing import RetryBudget, RetryPolicy, RoutingStrategy
+from ..providers.builtin import BUILTIN_MODEL_ID, BuiltinProvider
+from ..settings import Settings
 
 OPENAI_DEFAULT_ENDPOINT = "https://api.openai.com/v1"
 ANTHROPIC_DEFAULT_ENDPOINT = "https://api.anthropic.com"
@@ -242,9 +242,9 @@ def _provider(endpoint: EndpointConfig, settings: Settings) -> ChatProvider:
     # SDKs are imported only when used: each takes most of a second to import,
     # which a server that does not use it should not pay at start-up.
     if endpoint.provider == "openai":
-        from .providers.openai_compatible import OpenAICompatibleProvider
+        from ..providers.openai_compatible import OpenAICompatibleProvider
 
         return OpenAICompatibleProvider(api_key=key, base_url=_base_url(endpoint), timeout_seconds=timeout)
-    from .providers.anthropic import AnthropicProvider
+    from ..providers.anthropic import AnthropicProvider
 
     return AnthropicProvider(api_key=key, base_url=_base_url(endpoint), timeout_seconds=timeout)
