@@ -14,6 +14,7 @@ from ..domain import chat
 from ..domain.batches import DEFAULT_CONCURRENCY, MAX_CONCURRENCY, MAX_ITEMS, BatchCursor, BatchItem, BatchProgress
 from ..domain.errors import DomainError, InvalidArgument, ViolationCollector
 from ..domain.orchestrator import FirewallNotice, Orchestrator
+from ..domain.validation import has_control_characters
 from . import convert
 from .batches import Batches
 from .calls import CallContext
@@ -156,6 +157,8 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             self._orchestrator.check(domain_request, item_errors)
             if not item.custom_id or len(item.custom_id) > 128:
                 item_errors.add("custom_id", "must be 1 to 128 characters")
+            elif has_control_characters(item.custom_id):  # it goes into request ids and log lines
+                item_errors.add("custom_id", "must not contain control characters")
             elif item.custom_id in seen:
                 item_errors.add("custom_id", "must be unique within the batch")
             seen.add(item.custom_id)

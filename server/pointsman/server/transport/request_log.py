@@ -12,6 +12,7 @@ from ..budgets import DailyBudget
 from ..domain.caller import Caller
 from ..domain.errors import DomainError
 from ..domain.orchestrator import CallOutcome
+from ..domain.validation import loggable
 from ..metrics import Metrics
 from .errors import status_code_for
 
@@ -57,7 +58,7 @@ class RequestLogger:
             organisation=caller.organisation,
             request_id=caller.request_id,
             principal=caller.principal,
-            model=outcome.model,
+            model=loggable(outcome.model),  # the caller's words, logged even when refused for them
             deployment=outcome.start.deployment.name if outcome.start is not None else "",
             status_code=status_name(error),
             input_tokens=outcome.usage.input_tokens if outcome.usage is not None else 0,
