@@ -6,10 +6,11 @@ the batched decision writer would do them: batches of realistic decisions
         [--postgres postgresql://postgres@127.0.0.1:5432/postgres]
 
 Creates a database with a random name on that server and drops it at the end.
-Methods compared on PostgreSQL: the store's `record_many` (one INSERT over
-unnest'ed arrays, ON CONFLICT DO NOTHING, so a retried batch is harmless),
-`executemany` of the same INSERT, and `copy_records_to_table` (COPY: fastest,
-but one duplicate fails the whole batch); plus unbatched `record` for scale.
+Methods compared on PostgreSQL: the store's `record_many` (COPY for batches
+of 32 or more; when a key is stored already, a retried batch, one INSERT over
+unnest'ed arrays, ON CONFLICT DO NOTHING, writes the rest), `executemany` of
+that INSERT, and bare `copy_records_to_table` (one duplicate fails the whole
+batch); plus unbatched `record` for scale.
 Writes bench/results/store_writes.json.
 """
 
@@ -149,7 +150,7 @@ async def bench_postgres(admin_url: str, args: argparse.Namespace) -> dict[str, 
 
         # Fresh decisions per method: none is slowed (or helped) by conflicts.
         for label, write in (
-            ("record_many (unnest)", stores.decisions.record_many),
+            ("record_many (store)", stores.decisions.record_many),
             ("executemany", executemany),
             ("copy_records_to_table", copy),
         ):

@@ -381,6 +381,15 @@ async def test_recording_a_decision_twice_keeps_one(stores: Stores, org: str) ->
     assert len(page) == 2 and decision in page
 
 
+async def test_a_large_batch_retried_after_an_unclear_failure_writes_what_is_missing(stores: Stores, org: str) -> None:
+    # Large enough for PostgreSQL's COPY path, which a stored key fails as a whole.
+    batch = [_decision(stores, org, findings=(Finding(Category.PII, type="EMAIL_ADDRESS"),)) for _ in range(100)]
+    await stores.decisions.record_many(batch[:60])  # committed, but the writer did not hear back
+    await stores.decisions.record_many(batch)
+    page, _ = await stores.decisions.list_decisions(org, DecisionFilter(category=Category.PII), 1000, None)
+    assert sorted(d.id for d in page) == sorted(d.id for d in batch)
+
+
 async def test_decisions_are_invisible_to_other_organisations(stores: Stores, org: str, other_org: str) -> None:
     mine = _decision(stores, org, action=Action.BLOCK, findings=(Finding(Category.PII),))
     theirs = _decision(stores, other_org, action=Action.BLOCK, findings=(Finding(Category.PII),))

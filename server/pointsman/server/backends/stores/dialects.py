@@ -362,6 +362,7 @@ GROUP BY deployment
 COMMAND_TIMEOUT_SECONDS = 30.0
 CONNECT_TIMEOUT_SECONDS = 10.0
 CLOSE_TIMEOUT_SECONDS = 10.0
+COPY_MIN_ROWS = 32
 _QUESTION_MARK = re.compile(r"\?")
 
 
@@ -437,6 +438,13 @@ class _PostgresSession:
             await self._executor.execute(_unnest_insert(table), *_columns(table, rows))
 
 
+def _tags_as_lists(table: Table, rows: Sequence[tuple[Any, ...]]) -> Sequence[tuple[Any, ...]]:
+    tagged = [index for index, (_, kind) in enumerate(table.columns) if kind is Kind.TAGS]
+    if not tagged:
+        return rows
+    return [tuple(list(v) if i in tagged else v for i, v in enumerate(row)) for row in rows]
+
+
 def _columns(table: Table, rows: Sequence[tuple[Any, ...]]) -> list[list[Any]]:
     columns = [list(column) for column in zip(*rows, strict=True)]
     for index, (_, kind) in enumerate(table.columns):
@@ -481,6 +489,21 @@ class PostgresDatabase(_PostgresSession):
 
     async def ping(self) -> None:
         await self.pool.fetchval("SELECT 1")
+
+    async def insert_new(self, table: Table, rows: Sequence[tuple[Any, ...]]) -> None:
+        """COPY first: the fastest way in, but a single stored key fails it as
+        a whole, and keys are stored already only when a batch is retried
+        after an unclear failure. Then the idempotent INSERT writes the rest.
+        Small batches skip COPY: it costs a round trip more."""
+        if len(rows) < COPY_MIN_ROWS:
+            await super().insert_new(table, rows)
+            return
+        try:
+            await self.pool.copy_records_to_table(
+                table.name, records=_tags_as_lists(table, rows), columns=[name for name, _ in table.columns]
+            )
+        except asyncpg.UniqueViolationError:
+            await super().insert_new(table, rows)
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Session]:
