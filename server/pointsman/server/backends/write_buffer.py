@@ -25,6 +25,7 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 _MAX_BACKOFF_SECONDS = 5.0
+_DROP_LOG_INTERVAL_SECONDS = 10.0
 
 
 def worth_retrying(error: BaseException) -> bool:
@@ -32,9 +33,6 @@ def worth_retrying(error: BaseException) -> bool:
     passes (SQLSTATE class 40: a deadlock, a serialization failure)."""
     sqlstate = getattr(error, "sqlstate", None)
     return is_database_outage(error) or (isinstance(sqlstate, str) and sqlstate.startswith("40"))
-
-
-_DROP_LOG_INTERVAL_SECONDS = 10.0
 
 
 class WriteBuffer(Generic[T]):
@@ -46,10 +44,10 @@ class WriteBuffer(Generic[T]):
         capacity: int = 100_000,
         batch_size: int = 500,
         flush_interval_seconds: float = 0.05,
-        is_outage: Callable[[BaseException], bool] = worth_retrying,
+        is_transient: Callable[[BaseException], bool] = worth_retrying,
     ) -> None:
         self._write_many = write_many
-        self._is_outage = is_outage
+        self._is_transient = is_transient
         self.name = name
         self._capacity = capacity
         self._batch_size = batch_size
@@ -140,7 +138,7 @@ class WriteBuffer(Generic[T]):
             batch = [self._items[i] for i in range(min(self._batch_size, len(self._items)))]
             try:
                 refused = await self._write(batch)
-            except Exception as error:  # the database is down
+            except Exception as error:  # the database is down (or the batch met a deadlock)
                 self.failures += 1
                 if self.healthy:
                     log.warning("%s: write failed (%s); %d records wait", self.name, type(error).__name__, self.pending)
@@ -175,7 +173,7 @@ class WriteBuffer(Generic[T]):
             await self._write_many(batch)
             return 0
         except Exception as error:
-            if self._is_outage(error):
+            if self._is_transient(error):
                 raise
             refused = await self._write_accepted(batch)
             log.error(
@@ -199,7 +197,7 @@ class WriteBuffer(Generic[T]):
             try:
                 await self._write_many(part)
             except Exception as error:
-                if self._is_outage(error):
+                if self._is_transient(error):
                     raise
                 refused += await self._write_accepted(part)
         return refused
