@@ -15,7 +15,7 @@ from pointsman.client import AsyncClient
 from pointsman.orchestrator.v1 import orchestrator_pb2 as orch
 
 from helpers_pb import user
-from server_fixtures import eventually, raises
+from server_fixtures import collect, eventually, raises
 
 
 def complete(model: str, text: str = "hello") -> orch.CompleteRequest:
@@ -67,3 +67,14 @@ async def test_a_nul_in_a_batch_custom_id_is_refused_naming_the_item(
 
     await eventually(logged)
     assert all(buffer.rejected == 0 for buffer in server.state.buffers())
+
+
+async def test_compare_refuses_model_names_with_control_characters(
+    postgres_database: PostgresDatabase, start_server: Any
+) -> None:
+    server = await start_server(DATABASE_URL=postgres_database.url)
+    request = orch.CompareRequest(models=["builtin", "builtin\x00x"], messages=[user("hi")], judge_model="j\r\nx")
+    async with AsyncClient(server.address, timeout=10) as client:
+        error = await raises(collect(client.orchestrator.Compare(request)))
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert [v.field for v in error.field_violations] == ["models[1]", "judge_model"]

@@ -14,7 +14,7 @@ from ..domain import chat
 from ..domain.batches import DEFAULT_CONCURRENCY, MAX_CONCURRENCY, MAX_ITEMS, BatchCursor, BatchItem, BatchProgress
 from ..domain.errors import DomainError, InvalidArgument, ViolationCollector
 from ..domain.orchestrator import FirewallNotice, Orchestrator
-from ..domain.validation import has_control_characters
+from ..domain.validation import check_model, has_control_characters
 from . import convert
 from .batches import Batches
 from .calls import CallContext
@@ -90,7 +90,11 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         requests = [chat.ChatRequest(m, messages, config) for m in models]
         if requests:
             self._orchestrator.check(requests[0], errors)  # they differ only in model
+        for index, model in enumerate(models[1:], 1):
+            check_model(model, errors, f"models[{index}]")
         if request.judge_model:
+            check_model(request.judge_model, errors, "judge_model")
+            errors.raise_if_any()
             self._orchestrator.catalog.resolve(request.judge_model)
         errors.raise_if_any()
         for r in requests:  # unknown models fail the call up front
