@@ -1,5 +1,5 @@
-"""Decision writes per second on PostgreSQL: the store's `record_many` (one
-INSERT over unnest'ed arrays, through the dialect) beside SQLAlchemy Core 2
+"""Decision writes per second on PostgreSQL: the store's `record_many` (COPY,
+or the idempotent unnest INSERT, through the dialect) beside SQLAlchemy Core 2
 (`insert(...).on_conflict_do_nothing()`, executemany with its insertmanyvalues
 batching), on the same asyncpg driver, database and decisions, with the
 client's CPU per decision. The measurement behind docs/stores.md's choice of
@@ -102,7 +102,7 @@ async def main() -> None:
 
         enough = int(args.seconds * 80_000)
         for round_ in range(args.rounds):
-            await sustained("store record_many (unnest)", stores.decisions.record_many, decisions(enough, round_), args)
+            await sustained("store record_many", stores.decisions.record_many, decisions(enough, round_), args)
             await sustained("SQLAlchemy Core executemany", through_sqlalchemy, decisions(enough, 100 + round_), args)
         await engine.dispose()
         await stores.aclose()
