@@ -6,8 +6,8 @@ the driver's errors, and the few statements SQL itself spells differently.
 
 SQLite: one file (WAL mode) through aiosqlite, times as integer microseconds
 since the epoch, lists as JSON text, tags as ",pii,secret,". PostgreSQL: an
-asyncpg pool, timestamptz, text[], and batches in one statement over arrays
-(`unnest`), one round trip however large."""
+asyncpg pool, timestamptz, text[], and batches by COPY, or in one statement
+over arrays (`unnest`) when COPY cannot: one round trip however large."""
 
 from __future__ import annotations
 
@@ -438,13 +438,6 @@ class _PostgresSession:
             await self._executor.execute(_unnest_insert(table), *_columns(table, rows))
 
 
-def _tags_as_lists(table: Table, rows: Sequence[tuple[Any, ...]]) -> Sequence[tuple[Any, ...]]:
-    tagged = [index for index, (_, kind) in enumerate(table.columns) if kind is Kind.TAGS]
-    if not tagged:
-        return rows
-    return [tuple(list(v) if i in tagged else v for i, v in enumerate(row)) for row in rows]
-
-
 def _columns(table: Table, rows: Sequence[tuple[Any, ...]]) -> list[list[Any]]:
     columns = [list(column) for column in zip(*rows, strict=True)]
     for index, (_, kind) in enumerate(table.columns):
@@ -499,9 +492,7 @@ class PostgresDatabase(_PostgresSession):
             await super().insert_new(table, rows)
             return
         try:
-            await self.pool.copy_records_to_table(
-                table.name, records=_tags_as_lists(table, rows), columns=[name for name, _ in table.columns]
-            )
+            await self.pool.copy_records_to_table(table.name, records=rows, columns=[name for name, _ in table.columns])
         except asyncpg.UniqueViolationError:
             await super().insert_new(table, rows)
 
@@ -535,8 +526,8 @@ class PostgresDatabase(_PostgresSession):
         return tuple(value)
 
     @staticmethod
-    def tags(values: Sequence[str]) -> Sequence[str]:
-        return values
+    def tags(values: Sequence[str]) -> list[str]:
+        return list(values)
 
     @staticmethod
     def has_tag(column: str, tag: str) -> tuple[str, Any]:
