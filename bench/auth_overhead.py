@@ -27,7 +27,7 @@ from typing import Any
 from pointsman.client import AsyncClient
 from pointsman.orchestrator.v1 import orchestrator_pb2 as orch
 from pointsman.server.app.server import open_server
-from pointsman.server.auth import ApiKeyVerifier, Authenticator, TokenVerifier, issue_token
+from pointsman.server.auth import ApiKeys, ApiKeyVerifier, Authenticator, TokenVerifier, issue_token
 from pointsman.server.backends.stores import User, UserRole, open_stores
 from pointsman.server.settings import Settings
 
@@ -119,7 +119,7 @@ async def main() -> None:
     stores = await open_stores("sqlite://:memory:", ".")
     try:
         user = await stores.users.create_user(User("", "acme", "bench@acme.test", UserRole.DEVELOPER))
-        _, key = await stores.users.create_api_key("acme", user.id, "bench")
+        _, key = await ApiKeys(stores.users).create_api_key("acme", user.id, "bench")
         keys = ApiKeyVerifier(stores.users)
         uncached_keys = ApiKeyVerifier(stores.users, ttl_seconds=0)
         await keys.verify(key)

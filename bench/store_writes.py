@@ -6,10 +6,11 @@ the batched decision writer would do them: batches of realistic decisions
         [--postgres postgresql://postgres@127.0.0.1:5432/postgres]
 
 Creates a database with a random name on that server and drops it at the end.
-Methods compared on PostgreSQL: the store's `record_many` (one INSERT over
-unnest'ed arrays, ON CONFLICT DO NOTHING, so a retried batch is harmless),
-`executemany` of the same INSERT, and `copy_records_to_table` (COPY: fastest,
-but one duplicate fails the whole batch); plus unbatched `record` for scale.
+Methods compared on PostgreSQL: the store's `record_many` (COPY for batches
+of 32 or more; when a key is stored already, a retried batch, one INSERT over
+unnest'ed arrays, ON CONFLICT DO NOTHING, writes the rest), `executemany` of
+that INSERT, and bare `copy_records_to_table` (one duplicate fails the whole
+batch); plus unbatched `record` for scale.
 Writes bench/results/store_writes.json.
 """
 
@@ -32,7 +33,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 
 from pointsman.server.backends.stores import Stores, open_stores
-from pointsman.server.backends.stores.postgres import decision_columns
+from pointsman.server.backends.stores.sql import decision_rows
 from pointsman.server.domain.firewall.verdict import Action, Category, Decision, Direction, Finding
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -133,25 +134,23 @@ async def bench_postgres(admin_url: str, args: argparse.Namespace) -> dict[str, 
     try:
         url = urlunsplit(urlsplit(admin_url)._replace(path=f"/{name}"))
         stores = await open_stores(url, ".", pool_size=max(args.writers, 2))
-        pool = stores.decisions._pool  # type: ignore[attr-defined]
+        database = stores.decisions._db  # type: ignore[attr-defined]
+        pool = database.pool
         # Enough fresh decisions per method for 60,000 a second.
         total = int(args.seconds * 60_000 * args.writers) + args.batch * args.writers
 
         async def executemany(chunk: Sequence[Decision]) -> None:
-            rows = list(zip(*decision_columns(chunk), strict=True))
+            rows = [(*row[:6], ",".join(row[6]), *row[7:]) for row in decision_rows(database, chunk)]
             await pool.executemany(_EXECUTEMANY, rows)
 
         async def copy(chunk: Sequence[Decision]) -> None:
-            columns = decision_columns(chunk)
-            columns[6] = [c.split(",") if c else [] for c in columns[6]]
+            rows = [(*row[:6], list(row[6]), *row[7:]) for row in decision_rows(database, chunk)]
             async with pool.acquire() as connection:
-                await connection.copy_records_to_table(
-                    "decisions", records=list(zip(*columns, strict=True)), columns=_COLUMNS
-                )
+                await connection.copy_records_to_table("decisions", records=rows, columns=_COLUMNS)
 
         # Fresh decisions per method: none is slowed (or helped) by conflicts.
         for label, write in (
-            ("record_many (unnest)", stores.decisions.record_many),
+            ("record_many (store)", stores.decisions.record_many),
             ("executemany", executemany),
             ("copy_records_to_table", copy),
         ):

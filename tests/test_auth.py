@@ -31,7 +31,7 @@ from pointsman.firewall.v1 import firewall_pb2 as fw
 from pointsman.orchestrator.v1 import orchestrator_pb2 as orch
 from pointsman.registry.v1 import registry_pb2 as reg
 from pointsman.server.app.server import PointsmanServer
-from pointsman.server.auth import API_KEY_CACHE_SECONDS, OPEN, ApiKeyVerifier, access_for, issue_token
+from pointsman.server.auth import API_KEY_CACHE_SECONDS, OPEN, ApiKeys, ApiKeyVerifier, access_for, issue_token
 from pointsman.server.backends.stores import User, UserRole, open_stores
 from pointsman.server.domain.errors import Unauthenticated
 
@@ -234,7 +234,7 @@ async def test_another_replica_trusts_a_revoked_key_only_until_its_cache_expires
     stores = await open_stores("sqlite://:memory:", ".")
     try:
         user = await stores.users.create_user(User("", "acme", "carol@acme.test", UserRole.DEVELOPER))
-        stored, key = await stores.users.create_api_key("acme", user.id, "k")
+        stored, key = await ApiKeys(stores.users).create_api_key("acme", user.id, "k")
         now = [1000.0]
         other_replica = ApiKeyVerifier(stores.users, clock=lambda: now[0])
         assert (await other_replica.verify(key)).user_id == user.id
@@ -305,7 +305,7 @@ async def test_only_admins_revoke_other_users_tokens_and_only_in_their_organisat
 async def test_without_a_secret_tokens_are_refused_but_api_keys_work(start_server: Any) -> None:
     server: PointsmanServer = await start_server(POINTSMAN_DEV_MODE=False, USE_MOCK=True)
     user = await server.stores.users.create_user(User("", "acme", "dan@acme.test", UserRole.VIEWER))
-    _, key = await server.stores.users.create_api_key("acme", user.id, "k")
+    _, key = await ApiKeys(server.stores.users).create_api_key("acme", user.id, "k")
     async with client_for(server, token=token("admin")) as client:
         error = await raises(client.orchestrator.ListModels(orch.ListModelsRequest()))
     assert error.code == grpc.StatusCode.UNAUTHENTICATED

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from urllib.parse import urlsplit, urlunsplit
 
@@ -128,3 +129,24 @@ async def test_close_writes_what_is_left(stores: Stores) -> None:
         buffer.add(decision(stores, n))
     await buffer.close()
     assert buffer.pending == 0 and await stored(stores) == 7
+
+
+async def test_a_record_the_database_refuses_is_set_aside_and_the_rest_written(stores: Stores) -> None:
+    # PostgreSQL cannot store NUL in text: this record fails on its own, every time.
+    poison = replace(decision(stores, 0), principal="user-\x00")
+    buffer = WriteBuffer(stores.decisions.record_many, name="decisions", batch_size=50)
+    buffer.start()
+    for n in range(20):
+        buffer.add(decision(stores, n))
+    buffer.add(poison)
+    for n in range(20, 40):
+        buffer.add(decision(stores, n))
+    await eventually(lambda: buffer.pending == 0)
+    assert buffer.rejected == 1 and buffer.written == 40 and buffer.healthy
+    assert await stored(stores) == 40
+    # Later records of every organisation keep flowing.
+    for n in range(40, 45):
+        buffer.add(decision(stores, n))
+    await eventually(lambda: buffer.written == 45)
+    assert await stored(stores) == 45 and buffer.rejected == 1
+    await buffer.close()

@@ -37,6 +37,12 @@ def state_metrics(
             ["buffer"],
             (([name], buffer.dropped) for name, buffer in buffers),
         )
+        yield counter(
+            "pointsman_write_buffer_rejected",
+            "Records the database refused on their own (written around, not retried)",
+            ["buffer"],
+            (([name], buffer.rejected) for name, buffer in buffers),
+        )
         yield gauge(
             "pointsman_circuit_state",
             "1 for the state each deployment's circuit breaker is in, 0 for the others",

@@ -4,7 +4,7 @@ See docs/auth.md."""
 
 from .access import CLOSED, METHOD_ROLES, OPEN, Access, access_for
 from .accounts import DEV_USERS, Accounts
-from .api_keys import API_KEY_CACHE_SECONDS, ApiKeyVerifier
+from .api_keys import API_KEY_CACHE_SECONDS, ApiKeys, ApiKeyVerifier
 from .authenticator import Authenticator
 from .principal import Principal
 from .tokens import MIN_SECRET_BYTES, TokenVerifier, WeakSecret, check_secret, issue_token
@@ -19,6 +19,7 @@ __all__ = [
     "Access",
     "Accounts",
     "ApiKeyVerifier",
+    "ApiKeys",
     "Authenticator",
     "Principal",
     "TokenVerifier",

@@ -15,6 +15,7 @@ from ..domain.errors import (
     Unauthenticated,
 )
 from ..domain.ports.stores import ApiKey, User, UserRole, UserStore
+from .api_keys import ApiKeys
 from .authenticator import DEV_ADMIN_EMAIL, Authenticator
 from .principal import Principal
 from .tokens import token_digest
@@ -34,6 +35,7 @@ MAX_DISPLAY_NAME = 200
 class Accounts:
     def __init__(self, users: UserStore, authenticator: Authenticator, organisation: str) -> None:
         self._users = users
+        self._keys = ApiKeys(users)
         self._auth = authenticator
         self._organisation = organisation  # ORG_ID: where development users live
 
@@ -76,7 +78,7 @@ class Accounts:
             user = await self._find_or_create(
                 User(caller.user_id, caller.organisation, caller.email, caller.role, display_name=caller.email)
             )
-        return await self._users.create_api_key(user.organisation, user.id, display_name, expire_time)
+        return await self._keys.create_api_key(user.organisation, user.id, display_name, expire_time)
 
     async def list_api_keys(self, caller: Principal, user_id: str | None) -> list[ApiKey]:
         keys = await self._users.list_api_keys(caller.organisation, user_id)

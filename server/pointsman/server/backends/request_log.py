@@ -12,6 +12,7 @@ from ..domain.budgets import DailyBudget
 from ..domain.caller import Caller
 from ..domain.orchestrator import CallOutcome
 from ..domain.ports.stores import RequestLog, RequestRecord
+from ..domain.validation import loggable
 from ..metrics import Metrics
 from .write_buffer import WriteBuffer
 
@@ -49,7 +50,7 @@ class RequestLogger:
             organisation=caller.organisation,
             request_id=caller.request_id,
             principal=caller.principal,
-            model=outcome.model,
+            model=loggable(outcome.model),  # the caller's words, logged even when refused for them
             deployment=outcome.start.deployment.name if outcome.start is not None else "",
             status_code=self._status_name(error),
             input_tokens=outcome.usage.input_tokens if outcome.usage is not None else 0,

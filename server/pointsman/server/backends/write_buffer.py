@@ -2,9 +2,13 @@
 
 Callers never wait on the database: `add` is synchronous and O(1). A
 background task writes batches; while the database is down, items wait in the
-buffer and the batch is retried with backoff. The buffer never grows past its
-capacity: an item that does not fit is dropped and counted, and a log line
-says how many were dropped. `close` writes what is left."""
+buffer and the batch is retried with backoff. A batch the database refuses
+for another reason is split to find the records it refuses on their own
+(a NUL byte PostgreSQL cannot store, say): those are set aside, counted and
+logged, and the rest is written, so one bad record never stops the others.
+The buffer never grows past its capacity: an item that does not fit is
+dropped and counted, and a log line says how many were dropped. `close`
+writes what is left."""
 
 from __future__ import annotations
 
@@ -15,11 +19,20 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
+from .stores.outages import is_database_outage
+
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 _MAX_BACKOFF_SECONDS = 5.0
 _DROP_LOG_INTERVAL_SECONDS = 10.0
+
+
+def worth_retrying(error: BaseException) -> bool:
+    """The database is down, or it rolled the batch back for a reason that
+    passes (SQLSTATE class 40: a deadlock, a serialization failure)."""
+    sqlstate = getattr(error, "sqlstate", None)
+    return is_database_outage(error) or (isinstance(sqlstate, str) and sqlstate.startswith("40"))
 
 
 class WriteBuffer(Generic[T]):
@@ -31,8 +44,10 @@ class WriteBuffer(Generic[T]):
         capacity: int = 100_000,
         batch_size: int = 500,
         flush_interval_seconds: float = 0.05,
+        is_transient: Callable[[BaseException], bool] = worth_retrying,
     ) -> None:
         self._write_many = write_many
+        self._is_transient = is_transient
         self.name = name
         self._capacity = capacity
         self._batch_size = batch_size
@@ -43,6 +58,7 @@ class WriteBuffer(Generic[T]):
         self._closing = False
         self.written = 0
         self.dropped = 0
+        self.rejected = 0  # records the database refused on their own, set aside
         self.failures = 0
         self.healthy = True
         self._dropped_unlogged = 0
@@ -121,8 +137,8 @@ class WriteBuffer(Generic[T]):
                 continue
             batch = [self._items[i] for i in range(min(self._batch_size, len(self._items)))]
             try:
-                await self._write_many(batch)
-            except Exception as error:  # the database is down or refused the batch
+                refused = await self._write(batch)
+            except Exception as error:  # the database is down (or the batch met a deadlock)
                 self.failures += 1
                 if self.healthy:
                     log.warning("%s: write failed (%s); %d records wait", self.name, type(error).__name__, self.pending)
@@ -132,7 +148,8 @@ class WriteBuffer(Generic[T]):
                 continue
             for _ in batch:
                 self._items.popleft()
-            self.written += len(batch)
+            self.written += len(batch) - refused
+            self.rejected += refused
             self._progress.set()
             if not self.healthy:
                 log.info("%s: writing again; %d records wait", self.name, self.pending)
@@ -147,6 +164,43 @@ class WriteBuffer(Generic[T]):
                         await self._wakeup.wait()
                 except TimeoutError:
                     pass
+
+    async def _write(self, batch: list[T]) -> int:
+        """Writes the batch, or all of it the database accepts; how many
+        records it refused. Raises while the database is down. Writes are
+        idempotent, so records written before a failure may be written again."""
+        try:
+            await self._write_many(batch)
+            return 0
+        except Exception as error:
+            if self._is_transient(error):
+                raise
+            refused = await self._write_accepted(batch)
+            log.error(
+                "%s: the database refused %d of %d records (%s); wrote the others and set these aside",
+                self.name,
+                len(refused),
+                len(batch),
+                type(error).__name__,
+            )
+            return len(refused)
+
+    async def _write_accepted(self, records: list[T]) -> list[T]:
+        """Halves a refused batch until each part is written or is one record
+        the database refuses alone; those records. About 2 log2(n) writes
+        per bad record."""
+        if len(records) == 1:
+            return records
+        refused: list[T] = []
+        middle = len(records) // 2
+        for part in (records[:middle], records[middle:]):
+            try:
+                await self._write_many(part)
+            except Exception as error:
+                if self._is_transient(error):
+                    raise
+                refused += await self._write_accepted(part)
+        return refused
 
     def _log_drops(self, *, force: bool = False) -> None:
         now = time.monotonic()

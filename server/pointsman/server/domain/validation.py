@@ -3,6 +3,7 @@ match the proto field names so clients can point at the culprit."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from .chat import GenerationConfig, Message, Role
@@ -10,6 +11,22 @@ from .errors import ViolationCollector
 
 MAX_STOP_SEQUENCES = 4
 MAX_TOOLS = 128
+MAX_LOGGED_CHARS = 256
+
+# C0 and C1 controls (NUL among them, which PostgreSQL cannot store in text)
+# and the Unicode line and paragraph separators, which forge log lines.
+_CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def has_control_characters(text: str) -> bool:
+    return _CONTROL_CHARACTERS.search(text) is not None
+
+
+def loggable(text: str, limit: int = MAX_LOGGED_CHARS) -> str:
+    """Caller-chosen text as a log or a stored record may hold it, even when
+    the request was refused for it: control characters replaced by U+FFFD,
+    at most `limit` characters."""
+    return _CONTROL_CHARACTERS.sub("\ufffd", text[:limit])
 
 
 class ChatLimits:
@@ -64,3 +81,5 @@ def check_model(model: str, errors: ViolationCollector, path: str = "model") -> 
         errors.add(path, "is required")
     elif len(model) > 256:
         errors.add(path, "must be at most 256 characters")
+    elif has_control_characters(model):
+        errors.add(path, "must not contain control characters")

@@ -22,6 +22,7 @@ from ..domain.errors import DomainError, InvalidArgument, ViolationCollector
 from ..domain.orchestrator import FirewallNotice, Orchestrator
 from ..domain.ports.conversations import Conversations
 from ..domain.stats import Stats
+from ..domain.validation import check_model, has_control_characters
 from . import convert
 from .batches import Batches
 from .calls import CallContext
@@ -97,7 +98,11 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         requests = [chat.ChatRequest(m, messages, config) for m in models]
         if requests:
             self._orchestrator.check(requests[0], errors)  # they differ only in model
+        for index, model in enumerate(models[1:], 1):
+            check_model(model, errors, f"models[{index}]")
         if request.judge_model:
+            check_model(request.judge_model, errors, "judge_model")
+            errors.raise_if_any()
             self._orchestrator.catalog.resolve(request.judge_model)
         errors.raise_if_any()
         for r in requests:  # unknown models fail the call up front
@@ -164,6 +169,8 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             self._orchestrator.check(domain_request, item_errors)
             if not item.custom_id or len(item.custom_id) > 128:
                 item_errors.add("custom_id", "must be 1 to 128 characters")
+            elif has_control_characters(item.custom_id):  # it goes into request ids and log lines
+                item_errors.add("custom_id", "must not contain control characters")
             elif item.custom_id in seen:
                 item_errors.add("custom_id", "must be unique within the batch")
             seen.add(item.custom_id)

@@ -82,34 +82,24 @@ async def open_stores(
 ) -> Stores:
     """Connects to the database (creating the SQLite file if need be), applies
     pending migrations and returns the stores. Close them with `aclose()`."""
+    from .dialects import Database, PostgresDatabase, SqliteDatabase
+    from .sql import SqlDecisionStore, SqlInstanceStore, SqlRequestLog, SqlRuleStore, SqlUserStore
+
     path = sqlite_path(database_url, data_dir)
+    database: Database
     if path is not None:
-        from . import sqlite
-
-        lite = await sqlite.SqliteDatabase.open(path)
-        return Stores(
-            backend="sqlite",
-            rules=sqlite.SqliteRuleStore(lite, clock),
-            decisions=sqlite.SqliteDecisionStore(lite),
-            requests=sqlite.SqliteRequestLog(lite),
-            users=sqlite.SqliteUserStore(lite, clock),
-            instances=sqlite.SqliteInstanceStore(lite, clock),
-            migrated=lite.migrated,
-            ping=lite.ping,
-            aclose=lite.close,
-        )
-    from . import postgres
-
-    assert database_url is not None
-    pg = await postgres.PostgresDatabase.open(database_url, max_size=pool_size)
+        database = await SqliteDatabase.open(path)
+    else:
+        assert database_url is not None
+        database = await PostgresDatabase.open(database_url, max_size=pool_size)
     return Stores(
-        backend="postgres",
-        rules=postgres.PostgresRuleStore(pg, clock),
-        decisions=postgres.PostgresDecisionStore(pg),
-        requests=postgres.PostgresRequestLog(pg),
-        users=postgres.PostgresUserStore(pg, clock),
-        instances=postgres.PostgresInstanceStore(pg, clock),
-        migrated=pg.migrated,
-        ping=pg.ping,
-        aclose=pg.close,
+        backend=database.name,
+        rules=SqlRuleStore(database, clock),
+        decisions=SqlDecisionStore(database),
+        requests=SqlRequestLog(database),
+        users=SqlUserStore(database, clock),
+        instances=SqlInstanceStore(database, clock),
+        migrated=database.migrated,
+        ping=database.ping,
+        aclose=database.close,
     )

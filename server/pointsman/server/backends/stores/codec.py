@@ -19,7 +19,15 @@ from ...domain.firewall.verdict import Decision, Finding
 T = TypeVar("T")
 
 
+# One encoder: json.dumps builds a new one per call when given separators.
+_compact_json = json.JSONEncoder(separators=(",", ":")).encode
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+_NO_DEFAULT = object()
+
+
 def to_plain(value: Any) -> Any:
+    if type(value) in _SCALARS:  # most values: decisions are encoded on every call
+        return value
     if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, datetime):
@@ -33,17 +41,30 @@ def to_plain(value: Any) -> Any:
     return value
 
 
+@cache
+def _fields_and_defaults(cls: type) -> tuple[tuple[str, Any], ...]:
+    """Each field's name and default (a factory's value), or _NO_DEFAULT."""
+    fields = []
+    for field in dataclasses.fields(cls):
+        if field.default is not dataclasses.MISSING:
+            default = field.default
+        elif field.default_factory is not dataclasses.MISSING:
+            default = field.default_factory()
+        else:
+            default = _NO_DEFAULT
+        fields.append((field.name, default))
+    return tuple(fields)
+
+
 def dataclass_to_plain(value: Any, skip: frozenset[str] = frozenset()) -> dict[str, Any]:
     plain: dict[str, Any] = {}
-    for field in dataclasses.fields(value):
-        if field.name in skip:
+    for name, default in _fields_and_defaults(type(value)):  # type: ignore[arg-type]  # a class is hashable
+        if name in skip:
             continue
-        item = getattr(value, field.name)
-        if field.default is not dataclasses.MISSING and item == field.default:
+        item = getattr(value, name)
+        if default is not _NO_DEFAULT and item == default:
             continue
-        if field.default_factory is not dataclasses.MISSING and item == field.default_factory():
-            continue
-        plain[field.name] = to_plain(item)
+        plain[name] = to_plain(item)
     return plain
 
 
@@ -92,7 +113,7 @@ def dataclass_from_plain(cls: type[T], plain: dict[str, Any], **given: Any) -> T
 def findings_to_json(findings: tuple[Finding, ...]) -> str:
     if not findings:  # most decisions: written for every call, so no encoder for them
         return "[]"
-    return json.dumps([dataclass_to_plain(f) for f in findings], separators=(",", ":"))
+    return _compact_json([dataclass_to_plain(f) for f in findings])
 
 
 def findings_from_json(text: str) -> tuple[Finding, ...]:
@@ -123,7 +144,7 @@ _DETAIL_FIELDS = tuple(f.name for f in dataclasses.fields(Decision) if f.name no
 def decision_details_to_json(decision: Decision) -> str:
     if not _DETAIL_FIELDS:  # written for every decision: no encoder when there is nothing to encode
         return "{}"
-    return json.dumps(dataclass_to_plain(decision, skip=DECISION_COLUMNS), separators=(",", ":"))
+    return _compact_json(dataclass_to_plain(decision, skip=DECISION_COLUMNS))
 
 
 def decision_categories(decision: Decision) -> list[str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import timedelta
 from typing import Any
 
 from ...domain.firewall.verdict import Category
@@ -11,7 +10,6 @@ from ...domain.ports.stores import CategoryCount, DeploymentSummary, RequestSumm
 
 # last_used_time is a hint for people, not an audit trail: writing it on
 # every call would turn each authenticated read into a write.
-LAST_USED_RESOLUTION = timedelta(seconds=60)
 
 
 def check_page_size(page_size: int) -> int:

@@ -264,6 +264,13 @@ class VerifiedKey:
     user: User
 
 
+@dataclass(frozen=True, slots=True)
+class StoredApiKey:
+    key: ApiKey
+    key_sha256: str  # the digest of the whole key; the key itself is never stored
+    user: User
+
+
 class UserStore(Protocol):
     """Users and their API keys. Emails are unique within an organisation and
     compared case-insensitively."""
@@ -275,20 +282,18 @@ class UserStore(Protocol):
     async def set_user_role(self, organisation: str, user_id: str, role: UserRole) -> User: ...
     async def delete_user(self, organisation: str, user_id: str) -> User: ...
 
-    async def create_api_key(
-        self, organisation: str, user_id: str, display_name: str, expire_time: datetime | None = None
-    ) -> tuple[ApiKey, str]:
-        """The stored key and the plaintext, which is shown once and never stored."""
+    async def add_api_key(self, key: ApiKey, key_sha256: str) -> ApiKey:
+        """Stores a key minted by auth (only its digest); NotFound if the user is not there."""
         ...
 
+    async def find_api_key(self, key_id: str) -> StoredApiKey | None:
+        """The key with its digest and owner, by id alone: the one lookup not
+        scoped by organisation, since the organisation is what the key tells."""
+        ...
+
+    async def touch_api_key(self, key_id: str, used_time: datetime) -> None: ...
     async def list_api_keys(self, organisation: str, user_id: str | None = None) -> list[ApiKey]: ...
     async def revoke_api_key(self, organisation: str, key_id: str) -> ApiKey: ...
-
-    async def verify_api_key(self, plaintext: str) -> VerifiedKey | None:
-        """The key's owner if the key is known, unrevoked and unexpired; else
-        None, whatever the reason. The one lookup not scoped by organisation:
-        the organisation is what the key tells."""
-        ...
 
     async def revoke_token(self, organisation: str, token_sha256: str, expire_time: datetime) -> None:
         """Records a revoked JWT by its digest until `expire_time`, its own
