@@ -14,7 +14,7 @@ from pointsman.orchestrator.v1 import orchestrator_pb2 as pb
 from ..backends.shared.conversations import Conversations
 from ..domain import chat
 from ..domain.caller import Caller
-from ..domain.errors import DomainError, InvalidArgument, ViolationCollector
+from ..domain.errors import DomainError, InvalidArgument, Unavailable, ViolationCollector
 from ..domain.orchestrator import CompletedAnswer, Orchestrator
 from ..domain.validation import check_config
 from . import convert
@@ -88,7 +88,7 @@ class ConverseSession:
                 else:
                     raise InvalidArgument.one("setup", "a session takes exactly one setup, first")
             await self._turns.put(None)  # the client half-closed: finish queued turns
-        except (DomainError, grpc.RpcError) as error:
+        except Exception as error:  # a bad message, the client gone, a bug: the call ends with it
             await self._events.put(error)
 
     def _cancel(self, turn_id: str) -> None:
@@ -98,6 +98,12 @@ class ConverseSession:
             self._cancelled.add(turn_id)
 
     async def _work(self) -> None:
+        try:
+            await self._answer_turns()
+        except Exception as error:  # history not saved, or a bug: the call ends with it, never hangs
+            await self._events.put(error)
+
+    async def _answer_turns(self) -> None:
         while (turn := await self._turns.get()) is not None:
             problem = self._check_turn(turn)
             if problem is not None:
@@ -112,8 +118,11 @@ class ConverseSession:
             try:
                 await task
             except asyncio.CancelledError:
-                if not task.cancelled():
-                    raise  # the session itself is being cancelled
+                # The session itself is ending (cancelling this worker cancels
+                # the answer it awaits too): not the client's cancel of a turn.
+                worker = asyncio.current_task()
+                if not task.cancelled() or (worker is not None and worker.cancelling()):
+                    raise
                 await self._events.put(self._cancelled_error(turn.turn_id))
             finally:
                 self._current = None
@@ -141,7 +150,17 @@ class ConverseSession:
             return
         assistant = chat.Message(chat.Role.ASSISTANT, answer.content, tool_calls=tuple(answer.tool_calls))
         self._history += [user, assistant]
-        await self._conversations.save(self._caller.organisation, self._id, self._history)
+        try:
+            await self._conversations.save(self._caller.organisation, self._id, self._history)
+        except Unavailable as error:
+            # The answer was streamed but is not kept: end the call, so the
+            # client resumes from the last turn that was.
+            raise Unavailable(
+                f"the answer to turn '{turn.turn_id}' was not kept: {error}; resume the conversation"
+                " to continue from its last kept turn",
+                reason=error.reason,
+                retry_after_seconds=error.retry_after_seconds,
+            ) from error
 
     @staticmethod
     def _error(turn_id: str, error: DomainError) -> pb.ConverseResponse:
