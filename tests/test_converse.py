@@ -116,3 +116,36 @@ async def test_a_turn_whose_history_cannot_be_saved_ends_the_call_unavailable(
     finally:
         if proxy._server is not None:
             await proxy.stop()
+
+
+# The history window -------------------------------------------------------------
+
+
+async def test_a_conversation_goes_on_past_the_message_limit(start_server: Any) -> None:
+    # Before the window, turn 5 sent 11 messages and failed INVALID_ARGUMENT for good.
+    server = await start_server(POINTSMAN_MAX_MESSAGES=10)
+    async with AsyncClient(server.address, timeout=20) as client:
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        await queue.put(setup("builtin", system_prompt="be brief"))
+        for n in range(1, 13):
+            await queue.put(turn(f"t{n}", f"question {n}"))
+        await queue.put(None)
+        events = await collect(client.orchestrator.Converse(from_queue(queue)))
+        assert not [e for e in events if e.WhichOneof("event") == "error"]
+        finished = [e.turn_id for e in events if e.WhichOneof("event") == "finish"]
+        assert finished == [f"t{n}" for n in range(1, 13)]
+
+        conversation = events[0].started.conversation
+        kept = await client.orchestrator.GetConversation(orch.GetConversationRequest(name=conversation))
+        contents = [m.content for m in kept.messages]
+        # The system prompt stays; the oldest turns went; the newest is there.
+        assert contents[0] == "be brief" and len(contents) <= 10
+        assert "question 12" in contents and "question 1" not in contents
+
+        # Resumed, it goes on too.
+        queue = asyncio.Queue()
+        await queue.put(setup("builtin", conversation=conversation))
+        await queue.put(turn("again", "question 13"))
+        await queue.put(None)
+        resumed = await collect(client.orchestrator.Converse(from_queue(queue)))
+        assert resumed[-1].turn_id == "again" and resumed[-1].WhichOneof("event") == "finish"

@@ -22,6 +22,7 @@ from . import __version__
 from .auth import Accounts, Authenticator
 from .domain.errors import AlreadyExists, NotFound
 from .domain.firewall.rules import MatchType, Rule, RuleKind
+from .domain.history import HistoryWindow
 from .domain.registry import Registry
 from .metrics import MetricsEndpoint
 from .registration import SelfRegistration
@@ -127,6 +128,11 @@ class PointsmanServer:
                     state.stores.decisions,
                     state.decisions.buffer,
                     self.conversations,
+                ),
+                HistoryWindow(
+                    min(settings.conversation_max_messages, settings.max_messages),
+                    settings.conversation_max_tokens,
+                    settings.max_input_chars,
                 ),
             ),
             self.server,

@@ -15,6 +15,7 @@ from ..backends.shared.conversations import Conversations
 from ..domain import chat
 from ..domain.caller import Caller
 from ..domain.errors import DomainError, InvalidArgument, Unavailable, ViolationCollector
+from ..domain.history import HistoryWindow
 from ..domain.orchestrator import CompletedAnswer, Orchestrator
 from ..domain.validation import check_config
 from . import convert
@@ -26,8 +27,11 @@ _END = object()
 
 
 class ConverseSession:
-    def __init__(self, orchestrator: Orchestrator, conversations: Conversations, caller: Caller) -> None:
+    def __init__(
+        self, orchestrator: Orchestrator, conversations: Conversations, caller: Caller, window: HistoryWindow
+    ) -> None:
         self._orchestrator = orchestrator
+        self._window = window
         self._conversations = conversations
         self._caller = caller
         self._events: asyncio.Queue[object] = asyncio.Queue(64)
@@ -139,7 +143,7 @@ class ConverseSession:
 
     async def _answer(self, turn: pb.UserTurn) -> None:
         user = chat.Message(chat.Role.USER, turn.content)
-        request = chat.ChatRequest(self._model, [*self._history, user], self._config)
+        request = chat.ChatRequest(self._model, self._window.apply([*self._history, user]), self._config)
         answer = CompletedAnswer()
         try:
             async for event in self._orchestrator.chat(request, self._caller):
@@ -149,7 +153,7 @@ class ConverseSession:
             await self._events.put(self._error(turn.turn_id, error))
             return
         assistant = chat.Message(chat.Role.ASSISTANT, answer.content, tool_calls=tuple(answer.tool_calls))
-        self._history += [user, assistant]
+        self._history = self._window.apply([*self._history, user, assistant])
         try:
             await self._conversations.save(self._caller.organisation, self._id, self._history)
         except Unavailable as error:

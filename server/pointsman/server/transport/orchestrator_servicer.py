@@ -13,6 +13,7 @@ from ..backends.shared.conversations import Conversations
 from ..domain import chat
 from ..domain.batches import DEFAULT_CONCURRENCY, MAX_CONCURRENCY, MAX_ITEMS, BatchCursor, BatchItem, BatchProgress
 from ..domain.errors import DomainError, InvalidArgument, ViolationCollector
+from ..domain.history import HistoryWindow
 from ..domain.orchestrator import FirewallNotice, Orchestrator
 from . import convert
 from .batches import Batches
@@ -33,8 +34,10 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         batches: Batches,
         calls: CallContext,
         stats: StatsSources,
+        history_window: HistoryWindow,
     ) -> None:
         self._orchestrator = orchestrator
+        self._history_window = history_window
         self._conversations = conversations
         self._batches = batches
         self._calls = calls
@@ -55,7 +58,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
     async def Converse(
         self, request_iterator: AsyncIterator[pb.ConverseRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ConverseResponse]:
-        session = ConverseSession(self._orchestrator, self._conversations, self._calls.caller())
+        session = ConverseSession(self._orchestrator, self._conversations, self._calls.caller(), self._history_window)
         async for response in session.run(request_iterator):
             yield response
 
