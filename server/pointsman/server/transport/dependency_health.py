@@ -10,9 +10,10 @@ import asyncio
 import contextlib
 import logging
 
-from grpc_health.v1 import health, health_pb2
+from grpc_health.v1 import health_pb2
 
 from ..state import State
+from .health import HealthService
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ PROBE_TIMEOUT_SECONDS = 2.0
 
 
 class DependencyHealth:
-    def __init__(self, servicer: health.aio.HealthServicer, state: State, probe_seconds: float = PROBE_SECONDS) -> None:
+    def __init__(self, servicer: HealthService, state: State, probe_seconds: float = PROBE_SECONDS) -> None:
         self._servicer = servicer
         self._state = state
         self._probe_seconds = probe_seconds
