@@ -162,6 +162,10 @@ class Settings(BaseSettings):
     max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024, validation_alias="POINTSMAN_MAX_MESSAGE_BYTES")
     max_input_chars: int = Field(400_000, ge=1, validation_alias="POINTSMAN_MAX_INPUT_CHARS")
     max_messages: int = Field(1000, ge=1, validation_alias="POINTSMAN_MAX_MESSAGES")
+    # The window of a Converse history (docs/conversations.md): each turn sends
+    # at most this many messages and (estimated) tokens, the oldest turns dropped.
+    conversation_max_messages: int = Field(200, ge=2, validation_alias="POINTSMAN_CONVERSATION_MAX_MESSAGES")
+    conversation_max_tokens: int = Field(32_000, ge=1, validation_alias="POINTSMAN_CONVERSATION_MAX_TOKENS")
     max_concurrent_streams: int = Field(1000, ge=1, validation_alias="POINTSMAN_MAX_CONCURRENT_STREAMS")
     # Calls one process runs at once, across every connection (watches and
     # Converse sessions included); beyond it a call is refused at once with

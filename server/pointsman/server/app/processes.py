@@ -15,6 +15,7 @@ import multiprocessing
 import os
 import secrets
 import signal
+import socket
 import sys
 import time
 from multiprocessing.process import BaseProcess
@@ -69,6 +70,25 @@ def _nth(settings: Settings, index: int) -> Settings:
     return settings.model_copy(update={"metrics_address": f"{host}:{int(port) + index}"})
 
 
+def refuse_a_taken_port(address: str) -> None:
+    """Raises OSError when something already listens on `address`. The
+    children share the port among themselves (SO_REUSEPORT), so they would
+    also join another server's; a probe bound without SO_REUSEPORT fails on
+    any listener, ours or not."""
+    host, _, port = address.rpartition(":")
+    try:
+        found = socket.getaddrinfo(host.strip("[]") or None, int(port), type=socket.SOCK_STREAM)
+        family, kind, proto, _, where = found[0]
+    except (socket.gaierror, ValueError) as error:
+        raise OSError(f"could not listen on {address}: {error}") from None
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is not "in use"
+        try:
+            probe.bind(where)
+        except OSError as error:
+            raise OSError(f"could not listen on {address}: {error.strerror} (is another server running?)") from None
+
+
 def serve_processes(settings: Settings) -> int:
     """Runs `settings.processes` servers until a signal or a child's death;
     returns the exit status."""
@@ -80,6 +100,7 @@ def serve_processes(settings: Settings) -> int:
             " and rule changes reach the others within a second (docs/deployment.md)",
             settings.processes,
         )
+    refuse_a_taken_port(settings.address)
     if settings.routes_file is not None:
         load_routes_file(settings.routes_file)  # one clear error here, not one per child
     server_credentials(settings)  # likewise for the TLS files

@@ -10,8 +10,8 @@ import signal
 import time
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from pointsman.auth.v1 import auth_pb2, auth_pb2_grpc
 from pointsman.firewall.v1 import firewall_pb2, firewall_pb2_grpc
@@ -22,6 +22,7 @@ from .. import __version__
 from ..auth import Accounts, Authenticator
 from ..domain.errors import AlreadyExists, NotFound
 from ..domain.firewall.rules import MatchType, Rule, RuleKind
+from ..domain.history import HistoryWindow
 from ..domain.registry import Registry
 from ..domain.stats import Stats
 from ..metrics import MetricsEndpoint
@@ -30,9 +31,12 @@ from ..tracing import Tracing
 from ..transport.auth_servicer import AuthServicer
 from ..transport.calls import CallContext, CallInterceptor
 from ..transport.dependency_health import DependencyHealth
+from ..transport.drain import Drain
 from ..transport.firewall_servicer import FirewallServicer
+from ..transport.health import HealthService
 from ..transport.model_health import ModelHealth
 from ..transport.orchestrator_servicer import OrchestratorServicer
+from ..transport.reflection import ReflectionService
 from ..transport.registry_servicer import RegistryServicer
 from .registration import SelfRegistration
 from .retention import Retention
@@ -74,6 +78,10 @@ def grpc_options(settings: Settings) -> list[tuple[str, int]]:
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
         ("grpc.http2.max_pings_without_data", 0),
+        # gRPC shares a port that is already in use (SO_REUSEPORT) unless told
+        # not to: a second server would silently take half the traffic. Only
+        # the processes of one `POINTSMAN_PROCESSES` server share it.
+        ("grpc.so_reuseport", 1 if settings.processes > 1 else 0),
     ]
 
 
@@ -95,7 +103,7 @@ class PointsmanServer:
         self.conversations = state.conversations
         self.batches = build_batches(settings, state, self.orchestrator)
         self.registry = Registry(state.stores.instances, state.bus)
-        self.health = health.aio.HealthServicer()
+        self.health = HealthService()
         self.model_health = ModelHealth(self.health, self.catalog, self.router)
         self.dependency_health = DependencyHealth(self.health, state.stores.ping, state.redis_probe())
         self.self_registration: SelfRegistration | None = None
@@ -106,8 +114,9 @@ class PointsmanServer:
         calls = CallContext()
         self.tracing = Tracing(settings.otlp_endpoint, settings.otel_service_name) if settings.otlp_endpoint else None
         tracer = self.tracing.tracer if self.tracing is not None else None
+        self.drain = Drain()
         self.server = grpc.aio.server(
-            interceptors=[CallInterceptor(self.authenticator, state.metrics, tracer)],
+            interceptors=[CallInterceptor(self.authenticator, state.metrics, tracer, self.drain)],
             options=grpc_options(settings),
             maximum_concurrent_rpcs=settings.max_concurrent_calls or None,
         )
@@ -122,6 +131,11 @@ class PointsmanServer:
                 self.batches,
                 calls,
                 Stats(state.stores.requests, state.request_log.flushed, state.decisions, self.conversations),
+                HistoryWindow(
+                    min(settings.conversation_max_messages, settings.max_messages),
+                    settings.conversation_max_tokens,
+                    settings.max_input_chars,
+                ),
             ),
             self.server,
         )
@@ -132,12 +146,14 @@ class PointsmanServer:
         registry_pb2_grpc.add_RegistryServiceServicer_to_server(RegistryServicer(self.registry, calls), self.server)
         auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(self.accounts, calls), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection(
-            (
-                *SERVICE_NAMES,
-                auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name,
-                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
+        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+            ReflectionService(
+                (
+                    *SERVICE_NAMES,
+                    auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name,
+                    health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                    reflection.SERVICE_NAME,
+                )
             ),
             self.server,
         )
@@ -155,7 +171,10 @@ class PointsmanServer:
         except RuntimeError:  # gRPC's only word for it: "Failed to bind"
             port = 0
         if port == 0:
-            raise OSError(f"could not listen on {settings.address}: the address is in use, or not this machine's")
+            raise OSError(
+                f"could not listen on {settings.address}: the address is in use (is another server running?),"
+                " or not this machine's"
+            )
         if credentials is None and not settings.dev_mode and not _is_loopback(settings.address):
             log.warning(
                 "serving plain gRPC on %s: credentials and prompts cross the network unencrypted;"
@@ -220,10 +239,13 @@ class PointsmanServer:
         )
 
     async def stop(self, grace: float | None = None) -> None:
-        """Health NOT_SERVING, refuse new calls, let calls in flight finish
-        within the grace period, then close upstream clients."""
+        """Health NOT_SERVING (health watches end), refuse new calls while
+        health still answers, let calls in flight finish within the grace
+        period, cut the rest with UNAVAILABLE, then close upstream clients."""
         grace = self.settings.shutdown_grace_seconds if grace is None else grace
+        deadline = time.monotonic() + grace
         await self.health.enter_graceful_shutdown()
+        self.drain.refuse_new_calls()
         await self.model_health.stop()
         await self.dependency_health.stop()
         if self.retention is not None:
@@ -233,7 +255,11 @@ class PointsmanServer:
         self.registry.changes.close()
         if self.self_registration is not None:
             await self.self_registration.aclose()
-        await self.server.stop(grace)
+        await self.drain.drain(max(0.0, deadline - time.monotonic()))
+        cut = await self.drain.cut()
+        if cut:
+            log.warning("shutdown: %d call(s) still running at the end of the grace period were cut", cut)
+        await self.server.stop(0)  # only health and reflection calls can be left
         await self.batches.aclose()
         await self.registry.aclose()
         await self.rules.aclose()

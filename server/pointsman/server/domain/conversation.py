@@ -8,8 +8,14 @@ from collections.abc import AsyncIterator
 
 from .caller import Caller
 from .chat import ChatRequest, GenerationConfig, Message, Role
+from .errors import Unavailable
+from .history import HistoryWindow
 from .orchestrator import ChatEvent, CompletedAnswer, Orchestrator
 from .ports.conversations import Conversations
+
+
+class HistoryNotKept(Unavailable):
+    """A turn was answered but its history could not be saved."""
 
 
 class Conversation:
@@ -17,6 +23,7 @@ class Conversation:
         self,
         orchestrator: Orchestrator,
         conversations: Conversations,
+        window: HistoryWindow,
         caller: Caller,
         model: str,
         config: GenerationConfig,
@@ -25,6 +32,7 @@ class Conversation:
     ) -> None:
         self._orchestrator = orchestrator
         self._conversations = conversations
+        self._window = window
         self._caller = caller
         self._model = model
         self._config = config
@@ -36,6 +44,7 @@ class Conversation:
         cls,
         orchestrator: Orchestrator,
         conversations: Conversations,
+        window: HistoryWindow,
         caller: Caller,
         model: str,
         config: GenerationConfig,
@@ -52,21 +61,33 @@ class Conversation:
             conversation_id = conversations.new_id()
             history = [Message(Role.SYSTEM, system_prompt)] if system_prompt else []
             await conversations.save(organisation, conversation_id, history)
-        return cls(orchestrator, conversations, caller, model, config, conversation_id, history)
+        return cls(orchestrator, conversations, window, caller, model, config, conversation_id, history)
 
     @property
     def history_length(self) -> int:
         return len(self._history)
 
-    async def turn(self, content: str) -> AsyncIterator[ChatEvent]:
+    async def turn(self, content: str, turn_id: str = "") -> AsyncIterator[ChatEvent]:
         """The answer's events; once it is complete, the user's turn and the
-        answer join the history and the history is saved."""
+        answer join the history, which is cut to the window and saved. The
+        model sees the window too, so a conversation goes on past the request
+        limits. Unavailable when the history cannot be saved: the answer was
+        streamed but is not kept, and the client resumes from the last kept turn."""
         user = Message(Role.USER, content)
-        request = ChatRequest(self._model, [*self._history, user], self._config)
+        request = ChatRequest(self._model, self._window.apply([*self._history, user]), self._config)
         answer = CompletedAnswer()
         async for event in self._orchestrator.chat(request, self._caller):
             answer.add(event)
             yield event
         assistant = Message(Role.ASSISTANT, answer.content, tool_calls=tuple(answer.tool_calls))
-        self._history += [user, assistant]
-        await self._conversations.save(self._caller.organisation, self.id, self._history)
+        history = self._window.apply([*self._history, user, assistant])
+        try:
+            await self._conversations.save(self._caller.organisation, self.id, history)
+        except Unavailable as error:
+            raise HistoryNotKept(
+                f"the answer to turn '{turn_id}' was not kept: {error}; resume the conversation"
+                " to continue from its last kept turn",
+                reason=error.reason,
+                retry_after_seconds=error.retry_after_seconds,
+            ) from error
+        self._history = history

@@ -12,6 +12,7 @@ hit), while trailers travel with the status for free."""
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import logging
 import os
@@ -31,6 +32,7 @@ from ..domain.caller import Caller, current_request_id
 from ..domain.errors import DomainError, InvalidArgument
 from ..metrics import Metrics
 from ..tracing import TRACE_HEADERS, caller_context, current_span
+from .drain import Drain
 from .errors import database_unavailable, internal_status, status_code_for, to_status
 
 REQUEST_ID_HEADER = "x-request-id"
@@ -85,9 +87,14 @@ class CallContext:
 
 class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpcio ships no types: the base is Any
     def __init__(
-        self, authenticator: Authenticator, metrics: Metrics | None = None, tracer: Tracer | None = None
+        self,
+        authenticator: Authenticator,
+        metrics: Metrics | None = None,
+        tracer: Tracer | None = None,
+        drain: Drain | None = None,
     ) -> None:
         self._auth = authenticator
+        self._drain = drain
         self._metrics = metrics
         self._tracer = tracer
         self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
@@ -105,14 +112,19 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc
         if wrapped is None:
             # The role a method needs is looked up once, when it is first wrapped.
             gate = _Gate(method, access_for(method), self._auth, self._metrics, self._tracer)
+            # Health and reflection go on answering while the server drains.
+            gate.drain = None if method.startswith(_UNDRAINED_PREFIXES) else self._drain
             wrapped = self._wrapped[method] = _wrap(handler, gate)
         return wrapped
+
+
+_UNDRAINED_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 
 class _Gate:
     """One method: its name for the log and metrics, and who may call it."""
 
-    __slots__ = ("access", "auth", "method", "metrics", "tracer")
+    __slots__ = ("access", "auth", "drain", "method", "metrics", "tracer")
 
     def __init__(
         self, method: str, access: Access, auth: Authenticator, metrics: Metrics | None, tracer: Tracer | None
@@ -122,6 +134,7 @@ class _Gate:
         self.auth = auth
         self.metrics = metrics
         self.tracer = tracer
+        self.drain: Drain | None = None
 
 
 async def _begin(context: grpc.aio.ServicerContext, gate: _Gate, *, streams: bool) -> tuple[str, float]:
@@ -203,6 +216,17 @@ def _end(gate: _Gate, code: str, started: float, request_id: str) -> None:
         )
 
 
+def _cut_by_drain(error: BaseException, gate: _Gate, *, incomplete: bool) -> DomainError | None:
+    """The status for a call the drain cancelled at the end of the grace
+    period; None for any other cancellation (the client's, say)."""
+    if not isinstance(error, asyncio.CancelledError) or gate.drain is None or not gate.drain.cutting:
+        return None
+    task = asyncio.current_task()
+    if task is not None:
+        task.uncancel()  # so that the status can still be sent
+    return gate.drain.cut_error(incomplete=incomplete)
+
+
 def _code_of(error: BaseException) -> str:
     if isinstance(error, DomainError):
         name: str = status_code_for(error).name  # grpc.StatusCode is untyped
@@ -266,23 +290,32 @@ def _wrap(handler: grpc.RpcMethodHandler, gate: _Gate) -> grpc.RpcMethodHandler:
         async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             request_id, started = await _begin(context, gate, streams=True)
             code = "OK"
+            sent = False
             try:
+                if gate.drain is not None:
+                    gate.drain.enter()
                 responses = inner(_checked(request, streamed), context)
                 if hasattr(responses, "__aiter__"):
                     async for response in responses:
+                        sent = True
                         yield response
-                else:  # a coroutine that streams with context.write (grpc_health's Watch)
+                else:  # a coroutine that streams with context.write
                     await responses
             except AbortError:
                 code = "ABORTED_BY_HANDLER"
                 raise
             except BaseException as error:
                 if not isinstance(error, Exception):
-                    code = "CANCELLED"
-                    raise
+                    cut = _cut_by_drain(error, gate, incomplete=sent)
+                    if cut is None:
+                        code = "CANCELLED"
+                        raise
+                    error = cut
                 code = _code_of(error)
                 await _fail(context, error, request_id, streams=True)
             finally:
+                if gate.drain is not None:
+                    gate.drain.leave()
                 _end(gate, code, started, request_id)
 
         return stream
@@ -309,6 +342,8 @@ def _single_response(
         request_id, started = await _begin(context, gate, streams=False)
         code = "OK"
         try:
+            if gate.drain is not None:
+                gate.drain.enter()
             return await inner(_checked(request, streamed), context)
         except AbortError:
             code = "ABORTED_BY_HANDLER"
@@ -316,7 +351,16 @@ def _single_response(
         except Exception as error:
             code = _code_of(error)
             await _fail(context, error, request_id, streams=False)
+        except asyncio.CancelledError as cancelled:
+            cut = _cut_by_drain(cancelled, gate, incomplete=False)
+            if cut is None:
+                code = "CANCELLED"
+                raise
+            code = _code_of(cut)
+            await _fail(context, cut, request_id, streams=False)
         finally:
+            if gate.drain is not None:
+                gate.drain.leave()
             _end(gate, code, started, request_id)
 
     return call

@@ -13,8 +13,9 @@ import grpc
 from pointsman.orchestrator.v1 import orchestrator_pb2 as pb
 
 from ..domain.caller import Caller
-from ..domain.conversation import Conversation
+from ..domain.conversation import Conversation, HistoryNotKept
 from ..domain.errors import DomainError, InvalidArgument, ViolationCollector
+from ..domain.history import HistoryWindow
 from ..domain.orchestrator import Orchestrator
 from ..domain.ports.conversations import Conversations
 from ..domain.validation import check_config
@@ -27,8 +28,11 @@ _END = object()
 
 
 class ConverseSession:
-    def __init__(self, orchestrator: Orchestrator, conversations: Conversations, caller: Caller) -> None:
+    def __init__(
+        self, orchestrator: Orchestrator, conversations: Conversations, caller: Caller, window: HistoryWindow
+    ) -> None:
         self._orchestrator = orchestrator
+        self._window = window
         self._conversations = conversations
         self._caller = caller
         self._events: asyncio.Queue[object] = asyncio.Queue(64)
@@ -72,6 +76,7 @@ class ConverseSession:
         self._conversation = await Conversation.open(
             self._orchestrator,
             self._conversations,
+            self._window,
             self._caller,
             setup.model,
             config,
@@ -94,7 +99,7 @@ class ConverseSession:
                 else:
                     raise InvalidArgument.one("setup", "a session takes exactly one setup, first")
             await self._turns.put(None)  # the client half-closed: finish queued turns
-        except (DomainError, grpc.RpcError) as error:
+        except Exception as error:  # a bad message, the client gone, a bug: the call ends with it
             await self._events.put(error)
 
     def _cancel(self, turn_id: str) -> None:
@@ -104,6 +109,12 @@ class ConverseSession:
             self._cancelled.add(turn_id)
 
     async def _work(self) -> None:
+        try:
+            await self._answer_turns()
+        except Exception as error:  # history not saved, or a bug: the call ends with it, never hangs
+            await self._events.put(error)
+
+    async def _answer_turns(self) -> None:
         while (turn := await self._turns.get()) is not None:
             problem = self._check_turn(turn)
             if problem is not None:
@@ -118,8 +129,11 @@ class ConverseSession:
             try:
                 await task
             except asyncio.CancelledError:
-                if not task.cancelled():
-                    raise  # the session itself is being cancelled
+                # The session itself is ending (cancelling this worker cancels
+                # the answer it awaits too): not the client's cancel of a turn.
+                worker = asyncio.current_task()
+                if not task.cancelled() or (worker is not None and worker.cancelling()):
+                    raise
                 await self._events.put(self._cancelled_error(turn.turn_id))
             finally:
                 self._current = None
@@ -136,8 +150,10 @@ class ConverseSession:
 
     async def _answer(self, turn: pb.UserTurn) -> None:
         try:
-            async for event in self._conversation.turn(turn.content):
+            async for event in self._conversation.turn(turn.content, turn.turn_id):
                 await self._events.put(pb.ConverseResponse(turn_id=turn.turn_id, **convert.event_fields(event)))
+        except HistoryNotKept:
+            raise  # the answer was streamed but not kept: the call ends, it cannot go on
         except DomainError as error:
             await self._events.put(self._error(turn.turn_id, error))
 

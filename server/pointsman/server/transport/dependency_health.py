@@ -11,7 +11,9 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
-from grpc_health.v1 import health, health_pb2
+from grpc_health.v1 import health_pb2
+
+from .health import HealthService
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +32,7 @@ class DependencyHealth:
 
     def __init__(
         self,
-        servicer: health.aio.HealthServicer,
+        servicer: HealthService,
         ping_database: Callable[[], Awaitable[None]],
         ping_redis: Callable[[], Awaitable[bool]] | None = None,
         probe_seconds: float = PROBE_SECONDS,

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import asyncio
 
-from grpc_health.v1 import health, health_pb2
+from grpc_health.v1 import health_pb2
 
 from ..domain.breaker import CircuitState
 from ..domain.catalog import ModelCatalog
 from ..domain.router import Router
+from .health import HealthService
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -21,7 +22,7 @@ def health_name(alias: str) -> str:
 
 
 class ModelHealth:
-    def __init__(self, servicer: health.aio.HealthServicer, catalog: ModelCatalog, router: Router) -> None:
+    def __init__(self, servicer: HealthService, catalog: ModelCatalog, router: Router) -> None:
         self._servicer = servicer
         self._catalog = catalog
         self._router = router

@@ -19,6 +19,7 @@ from ..domain.batches.runner import (
     BatchProgress,
 )
 from ..domain.errors import DomainError, InvalidArgument, ViolationCollector
+from ..domain.history import HistoryWindow
 from ..domain.orchestrator import FirewallNotice, Orchestrator
 from ..domain.ports.conversations import Conversations
 from ..domain.stats import Stats
@@ -42,8 +43,10 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         batches: Batches,
         calls: CallContext,
         stats: Stats,
+        history_window: HistoryWindow,
     ) -> None:
         self._orchestrator = orchestrator
+        self._history_window = history_window
         self._conversations = conversations
         self._batches = batches
         self._calls = calls
@@ -64,7 +67,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
     async def Converse(
         self, request_iterator: AsyncIterator[pb.ConverseRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ConverseResponse]:
-        session = ConverseSession(self._orchestrator, self._conversations, self._calls.caller())
+        session = ConverseSession(self._orchestrator, self._conversations, self._calls.caller(), self._history_window)
         async for response in session.run(request_iterator):
             yield response
 
