@@ -129,4 +129,5 @@ def serve_processes(settings: Settings) -> int:
     # Exec, not a child: the pid that compose or systemd watches stays the
     # same, and nothing imported so far (the whole server, for the checks)
     # stays in memory.
-    os.execv(sys.executable, [sys.executable, supervisor.__file__, str(handover_file.fileno())])
+    # -P: the script's directory (this package) is not put on sys.path.
+    os.execv(sys.executable, [sys.executable, "-P", supervisor.__file__, str(handover_file.fileno())])

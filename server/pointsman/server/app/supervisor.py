@@ -32,10 +32,11 @@ class _JsonLines(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         fields = {
-            "timestamp": self.formatTime(record),
+            "time": self.formatTime(record),
             "level": record.levelname,
-            "name": record.name,
+            "logger": record.name,
             "message": record.getMessage(),
+            "request_id": "-",
         }
         return json.dumps(fields)
 
