@@ -12,9 +12,14 @@ lookup, a classification) and stays in memory as one 32,000 x 256 float32 matrix
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from importlib import resources
 from typing import TYPE_CHECKING, Any
+
+from ..domain.chat import Deployment
+from ..domain.embedding import Vectors
+from ..domain.errors import InvalidArgument
 
 if TYPE_CHECKING:
     import numpy as np
@@ -53,12 +58,20 @@ class BuiltinEmbedder:
                 self._model = WordLlamaInference(matrix, tokenizer)
             return self._model
 
-    def embed(self, texts: list[str]) -> npt.NDArray[np.float32]:
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    def embed(self, texts: list[str], dimensions: int = DIMENSIONS) -> npt.NDArray[np.float32]:
         """One unit-length row per text. An empty or all-unknown text gets a zero row
-        (WordLlama divides by the token count), which we keep at zero rather than NaN."""
+        (WordLlama divides by the token count), which we keep at zero rather than NaN.
+        Fewer `dimensions` keep the first ones: WordLlama is trained Matryoshka-style,
+        so a prefix of its vector is a coarser embedding of its own."""
         import numpy as np
 
         vectors: npt.NDArray[np.float32] = self._load().embed(texts, norm=False)
+        if dimensions < DIMENSIONS:
+            vectors = np.ascontiguousarray(vectors[:, :dimensions])
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         np.divide(vectors, norms, out=vectors, where=norms > 0)
         return np.nan_to_num(vectors, copy=False)
@@ -68,3 +81,32 @@ class BuiltinEmbedder:
         # The tokenizer pads a batch to its longest text: count the unpadded tokens.
         encodings = self._load().tokenizer.encode_batch(texts, add_special_tokens=False)
         return sum(sum(encoding.attention_mask) for encoding in encodings)
+
+
+# Above this many characters in a call, embedding leaves the event loop.
+_OFFLOAD_CHARS = 2048
+MIN_DIMENSIONS = 64
+
+
+class BuiltinEmbeddingProvider:
+    """The built-in model as an embedding provider: no network. Large batches,
+    and the first call (it loads the model), run in a worker thread so the
+    event loop keeps serving other calls meanwhile."""
+
+    def __init__(self, embedder: BuiltinEmbedder | None = None) -> None:
+        self._embedder = embedder or BuiltinEmbedder()
+
+    async def embed(self, deployment: Deployment, inputs: list[str], dimensions: int | None) -> Vectors:
+        width = dimensions or DIMENSIONS
+        if not MIN_DIMENSIONS <= width <= DIMENSIONS:
+            raise InvalidArgument.one("dimensions", f"the built-in model gives {MIN_DIMENSIONS} to {DIMENSIONS}")
+        if self._embedder.loaded and sum(len(text) for text in inputs) <= _OFFLOAD_CHARS:
+            return self._embed(inputs, width)
+        return await asyncio.to_thread(self._embed, inputs, width)
+
+    def _embed(self, inputs: list[str], width: int) -> Vectors:
+        vectors = self._embedder.embed(inputs, width)
+        return Vectors(vectors.tolist(), self._embedder.count_tokens(inputs))
+
+    async def aclose(self) -> None:
+        pass
