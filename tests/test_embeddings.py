@@ -5,6 +5,9 @@ ListModels, the request log, and every kind of bad input."""
 from __future__ import annotations
 
 import asyncio
+import io
+import json
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -259,3 +262,32 @@ def _login(email: str) -> Any:
     from pointsman.auth.v1 import auth_pb2
 
     return auth_pb2.LoginRequest(email=email)
+
+
+async def test_the_cli_prints_json_lines_reads_stdin_and_summarises(
+    server: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pointsman.cli.main import main
+
+    async def cli(*argv: str) -> tuple[int, list[dict[str, Any]]]:
+        code = await asyncio.to_thread(main, ["embed", *argv, "--address", server.address])
+        return code, [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+
+    code, lines = await cli("first text", "second text")
+    assert code == 0
+    assert [(line["index"], line["dimensions"], len(line["first_values"])) for line in lines] == [
+        (0, 256, 4),
+        (1, 256, 4),
+    ]
+    monkeypatch.setattr(sys, "stdin", io.StringIO("one\n\ntwo\nthree\n"))
+    code, [summary] = await cli("--summary", "-", "--dimensions", "128")
+    assert summary == {
+        "model": "builtin-embedding",
+        "deployment": "builtin-embedding",
+        "embeddings": 3,
+        "dimensions": 128,
+        "input_tokens": summary["input_tokens"],
+    }
+    code = await asyncio.to_thread(main, ["embed", "-m", "builtin", "x", "--address", server.address])
+    assert code == 3  # INVALID_ARGUMENT: a chat model
+    assert "MODEL_KIND_MISMATCH" in capsys.readouterr().err

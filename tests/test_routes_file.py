@@ -79,6 +79,24 @@ async def test_the_documented_example_builds_every_alias() -> None:
         ),
         ("models: [unclosed", "not valid YAML"),
         ("just text", "invalid"),
+        (
+            {
+                "endpoints": {"a": {"provider": "anthropic"}},
+                "models": {"e": {"kind": "embedding", "deployments": [{"endpoint": "a", "model": "m"}]}},
+            },
+            "models.e.deployments[0].endpoint: Anthropic serves no embeddings",
+        ),
+        (
+            {
+                **VALID,
+                "models": {
+                    "c": {"deployments": [{"endpoint": "offline", "model": "m"}]},
+                    "e": {"kind": "embedding", "deployments": [{"endpoint": "offline", "model": "m"}]},
+                },
+            },
+            "models.e.deployments[0]: 'offline/m' is also a chat deployment",
+        ),
+        ({**VALID, "models": {"e": {"kind": "vectors", "deployments": []}}}, "models.e.kind"),
     ],
 )
 def test_mistakes_are_reported_with_their_place(tmp_path: Path, config: Any, expected: str) -> None:
