@@ -29,6 +29,8 @@ MODEL_NAME = "wordllama-l2-supercat"
 DIMENSIONS = 256
 _WEIGHTS = "weights/l2_supercat_256.safetensors"
 _TOKENIZER = "tokenizers/l2_supercat_tokenizer_config.json"
+# Texts tokenized and pooled at once, as WordLlama's own `embed` does.
+_BATCH = 64
 
 
 class BuiltinEmbedder:
@@ -63,18 +65,32 @@ class BuiltinEmbedder:
         return self._model is not None
 
     def embed(self, texts: list[str], dimensions: int = DIMENSIONS) -> npt.NDArray[np.float32]:
-        """One unit-length row per text. An empty or all-unknown text gets a zero row
-        (WordLlama divides by the token count), which we keep at zero rather than NaN.
-        Fewer `dimensions` keep the first ones: WordLlama is trained Matryoshka-style,
+        """One unit-length row per text; see `embed_counting`."""
+        return self.embed_counting(texts, dimensions)[0]
+
+    def embed_counting(self, texts: list[str], dimensions: int = DIMENSIONS) -> tuple[npt.NDArray[np.float32], int]:
+        """One unit-length row per text, and the tokens read. WordLlama's own
+        `embed` (a mean of token vectors), with the texts tokenized once for
+        both: counting them in a second pass cost as much as embedding.
+        An empty or all-unknown text gets a zero row, not NaN. Fewer
+        `dimensions` keep the first ones: WordLlama is trained Matryoshka-style,
         so a prefix of its vector is a coarser embedding of its own."""
         import numpy as np
 
-        vectors: npt.NDArray[np.float32] = self._load().embed(texts, norm=False)
-        if dimensions < DIMENSIONS:
-            vectors = np.ascontiguousarray(vectors[:, :dimensions])
+        model = self._load()
+        matrix = model.embedding
+        vectors = np.empty((len(texts), dimensions), dtype=np.float32)
+        tokens = 0
+        for start in range(0, len(texts), _BATCH):
+            encodings = model.tokenize(texts[start : start + _BATCH])  # padded to the longest text
+            ids = np.array([e.ids for e in encodings], dtype=np.int32)
+            mask = np.array([e.attention_mask for e in encodings], dtype=np.float32)
+            np.clip(ids, 0, matrix.shape[0] - 1, out=ids)
+            vectors[start : start + len(encodings)] = model.avg_pool(matrix[ids, :dimensions], mask)
+            tokens += int(mask.sum())
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         np.divide(vectors, norms, out=vectors, where=norms > 0)
-        return np.nan_to_num(vectors, copy=False)
+        return np.nan_to_num(vectors, copy=False), tokens
 
     def count_tokens(self, texts: list[str]) -> int:
         """Tokens the model read, for the usage an `Embed` call reports."""
@@ -105,8 +121,8 @@ class BuiltinEmbeddingProvider:
         return await asyncio.to_thread(self._embed, inputs, width)
 
     def _embed(self, inputs: list[str], width: int) -> Vectors:
-        vectors = self._embedder.embed(inputs, width)
-        return Vectors(vectors.tolist(), self._embedder.count_tokens(inputs))
+        vectors, tokens = self._embedder.embed_counting(inputs, width)
+        return Vectors(vectors.tolist(), tokens)
 
     async def aclose(self) -> None:
         pass
