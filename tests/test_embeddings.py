@@ -291,3 +291,13 @@ async def test_the_cli_prints_json_lines_reads_stdin_and_summarises(
     code = await asyncio.to_thread(main, ["embed", "-m", "builtin", "x", "--address", server.address])
     assert code == 3  # INVALID_ARGUMENT: a chat model
     assert "MODEL_KIND_MISMATCH" in capsys.readouterr().err
+
+
+def test_vectors_listed_out_of_order_come_back_in_the_inputs_order() -> None:
+    from pointsman.server.providers.openai_embeddings import _vectors
+
+    answer = {"data": [{"index": 1, "embedding": [0.0, 1.0]}, {"index": 0, "embedding": [1.0, 0.0]}]}
+    assert _vectors(answer, ["a", "b"]).vectors == [[1.0, 0.0], [0.0, 1.0]]
+    for broken in ({"data": [{"index": 0, "embedding": [1.0]}]}, {"data": [{"index": 2, "embedding": [1.0]}] * 2}):
+        with pytest.raises(ValueError):
+            _vectors(broken, ["a", "b"])
