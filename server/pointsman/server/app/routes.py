@@ -74,8 +74,17 @@ class Defaults(_Strict):
 class EndpointConfig(_Strict):
     provider: Literal["openai", "anthropic", "builtin"]
     base_url: str | None = None
+    # Or the environment variable holding the base URL: what Docker Model Runner's
+    # compose `models` element injects (its `endpoint_var`).
+    base_url_env: str | None = None
     # Name of the environment variable holding the key; local servers need none.
     api_key_env: str | None = None
+
+    @model_validator(mode="after")
+    def _one_base_url(self) -> EndpointConfig:
+        if self.base_url is not None and self.base_url_env is not None:
+            raise ValueError("give base_url or base_url_env, not both")
+        return self
 
 
 class PriceConfig(_Strict):
@@ -224,7 +233,7 @@ def _build_catalog(config: RoutesConfig, settings: Settings) -> ModelCatalog:
             continue
         deployments: list[tuple[Deployment, ChatProvider]] = []
         for entry in model.deployments:
-            endpoint = config.endpoints[entry.endpoint]
+            endpoint = _resolved(entry.endpoint, config.endpoints[entry.endpoint])
             if entry.endpoint not in providers:
                 providers[entry.endpoint] = _provider(endpoint, settings)
             kind = ProviderKind(endpoint.provider)
@@ -259,7 +268,7 @@ def _add_embedding_model(
     builtin_only = all(config.endpoints[e.endpoint].provider == "builtin" for e in model.deployments)
     dimensions = model.dimensions or (BUILTIN_DIMENSIONS if builtin_only else 0)
     for entry in model.deployments:
-        endpoint = config.endpoints[entry.endpoint]
+        endpoint = _resolved(entry.endpoint, config.endpoints[entry.endpoint])
         kind = ProviderKind(endpoint.provider)
         if kind is ProviderKind.BUILTIN:
             provider: EmbeddingProvider = builtin
@@ -279,6 +288,18 @@ def _add_embedding_model(
         deployments.append((deployment, provider))
     retry = (model.retry or config.defaults.retry).policy()
     catalog.add_embedding(alias, deployments, RoutingStrategy(model.strategy), retry, dimensions)
+
+
+def _resolved(name: str, endpoint: EndpointConfig) -> EndpointConfig:
+    """The endpoint with `base_url_env` read from the environment, at start."""
+    if endpoint.base_url_env is None:
+        return endpoint
+    value = os.environ.get(endpoint.base_url_env, "").strip()
+    if not value:
+        raise RoutesFileError(
+            f"endpoints.{name}.base_url_env: the environment variable {endpoint.base_url_env} is not set"
+        )
+    return endpoint.model_copy(update={"base_url": value, "base_url_env": None})
 
 
 def _base_url(endpoint: EndpointConfig) -> str:

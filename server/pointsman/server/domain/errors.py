@@ -112,10 +112,6 @@ class BudgetExhausted(RateLimited):
     reason = "BUDGET_EXHAUSTED"
 
 
-class ShuttingDown(Unavailable):
-    reason = "SHUTTING_DOWN"
-
-
 @dataclass
 class ViolationCollector:
     """Gathers every problem with a request so the client learns all of them at once."""

@@ -9,7 +9,7 @@ import secrets
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Generic, TypeVar
 
 from ...domain.broadcast import Broadcaster
 from ...domain.errors import AlreadyExists
@@ -48,6 +48,7 @@ from .dialects import Database, DuplicateRow, Kind, MissingParent, Row, Table, r
 from .rows import category_counts, check_page_size, normalise_email, request_summary
 
 Clock = Callable[[], datetime]
+Entry = TypeVar("Entry")
 
 
 class _Where:
@@ -76,8 +77,44 @@ async def _page(
     return page, (page[-1].id if len(rows) > size else None)
 
 
-async def _delete_before(db: Database, table: Literal["decisions", "request_log"], cutoff: datetime, limit: int) -> int:
-    return await db.execute(db.delete_oldest.format(table=table), db.time(cutoff), limit)
+class _AppendOnlyLog(Generic[Entry]):
+    """An organisation's records, written in batches, never updated, paged newest
+    first and deleted oldest first by retention: the decisions and the request log."""
+
+    table: Table
+
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    def new_id(self) -> str:
+        return new_record_id()
+
+    async def record(self, entry: Entry) -> None:
+        await self.record_many((entry,))
+
+    async def record_many(self, entries: Sequence[Entry]) -> None:
+        if entries:
+            await self._db.insert_new(self.table, self._rows(entries))
+
+    def _rows(self, entries: Sequence[Entry]) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    def _page_filter(
+        self, organisation: str, after_id: str | None, start_time: datetime | None, end_time: datetime | None
+    ) -> _Where:
+        """The conditions every page shares: the organisation, the cursor, the time window."""
+        conditions = _Where("organisation = ?", require_organisation(organisation))
+        if after_id is not None:
+            conditions.add("id < ?", after_id)
+        if start_time is not None:
+            conditions.add("create_time >= ?", self._db.time(start_time))
+        if end_time is not None:
+            conditions.add("create_time < ?", self._db.time(end_time))
+        return conditions
+
+    async def delete_before(self, cutoff: datetime, limit: int) -> int:
+        db = self._db
+        return await db.execute(db.delete_oldest.format(table=self.table.name), db.time(cutoff), limit)
 
 
 # Rules ----------------------------------------------------------------------
@@ -263,37 +300,23 @@ def _decision(db: Database, row: Row) -> Decision:
     )
 
 
-class SqlDecisionStore:
-    def __init__(self, database: Database) -> None:
-        self._db = database
+class SqlDecisionStore(_AppendOnlyLog[Decision]):
+    table = DECISIONS
 
-    def new_id(self) -> str:
-        return new_record_id()
-
-    async def record(self, decision: Decision) -> None:
-        await self.record_many((decision,))
-
-    async def record_many(self, decisions: Sequence[Decision]) -> None:
-        if decisions:
-            await self._db.insert_new(DECISIONS, decision_rows(self._db, decisions))
+    def _rows(self, entries: Sequence[Decision]) -> list[tuple[Any, ...]]:
+        return decision_rows(self._db, entries)
 
     async def list_decisions(
         self, organisation: str, where: DecisionFilter, page_size: int, after_id: str | None
     ) -> tuple[list[Decision], str | None]:
         db = self._db
-        conditions = _Where("organisation = ?", require_organisation(organisation))
-        if after_id is not None:
-            conditions.add("id < ?", after_id)
+        conditions = self._page_filter(organisation, after_id, where.start_time, where.end_time)
         if where.action is not None:
             conditions.add("action = ?", where.action.value)
         if where.direction is not None:
             conditions.add("direction = ?", where.direction.value)
         if where.category is not None:
             conditions.add(*db.has_tag("categories", where.category.value))
-        if where.start_time is not None:
-            conditions.add("create_time >= ?", db.time(where.start_time))
-        if where.end_time is not None:
-            conditions.add("create_time < ?", db.time(where.end_time))
         return await _page(db, "decisions", conditions, page_size, lambda row: _decision(db, row))
 
     async def count_by_category(
@@ -307,9 +330,6 @@ class SqlDecisionStore:
             db.time(end_time),
         )
         return category_counts(rows)
-
-    async def delete_before(self, cutoff: datetime, limit: int) -> int:
-        return await _delete_before(self._db, "decisions", cutoff, limit)
 
 
 # Request log ----------------------------------------------------------------
@@ -369,21 +389,12 @@ def _request(db: Database, row: Row) -> RequestRecord:
     )
 
 
-class SqlRequestLog:
-    def __init__(self, database: Database) -> None:
-        self._db = database
+class SqlRequestLog(_AppendOnlyLog[RequestRecord]):
+    table = REQUEST_LOG
 
-    def new_id(self) -> str:
-        return new_record_id()
-
-    async def record(self, entry: RequestRecord) -> None:
-        await self.record_many((entry,))
-
-    async def record_many(self, entries: Sequence[RequestRecord]) -> None:
-        if not entries:
-            return
+    def _rows(self, entries: Sequence[RequestRecord]) -> list[tuple[Any, ...]]:
         time = self._db.time
-        rows = [
+        return [
             (
                 require_organisation(e.organisation),
                 e.id,
@@ -402,15 +413,12 @@ class SqlRequestLog:
             )
             for e in entries
         ]
-        await self._db.insert_new(REQUEST_LOG, rows)
 
     async def list_requests(
         self, organisation: str, where: RequestFilter, page_size: int, after_id: str | None
     ) -> tuple[list[RequestRecord], str | None]:
         db = self._db
-        conditions = _Where("organisation = ?", require_organisation(organisation))
-        if after_id is not None:
-            conditions.add("id < ?", after_id)
+        conditions = self._page_filter(organisation, after_id, where.start_time, where.end_time)
         for column, value in (
             ("model", where.model),
             ("principal", where.principal),
@@ -418,14 +426,7 @@ class SqlRequestLog:
         ):
             if value is not None:
                 conditions.add(f"{column} = ?", value)
-        if where.start_time is not None:
-            conditions.add("create_time >= ?", db.time(where.start_time))
-        if where.end_time is not None:
-            conditions.add("create_time < ?", db.time(where.end_time))
         return await _page(db, "request_log", conditions, page_size, lambda row: _request(db, row))
-
-    async def delete_before(self, cutoff: datetime, limit: int) -> int:
-        return await _delete_before(self._db, "request_log", cutoff, limit)
 
     async def cost_since(self, organisation: str, start_time: datetime, principal: str | None = None) -> float:
         conditions = _Where("organisation = ?", require_organisation(organisation))
