@@ -33,7 +33,7 @@ def write(tmp_path: Path, config: Any) -> Path:
 async def test_the_documented_example_builds_every_alias() -> None:
     catalog, router = build_routing(settings(POINTSMAN_ROUTES_FILE=str(EXAMPLE)))
     routes = {r.alias: r for r in catalog.routes()}
-    assert set(routes) == {"builtin", "smart", "fast", "nearest", "trial"}
+    assert set(routes) == {"builtin", "builtin-embedding", "smart", "fast", "nearest", "trial", "embed", "local-embed"}
     assert routes["fast"].strategy is RoutingStrategy.WEIGHTED
     assert [(d.name, d.weight) for d in routes["fast"].deployments] == [
         ("openai/gpt-4o-mini", 3),
@@ -47,7 +47,7 @@ async def test_the_documented_example_builds_every_alias() -> None:
     assert routes["nearest"].retry.retries == 0 and routes["smart"].retry.retries == 1
     assert routes["fast"].cache_ttl_seconds == 600 and routes["smart"].cache_ttl_seconds == 0
     # One breaker per deployment, shared by every alias that uses it.
-    assert "ollama/llama3.2" in router.monitors and len(router.monitors) == 6
+    assert "ollama/llama3.2" in router.monitors and len(router.monitors) == 9
     await catalog.aclose()
 
 
@@ -79,6 +79,24 @@ async def test_the_documented_example_builds_every_alias() -> None:
         ),
         ("models: [unclosed", "not valid YAML"),
         ("just text", "invalid"),
+        (
+            {
+                "endpoints": {"a": {"provider": "anthropic"}},
+                "models": {"e": {"kind": "embedding", "deployments": [{"endpoint": "a", "model": "m"}]}},
+            },
+            "models.e.deployments[0].endpoint: Anthropic serves no embeddings",
+        ),
+        (
+            {
+                **VALID,
+                "models": {
+                    "c": {"deployments": [{"endpoint": "offline", "model": "m"}]},
+                    "e": {"kind": "embedding", "deployments": [{"endpoint": "offline", "model": "m"}]},
+                },
+            },
+            "models.e.deployments[0]: 'offline/m' is also a chat deployment",
+        ),
+        ({**VALID, "models": {"e": {"kind": "vectors", "deployments": []}}}, "models.e.kind"),
     ],
 )
 def test_mistakes_are_reported_with_their_place(tmp_path: Path, config: Any, expected: str) -> None:

@@ -18,6 +18,7 @@ from google.protobuf import json_format
 
 from ..client import Client, PointsmanError, tls_credentials
 from ..client.options import DEFAULT_ADDRESS
+from . import embed
 
 
 def _print_json(message: Any) -> None:
@@ -680,6 +681,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-tokens", type=int)
     p.add_argument("--temperature", type=float)
     p.set_defaults(func=cmd_chat)
+
+    embed.add_parser(sub, common).set_defaults(func=lambda args: embed.run(args, _client))
 
     p = sub.add_parser("models", parents=[common], help="list model aliases")
     p.set_defaults(func=cmd_models)

@@ -4,12 +4,14 @@ the protos; they raise PointsmanError instead of grpc errors."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import grpc
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from pointsman.orchestrator.v1 import orchestrator_pb2
 
 from .errors import PointsmanError
 from .options import (
@@ -95,6 +97,14 @@ class AsyncClient:
         except grpc.RpcError as error:
             raise PointsmanError.from_rpc_error(error) from None
         return int(response.status)
+
+    async def embed(
+        self, inputs: Sequence[str], *, model: str = "builtin-embedding", dimensions: int = 0, **call: Any
+    ) -> orchestrator_pb2.EmbedResponse:
+        """One vector per input (`response.embeddings[i].values`), from an embedding model alias."""
+        request = orchestrator_pb2.EmbedRequest(model=model, inputs=list(inputs), dimensions=dimensions)
+        response: orchestrator_pb2.EmbedResponse = await self.orchestrator.Embed(request, **call)
+        return response
 
     async def close(self) -> None:
         await self.channel.close()

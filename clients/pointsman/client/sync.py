@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import grpc
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from pointsman.orchestrator.v1 import orchestrator_pb2
 
 from .errors import PointsmanError
 from .options import (
@@ -89,6 +91,14 @@ class Client:
         except grpc.RpcError as error:
             raise PointsmanError.from_rpc_error(error) from None
         return int(response.status)
+
+    def embed(
+        self, inputs: Sequence[str], *, model: str = "builtin-embedding", dimensions: int = 0, **call: Any
+    ) -> orchestrator_pb2.EmbedResponse:
+        """One vector per input (`response.embeddings[i].values`), from an embedding model alias."""
+        request = orchestrator_pb2.EmbedRequest(model=model, inputs=list(inputs), dimensions=dimensions)
+        response: orchestrator_pb2.EmbedResponse = self.orchestrator.Embed(request, **call)
+        return response
 
     def close(self) -> None:
         self.channel.close()

@@ -98,6 +98,7 @@ class PointsmanServer:
         stack = build_orchestrator(settings, state)
         self.catalog, self.router, self.rules = stack.catalog, stack.router, stack.rules
         self.orchestrator = stack.orchestrator
+        self.embeddings = stack.embeddings
         self.firewall = stack.orchestrator.firewall
         self.decisions = state.decisions
         self.conversations = state.conversations
@@ -136,6 +137,7 @@ class PointsmanServer:
                     settings.conversation_max_tokens,
                     settings.max_input_chars,
                 ),
+                self.embeddings,
             ),
             self.server,
         )
