@@ -142,6 +142,8 @@ def _turns(setup: pb.ConversationSetup, answered: threading.Event, prompt: bool)
             print("> ", end="", file=sys.stderr, flush=True)
         line = sys.stdin.readline()
         if not line:
+            if prompt:
+                print(file=sys.stderr)  # end the prompt's line at EOF (Ctrl-D)
             return
         text = line.rstrip("\r\n")
         if not text.strip():
