@@ -44,7 +44,7 @@ def address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     env["USE_MOCK"] = "true"
     env["OPENAI_MODELS"] = "model-a,model-b"
     server = subprocess.Popen([*POINTSMAN, "serve", "--address", address], env=env, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60  # a loaded machine (the suite in parallel) starts slower
     while run("health", address=address).returncode != 0:
         assert server.poll() is None, server.stderr.read() if server.stderr else ""
         assert time.monotonic() < deadline, "server did not become SERVING"
