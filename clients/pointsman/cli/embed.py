@@ -6,16 +6,16 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable
 from typing import Any
+
+from .arguments import command
+from .connection import connect
 
 FIRST_VALUES = 4
 
 
-def add_parser(subparsers: Any, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    p: argparse.ArgumentParser = subparsers.add_parser(
-        "embed", parents=[common], help="embed texts; '-' reads one text per line from stdin"
-    )
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = command(sub, "embed", cmd_embed, "embed texts; '-' reads one text per line from stdin", [common])
     p.add_argument("texts", nargs="+", metavar="TEXT")
     p.add_argument(
         "-m",
@@ -25,7 +25,6 @@ def add_parser(subparsers: Any, common: argparse.ArgumentParser) -> argparse.Arg
     )
     p.add_argument("--dimensions", type=int, default=0, help="shorter vectors, for models that give them")
     p.add_argument("--summary", action="store_true", help="one line: model, deployment, count, width, tokens")
-    return p
 
 
 def _texts(given: list[str]) -> list[str]:
@@ -38,7 +37,7 @@ def _texts(given: list[str]) -> list[str]:
     return texts
 
 
-def run(args: argparse.Namespace, connect: Callable[[argparse.Namespace], Any]) -> int:
+def cmd_embed(args: argparse.Namespace) -> int:
     """Prints one JSON line per text (its index, width and first values; all
     of them with --json), or with --summary one line for the whole call."""
     texts = _texts(args.texts)
