@@ -63,7 +63,7 @@ def keywords(words: tuple[str, ...]) -> tuple[str, str]:
     one set), and each as a whole word, to confirm a candidate (a word
     character at either end of a keyword must not touch another one, as
     Python's `\\b` sees words; RE2's `\\b` is ASCII only)."""
-    stripped = [w.strip() for w in words]
+    stripped = [w.strip() for w in words if w.strip()] or ["\x00"]  # no words (never stored): matches nothing real
     alternatives = []
     for word in stripped:
         before = f"(?:^|{_NOT_WORD})" if _is_word(word[0]) else ""
