@@ -14,6 +14,7 @@ several can be combined with `+`, e.g. `long-100+slow-20`:
     fault-stream-error     send the API's mid-stream error frame after 2 content chunks
     slow-<ms>              wait <ms> ms before each stream frame
     long-<n>               answer with n words ("word1 word2 ... wordn")
+    huge-<n>               answer with n characters (some of them multi-byte) in ONE content chunk
     no-usage               stream without a usage chunk even when asked (as llama-cpp-python does)
 """
 
@@ -48,6 +49,9 @@ _WORD_RE = re.compile(r"\S+\s*")
 _FAULT_RE = re.compile(r"fault-(\d{3}|slow-first-byte|stall|cut|malformed|stream-error)")
 _SLOW_RE = re.compile(r"slow-(\d+)")
 _LONG_RE = re.compile(r"long-(\d+)")
+_HUGE_RE = re.compile(r"huge-(\d+)")
+# The text a huge answer repeats: ASCII, two-byte, three-byte and four-byte characters.
+HUGE_PATTERN = "huge é ✓ 😀 answer "
 _FAULT_FLAGS = {
     "slow-first-byte": "first_byte_delay",
     "stall": "stall",
@@ -72,6 +76,7 @@ class Behaviour:
     stream_error: bool = False
     chunk_delay_ms: float | None = None
     words: int | None = None
+    huge_chars: int | None = None
 
 
 @functools.lru_cache(maxsize=256)
@@ -89,6 +94,8 @@ def parse_behaviour(spec: str) -> Behaviour:
             flags["chunk_delay_ms"] = float(m.group(1))
         elif m := _LONG_RE.fullmatch(token):
             flags["words"] = int(m.group(1))
+        elif m := _HUGE_RE.fullmatch(token):
+            flags["huge_chars"] = int(m.group(1))
     return Behaviour(**flags)
 
 
@@ -128,6 +135,11 @@ class Answer:
         return len(self.chunks) if self.tool_name is None else len(split_words(self.tool_arguments))
 
 
+def huge_text(chars: int) -> str:
+    """`chars` characters of HUGE_PATTERN, repeated."""
+    return (HUGE_PATTERN * (chars // len(HUGE_PATTERN) + 1))[:chars]
+
+
 def split_words(text: str) -> list[str]:
     return _WORD_RE.findall(text)
 
@@ -141,6 +153,8 @@ def compose_answer(prompt: Prompt, behaviour: Behaviour) -> Answer:
     if prompt.tool_name is not None:
         arguments = json.dumps({"echo": prompt.user_text})
         return Answer([], "tool", tool_name=prompt.tool_name, tool_arguments=arguments)
+    if behaviour.huge_chars is not None:
+        return Answer([huge_text(behaviour.huge_chars)], "end")
     if behaviour.words is not None:
         text = " ".join(f"word{i}" for i in range(1, behaviour.words + 1))
     else:

@@ -109,7 +109,8 @@ def cmd_rules(args: argparse.Namespace) -> int:
                 if args.json:
                     print_json(event)
                 elif event.HasField("snapshot"):
-                    print(f"snapshot: {len(event.snapshot.rules)} rules", flush=True)
+                    more = " (a large snapshot: more parts follow)" if event.snapshot.has_more else ""
+                    print(f"snapshot: {len(event.snapshot.rules)} rules{more}", flush=True)
                     for rule in event.snapshot.rules:
                         print(f"  {rule_line(rule)}", flush=True)
                 else:

@@ -96,6 +96,10 @@ class Settings(BaseSettings):
     # straddle sent text are then only recorded, or cut the answer if blocked).
     firewall_output_holdback_chars: int = Field(32, ge=0, le=4096, validation_alias="FIREWALL_OUTPUT_HOLDBACK_CHARS")
     firewall_scan_cache_size: int = Field(10_000, ge=0, validation_alias="FIREWALL_SCAN_CACHE_SIZE")
+    # Per organisation: how many rules it may have, and how long one rule's
+    # pattern (or a topic rule's keywords together) may be (docs/firewall.md).
+    firewall_max_rules: int = Field(10_000, ge=1, le=1_000_000, validation_alias="FIREWALL_MAX_RULES")
+    firewall_max_rule_chars: int = Field(1000, ge=1, le=100_000, validation_alias="FIREWALL_MAX_RULE_CHARS")
 
     # Identity of this instance and the registry it reports to.
     org_id: str = Field("default", validation_alias="ORG_ID")

@@ -187,10 +187,12 @@ class WatchRulesResponse(_message.Message):
     def __init__(self, snapshot: _Optional[_Union[RuleSnapshot, _Mapping]] = ..., change: _Optional[_Union[RuleChange, _Mapping]] = ...) -> None: ...
 
 class RuleSnapshot(_message.Message):
-    __slots__ = ("rules",)
+    __slots__ = ("rules", "has_more")
     RULES_FIELD_NUMBER: _ClassVar[int]
+    HAS_MORE_FIELD_NUMBER: _ClassVar[int]
     rules: _containers.RepeatedCompositeFieldContainer[Rule]
-    def __init__(self, rules: _Optional[_Iterable[_Union[Rule, _Mapping]]] = ...) -> None: ...
+    has_more: bool
+    def __init__(self, rules: _Optional[_Iterable[_Union[Rule, _Mapping]]] = ..., has_more: _Optional[bool] = ...) -> None: ...
 
 class RuleChange(_message.Message):
     __slots__ = ("change_type", "rule")

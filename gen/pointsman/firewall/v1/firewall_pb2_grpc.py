@@ -150,6 +150,7 @@ class FirewallServiceServicer:
 
     def WatchRules(self, request, context):
         """WatchRules sends a snapshot of all rules, then every change as it happens.
+        A large snapshot comes in several messages (see RuleSnapshot.has_more).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -134,6 +134,34 @@ class RoutesConfig(_Strict):
                     raise ValueError(f"{where}: '{deployment.endpoint}/{deployment.model}' is also a {kind} deployment")
         return self
 
+    @model_validator(mode="after")
+    def _one_price_per_deployment(self) -> RoutesConfig:
+        """A deployment is one upstream model: it has one price, whichever
+        alias lists it. A price stated once holds for every alias listing it
+        (see `deployment_prices`); two different prices are a mistake."""
+        stated: dict[str, tuple[str, PriceConfig]] = {}
+        for alias, model in self.models.items():
+            for index, deployment in enumerate(model.deployments):
+                if deployment.price is None:
+                    continue
+                name = f"{deployment.endpoint}/{deployment.model}"
+                first = stated.setdefault(name, (alias, deployment.price))
+                if first[1] != deployment.price:
+                    raise ValueError(
+                        f"models.{alias}.deployments[{index}].price: deployment '{name}' is priced differently "
+                        f"in models.{first[0]}; one deployment has one price (state it once or the same everywhere)"
+                    )
+        return self
+
+    def deployment_prices(self) -> dict[str, PriceConfig]:
+        """The price of each deployment that any alias states one for."""
+        prices: dict[str, PriceConfig] = {}
+        for model in self.models.values():
+            for deployment in model.deployments:
+                if deployment.price is not None:
+                    prices.setdefault(f"{deployment.endpoint}/{deployment.model}", deployment.price)
+        return prices
+
 
 def load_routes_file(path: Path) -> RoutesConfig:
     try:
@@ -227,6 +255,7 @@ def _build_catalog(config: RoutesConfig, settings: Settings) -> ModelCatalog:
 
     providers: dict[str, ChatProvider] = {}
     embedders: dict[str, EmbeddingProvider] = {}
+    prices = config.deployment_prices()
     for alias, model in config.models.items():
         if model.kind == "embedding":
             _add_embedding_model(catalog, alias, model, config, settings, embedders, builtin_embedder)
@@ -237,16 +266,16 @@ def _build_catalog(config: RoutesConfig, settings: Settings) -> ModelCatalog:
             if entry.endpoint not in providers:
                 providers[entry.endpoint] = _provider(endpoint, settings)
             kind = ProviderKind(endpoint.provider)
+            name = f"{entry.endpoint}/{entry.model}"
+            price = prices.get(name)
             deployment = Deployment(
-                name=f"{entry.endpoint}/{entry.model}",
+                name=name,
                 provider=kind,
                 model=BUILTIN_MODEL_ID if kind is ProviderKind.BUILTIN else entry.model,
                 endpoint=_base_url(endpoint),
                 weight=entry.weight,
                 timeout_seconds=entry.timeout_seconds or config.defaults.timeout_seconds,
-                price=None
-                if entry.price is None
-                else Price(entry.price.input_per_million_tokens, entry.price.output_per_million_tokens),
+                price=None if price is None else Price(price.input_per_million_tokens, price.output_per_million_tokens),
             )
             deployments.append((deployment, providers[entry.endpoint]))
         retry = (model.retry or config.defaults.retry).policy()

@@ -21,7 +21,7 @@ from pointsman.registry.v1 import registry_pb2, registry_pb2_grpc
 from .. import __version__
 from ..auth import Accounts, Authenticator
 from ..domain.errors import AlreadyExists, NotFound
-from ..domain.firewall.rules import MatchType, Rule, RuleKind
+from ..domain.firewall.rules import MatchType, Rule, RuleKind, RuleLimits
 from ..domain.history import HistoryWindow
 from ..domain.registry import Registry
 from ..domain.stats import Stats
@@ -32,7 +32,7 @@ from ..transport.auth_servicer import AuthServicer
 from ..transport.calls import CallContext, CallInterceptor
 from ..transport.dependency_health import DependencyHealth
 from ..transport.drain import Drain
-from ..transport.firewall_servicer import FirewallServicer
+from ..transport.firewall_servicer import SNAPSHOT_PART_BYTES, FirewallServicer
 from ..transport.health import HealthService
 from ..transport.model_health import ModelHealth
 from ..transport.orchestrator_servicer import OrchestratorServicer
@@ -142,7 +142,16 @@ class PointsmanServer:
             self.server,
         )
         firewall_pb2_grpc.add_FirewallServiceServicer_to_server(
-            FirewallServicer(self.firewall, self.rules, self.decisions, calls, settings.max_input_chars),
+            FirewallServicer(
+                self.firewall,
+                self.rules,
+                self.decisions,
+                calls,
+                settings.max_input_chars,
+                RuleLimits(settings.firewall_max_rules, settings.firewall_max_rule_chars),
+                # Each part of a WatchRules snapshot stays well inside one message.
+                snapshot_bytes=min(SNAPSHOT_PART_BYTES, settings.max_message_bytes // 2),
+            ),
             self.server,
         )
         registry_pb2_grpc.add_RegistryServiceServicer_to_server(RegistryServicer(self.registry, calls), self.server)

@@ -26,6 +26,11 @@ class ModelRoute:
     # Width of an embedding model's vectors; 0: not known.
     dimensions: int = 0
 
+    def deployment(self, name: str) -> Deployment | None:
+        """This route's own deployment of that name (with the weight, timeout
+        and price this alias gives it)."""
+        return next((d for d in self.deployments if d.name == name), None)
+
     @property
     def builtin(self) -> bool:
         return all(d.provider is ProviderKind.BUILTIN for d in self.deployments)
@@ -114,6 +119,8 @@ class ModelCatalog:
         return list(self._deployments.values())
 
     def deployment(self, name: str) -> Deployment | None:
+        """A deployment by name, as one of the aliases listing it has it; to
+        credit a call to the alias that served it, ask that `ModelRoute`."""
         return self._deployments.get(name)
 
     def routes(self) -> list[ModelRoute]:

@@ -141,3 +141,26 @@ class Finish:
 
 # What a provider yields: the answer's own events, without gateway framing.
 ProviderEvent = TextDelta | ToolCallDelta | Usage | Finish
+
+# The most characters one streamed delta carries (at most 64 KiB of UTF-8):
+# an upstream may send megabytes in one chunk, and one gRPC message over the
+# server's size limit would end the stream.
+MAX_DELTA_CHARS = 16_384
+
+
+def split_delta(event: ProviderEvent) -> list[ProviderEvent]:
+    """The event as deltas of at most MAX_DELTA_CHARS characters each (code
+    points: a cut never splits a character); other events as they are. A
+    tool call's id and name stay on its first piece, as upstreams send them."""
+    if type(event) is TextDelta and len(event.text) > MAX_DELTA_CHARS:
+        text = event.text
+        return [TextDelta(text[i : i + MAX_DELTA_CHARS]) for i in range(0, len(text), MAX_DELTA_CHARS)]
+    if type(event) is ToolCallDelta and len(event.arguments_delta) > MAX_DELTA_CHARS:
+        arguments = event.arguments_delta
+        pieces: list[ProviderEvent] = [ToolCallDelta(event.index, event.id, event.name, arguments[:MAX_DELTA_CHARS])]
+        pieces.extend(
+            ToolCallDelta(event.index, "", "", arguments[i : i + MAX_DELTA_CHARS])
+            for i in range(MAX_DELTA_CHARS, len(arguments), MAX_DELTA_CHARS)
+        )
+        return pieces
+    return [event]

@@ -241,9 +241,12 @@ class Orchestrator:
         async with self.flights.join(caller.organisation, cache_key(request)) as flight:
             if flight.answer is not None:
                 cached = flight.answer
-                # Deployments are fixed at start-up; an entry from a replica
+                # The cache key holds the alias, so the entry was answered
+                # through this route: its own copy of the deployment carries
+                # the price this alias was charged at (the catalog's copy is
+                # whichever alias listed it last). An entry from a replica
                 # with other routes is credited to this alias's first deployment.
-                deployment = self.catalog.deployment(cached.deployment) or route.deployments[0]
+                deployment = route.deployment(cached.deployment) or route.deployments[0]
                 yield Start(caller.request_id, request.model, deployment, cached=True)
                 if verdict.action is not Action.ALLOW:
                     yield FirewallNotice(Direction.INPUT, verdict)

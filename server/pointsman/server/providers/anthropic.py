@@ -24,6 +24,7 @@ from ..domain.chat import (
 )
 from ..domain.errors import InvalidArgument
 from . import upstream_errors
+from .sse_lines import LineSplitter
 from .upstream_http import UpstreamHttp, sdk_request_target
 
 MESSAGES_PATH = "/v1/messages"
@@ -130,11 +131,9 @@ async def _sse_data(body: AsyncIterator[bytes]) -> AsyncIterator[Any]:
     share of a streamed answer's cost. Anthropic sends one `data:` line per event
     (SSE allows several, which this does not join); `event:` lines, comments and
     blank separators are skipped, and json.loads ignores a trailing \\r."""
-    pending = b""
+    splitter = LineSplitter()
     async for chunk in body:
-        lines = (pending + chunk).split(b"\n") if pending else chunk.split(b"\n")
-        pending = lines.pop()  # an incomplete last line waits for the next chunk
-        for line in lines:
+        for line in splitter.feed(chunk):
             if line.startswith(b"data:"):
                 yield json.loads(line[5:])
     # A last line without its newline is an event cut short: SSE discards it.

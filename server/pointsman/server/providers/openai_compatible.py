@@ -24,6 +24,7 @@ from ..domain.chat import (
     Usage,
 )
 from . import upstream_errors
+from .sse_lines import LineSplitter
 from .upstream_http import UpstreamHttp, sdk_request_target
 
 CHAT_PATH = "/chat/completions"
@@ -68,14 +69,12 @@ async def _stream_events(body: AsyncIterator[bytes], request: ChatRequest) -> As
     usage (llama-cpp-python ignores `include_usage`) ends with an estimate."""
     finish: FinishReason | None = None
     usage: Usage | None = None
-    pending = b""
+    splitter = LineSplitter()
     done = False
     chunks_with_text = 0
     async for received in body:
-        lines = (pending + received).split(b"\n")
-        pending = lines.pop()  # an incomplete last line waits for the next read
         text: list[str] = []
-        for line in lines:
+        for line in splitter.feed(received):
             if not line.startswith(b"data:"):
                 continue
             data = line[5:].strip()

@@ -25,7 +25,7 @@ import aiohttp
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 
-from ..domain.chat import Deployment, ProviderEvent, Usage
+from ..domain.chat import MAX_DELTA_CHARS, Deployment, ProviderEvent, TextDelta, Usage, split_delta
 from ..domain.errors import DomainError
 from ..tracing import current_span, outgoing_headers
 from . import upstream_errors
@@ -156,7 +156,11 @@ class UpstreamHttp:
                 raise upstream_errors.status_error(response.status, response.headers)
             if incremental:
                 async for event in parse_stream(response.content.iter_any()):
-                    yield event
+                    if type(event) is TextDelta and len(event.text) <= MAX_DELTA_CHARS:
+                        yield event  # the usual case, without a list per delta
+                    else:
+                        for piece in split_delta(event):
+                            yield piece
             else:
                 for event in parse_answer(json.loads(await response.read())):
                     yield event

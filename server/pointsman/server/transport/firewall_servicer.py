@@ -12,7 +12,7 @@ from pointsman.type.v1 import firewall_pb2 as type_pb
 
 from ..domain.errors import InvalidArgument, ViolationCollector
 from ..domain.firewall.engine import FirewallEngine, check_content
-from ..domain.firewall.rules import Rule, check_rule
+from ..domain.firewall.rules import Rule, RuleLimits, check_room_for_rule, check_rule
 from ..domain.firewall.verdict import Direction
 from ..domain.ports.stores import DecisionFilter, DecisionStore, RuleChange, RuleStore
 from . import convert
@@ -21,6 +21,9 @@ from .resources import decode_offset, decode_token, encode_token, page_size, res
 from .watch import snapshot_then_changes
 
 UPDATABLE_FIELDS = {"kind", "match_type", "pattern", "keywords", "description", "enabled", "scope"}
+# The most bytes of rules one WatchRules snapshot message carries: 10,000
+# rules are several messages, never one over the message size limit.
+SNAPSHOT_PART_BYTES = 1024 * 1024
 
 
 class FirewallServicer(firewall_pb2_grpc.FirewallServiceServicer):
@@ -31,8 +34,13 @@ class FirewallServicer(firewall_pb2_grpc.FirewallServiceServicer):
         decisions: DecisionStore,
         calls: CallContext,
         max_scan_chars: int,
+        limits: RuleLimits | None = None,
+        *,
+        snapshot_bytes: int = SNAPSHOT_PART_BYTES,
     ) -> None:
         self._engine = engine
+        self._limits = limits or RuleLimits()
+        self._snapshot_bytes = snapshot_bytes
         self._rules = rules
         self._decisions = decisions
         self._calls = calls
@@ -78,7 +86,7 @@ class FirewallServicer(firewall_pb2_grpc.FirewallServiceServicer):
             scope=convert.enum_value(convert.RULE_SCOPES, rule.scope, "rule.scope", errors, required=False),
         )
         if domain_rule.match_type is not None:
-            check_rule(domain_rule, errors)
+            check_rule(domain_rule, errors, max_chars=self._limits.max_rule_chars)
         errors.raise_if_any()
         return domain_rule
 
@@ -87,7 +95,11 @@ class FirewallServicer(firewall_pb2_grpc.FirewallServiceServicer):
     ) -> pb.CreateRuleResponse:
         if not request.HasField("rule"):
             raise InvalidArgument.one("rule", "is required")
-        created = await self._rules.create_rule(self._rule_from_proto(request.rule))
+        rule = self._rule_from_proto(request.rule)
+        # Checked before each create: concurrent creates may pass it together,
+        # which overshoots by at most their number.
+        check_room_for_rule(len(await self._rules.list_rules(rule.organisation)), self._limits.max_rules)
+        created = await self._rules.create_rule(rule)
         return pb.CreateRuleResponse(rule=convert.rule_to_proto(created))
 
     async def GetRule(self, request: pb.GetRuleRequest, context: grpc.aio.ServicerContext) -> pb.GetRuleResponse:
@@ -138,9 +150,12 @@ class FirewallServicer(firewall_pb2_grpc.FirewallServiceServicer):
     ) -> AsyncIterator[pb.WatchRulesResponse]:
         organisation = self._calls.caller().organisation
 
-        async def snapshot() -> pb.WatchRulesResponse:
-            rules = await self._rules.list_rules(organisation)
-            return pb.WatchRulesResponse(snapshot=pb.RuleSnapshot(rules=[convert.rule_to_proto(r) for r in rules]))
+        async def snapshot() -> list[pb.WatchRulesResponse]:
+            rules = [convert.rule_to_proto(r) for r in await self._rules.list_rules(organisation)]
+            return [
+                pb.WatchRulesResponse(snapshot=pb.RuleSnapshot(rules=part, has_more=more))
+                for part, more in snapshot_parts(rules, self._snapshot_bytes)
+            ]
 
         def change(event: RuleChange) -> pb.WatchRulesResponse | None:
             if event.rule.organisation != organisation:
@@ -173,3 +188,20 @@ class FirewallServicer(firewall_pb2_grpc.FirewallServiceServicer):
             decisions=[convert.decision_to_proto(d) for d in decisions],
             next_page_token=encode_token(next_cursor) if next_cursor else "",
         )
+
+
+def snapshot_parts(rules: list[pb.Rule], budget: int) -> list[tuple[list[pb.Rule], bool]]:
+    """The rules in order, cut into parts of at most `budget` bytes each (a
+    rule larger than that alone in its part), each with whether more follow.
+    No rules is one empty part: the snapshot is always sent."""
+    parts: list[list[pb.Rule]] = [[]]
+    size = 0
+    for rule in rules:
+        # The rule's bytes, and a few for its tag and length in the repeated field.
+        cost = rule.ByteSize() + 6
+        if parts[-1] and size + cost > budget:
+            parts.append([])
+            size = 0
+        parts[-1].append(rule)
+        size += cost
+    return [(part, index < len(parts) - 1) for index, part in enumerate(parts)]

@@ -94,9 +94,9 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     ) -> AsyncIterator[pb.WatchInstancesResponse]:
         organisation = self._calls.caller().organisation
 
-        async def snapshot() -> pb.WatchInstancesResponse:
+        async def snapshot() -> list[pb.WatchInstancesResponse]:
             instances = [convert.instance_to_proto(i) for i in await self._registry.watch_snapshot(organisation)]
-            return pb.WatchInstancesResponse(snapshot=pb.InstanceSnapshot(instances=instances))
+            return [pb.WatchInstancesResponse(snapshot=pb.InstanceSnapshot(instances=instances))]
 
         def change(event: InstanceChange) -> pb.WatchInstancesResponse | None:
             if event.instance.organisation != organisation:

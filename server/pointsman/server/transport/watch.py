@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import TypeVar
 
 from ..domain.broadcast import Broadcaster, SubscriberTooSlow
@@ -14,15 +14,17 @@ Response = TypeVar("Response")
 
 async def snapshot_then_changes(
     changes: Broadcaster[Event],
-    snapshot: Callable[[], Awaitable[Response]],
+    snapshot: Callable[[], Awaitable[Iterable[Response]]],
     change_response: Callable[[Event], Response | None],
 ) -> AsyncIterator[Response]:
     """Subscribes before taking the snapshot, so nothing between the two is
-    missed. `change_response` returns None for events this watcher must not
-    see (another organisation's)."""
+    missed. The snapshot may be several messages (a large one is paged);
+    changes follow its last. `change_response` returns None for events this
+    watcher must not see (another organisation's)."""
     subscription = changes.subscribe()
     try:
-        yield await snapshot()
+        for part in await snapshot():
+            yield part
         async for event in subscription:
             response = change_response(event)
             if response is not None:

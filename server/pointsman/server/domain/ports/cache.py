@@ -8,7 +8,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
-from ..chat import Finish, FinishReason, ProviderEvent, TextDelta, ToolCall, ToolCallDelta, Usage
+from ..chat import (
+    MAX_DELTA_CHARS,
+    Finish,
+    FinishReason,
+    ProviderEvent,
+    TextDelta,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+    split_delta,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,10 +32,11 @@ class CachedAnswer:
     usage: Usage | None = None
     finish_reason: FinishReason = FinishReason.STOP
 
-    def replay(self, chunk_chars: int = 0) -> Iterator[ProviderEvent]:
+    def replay(self, chunk_chars: int = MAX_DELTA_CHARS) -> Iterator[ProviderEvent]:
         """The answer as provider events: the text (in chunks of `chunk_chars`
-        if positive, else in one delta), each tool call whole, usage, finish.
-        The orchestrator frames them with Start and its own timings."""
+        if positive, else in one delta), each tool call (in pieces of at most
+        MAX_DELTA_CHARS), usage, finish. The orchestrator frames them with
+        Start and its own timings."""
         if self.text:
             if chunk_chars > 0:
                 for start in range(0, len(self.text), chunk_chars):
@@ -33,7 +44,7 @@ class CachedAnswer:
             else:
                 yield TextDelta(self.text)
         for index, call in enumerate(self.tool_calls):
-            yield ToolCallDelta(index, call.id, call.name, call.arguments_json)
+            yield from split_delta(ToolCallDelta(index, call.id, call.name, call.arguments_json))
         if self.usage is not None:
             yield self.usage
         yield Finish(self.finish_reason)
