@@ -8,9 +8,10 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+import grpc
 import pytest_asyncio
 
-from pointsman.client import AsyncClient
+from pointsman.client import AsyncClient, PointsmanError
 from pointsman.orchestrator.v1 import orchestrator_pb2 as orch
 
 from fakes.gated_openai import GatedOpenAI
@@ -94,3 +95,90 @@ async def test_list_batches_pages_newest_first(client: AsyncClient) -> None:
     assert await list_all(client, page_size=0) == [listed]  # 0 means the default page size
     error = await raises(client.orchestrator.ListBatches(orch.ListBatchesRequest(page_token="not-a-token")))
     assert error.code.name == "INVALID_ARGUMENT"
+
+
+async def test_too_many_items_are_refused_on_the_count_alone(client: AsyncClient) -> None:
+    # 100,000 items, the first of them invalid: the count is the one thing
+    # named, so the items were not checked one by one (which held the event
+    # loop for about 2 s).
+    bad = orch.BatchItem(custom_id="", model="builtin", messages=[user("hi")])
+    good = orch.BatchItem(custom_id="x", model="builtin", messages=[user("hi")])
+    request = orch.CreateBatchRequest(items=[bad] + [good] * 99_999)
+    error = await raises(client.orchestrator.CreateBatch(request))
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert [v.field for v in error.field_violations] == ["items"]
+    assert "10000" in error.field_violations[0].description
+
+
+def long_items(model: str, *custom_ids: str) -> list[orch.BatchItem]:
+    # Answers echo the prompt, so each result holds about as many bytes as its item.
+    return [orch.BatchItem(custom_id=cid, model=model, messages=[user(cid * 1000)]) for cid in custom_ids]
+
+
+async def test_an_organisation_past_its_batch_bound_is_refused_then_its_oldest_finished_batch_makes_way(
+    start_server: Any, upstream: GatedOpenAI
+) -> None:
+    # Two 1,000-character items fit (about 2.5 kB each while they wait, 1.2 kB
+    # as results), a third does not.
+    server = await start_server(
+        OPENAI_BASE_URL=upstream.base_url,
+        OPENAI_API_KEY="test",
+        OPENAI_MODELS=["ok", "gated"],
+        POINTSMAN_BATCH_MAX_BYTES_PER_ORGANISATION=5300,
+    )
+    async with AsyncClient(server.address, timeout=10) as client:
+        first = (
+            await client.orchestrator.CreateBatch(orch.CreateBatchRequest(items=long_items("gated", "a", "b")))
+        ).batch
+        over = orch.CreateBatchRequest(items=long_items("ok", "c"))
+        error = await raises(client.orchestrator.CreateBatch(over))
+        assert (error.code, error.reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "BATCHES_FULL")
+        assert error.metadata["scope"] == "organisation" and error.metadata["limit_bytes"] == "5300"
+        assert error.retry_delay is not None and error.retry_delay > 0
+        upstream.gate.set()
+        await collect(client.orchestrator.WatchBatch(orch.WatchBatchRequest(name=first.name)))
+        # Done, the first batch's results still count; the next batch of two
+        # only fits without them, so they are forgotten to make way.
+        second = (
+            await client.orchestrator.CreateBatch(orch.CreateBatchRequest(items=long_items("ok", "c", "d")))
+        ).batch
+        events = await collect(client.orchestrator.WatchBatch(orch.WatchBatchRequest(name=second.name)))
+        assert events[-1].done.succeeded_items == 2
+        gone = await raises(client.orchestrator.GetBatch(orch.GetBatchRequest(name=first.name)))
+        assert gone.reason == "BATCH_NOT_FOUND"
+
+
+async def test_a_server_past_its_batch_bound_refuses_new_batches(start_server: Any, upstream: GatedOpenAI) -> None:
+    server = await start_server(
+        OPENAI_BASE_URL=upstream.base_url,
+        OPENAI_API_KEY="test",
+        OPENAI_MODELS=["ok", "gated"],
+        POINTSMAN_BATCH_MAX_BYTES=5300,
+    )
+    async with AsyncClient(server.address, timeout=10) as client:
+        await client.orchestrator.CreateBatch(orch.CreateBatchRequest(items=long_items("gated", "a", "b")))
+        error = await raises(client.orchestrator.CreateBatch(orch.CreateBatchRequest(items=long_items("ok", "c"))))
+        assert (error.code, error.reason, error.metadata["scope"]) == (
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            "BATCHES_FULL",
+            "server",
+        )
+        upstream.gate.set()
+
+
+async def test_a_finished_batch_is_forgotten_after_the_retention_time(start_server: Any) -> None:
+    server = await start_server(POINTSMAN_BATCH_RETENTION_SECONDS=1)
+    async with AsyncClient(server.address, timeout=10) as client:
+        request = orch.CreateBatchRequest(items=[orch.BatchItem(custom_id="a", model="builtin", messages=[user("hi")])])
+        batch = (await client.orchestrator.CreateBatch(request)).batch
+        events = await collect(client.orchestrator.WatchBatch(orch.WatchBatchRequest(name=batch.name)))
+        assert events[0].result.custom_id == "a" and events[-1].done.succeeded_items == 1
+
+        async def forgotten() -> bool:
+            try:
+                await client.orchestrator.GetBatch(orch.GetBatchRequest(name=batch.name))
+            except PointsmanError as error:
+                return error.reason == "BATCH_NOT_FOUND"
+            return False
+
+        await eventually(forgotten)

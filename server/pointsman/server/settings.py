@@ -127,6 +127,14 @@ class Settings(BaseSettings):
     # embedded worker is off. Per worker process: items run at once; attempts
     # at a retryable failure before it is dead-lettered, and the first backoff;
     # how long a dead worker's item waits before another worker reclaims it.
+    # Batches without Redis (docs/batches.md): bytes of items and results the
+    # server holds for them, in total and per organisation, and how long a
+    # finished batch's results are kept.
+    batch_max_bytes: int = Field(256 * 1024 * 1024, ge=1, validation_alias="POINTSMAN_BATCH_MAX_BYTES")
+    batch_max_bytes_per_organisation: int = Field(
+        64 * 1024 * 1024, ge=1, validation_alias="POINTSMAN_BATCH_MAX_BYTES_PER_ORGANISATION"
+    )
+    batch_retention_seconds: float = Field(3600.0, ge=1, validation_alias="POINTSMAN_BATCH_RETENTION_SECONDS")
     batch_embedded_worker: bool = Field(True, validation_alias="POINTSMAN_BATCH_EMBEDDED_WORKER")
     batch_worker_concurrency: int = Field(16, ge=1, le=1024, validation_alias="POINTSMAN_BATCH_WORKER_CONCURRENCY")
     batch_max_attempts: int = Field(3, ge=1, le=20, validation_alias="POINTSMAN_BATCH_MAX_ATTEMPTS")

@@ -14,13 +14,13 @@ import socket
 
 from ..backends.shared import open_redis
 from ..backends.shared.batch_queue import BLOCK_MS, RedisBatchQueue
-from ..domain.batches.runner import BatchRunner
+from ..domain.batches.runner import BatchLimits, BatchRunner
 from ..domain.batches.worker import BatchWorker
 from ..domain.errors import Unavailable
 from ..domain.orchestrator import Orchestrator
 from ..metrics import MetricsEndpoint
 from ..settings import Settings, describe_invalid
-from ..transport.batches import Batches, BatchItemRunner, InProcessBatches, QueuedBatches
+from ..transport.batches import Batches, BatchItemRunner, InProcessBatches, QueuedBatches, encode_result
 from .stack import build_orchestrator
 from .state import State, open_state
 from .state_metrics import state_metrics
@@ -65,7 +65,12 @@ def build_batches(settings: Settings, state: State, orchestrator: Orchestrator) 
     """In-process batches without Redis; with it, the shared queue (and,
     unless turned off, a worker in this process too)."""
     if state.redis is None:
-        return InProcessBatches(BatchRunner(orchestrator))
+        limits = BatchLimits(
+            max_bytes=settings.batch_max_bytes,
+            max_bytes_per_organisation=settings.batch_max_bytes_per_organisation,
+            retention_seconds=settings.batch_retention_seconds,
+        )
+        return InProcessBatches(BatchRunner(orchestrator, encode_result, limits))
     queue = open_batch_queue(settings, state)
     worker = None
     if settings.batch_embedded_worker:

@@ -13,8 +13,10 @@ from ..domain.errors import (
     NotFound,
     PermissionDenied,
     Unauthenticated,
+    ViolationCollector,
 )
 from ..domain.ports.stores import ApiKey, User, UserRole, UserStore
+from ..domain.validation import check_text
 from .api_keys import ApiKeys
 from .authenticator import DEV_ADMIN_EMAIL, Authenticator
 from .principal import Principal
@@ -30,6 +32,7 @@ DEV_USERS = (
     ("viewer@pointsman.dev", UserRole.VIEWER, "dev-viewer"),
 )
 MAX_DISPLAY_NAME = 200
+MAX_EMAIL = 320
 
 
 class Accounts:
@@ -56,6 +59,9 @@ class Accounts:
             )
         if not email.strip():
             raise InvalidArgument.one("email", "is required")
+        errors = ViolationCollector()
+        check_text(email, errors, "email", max_chars=MAX_EMAIL)
+        errors.raise_if_any()
         user = await self._users.find_user_by_email(self._organisation, email)
         token, expires = self._auth.issue(user)
         return token, expires, user
@@ -63,8 +69,9 @@ class Accounts:
     async def create_api_key(
         self, caller: Principal, user_id: str, display_name: str, expire_time: datetime | None
     ) -> tuple[ApiKey, str]:
-        if len(display_name) > MAX_DISPLAY_NAME:
-            raise InvalidArgument.one("display_name", f"must be at most {MAX_DISPLAY_NAME} characters")
+        errors = ViolationCollector()
+        check_text(display_name, errors, "display_name", max_chars=MAX_DISPLAY_NAME)
+        errors.raise_if_any()
         if expire_time is not None and expire_time <= datetime.now(UTC):
             raise InvalidArgument.one("expire_time", "must be in the future")
         user_id = user_id or caller.user_id

@@ -20,6 +20,7 @@ from .broadcast import Broadcaster, SubscriberTooSlow
 from .errors import DomainError, Unavailable, ViolationCollector
 from .ports.bus import Bus, BusMessage, EventsMissed
 from .ports.stores import Instance, InstanceStore
+from .validation import check_text, loggable
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,7 @@ MAX_LEASE_SECONDS = 300.0
 DEFAULT_LEASE_SECONDS = 15.0
 MAX_LABELS = 32
 MAX_MODELS = 256
+MAX_LABEL_CHARS = 256
 
 REGISTRY_TOPIC = "registry"
 
@@ -66,12 +68,20 @@ def check_instance(instance: Instance, errors: ViolationCollector, path: str = "
         )
     if not instance.address or len(instance.address) > 255 or ":" not in instance.address:
         errors.add(f"{path}.address", "must be host:port")
+    else:
+        check_text(instance.address, errors, f"{path}.address")
     if len(instance.labels) > MAX_LABELS:
         errors.add(f"{path}.labels", f"at most {MAX_LABELS} labels are allowed")
+    else:
+        for key, value in instance.labels.items():
+            check_text(key, errors, f"{path}.labels", max_chars=MAX_LABEL_CHARS)
+            check_text(value, errors, f"{path}.labels[{loggable(key, 64)!r}]", max_chars=MAX_LABEL_CHARS)
     if len(instance.models) > MAX_MODELS:
         errors.add(f"{path}.models", f"at most {MAX_MODELS} models are allowed")
-    if len(instance.version) > 128:
-        errors.add(f"{path}.version", "must be at most 128 characters")
+    else:
+        for index, model in enumerate(instance.models):
+            check_text(model, errors, f"{path}.models[{index}]", max_chars=256)
+    check_text(instance.version, errors, f"{path}.version", max_chars=128)
 
 
 def instance_to_plain(instance: Instance) -> dict[str, Any]:
@@ -290,6 +300,10 @@ async def _stored(operation: Awaitable[T]) -> T:
     except (DomainError, ValueError):
         raise
     except Exception as error:
+        if str(getattr(error, "sqlstate", "")).startswith("22"):
+            # A value the database refuses (SQLSTATE class 22, data exception)
+            # is the caller's, not an outage: telling them to retry is wrong.
+            raise
         log.warning(
             "the registry's database failed (%s)", type(error).__name__, exc_info=log.isEnabledFor(logging.DEBUG)
         )

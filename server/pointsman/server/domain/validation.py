@@ -18,8 +18,29 @@ MAX_LOGGED_CHARS = 256
 _CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
+# The same, less tab, line feed and carriage return: for free text such as
+# a rule's description or pattern, where line breaks are meant.
+_CONTROL_CHARACTERS_BUT_LINE_BREAKS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
 def has_control_characters(text: str) -> bool:
     return _CONTROL_CHARACTERS.search(text) is not None
+
+
+def check_text(
+    text: str, errors: ViolationCollector, path: str, *, max_chars: int | None = None, multiline: bool = False
+) -> None:
+    """The one check for caller-chosen text that is stored or logged (names,
+    filters, rule patterns, labels): at most `max_chars`, and no control
+    characters, which PostgreSQL cannot store (NUL) or which forge log lines.
+    `multiline` text may hold tabs and line breaks."""
+    if max_chars is not None and len(text) > max_chars:
+        errors.add(path, f"must be at most {max_chars} characters")
+    elif multiline:
+        if _CONTROL_CHARACTERS_BUT_LINE_BREAKS.search(text) is not None:
+            errors.add(path, "must not contain control characters other than tabs and line breaks")
+    elif _CONTROL_CHARACTERS.search(text) is not None:
+        errors.add(path, "must not contain control characters")
 
 
 def loggable(text: str, limit: int = MAX_LOGGED_CHARS) -> str:

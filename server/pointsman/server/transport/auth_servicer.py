@@ -3,14 +3,13 @@ organisation is always the caller's credential's, never the request's."""
 
 from __future__ import annotations
 
-from datetime import UTC
-
 import grpc
 
 from pointsman.auth.v1 import auth_pb2 as pb
 from pointsman.auth.v1 import auth_pb2_grpc
 
 from ..auth import Accounts, Principal
+from ..domain.errors import ViolationCollector
 from ..domain.ports.stores import ApiKey, User, UserRole
 from . import convert
 from .calls import CallContext
@@ -37,7 +36,9 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         self, request: pb.CreateApiKeyRequest, context: grpc.aio.ServicerContext
     ) -> pb.CreateApiKeyResponse:
         user_id = resource_id(request.user, "users", "user") if request.user else ""
-        expire_time = request.expire_time.ToDatetime(tzinfo=UTC) if request.HasField("expire_time") else None
+        errors = ViolationCollector()
+        expire_time = convert.time_field(request, "expire_time", errors)
+        errors.raise_if_any()
         key, plaintext = await self._accounts.create_api_key(
             self._calls.principal(), user_id, request.display_name, expire_time
         )

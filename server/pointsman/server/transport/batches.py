@@ -55,6 +55,11 @@ class BackgroundWorker(Protocol):
     async def stop(self, grace: float) -> None: ...
 
 
+def encode_result(result: BatchResult) -> bytes:
+    """How the in-process runner keeps a result."""
+    return result_to_proto(result).SerializeToString()
+
+
 def result_to_proto(result: BatchResult) -> pb.BatchResult:
     out = pb.BatchResult(custom_id=result.custom_id)
     if result.answer is not None:
@@ -65,7 +70,8 @@ def result_to_proto(result: BatchResult) -> pb.BatchResult:
 
 
 class InProcessBatches:
-    """The embedded default: `BatchRunner`, results kept in memory."""
+    """The embedded default: `BatchRunner`, results kept in memory, encoded
+    (`encode_result`)."""
 
     def __init__(self, runner: BatchRunner) -> None:
         self._runner = runner
@@ -81,7 +87,7 @@ class InProcessBatches:
 
     async def watch(self, organisation: str, batch_id: str) -> AsyncIterator[pb.BatchResult]:
         async for result in self._runner.watch(organisation, batch_id):
-            yield result_to_proto(result)
+            yield pb.BatchResult.FromString(result)
 
     async def cancel(self, organisation: str, batch_id: str) -> BatchProgress:
         return await self._runner.cancel(organisation, batch_id)

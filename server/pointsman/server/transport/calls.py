@@ -27,7 +27,7 @@ from grpc.aio import AbortError
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
 from ..auth import Access, Authenticator, Principal, access_for
-from ..backends.stores.outages import is_database_outage
+from ..backends.stores.outages import is_database_outage, is_refused_value
 from ..domain.caller import Caller, current_request_id
 from ..domain.errors import DomainError, InvalidArgument
 from ..metrics import Metrics
@@ -176,6 +176,9 @@ async def _fail(context: grpc.aio.ServicerContext, error: BaseException, request
     elif is_database_outage(error):
         log.warning("call %s: the database is unavailable (%s)", request_id, type(error).__name__)
         status = to_status(database_unavailable(), request_id)
+    elif is_refused_value(error):
+        log.warning("call %s: the database refused a value of the request (%s)", request_id, type(error).__name__)
+        status = to_status(refused_value(), request_id)
     else:
         log.error("unhandled error in call %s", request_id, exc_info=error)
         status = internal_status(request_id)
@@ -231,7 +234,9 @@ def _code_of(error: BaseException) -> str:
     if isinstance(error, DomainError):
         name: str = status_code_for(error).name  # grpc.StatusCode is untyped
         return name
-    return "UNAVAILABLE" if is_database_outage(error) else "INTERNAL"
+    if is_database_outage(error):
+        return "UNAVAILABLE"
+    return "INVALID_ARGUMENT" if is_refused_value(error) else "INTERNAL"
 
 
 class _Undecodable:
@@ -241,6 +246,10 @@ class _Undecodable:
 
 
 _UNDECODABLE = _Undecodable()
+
+
+def refused_value() -> InvalidArgument:
+    return InvalidArgument.one("request", "holds a value the database cannot store (a NUL character, say)")
 
 
 def _undecodable_error() -> InvalidArgument:

@@ -66,7 +66,7 @@ class ConverseSession:
         errors = ViolationCollector()
         if not setup.model:
             errors.add("setup.model", "is required")
-        config = convert.config_from_proto(setup.config)
+        config = convert.config_from_proto(setup.config, errors, "setup.config")
         check_config(config, errors, "setup.config")
         errors.raise_if_any()
         self._orchestrator.catalog.resolve(setup.model)  # NotFound before a malformed conversation name

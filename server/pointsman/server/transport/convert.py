@@ -123,6 +123,24 @@ def from_timestamp(value: timestamp_pb2.Timestamp) -> datetime:
     return value.ToDatetime(tzinfo=UTC)
 
 
+# What a Timestamp may hold (google/protobuf/timestamp.proto): 0001-01-01 to
+# 9999-12-31, nanos 0 to 999,999,999; beyond that ToDatetime raises.
+_MIN_SECONDS = -62_135_596_800
+_MAX_SECONDS = 253_402_300_799
+
+
+def time_field(message: Any, field: str, errors: ViolationCollector, path: str | None = None) -> datetime | None:
+    """`message.field` as a datetime, None when unset; a Timestamp out of its
+    range is a violation naming the field."""
+    if not message.HasField(field):
+        return None
+    value = getattr(message, field)
+    if not (_MIN_SECONDS <= value.seconds <= _MAX_SECONDS and 0 <= value.nanos <= 999_999_999):
+        errors.add(path or field, "must be a time from 0001-01-01 to 9999-12-31 (nanos 0 to 999,999,999)")
+        return None
+    return from_timestamp(value)
+
+
 # -- chat -------------------------------------------------------------------
 
 
@@ -156,17 +174,35 @@ def message_to_proto(message: chat.Message) -> chat_pb2.ChatMessage:
 _DEFAULT_CONFIG = chat.GenerationConfig()
 
 
-def config_from_proto(config: chat_pb2.GenerationConfig) -> chat.GenerationConfig:
+def config_from_proto(
+    config: chat_pb2.GenerationConfig, errors: ViolationCollector | None = None, path: str = "config"
+) -> chat.GenerationConfig:
+    """Problems go to `errors`; without it, they raise InvalidArgument."""
     if not config.ListFields():
         return _DEFAULT_CONFIG
+    collected = errors if errors is not None else ViolationCollector()
+    tools = tuple(
+        chat.Tool(t.name, t.description, _parameters(t.parameters, collected, f"{path}.tools[{i}].parameters"))
+        for i, t in enumerate(config.tools)
+    )
+    if errors is None:
+        collected.raise_if_any()
     return chat.GenerationConfig(
         temperature=config.temperature if config.HasField("temperature") else None,
         top_p=config.top_p if config.HasField("top_p") else None,
         max_tokens=config.max_tokens if config.HasField("max_tokens") else None,
         stop=tuple(config.stop),
         seed=config.seed if config.HasField("seed") else None,
-        tools=tuple(chat.Tool(t.name, t.description, json_format.MessageToDict(t.parameters)) for t in config.tools),
+        tools=tools,
     )
+
+
+def _parameters(parameters: Any, errors: ViolationCollector, path: str) -> dict[str, Any]:
+    try:
+        return dict(json_format.MessageToDict(parameters))
+    except ValueError:  # a number that JSON cannot hold: NaN or infinity
+        errors.add(path, "must be a JSON schema: numbers must be finite")
+        return {}
 
 
 MAX_CACHE_TTL_SECONDS = 30 * 24 * 3600
@@ -178,7 +214,7 @@ def chat_request_from_proto(request: Any, errors: ViolationCollector) -> chat.Ch
     domain = chat.ChatRequest(
         model=request.model,
         messages=messages_from_proto(request.messages, errors),
-        config=config_from_proto(request.config) if request.HasField("config") else _DEFAULT_CONFIG,
+        config=config_from_proto(request.config, errors) if request.HasField("config") else _DEFAULT_CONFIG,
     )
     if hasattr(request, "cache") and request.HasField("cache"):
         domain.cache_bypass = request.cache.bypass

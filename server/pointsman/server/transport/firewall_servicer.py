@@ -15,9 +15,10 @@ from ..domain.firewall.engine import FirewallEngine, check_content
 from ..domain.firewall.rules import Rule, RuleLimits, check_room_for_rule, check_rule
 from ..domain.firewall.verdict import Direction
 from ..domain.ports.stores import DecisionFilter, DecisionStore, RuleChange, RuleStore
+from ..domain.validation import check_text
 from . import convert
 from .calls import CallContext
-from .resources import decode_offset, decode_token, encode_token, page_size, resource_id
+from .resources import decode_offset, decode_record_cursor, encode_token, page_size, resource_id
 from .watch import snapshot_then_changes
 
 UPDATABLE_FIELDS = {"kind", "match_type", "pattern", "keywords", "description", "enabled", "scope"}
@@ -87,6 +88,10 @@ class FirewallServicer(firewall_pb2_grpc.FirewallServiceServicer):
         )
         if domain_rule.match_type is not None:
             check_rule(domain_rule, errors, max_chars=self._limits.max_rule_chars)
+        check_text(rule.pattern, errors, "rule.pattern", multiline=True)
+        check_text(rule.description, errors, "rule.description", multiline=True)
+        for index, keyword in enumerate(rule.keywords):
+            check_text(keyword, errors, f"rule.keywords[{index}]")
         errors.raise_if_any()
         return domain_rule
 
@@ -177,12 +182,15 @@ class FirewallServicer(firewall_pb2_grpc.FirewallServiceServicer):
             action=convert.optional_enum(convert.ACTIONS, request.action, "action", errors),
             direction=convert.optional_enum(convert.DIRECTIONS, request.direction, "direction", errors),
             category=convert.optional_enum(convert.CATEGORIES, request.category, "category", errors),
-            start_time=convert.from_timestamp(request.start_time) if request.HasField("start_time") else None,
-            end_time=convert.from_timestamp(request.end_time) if request.HasField("end_time") else None,
+            start_time=convert.time_field(request, "start_time", errors),
+            end_time=convert.time_field(request, "end_time", errors),
         )
         errors.raise_if_any()
         decisions, next_cursor = await self._decisions.list_decisions(
-            self._calls.caller().organisation, where, page_size(request.page_size), decode_token(request.page_token)
+            self._calls.caller().organisation,
+            where,
+            page_size(request.page_size),
+            decode_record_cursor(request.page_token),
         )
         return pb.ListDecisionsResponse(
             decisions=[convert.decision_to_proto(d) for d in decisions],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 
 import grpc
@@ -32,10 +33,13 @@ from .calls import CallContext
 from .converse import ConverseSession
 from .embeddings import MODEL_KINDS, embed_response
 from .errors import turn_error
-from .resources import decode_offset, decode_token, encode_token, page_size, resource_id
+from .resources import decode_offset, decode_token, encode_token, not_issued, page_size, resource_id
 from .stats import get_stats, list_calls
 
 MAX_COMPARE_MODELS = 8
+# A batch page token: ASCII digits only (see resources._OFFSET) and an id.
+_BATCH_CURSOR_MS = re.compile(r"[0-9]{1,15}")
+_BATCH_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
@@ -102,7 +106,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         if len(set(models)) != len(models):
             errors.add("models", "must not repeat a model")
         messages = convert.messages_from_proto(request.messages, errors)
-        config = convert.config_from_proto(request.config)
+        config = convert.config_from_proto(request.config, errors)
         requests = [chat.ChatRequest(m, messages, config) for m in models]
         if requests:
             self._orchestrator.check(requests[0], errors)  # they differ only in model
@@ -168,7 +172,9 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
     ) -> pb.CreateBatchResponse:
         errors = ViolationCollector()
         if not 1 <= len(request.items) <= MAX_ITEMS:
-            errors.add("items", f"submit 1 to {MAX_ITEMS} items")
+            # Refused on the count alone: checking 100,000 items first would
+            # hold the event loop for seconds, for every tenant.
+            raise InvalidArgument.one("items", f"submit 1 to {MAX_ITEMS} items, not {len(request.items)}")
         if not 0 <= request.max_concurrency <= MAX_CONCURRENCY:
             errors.add("max_concurrency", f"must be 0 to {MAX_CONCURRENCY}")
         items: list[BatchItem] = []
@@ -245,8 +251,8 @@ def _decode_batch_cursor(token: str) -> BatchCursor | None:
     if cursor is None:
         return None
     create_ms, _, batch_id = cursor.partition(":")
-    if not create_ms.isdigit() or not batch_id:
-        raise InvalidArgument.one("page_token", "is not a token this server issued")
+    if not _BATCH_CURSOR_MS.fullmatch(create_ms) or not _BATCH_ID.fullmatch(batch_id):
+        raise not_issued()
     return int(create_ms), batch_id
 
 

@@ -3,7 +3,6 @@ domain's figures (domain/stats.py) and request-log records as messages."""
 
 from __future__ import annotations
 
-import re
 from datetime import timedelta
 
 from pointsman.orchestrator.v1 import orchestrator_pb2 as pb
@@ -11,12 +10,12 @@ from pointsman.orchestrator.v1 import orchestrator_pb2 as pb
 from ..domain.errors import InvalidArgument, ViolationCollector
 from ..domain.ports.stores import RequestFilter, RequestRecord
 from ..domain.stats import Stats
+from ..domain.validation import check_text
 from . import convert
-from .resources import decode_token, encode_token, page_size
+from .resources import decode_record_cursor, encode_token, page_size
 
 DEFAULT_WINDOW = timedelta(hours=1)
 MAX_FILTER_CHARS = 256
-_RECORD_ID = re.compile(r"[0-9a-f]{24}")  # new_record_id(): what a page token carries
 MAX_WINDOW = timedelta(days=30)
 
 
@@ -73,19 +72,16 @@ async def get_stats(stats: Stats, request: pb.GetStatsRequest, organisation: str
 async def list_calls(stats: Stats, request: pb.ListCallsRequest, organisation: str) -> pb.ListCallsResponse:
     errors = ViolationCollector()
     for field in ("model", "principal", "status_code"):
-        if len(getattr(request, field)) > MAX_FILTER_CHARS:
-            errors.add(field, f"must be at most {MAX_FILTER_CHARS} characters")
-    errors.raise_if_any()
+        check_text(getattr(request, field), errors, field, max_chars=MAX_FILTER_CHARS)
     where = RequestFilter(
         model=request.model or None,
         principal=request.principal or None,
         status_code=request.status_code or None,
-        start_time=convert.from_timestamp(request.start_time) if request.HasField("start_time") else None,
-        end_time=convert.from_timestamp(request.end_time) if request.HasField("end_time") else None,
+        start_time=convert.time_field(request, "start_time", errors),
+        end_time=convert.time_field(request, "end_time", errors),
     )
-    after_id = decode_token(request.page_token)
-    if after_id is not None and not _RECORD_ID.fullmatch(after_id):
-        raise InvalidArgument.one("page_token", "is not a token this server issued")
+    errors.raise_if_any()
+    after_id = decode_record_cursor(request.page_token)
     page, after = await stats.calls(organisation, where, page_size(request.page_size), after_id)
     return pb.ListCallsResponse(
         calls=[_call(record) for record in page], next_page_token=encode_token(after) if after else ""

@@ -24,3 +24,14 @@ def is_database_outage(error: BaseException) -> bool:
     if isinstance(sqlstate, str) and (sqlstate[:2] in _OUTAGE_SQLSTATE_CLASSES or sqlstate in _OUTAGE_SQLSTATES):
         return True
     return isinstance(error, sqlite3.OperationalError) and str(error).startswith(_SQLITE_OUTAGES)
+
+
+def is_refused_value(error: BaseException) -> bool:
+    """The database refused a value the caller sent (SQLSTATE class 22, data
+    exception: a NUL character, a number or time out of range; or SQLite's
+    integer overflow). Validation should have caught it; this is the last
+    resort that keeps it from being reported as an outage or a bug."""
+    sqlstate = getattr(error, "sqlstate", None)
+    if isinstance(sqlstate, str) and sqlstate.startswith("22"):
+        return True
+    return isinstance(error, OverflowError) and "SQLite" in str(error)
