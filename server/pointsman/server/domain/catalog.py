@@ -20,6 +20,8 @@ class ModelRoute:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     # How long answers are kept in the response cache; 0: not cached.
     cache_ttl_seconds: float = 0.0
+    # How long answers are kept in the semantic cache; 0: not cached by meaning.
+    semantic_ttl_seconds: float = 0.0
 
     @property
     def builtin(self) -> bool:
@@ -42,12 +44,18 @@ class ModelCatalog:
         strategy: RoutingStrategy = RoutingStrategy.PRIORITY,
         retry: RetryPolicy | None = None,
         cache_ttl_seconds: float = 0.0,
+        semantic_ttl_seconds: float = 0.0,
     ) -> None:
         for deployment, provider in deployments:
             self._providers[deployment.name] = provider
             self._deployments[deployment.name] = deployment
         self._routes[alias] = ModelRoute(
-            alias, tuple(d for d, _ in deployments), strategy, retry or RetryPolicy(), cache_ttl_seconds
+            alias,
+            tuple(d for d, _ in deployments),
+            strategy,
+            retry or RetryPolicy(),
+            cache_ttl_seconds,
+            semantic_ttl_seconds,
         )
 
     def serves(self, alias: str) -> bool:

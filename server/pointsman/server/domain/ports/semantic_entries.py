@@ -8,7 +8,7 @@ in-process one hears only its own replica."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -35,7 +35,7 @@ class SemanticEntries(Protocol):
         counted and the entry stays in this replica only)."""
         ...
 
-    async def follow(self, heard: Callable[[SemanticRecord], Awaitable[None] | None]) -> None:
+    async def follow(self, heard: Callable[[SemanticRecord], None]) -> None:
         """Calls `heard` for every live record, old ones first, then for each
         new one, until cancelled."""
         ...
