@@ -45,6 +45,12 @@ def routes_file(tmp_path: Path, upstream: FakeOpenAI) -> str:
             "meaning": {"semantic_cache": True, "semantic_cache_ttl_seconds": 600, "deployments": fake},
             "both": {"semantic_cache": True, "cache_ttl_seconds": 60, "deployments": fake},
             "plain": {"deployments": fake},
+            "priced": {
+                "semantic_cache": True,
+                "deployments": [
+                    {**fake[0], "price": {"input_per_million_tokens": 1000, "output_per_million_tokens": 3000}}
+                ],
+            },
         },
     }
     path = tmp_path / "routes.yaml"
@@ -196,6 +202,19 @@ async def test_replicas_share_entries_through_redis(
         third = await start_server(**env)
         await eventually(lambda: len(third.orchestrator.semantic.index) == 1)
     assert upstream.requests_total == 1
+
+
+async def test_get_stats_counts_semantic_hits_and_what_they_saved(gateway: AsyncClient) -> None:
+    await gateway.orchestrator.Complete(ask(QUESTION, "priced"))
+    hit = await gateway.orchestrator.Complete(ask(PARAPHRASE, "priced"))
+    await gateway.orchestrator.Complete(ask(QUESTION, "both"))
+    await gateway.orchestrator.Complete(ask(QUESTION, "both"))  # an exact hit
+    stats = await gateway.orchestrator.GetStats(orch.GetStatsRequest())
+    assert stats.cache_hits == 2 and stats.semantic_cache_hits == 1
+    tokens = hit.usage.input_tokens + hit.usage.output_tokens
+    assert tokens > 0 and stats.semantic_tokens_saved == tokens
+    expected = (hit.usage.input_tokens * 1000 + hit.usage.output_tokens * 3000) / 1_000_000
+    assert abs(stats.semantic_cost_saved_usd - expected) < 1e-9
 
 
 def token_of(organisation: str) -> str:
