@@ -22,6 +22,15 @@ PHRASES: tuple[tuple[str, str], ...] = (
     ("highest to lowest", "descending"),
     ("high to low", "descending"),
     ("most recent", "last"),
+    ("boiling point", "boil"),
+    ("pick up", "learn"),
+    ("capture the screen", "take a screenshot"),
+    ("screen capture", "screenshot"),
+    ("melting point", "melt"),
+    ("freezing point", "freeze"),
+    ("every day", "daily"),
+    ("each day", "daily"),
+    ("set up", "setup"),
     ("turn on", "enable"),
     ("turned on", "enable"),
     ("switch on", "enable"),
@@ -29,7 +38,6 @@ PHRASES: tuple[tuple[str, str], ...] = (
     ("turned off", "disable"),
     ("switch off", "disable"),
     ("get rid of", "remove"),
-    ("set up", "setup"),
     ("set foot on", "walk on"),
     ("come to an end", "end"),
     ("how many people live in", "population of"),
@@ -154,7 +162,7 @@ _AXES = {
     ),
     "rank": ("first earliest", "last final latest"),
     "sequence": ("next upcoming following", "previous prior preceding"),
-    "crypt": ("encrypt encrypting encryption encode encoding", "decrypt decrypting decryption decode decoding"),
+    "crypt": ("encrypt encrypting encryption", "decrypt decrypting decryption"),
     "archive": ("zip compress", "unzip extract decompress uncompress"),
     "mount": ("mount", "unmount umount"),
     "assign": ("set", "unset"),
@@ -187,7 +195,7 @@ _AXES = {
     "direction": ("to into", "from"),
     "case": ("uppercase upper", "lowercase lower-case"),
     "hardness": ("hard", "soft"),
-    "parse": ("parse parsing deserialize", "generate serialize"),
+    "parse": ("parse parsing deserialize decode decoding", "generate serialize encode encoding"),
     "login": ("login log-in sign-in", "logout log-out sign-out"),
 }.items()
 POLES: dict[str, tuple[str, int]] = {}
@@ -231,7 +239,7 @@ for _canonical, _forms in {
     "get": "obtain fetch-value retrieve access find-out",
     "show": "display print-out",
     "author": "wrote write-book writer",
-    "improve": "better enhance boost",
+    "improve": "better enhance boost raise",
     "combine": "merge join concatenate",
     "capital": "capital-city",
     "change": "update modify alter",
@@ -291,9 +299,70 @@ for _canonical, _forms in {
     "main": "mostly primarily",
     "uk": "britain",
     "newyork": "nyc",
+    "handle": "catch deal manage cope",
+    "error": "exception errors",
+    "capture": "take-shot",
+    "upgrade": "update-all",
+    "sort": "order arrange",
+    "trim": "strip",
+    "space": "whitespace spaces blank",
+    "colleague": "coworker co-worker",
+    "stranger": "someone-unknown",
+    "visit": "travel trip go-to",
+    "season": "period",
+    "ideal": "optimal",
+    "purpose": "meaning-of-life point-of",
+    "team": "side squad",
+    "several": "multiple many-lines",
+    "raise": "improve-score increase-score boost-score",
+    "drive": "stick",
+    "adverse": "side",
+    "learn": "pick-up study master",
+    "keep": "store preserve",
+    "grow": "cultivate plant",
+    "container": "pot pots",
+    "maximum": "largest biggest max",
+    "minimum": "smallest min",
+    "item": "element elements entry entries",
+    "put": "place",
+    "specify": "define-value",
+    "symbol": "sign-symbol",
+    "job": "task",
+    "method": "function-method",
+    "well": "better",
+    "issue": "problem",
+    "answer": "reply response",
+    "buy": "purchase",
+    "begin": "start commence",
+    "end": "finish conclude",
+    "help": "assist aid",
+    "need": "require",
+    "try": "attempt",
+    "smart": "clever intelligent",
+    "car": "automobile vehicle",
+    "child": "kid",
+    "doctor": "physician",
+    "movie": "film",
+    "story": "tale",
+    "house": "home",
+    "job-offer": "offer",
+    "count": "number length",
+    "duplicate": "repeat repeated duplicated dupe dupes",
+    "parse": "decode deserialize",
+    "add": "put place",
+    "screenshot": "screengrab screencap",
 }.items():
-    for _form in _forms.split():
-        SYNONYMS[_form] = _canonical
+    _group = {_canonical, *_forms.split()}
+    # Groups that share a word are one group (its canonical form the smallest word),
+    # so no chain of synonyms leads anywhere but one word.
+    _merged = set(_group)
+    for _word in _group:
+        if _word in SYNONYMS:
+            _root = SYNONYMS[_word]
+            _merged |= {w for w, r in SYNONYMS.items() if r == _root}
+    _root = min(_merged)
+    for _word in _merged:
+        SYNONYMS[_word] = _root
 
 # Words that say nothing about which answer is wanted (question scaffolding,
 # politeness, "the way to"). Dropped before the content words are compared.
@@ -336,6 +405,27 @@ NAMES = frozenset(
     english french german spanish italian portuguese chinese japanese korean russian arabic hindi dutch
     """.split()
 )
+
+# Names that are common words too ("go through", "word count"): names only
+# when capitalised.
+AMBIGUOUS_NAMES = frozenset(
+    "go c r word edge node spring rails swift rust fish dart julia ruby oracle excel chrome safari mac".split()
+)
+
+# Other spellings of the same name.
+NAME_ALIASES: dict[str, str] = {
+    "mac": "macos",
+    "osx": "macos",
+    "k8s": "kubernetes",
+    "js": "javascript",
+    "golang": "go",
+    "postgres": "postgresql",
+    "nodejs": "node",
+    "node.js": "node",
+    "csharp": "c#",
+    "cpp": "c++",
+    "vscode": "vs_code",
+}
 
 # Adjectives of place or language to the name they come from ("Spanish" -> spain).
 DEMONYMS: dict[str, str] = {
