@@ -25,7 +25,7 @@ from ..ports.cache import CachedAnswer
 from ..ports.embedder import Embedder
 from ..ports.semantic_entries import SemanticEntries, SemanticRecord
 from .index import Entry, VectorIndex
-from .matcher import Features, MatchPolicy, WordVectors, features, judge
+from .matcher import Features, MatchPolicy, features, judge
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,6 @@ class SemanticCache:
             max_entries=self.limits.max_entries,
             max_entries_per_organisation=self.limits.max_entries_per_organisation,
         )
-        self.words = WordVectors(embedder.embed)
         self.stats = SemanticStats()
         self._follower: asyncio.Task[None] | None = None
 
@@ -131,7 +130,7 @@ class SemanticCache:
         if candidates:
             asked = features(question.text)
             for cosine, entry in candidates:
-                if judge(entry.features, asked, cosine, self.policy, self.words).same:
+                if judge(entry.features, asked, cosine, self.policy).same:
                     saved_tokens, saved_cost = entry.answer[1], entry.answer[2]
                     self.stats.hits += 1
                     self.stats.saved_tokens += saved_tokens

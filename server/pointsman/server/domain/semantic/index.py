@@ -92,6 +92,9 @@ class _Scope:
                 continue
             scores = candidates.vectors[:used] @ query
             rows = np.flatnonzero(scores >= threshold)
+            if len(rows) > limit:
+                # Only the best `limit` can be returned: no Python object for the rest.
+                rows = rows[np.argpartition(-scores[rows], limit)[:limit]]
             for row in rows:
                 entry = candidates.entries[int(row)]
                 if entry is not None:

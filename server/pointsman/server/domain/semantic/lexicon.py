@@ -374,9 +374,9 @@ STOP_WORDS = frozenset(
     what which who whom whose when where why how whats hows wheres whos
     can could would should will shall may might must let lets please
     some any all each every such very really just also too quite
-    way ways best good right proper correct simple simply simplest easy easiest
+    way ways best good right proper correct
     step steps method methods command commands syntax code program tell show give
-    explain describe describes explanation summary short brief quick quickly overview
+    explain describe describes explanation summary overview
     using use via through one someone something thing things kind
     currently current usually typically actually exactly precisely
     need want like know get got going go make makes made
@@ -384,7 +384,7 @@ STOP_WORDS = frozenset(
     calculate compute computing work works working
     help helps
     equal equals equivalent expressed express
-    term terms beginner
+    term terms
     """.split()
 )
 
@@ -403,6 +403,10 @@ NAMES = frozenset(
     tcp udp http https ssh ftp dns ip gpg
     forloop whileloop dowhile ifstatement switchstatement
     english french german spanish italian portuguese chinese japanese korean russian arabic hindi dutch
+    spain italy france germany portugal uk england scotland ireland usa canada mexico brazil argentina chile
+    china japan korea india russia australia austria switzerland sweden norway denmark finland poland greece
+    turkey egypt nigeria kenya netherlands belgium europe asia africa
+    london paris berlin madrid rome tokyo beijing moscow sydney toronto
     """.split()
 )
 
