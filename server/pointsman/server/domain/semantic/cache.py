@@ -110,6 +110,10 @@ class SemanticCache:
     def start(self) -> None:
         """Starts hearing the shared level (call from the running loop)."""
         if self._follower is None:
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:
+                return  # no loop (a benchmark, a script): nothing to hear from
             self._follower = asyncio.create_task(self._follow(), name="semantic-cache-follower")
 
     async def aclose(self) -> None:
