@@ -59,6 +59,19 @@ class Settings(BaseSettings):
     cache_ttl_seconds: float = Field(0, ge=0, le=30 * 24 * 3600, validation_alias="POINTSMAN_CACHE_TTL_SECONDS")
     cache_max_entries: int = Field(10_000, ge=1, validation_alias="POINTSMAN_CACHE_MAX_ENTRIES")
     cache_max_bytes: int = Field(64 * 1024 * 1024, ge=1024, validation_alias="POINTSMAN_CACHE_MAX_BYTES")
+    # Semantic cache (docs/semantic-cache.md): on for every route (a route of
+    # the routes file can say otherwise), how long answers are kept, and bounds.
+    semantic_cache: bool = Field(False, validation_alias="POINTSMAN_SEMANTIC_CACHE")
+    semantic_cache_ttl_seconds: float = Field(
+        3600, gt=0, le=30 * 24 * 3600, validation_alias="POINTSMAN_SEMANTIC_CACHE_TTL_SECONDS"
+    )
+    semantic_cache_max_entries: int = Field(100_000, ge=1, validation_alias="POINTSMAN_SEMANTIC_CACHE_MAX_ENTRIES")
+    semantic_cache_max_entries_per_organisation: int = Field(
+        10_000, ge=1, validation_alias="POINTSMAN_SEMANTIC_CACHE_MAX_ENTRIES_PER_ORGANISATION"
+    )
+    semantic_cache_max_entry_bytes: int = Field(
+        64 * 1024, ge=1024, validation_alias="POINTSMAN_SEMANTIC_CACHE_MAX_ENTRY_BYTES"
+    )
     # YAML file of model aliases and their deployments (docs/routing.md).
     routes_file: Path | None = Field(None, validation_alias="POINTSMAN_ROUTES_FILE")
 

@@ -13,6 +13,12 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class CacheSource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CACHE_SOURCE_UNSPECIFIED: _ClassVar[CacheSource]
+    CACHE_SOURCE_EXACT: _ClassVar[CacheSource]
+    CACHE_SOURCE_SEMANTIC: _ClassVar[CacheSource]
+
 class FinishReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     FINISH_REASON_UNSPECIFIED: _ClassVar[FinishReason]
@@ -55,6 +61,9 @@ class BatchState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     BATCH_STATE_DONE: _ClassVar[BatchState]
     BATCH_STATE_CANCELLING: _ClassVar[BatchState]
     BATCH_STATE_CANCELLED: _ClassVar[BatchState]
+CACHE_SOURCE_UNSPECIFIED: CacheSource
+CACHE_SOURCE_EXACT: CacheSource
+CACHE_SOURCE_SEMANTIC: CacheSource
 FINISH_REASON_UNSPECIFIED: FinishReason
 FINISH_REASON_STOP: FinishReason
 FINISH_REASON_LENGTH: FinishReason
@@ -118,16 +127,18 @@ class ChatResponse(_message.Message):
     def __init__(self, start: _Optional[_Union[ChatStart, _Mapping]] = ..., text_delta: _Optional[_Union[TextDelta, _Mapping]] = ..., tool_call_delta: _Optional[_Union[ToolCallDelta, _Mapping]] = ..., firewall_notice: _Optional[_Union[FirewallNotice, _Mapping]] = ..., usage: _Optional[_Union[_chat_pb2.Usage, _Mapping]] = ..., finish: _Optional[_Union[ChatFinish, _Mapping]] = ...) -> None: ...
 
 class ChatStart(_message.Message):
-    __slots__ = ("request_id", "model", "deployment", "cached")
+    __slots__ = ("request_id", "model", "deployment", "cached", "cache_source")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
     CACHED_FIELD_NUMBER: _ClassVar[int]
+    CACHE_SOURCE_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     model: str
     deployment: Deployment
     cached: bool
-    def __init__(self, request_id: _Optional[str] = ..., model: _Optional[str] = ..., deployment: _Optional[_Union[Deployment, _Mapping]] = ..., cached: _Optional[bool] = ...) -> None: ...
+    cache_source: CacheSource
+    def __init__(self, request_id: _Optional[str] = ..., model: _Optional[str] = ..., deployment: _Optional[_Union[Deployment, _Mapping]] = ..., cached: _Optional[bool] = ..., cache_source: _Optional[_Union[CacheSource, str]] = ...) -> None: ...
 
 class TextDelta(_message.Message):
     __slots__ = ("text",)
@@ -596,7 +607,7 @@ class GetStatsRequest(_message.Message):
     def __init__(self, window: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class GetStatsResponse(_message.Message):
-    __slots__ = ("start_time", "end_time", "requests", "failed_requests", "input_tokens", "output_tokens", "cache_hits", "cache_hit_ratio", "tokens_saved", "deployments", "firewall", "active_conversations", "cost_usd", "cost_saved_usd")
+    __slots__ = ("start_time", "end_time", "requests", "failed_requests", "input_tokens", "output_tokens", "cache_hits", "cache_hit_ratio", "tokens_saved", "deployments", "firewall", "active_conversations", "cost_usd", "cost_saved_usd", "semantic_cache_hits", "semantic_tokens_saved", "semantic_cost_saved_usd")
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     END_TIME_FIELD_NUMBER: _ClassVar[int]
     REQUESTS_FIELD_NUMBER: _ClassVar[int]
@@ -611,6 +622,9 @@ class GetStatsResponse(_message.Message):
     ACTIVE_CONVERSATIONS_FIELD_NUMBER: _ClassVar[int]
     COST_USD_FIELD_NUMBER: _ClassVar[int]
     COST_SAVED_USD_FIELD_NUMBER: _ClassVar[int]
+    SEMANTIC_CACHE_HITS_FIELD_NUMBER: _ClassVar[int]
+    SEMANTIC_TOKENS_SAVED_FIELD_NUMBER: _ClassVar[int]
+    SEMANTIC_COST_SAVED_USD_FIELD_NUMBER: _ClassVar[int]
     start_time: _timestamp_pb2.Timestamp
     end_time: _timestamp_pb2.Timestamp
     requests: int
@@ -625,7 +639,10 @@ class GetStatsResponse(_message.Message):
     active_conversations: int
     cost_usd: float
     cost_saved_usd: float
-    def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., requests: _Optional[int] = ..., failed_requests: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cache_hits: _Optional[int] = ..., cache_hit_ratio: _Optional[float] = ..., tokens_saved: _Optional[int] = ..., deployments: _Optional[_Iterable[_Union[DeploymentStats, _Mapping]]] = ..., firewall: _Optional[_Iterable[_Union[FirewallCategoryStats, _Mapping]]] = ..., active_conversations: _Optional[int] = ..., cost_usd: _Optional[float] = ..., cost_saved_usd: _Optional[float] = ...) -> None: ...
+    semantic_cache_hits: int
+    semantic_tokens_saved: int
+    semantic_cost_saved_usd: float
+    def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., requests: _Optional[int] = ..., failed_requests: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cache_hits: _Optional[int] = ..., cache_hit_ratio: _Optional[float] = ..., tokens_saved: _Optional[int] = ..., deployments: _Optional[_Iterable[_Union[DeploymentStats, _Mapping]]] = ..., firewall: _Optional[_Iterable[_Union[FirewallCategoryStats, _Mapping]]] = ..., active_conversations: _Optional[int] = ..., cost_usd: _Optional[float] = ..., cost_saved_usd: _Optional[float] = ..., semantic_cache_hits: _Optional[int] = ..., semantic_tokens_saved: _Optional[int] = ..., semantic_cost_saved_usd: _Optional[float] = ...) -> None: ...
 
 class DeploymentStats(_message.Message):
     __slots__ = ("deployment", "requests", "failed_requests", "latency_p50_ms", "latency_p99_ms", "time_to_first_token_p50_ms", "cost_usd")

@@ -68,6 +68,10 @@ class Defaults(_Strict):
     retry_budget_ratio: float = Field(0.2, ge=0, le=10)
     # How long answers are kept in the response cache; 0: not cached.
     cache_ttl_seconds: float = Field(0, ge=0, le=30 * 24 * 3600)
+    # The semantic cache for every model (POINTSMAN_SEMANTIC_CACHE when unset),
+    # and how long its answers are kept (POINTSMAN_SEMANTIC_CACHE_TTL_SECONDS).
+    semantic_cache: bool | None = None
+    semantic_cache_ttl_seconds: float | None = Field(None, gt=0, le=30 * 24 * 3600)
     circuit_breaker: CircuitBreakerConfig = CircuitBreakerConfig()
 
 
@@ -110,6 +114,9 @@ class ModelConfig(_Strict):
     strategy: Literal["priority", "weighted", "latency"] = "priority"
     retry: RetryConfig | None = None
     cache_ttl_seconds: float | None = Field(None, ge=0, le=30 * 24 * 3600)
+    # Answers reused for questions that mean the same (docs/semantic-cache.md).
+    semantic_cache: bool | None = None
+    semantic_cache_ttl_seconds: float | None = Field(None, gt=0, le=30 * 24 * 3600)
     deployments: Annotated[list[DeploymentConfig], Field(min_length=1, max_length=32)]
 
 
@@ -233,7 +240,13 @@ def _build_catalog(config: RoutesConfig, settings: Settings) -> ModelCatalog:
     builtin = BuiltinProvider()
     builtin_deployment = Deployment("builtin", ProviderKind.BUILTIN, BUILTIN_MODEL_ID)
     default_ttl = config.defaults.cache_ttl_seconds
-    catalog.add(BUILTIN_ALIAS, [(builtin_deployment, builtin)], cache_ttl_seconds=default_ttl)
+    default_semantic = _semantic_ttl(config, settings, None)
+    catalog.add(
+        BUILTIN_ALIAS,
+        [(builtin_deployment, builtin)],
+        cache_ttl_seconds=default_ttl,
+        semantic_ttl_seconds=default_semantic,
+    )
     # One built-in embedding model per process, however many aliases use it:
     # it loads on first use and then holds its matrix in memory.
     builtin_embedder = BuiltinEmbeddingProvider()
@@ -250,7 +263,10 @@ def _build_catalog(config: RoutesConfig, settings: Settings) -> ModelCatalog:
             if model_config is not None and model_config.kind == "embedding":
                 catalog.add_embedding(alias, [(builtin_embedding, builtin_embedder)], dimensions=BUILTIN_DIMENSIONS)
             else:
-                catalog.add(alias, [(builtin_deployment, builtin)], cache_ttl_seconds=default_ttl)
+                semantic = _semantic_ttl(config, settings, model_config)
+                catalog.add(
+                    alias, [(builtin_deployment, builtin)], cache_ttl_seconds=default_ttl, semantic_ttl_seconds=semantic
+                )
         return catalog
 
     providers: dict[str, ChatProvider] = {}
@@ -280,7 +296,8 @@ def _build_catalog(config: RoutesConfig, settings: Settings) -> ModelCatalog:
             deployments.append((deployment, providers[entry.endpoint]))
         retry = (model.retry or config.defaults.retry).policy()
         ttl = model.cache_ttl_seconds if model.cache_ttl_seconds is not None else config.defaults.cache_ttl_seconds
-        catalog.add(alias, deployments, RoutingStrategy(model.strategy), retry, ttl)
+        semantic = _semantic_ttl(config, settings, model)
+        catalog.add(alias, deployments, RoutingStrategy(model.strategy), retry, ttl, semantic)
     return catalog
 
 
@@ -329,6 +346,20 @@ def _resolved(name: str, endpoint: EndpointConfig) -> EndpointConfig:
             f"endpoints.{name}.base_url_env: the environment variable {endpoint.base_url_env} is not set"
         )
     return endpoint.model_copy(update={"base_url": value, "base_url_env": None})
+
+
+def _semantic_ttl(config: RoutesConfig, settings: Settings, model: ModelConfig | None) -> float:
+    """How long a model's answers stay in the semantic cache; 0 when it is off
+    (the model's word, else the defaults', else POINTSMAN_SEMANTIC_CACHE)."""
+    defaults = config.defaults
+    enabled = model.semantic_cache if model is not None and model.semantic_cache is not None else None
+    if enabled is None:
+        enabled = defaults.semantic_cache if defaults.semantic_cache is not None else settings.semantic_cache
+    if not enabled:
+        return 0.0
+    if model is not None and model.semantic_cache_ttl_seconds is not None:
+        return model.semantic_cache_ttl_seconds
+    return defaults.semantic_cache_ttl_seconds or settings.semantic_cache_ttl_seconds
 
 
 def _base_url(endpoint: EndpointConfig) -> str:

@@ -210,6 +210,8 @@ class PointsmanServer:
         await self.authenticator.revocations.start()
         await self.authenticator.token_revocations.start()
         await self.batches.start()
+        if self.orchestrator.semantic is not None:
+            self.orchestrator.semantic.start()  # hears the entries other replicas share
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         if self.metrics_endpoint is not None:
@@ -277,6 +279,8 @@ class PointsmanServer:
         await self.authenticator.revocations.aclose()
         await self.authenticator.token_revocations.aclose()
         await self.catalog.aclose()
+        if self.orchestrator.semantic is not None:
+            await self.orchestrator.semantic.aclose()
         # Last: flushes the decisions and request log written by the calls above.
         await self.state.aclose()
         if self.metrics_endpoint is not None:

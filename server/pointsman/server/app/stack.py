@@ -10,14 +10,18 @@ from dataclasses import dataclass
 
 from ..backends.replicated_rules import ReplicatedRules
 from ..backends.request_log import RequestLogger
+from ..backends.shared.semantic_entries import LocalSemanticEntries, RedisSemanticEntries
 from ..domain.budgets import DailyBudget
 from ..domain.caller import Caller
 from ..domain.catalog import ModelCatalog
 from ..domain.embeddings import Embeddings, EmbedLimits
 from ..domain.firewall.engine import build_firewall
 from ..domain.orchestrator import Orchestrator
+from ..domain.ports.semantic_entries import SemanticEntries
 from ..domain.router import Router
+from ..domain.semantic.cache import SemanticCache, SemanticLimits
 from ..domain.validation import ChatLimits
+from ..providers.builtin_embeddings import BuiltinEmbedder
 from ..settings import Settings
 from ..transport.errors import status_name
 from .routes import build_routing
@@ -84,6 +88,7 @@ def build_orchestrator(settings: Settings, state: State) -> OrchestratorStack:
         flights=state.flights,
         on_call_end=on_call_end,
         admit=_all_of(admissions),
+        semantic=_semantic_cache(settings, state, catalog),
     )
     embeddings = Embeddings(
         catalog,
@@ -93,3 +98,23 @@ def build_orchestrator(settings: Settings, state: State) -> OrchestratorStack:
         admit=_all_of(admissions),
     )
     return OrchestratorStack(catalog, router, rules, orchestrator, embeddings)
+
+
+def _semantic_cache(settings: Settings, state: State, catalog: ModelCatalog) -> SemanticCache | None:
+    """The semantic cache, when a route turns it on: the built-in embeddings,
+    entries shared through Redis when replicas share state."""
+    if not any(route.semantic_ttl_seconds > 0 for route in catalog.routes()):
+        return None
+    limits = SemanticLimits(
+        max_entries=settings.semantic_cache_max_entries,
+        max_entries_per_organisation=settings.semantic_cache_max_entries_per_organisation,
+        max_entry_bytes=settings.semantic_cache_max_entry_bytes,
+    )
+    entries: SemanticEntries = (
+        RedisSemanticEntries(state.redis, prefix=settings.redis_prefix, max_entries=limits.max_entries)
+        if state.redis is not None
+        else LocalSemanticEntries()
+    )
+    embedder = BuiltinEmbedder()
+    embedder.embed(["warm up"])  # loads the model now (~0.3 s), not on the first call
+    return SemanticCache(embedder, entries, limits=limits)

@@ -59,6 +59,7 @@ class RequestLogger:
             time_to_first_token_ms=ttft * 1000 if ttft is not None else None,
             cache_hit=outcome.start is not None and outcome.start.cached,
             cost_usd=cost,
+            semantic_cache_hit=outcome.start is not None and outcome.start.semantic,
         )
         self._buffer.add(record)
         if cost and not record.cache_hit:

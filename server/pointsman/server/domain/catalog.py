@@ -25,6 +25,8 @@ class ModelRoute:
     kind: ModelKind = ModelKind.CHAT
     # Width of an embedding model's vectors; 0: not known.
     dimensions: int = 0
+    # How long answers are kept in the semantic cache; 0: not cached by meaning.
+    semantic_ttl_seconds: float = 0.0
 
     def deployment(self, name: str) -> Deployment | None:
         """This route's own deployment of that name (with the weight, timeout
@@ -53,12 +55,18 @@ class ModelCatalog:
         strategy: RoutingStrategy = RoutingStrategy.PRIORITY,
         retry: RetryPolicy | None = None,
         cache_ttl_seconds: float = 0.0,
+        semantic_ttl_seconds: float = 0.0,
     ) -> None:
         for deployment, provider in deployments:
             self._providers[deployment.name] = provider
             self._deployments[deployment.name] = deployment
         self._routes[alias] = ModelRoute(
-            alias, tuple(d for d, _ in deployments), strategy, retry or RetryPolicy(), cache_ttl_seconds
+            alias,
+            tuple(d for d, _ in deployments),
+            strategy,
+            retry or RetryPolicy(),
+            cache_ttl_seconds,
+            semantic_ttl_seconds=semantic_ttl_seconds,
         )
 
     def add_embedding(

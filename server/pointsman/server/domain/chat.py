@@ -105,6 +105,9 @@ class Start:
     model: str
     deployment: Deployment
     cached: bool = False
+    # With `cached`: the answer was to another question that means the same
+    # (the semantic cache), not to this very request (the exact cache).
+    semantic: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,6 +31,7 @@ from .firewall.output_guard import GuardStep, OutputGuard
 from .firewall.verdict import Action, Direction, Verdict
 from .ports.cache import CachedAnswer
 from .router import Router
+from .semantic.cache import SemanticCache
 from .single_flight import SingleFlight
 from .validation import ChatLimits, check_config, check_messages, check_model
 
@@ -147,6 +148,7 @@ class Orchestrator:
         flights: SingleFlight | None = None,
         on_call_end: CallObserver | None = None,
         admit: Callable[[Caller], Awaitable[None]] | None = None,
+        semantic: SemanticCache | None = None,
     ) -> None:
         self.catalog = catalog
         self.router = router
@@ -160,6 +162,8 @@ class Orchestrator:
         self.on_call_end = on_call_end
         # Raises when the caller may not make another call now (rate limits).
         self.admit = admit
+        # Answers reused by meaning, for routes that turn it on; None: off.
+        self.semantic = semantic
 
     def check(self, request: ChatRequest, errors: ViolationCollector) -> None:
         """Adds a violation for everything wrong with the request."""
@@ -221,7 +225,7 @@ class Orchestrator:
             request = replace(request, messages=list(verdict.messages))
         ttl = route.cache_ttl_seconds if request.cache_ttl_seconds is None else request.cache_ttl_seconds
         if self.flights is None or request.cache_bypass or ttl <= 0:
-            return self._answer(route, request, caller, verdict, received, incremental, None)
+            return self._fresh(route, request, caller, verdict, received, incremental, None)
         return self._through_cache(route, request, caller, verdict, received, incremental, ttl)
 
     async def _through_cache(
@@ -240,44 +244,97 @@ class Orchestrator:
         assert self.flights is not None
         async with self.flights.join(caller.organisation, cache_key(request)) as flight:
             if flight.answer is not None:
-                cached = flight.answer
-                # The cache key holds the alias, so the entry was answered
-                # through this route: its own copy of the deployment carries
-                # the price this alias was charged at (the catalog's copy is
-                # whichever alias listed it last). An entry from a replica
-                # with other routes is credited to this alias's first deployment.
-                deployment = route.deployment(cached.deployment) or route.deployments[0]
-                yield Start(caller.request_id, request.model, deployment, cached=True)
-                if verdict.action is not Action.ALLOW:
-                    yield FirewallNotice(Direction.INPUT, verdict)
-                # The output firewall decides again: its rules may have changed since.
-                if await self.firewall.clear_replayed_answer(cached.text, caller) is None:
-                    async for event in self._relay(None, _replay(cached), caller, received, whole=not incremental):
-                        yield event
-                else:
-                    for event in _replayed(cached, received):
-                        yield event
+                async for event in self._replay_cached(
+                    route, request, caller, verdict, received, incremental, flight.answer
+                ):
+                    yield event
                 return
             collected = CompletedAnswer()
-            async for event in self._answer(route, request, caller, verdict, received, incremental, collected):
+            async for event in self._fresh(route, request, caller, verdict, received, incremental, collected):
                 yield event
-            finish = collected.finish
-            if (
-                finish is not None
-                and finish.reason is not FinishReason.CONTENT_FILTER
-                and not collected.flagged_by_output_firewall
-            ):
-                await flight.deliver(
-                    CachedAnswer(
-                        collected.start.deployment.name if collected.start else route.deployments[0].name,
-                        collected.content,
-                        tuple(collected.tool_calls),
-                        # A replay costs nothing: whoever gets it was not charged.
-                        replace(collected.usage, cost_usd=0.0) if collected.usage else None,
-                        finish.reason,
-                    ),
-                    ttl,
-                )
+            kept = _keepable(collected, route)
+            if kept is not None:
+                await flight.deliver(kept, ttl)
+
+    async def _replay_cached(
+        self,
+        route: ModelRoute,
+        request: ChatRequest,
+        caller: Caller,
+        verdict: Verdict,
+        received: float,
+        incremental: bool,
+        cached: CachedAnswer,
+        *,
+        semantic: bool = False,
+    ) -> AsyncGenerator[ChatEvent, None]:
+        """A cached answer (exact, or `semantic`) replayed as a fresh one."""
+        # The cache key holds the alias, so the entry was answered through this
+        # route: its own copy of the deployment carries the price this alias was
+        # charged at (the catalog's copy is whichever alias listed it last). An
+        # entry from a replica with other routes is credited to this alias's
+        # first deployment.
+        deployment = route.deployment(cached.deployment) or route.deployments[0]
+        yield Start(caller.request_id, request.model, deployment, cached=True, semantic=semantic)
+        if verdict.action is not Action.ALLOW:
+            yield FirewallNotice(Direction.INPUT, verdict)
+        # The output firewall decides again: its rules may have changed since.
+        if await self.firewall.clear_replayed_answer(cached.text, caller) is None:
+            async for event in self._relay(None, _replay(cached), caller, received, whole=not incremental):
+                yield event
+        else:
+            for event in _replayed(cached, received):
+                yield event
+
+    def _fresh(
+        self,
+        route: ModelRoute,
+        request: ChatRequest,
+        caller: Caller,
+        verdict: Verdict,
+        received: float,
+        incremental: bool,
+        collected: CompletedAnswer | None,
+    ) -> AsyncGenerator[ChatEvent, None]:
+        """The answer from the model, or, for routes with the semantic cache,
+        the answer to a question that means the same (domain/semantic/)."""
+        if self.semantic is None or route.semantic_ttl_seconds <= 0 or request.cache_bypass:
+            return self._answer(route, request, caller, verdict, received, incremental, collected)
+        return self._by_meaning(self.semantic, route, request, caller, verdict, received, incremental, collected)
+
+    async def _by_meaning(
+        self,
+        semantic: SemanticCache,
+        route: ModelRoute,
+        request: ChatRequest,
+        caller: Caller,
+        verdict: Verdict,
+        received: float,
+        incremental: bool,
+        collected: CompletedAnswer | None,
+    ) -> AsyncGenerator[ChatEvent, None]:
+        hit = semantic.lookup(caller.organisation, request)
+        if hit is not None:
+            replay = self._replay_cached(
+                route, request, caller, verdict, received, incremental, hit.answer, semantic=True
+            )
+            async for event in replay:
+                yield event
+            return
+        collected = collected if collected is not None else CompletedAnswer()
+        async for event in self._answer(route, request, caller, verdict, received, incremental, collected):
+            yield event
+        kept = _keepable(collected, route)
+        if kept is not None:
+            usage = collected.usage
+            await semantic.remember(
+                caller.organisation,
+                request,
+                kept,
+                route.semantic_ttl_seconds,
+                saved_tokens=usage.input_tokens + usage.output_tokens if usage else 0,
+                saved_cost_usd=usage.cost_usd if usage else 0.0,
+            )
 
     async def _answer(
         self,
@@ -417,6 +474,22 @@ class Orchestrator:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _keepable(collected: CompletedAnswer, route: ModelRoute) -> CachedAnswer | None:
+    """The answer as a cache keeps it: only complete answers the output
+    firewall left alone."""
+    finish = collected.finish
+    if finish is None or finish.reason is FinishReason.CONTENT_FILTER or collected.flagged_by_output_firewall:
+        return None
+    return CachedAnswer(
+        collected.start.deployment.name if collected.start else route.deployments[0].name,
+        collected.content,
+        tuple(collected.tool_calls),
+        # A replay costs nothing: whoever gets it was not charged.
+        replace(collected.usage, cost_usd=0.0) if collected.usage else None,
+        finish.reason,
+    )
 
 
 async def _replay(answer: CachedAnswer) -> AsyncIterator[ProviderEvent]:

@@ -280,7 +280,14 @@ def start_to_proto(start: chat.Start) -> orch.ChatStart:
         model=start.model,
         deployment=deployment_to_proto(start.deployment),
         cached=start.cached,
+        cache_source=cache_source(start),
     )
+
+
+def cache_source(start: chat.Start) -> orch.CacheSource:
+    if not start.cached:
+        return orch.CACHE_SOURCE_UNSPECIFIED
+    return orch.CACHE_SOURCE_SEMANTIC if start.semantic else orch.CACHE_SOURCE_EXACT
 
 
 def finish_to_proto(finish: chat.Finish) -> orch.ChatFinish:
@@ -364,6 +371,7 @@ def complete_response(answer: CompletedAnswer) -> orch.CompleteResponse:
         out.model = start.model
         out.deployment.CopyFrom(deployment_to_proto(start.deployment))
         out.cached = start.cached
+        out.cache_source = cache_source(start)
     usage = answer.usage
     if usage is not None:
         response.usage.input_tokens = usage.input_tokens

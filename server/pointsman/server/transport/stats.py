@@ -42,6 +42,9 @@ async def get_stats(stats: Stats, request: pb.GetStatsRequest, organisation: str
         cache_hits=summary.cache_hits,
         cache_hit_ratio=summary.cache_hits / summary.requests if summary.requests else 0.0,
         tokens_saved=summary.tokens_saved,
+        semantic_cache_hits=summary.semantic_cache_hits,
+        semantic_tokens_saved=summary.semantic_tokens_saved,
+        semantic_cost_saved_usd=summary.semantic_cost_saved_usd,
         cost_usd=summary.cost_usd,
         cost_saved_usd=summary.cost_saved_usd,
         deployments=[

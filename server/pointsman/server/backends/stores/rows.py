@@ -45,6 +45,9 @@ def request_summary(totals: Any, deployments: Iterable[Any]) -> RequestSummary:
         tokens_saved=totals["tokens_saved"],
         cost_usd=float(totals["cost_usd"]),
         cost_saved_usd=float(totals["cost_saved_usd"]),
+        semantic_cache_hits=totals["semantic_cache_hits"],
+        semantic_tokens_saved=totals["semantic_tokens_saved"],
+        semantic_cost_saved_usd=float(totals["semantic_cost_saved_usd"]),
         deployments=tuple(
             DeploymentSummary(
                 deployment=row["deployment"],

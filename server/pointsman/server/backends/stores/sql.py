@@ -351,6 +351,7 @@ REQUEST_LOG = Table(
         ("time_to_first_token_ms", Kind.REAL),
         ("cache_hit", Kind.BOOLEAN),
         ("cost_usd", Kind.REAL),
+        ("semantic_cache_hit", Kind.BOOLEAN),
     ),
 )
 
@@ -365,7 +366,10 @@ SELECT count(*) AS requests,
        count(*) FILTER (WHERE cache_hit) AS cache_hits,
        coalesce(sum(input_tokens + output_tokens) FILTER (WHERE cache_hit), 0) AS tokens_saved,
        coalesce(sum(cost_usd) FILTER (WHERE NOT cache_hit), 0) AS cost_usd,
-       coalesce(sum(cost_usd) FILTER (WHERE cache_hit), 0) AS cost_saved_usd
+       coalesce(sum(cost_usd) FILTER (WHERE cache_hit), 0) AS cost_saved_usd,
+       count(*) FILTER (WHERE semantic_cache_hit) AS semantic_cache_hits,
+       coalesce(sum(input_tokens + output_tokens) FILTER (WHERE semantic_cache_hit), 0) AS semantic_tokens_saved,
+       coalesce(sum(cost_usd) FILTER (WHERE semantic_cache_hit), 0) AS semantic_cost_saved_usd
 {_REQUESTS_IN_WINDOW}
 """
 
@@ -386,6 +390,7 @@ def _request(db: Database, row: Row) -> RequestRecord:
         time_to_first_token_ms=row["time_to_first_token_ms"],
         cache_hit=bool(row["cache_hit"]),
         cost_usd=row["cost_usd"],
+        semantic_cache_hit=bool(row["semantic_cache_hit"]),
     )
 
 
@@ -410,6 +415,7 @@ class SqlRequestLog(_AppendOnlyLog[RequestRecord]):
                 e.time_to_first_token_ms,
                 e.cache_hit,
                 e.cost_usd,
+                e.semantic_cache_hit,
             )
             for e in entries
         ]

@@ -151,6 +151,7 @@ class RequestRecord:
     # The answer's tokens at the deployment's price, in US dollars; for a
     # cache hit, what the answer would have cost.
     cost_usd: float = 0.0
+    semantic_cache_hit: bool = False  # a cache hit the semantic cache answered
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +214,10 @@ class RequestSummary:
     deployments: tuple[DeploymentSummary, ...] = ()  # busiest first
     cost_usd: float = 0.0  # calls that reached an upstream
     cost_saved_usd: float = 0.0  # what the cache hits would have cost
+    # Of the above, the semantic cache's hits and what they saved.
+    semantic_cache_hits: int = 0
+    semantic_tokens_saved: int = 0
+    semantic_cost_saved_usd: float = 0.0
 
 
 class UserRole(enum.Enum):

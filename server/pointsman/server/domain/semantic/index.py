@@ -1,0 +1,228 @@
+"""The in-process vector index (L1): entries by organisation and scope, found
+by cosine.
+
+A scope is a digest of everything a cached answer depends on except the last
+user turn (the conversation before it, the model, the config): only entries in
+the caller's organisation and scope are compared. Within a scope, vectors are
+unit rows of float32 matrices. Up to `_FLAT_ROWS` rows a lookup is one matrix
+product; past that the scope is split into lists around k-means centroids (an
+inverted file) and a lookup reads the `_PROBES` lists nearest the query: a
+cache only wants neighbours above a high cosine, and those sit in the nearest
+lists. Removing an entry zeroes its row (a zero row never passes a threshold)
+and the slot is reused.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from .matcher import Features
+
+Vector = npt.NDArray[np.float32]
+
+_FLAT_ROWS = 2048  # a scope this small is searched whole
+_PROBES = 6  # lists read per lookup once a scope is split
+_RETRAIN_FACTOR = 8  # the centroids are worked out again when a scope grows this much
+_SAMPLE = 8192  # vectors k-means learns from
+
+
+@dataclass(slots=True)
+class Entry:
+    """One cached question and its answer. `answer` is whatever the cache
+    stores (the orchestrator's CachedAnswer); `size` its bytes, roughly."""
+
+    id: str
+    organisation: str
+    scope: str
+    question: str
+    features: Features
+    vector: Vector
+    answer: Any
+    expires_at: float
+    size: int
+    slot: tuple[int, int] = (-1, -1)  # (list, row) inside its scope
+
+
+@dataclass(slots=True)
+class _List:
+    vectors: Vector = field(default_factory=lambda: np.zeros((16, 0), np.float32))
+    entries: list[Entry | None] = field(default_factory=list)
+    free: list[int] = field(default_factory=list)
+
+
+class _Scope:
+    def __init__(self, dimensions: int) -> None:
+        self.dimensions = dimensions
+        self.lists = [_new_list(dimensions)]
+        self.centroids: Vector | None = None
+        self.size = 0
+        self.trained_at = 0
+
+    def add(self, entry: Entry) -> None:
+        if self.size + 1 > max(_FLAT_ROWS, self.trained_at * _RETRAIN_FACTOR) and self.size >= _FLAT_ROWS:
+            self._split()
+        number = 0 if self.centroids is None else int(np.argmax(self.centroids @ entry.vector))
+        _put(self.lists[number], number, entry)
+        self.size += 1
+
+    def remove(self, entry: Entry) -> None:
+        number, row = entry.slot
+        target = self.lists[number]
+        target.vectors[row] = 0.0
+        target.entries[row] = None
+        target.free.append(row)
+        self.size -= 1
+
+    def search(self, query: Vector, threshold: float, limit: int) -> list[tuple[float, Entry]]:
+        if self.centroids is None:
+            probed = self.lists
+        else:
+            nearest = np.argpartition(-(self.centroids @ query), min(_PROBES, len(self.lists) - 1))[:_PROBES]
+            probed = [self.lists[int(n)] for n in nearest]
+        found: list[tuple[float, Entry]] = []
+        for candidates in probed:
+            used = len(candidates.entries)
+            if not used:
+                continue
+            scores = candidates.vectors[:used] @ query
+            rows = np.flatnonzero(scores >= threshold)
+            if len(rows) > limit:
+                # Only the best `limit` can be returned: no Python object for the rest.
+                rows = rows[np.argpartition(-scores[rows], limit)[:limit]]
+            for row in rows:
+                entry = candidates.entries[int(row)]
+                if entry is not None:
+                    found.append((float(scores[row]), entry))
+        found.sort(key=lambda pair: -pair[0])
+        return found[:limit]
+
+    def _split(self) -> None:
+        """Learns centroids (k-means on a sample) and files every entry under
+        its nearest one."""
+        entries = [e for lst in self.lists for e in lst.entries if e is not None]
+        matrix = np.stack([e.vector for e in entries])
+        count = max(2, int(np.sqrt(len(entries))))
+        rng = np.random.default_rng(len(entries))
+        sample = matrix[rng.choice(len(matrix), min(len(matrix), _SAMPLE), replace=False)]
+        centroids = sample[rng.choice(len(sample), count, replace=False)].copy()
+        for _ in range(8):
+            assigned = np.argmax(sample @ centroids.T, axis=1)
+            for number in range(count):
+                members = sample[assigned == number]
+                if len(members):
+                    mean = members.sum(axis=0)
+                    norm = np.linalg.norm(mean)
+                    if norm > 0:
+                        centroids[number] = mean / norm
+        self.centroids = centroids.astype(np.float32)
+        self.lists = [_new_list(self.dimensions) for _ in range(count)]
+        assigned = np.concatenate(
+            [np.argmax(matrix[i : i + 8192] @ self.centroids.T, axis=1) for i in range(0, len(matrix), 8192)]
+        )
+        for entry, number in zip(entries, assigned, strict=True):
+            _put(self.lists[int(number)], int(number), entry)
+        self.trained_at = len(entries)
+
+
+def _new_list(dimensions: int) -> _List:
+    return _List(np.zeros((16, dimensions), np.float32), [], [])
+
+
+def _put(target: _List, number: int, entry: Entry) -> None:
+    if target.free:
+        row = target.free.pop()
+        target.entries[row] = entry
+    else:
+        row = len(target.entries)
+        if row == len(target.vectors):
+            grown = np.zeros((len(target.vectors) * 2, target.vectors.shape[1]), np.float32)
+            grown[:row] = target.vectors
+            target.vectors = grown
+        target.entries.append(entry)
+    target.vectors[row] = entry.vector
+    entry.slot = (number, row)
+
+
+class VectorIndex:
+    """Entries by organisation and scope, bounded: at most `max_entries`
+    in all, `max_entries_per_organisation` in one (the oldest go first).
+    Thread-safe (one lock; a lookup holds it for well under a millisecond)."""
+
+    def __init__(self, dimensions: int, *, max_entries: int, max_entries_per_organisation: int) -> None:
+        self.dimensions = dimensions
+        self.max_entries = max_entries
+        self.max_entries_per_organisation = max_entries_per_organisation
+        self._scopes: dict[tuple[str, str], _Scope] = {}
+        self._by_id: OrderedDict[str, Entry] = OrderedDict()  # oldest first
+        self._by_organisation: dict[str, OrderedDict[str, Entry]] = {}
+        self._lock = threading.Lock()
+        self.evictions = 0
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def count(self, organisation: str) -> int:
+        return len(self._by_organisation.get(organisation, ()))
+
+    def add(self, entry: Entry) -> None:
+        with self._lock:
+            if entry.id in self._by_id:
+                return
+            own = self._by_organisation.setdefault(entry.organisation, OrderedDict())
+            while len(own) >= self.max_entries_per_organisation:
+                self._remove(next(iter(own.values())))
+                self.evictions += 1
+            while len(self._by_id) >= self.max_entries:
+                self._remove(next(iter(self._by_id.values())))
+                self.evictions += 1
+            key = (entry.organisation, entry.scope)
+            scope = self._scopes.get(key)
+            if scope is None:
+                scope = self._scopes[key] = _Scope(self.dimensions)
+            scope.add(entry)
+            self._by_id[entry.id] = entry
+            own[entry.id] = entry
+
+    def remove(self, entry_id: str) -> None:
+        with self._lock:
+            entry = self._by_id.get(entry_id)
+            if entry is not None:
+                self._remove(entry)
+
+    def _remove(self, entry: Entry) -> None:
+        self._by_id.pop(entry.id, None)
+        own = self._by_organisation.get(entry.organisation)
+        if own is not None:
+            own.pop(entry.id, None)
+            if not own:
+                del self._by_organisation[entry.organisation]
+        key = (entry.organisation, entry.scope)
+        scope = self._scopes.get(key)
+        if scope is not None:
+            scope.remove(entry)
+            if scope.size == 0:
+                del self._scopes[key]
+
+    def search(
+        self, organisation: str, scope: str, query: Vector, threshold: float, now: float, limit: int = 8
+    ) -> list[tuple[float, Entry]]:
+        """Live entries of the organisation's scope with a cosine of at least
+        `threshold`, best first; expired ones found on the way are dropped."""
+        with self._lock:
+            found = self._scopes.get((organisation, scope))
+            if found is None:
+                return []
+            results = found.search(query, threshold, limit)
+            live = []
+            for score, entry in results:
+                if entry.expires_at <= now:
+                    self._remove(entry)
+                else:
+                    live.append((score, entry))
+            return live
