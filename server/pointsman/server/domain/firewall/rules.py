@@ -125,6 +125,20 @@ class RuleSet:
         """Whether any block rule applies to this direction."""
         return any(r.scope.covers(direction) for r in self._block)
 
+    def output_block_patterns(self) -> tuple[list[str], list[str]]:
+        """The block rules for output as (casefolded substrings, regex
+        sources), for the streaming guard's question of whether an answer's
+        tail could still start a match (`rule_tails`)."""
+        substrings: list[str] = []
+        patterns: list[str] = []
+        for rule in self._block:
+            if rule.scope.covers(Direction.OUTPUT):
+                if rule.substring is not None:
+                    substrings.append(rule.substring)
+                elif rule.regex is not None:
+                    patterns.append(rule.regex.pattern)
+        return substrings, patterns
+
     def evaluate(self, text: str, direction: Direction) -> list[Finding]:
         """Block-rule findings, or a NOT_ALLOWED finding in allowlist mode when
         no allow rule for this direction matches. Empty means the rules pass it."""
