@@ -30,7 +30,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -87,8 +86,12 @@ def targets(args: argparse.Namespace, base_url: str, routes: Path) -> list[Targe
     }
     serve = [sys.executable, "-c", "from pointsman.cli.main import main; main()", "serve"]
     found: list[Target] = [
-        Target("floor", [sys.executable, str(ROOT / "bench" / "floor_server.py"), "--address", "{address}",
-                         "--upstream", base_url], common, floor=True),
+        Target(
+            "floor",
+            [sys.executable, str(ROOT / "bench" / "floor_server.py"), "--address", "{address}", "--upstream", base_url],
+            common,
+            floor=True,
+        ),
     ]
     checkouts = [("after", None)] + ([("before", Path(args.source).resolve())] if args.source else [])
     for label, source in checkouts:
@@ -100,8 +103,11 @@ def targets(args: argparse.Namespace, base_url: str, routes: Path) -> list[Targe
                 Target(
                     f"{label}_firewall_{firewall}",
                     serve,
-                    {**env, "FIREWALL_ENABLED": "true" if firewall == "on" else "false",
-                     "POINTSMAN_DATA_DIR": tempfile.mkdtemp(prefix="pointsman-floor-")},
+                    {
+                        **env,
+                        "FIREWALL_ENABLED": "true" if firewall == "on" else "false",
+                        "POINTSMAN_DATA_DIR": tempfile.mkdtemp(prefix="pointsman-floor-"),
+                    },
                 )
             )
     return found
@@ -178,7 +184,9 @@ async def measure(target: Target, base_url: str, args: argparse.Namespace) -> di
         started = time.perf_counter()
         rate = await throughput(call, 32, args.seconds)
         figures["complete_rps_c32"] = rate
-        figures["complete_cpu_ms_per_call"] = (cpu_seconds(pid) - cpu_before) / (rate * (time.perf_counter() - started)) * 1000
+        figures["complete_cpu_ms_per_call"] = (
+            (cpu_seconds(pid) - cpu_before) / (rate * (time.perf_counter() - started)) * 1000
+        )
     return figures
 
 

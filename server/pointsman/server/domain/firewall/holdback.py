@@ -88,36 +88,67 @@ def _has_digit(text: str) -> bool:
     return any(c in "0123456789" for c in text)
 
 
+def _numberish(token: str) -> bool:
+    """Whether a word can be (part of) a number-like finding: digits with
+    upper-case letters only (phones, cards, licence and passport numbers),
+    a short group (`DE89`, an IBAN's `AB12`), or seven digits in a row (a DEA
+    number's tail). `word1` or `v2beta3` cannot."""
+    if not _has_digit(token):
+        return False
+    if len(token) <= 4 or not any(c.islower() for c in token):
+        return True
+    run = 0
+    for c in token:
+        run = run + 1 if c in "0123456789" else 0
+        if run >= 7:
+            return True
+    return False
+
+
+def _bridges(token: str) -> bool:
+    """Words that may sit inside a number run: numbers, IBAN letter groups, extensions."""
+    return _numberish(token) or token.lower() in _EXTENSION_WORDS or (token.isupper() and len(token) <= 4)
+
+
 def number_run_start(window: str, floor: int) -> int:
     """The start of the number run that ends fewer than SETTLE_CHARS before
-    the end of the window: tokens that hold a digit (or short upper-case
-    groups of an IBAN, an extension word) joined by at most two separators."""
+    the end of the window: number-like words joined by at most two
+    separators, held until what follows them is known (a label such as
+    `(office)` or a context word can still make them a finding)."""
     end = len(window)
     low = max(floor, end - SETTLE_CHARS)
     last = end - 1
-    while last >= low and window[last] not in "0123456789":
-        last -= 1
-    if last < low:
-        return end
-    # Walk back over the run, token by token.
-    start = last + 1
-    index = last
     while True:
-        token_end = index + 1
-        while index >= 0 and window[index] in _ALNUM:
-            index -= 1
-        token = window[index + 1 : token_end]
-        if not (_has_digit(token) or token.lower() in _EXTENSION_WORDS or (token.isupper() and len(token) <= 4)):
+        while last >= low and window[last] not in "0123456789":
+            last -= 1
+        if last < low:
+            return end
+        token_start, token_end = last, last + 1
+        while token_start > 0 and window[token_start - 1] in _ALNUM:
+            token_start -= 1
+        while token_end < end and window[token_end] in _ALNUM:
+            token_end += 1
+        if _numberish(window[token_start:token_end]):
             break
-        start = index + 1
+        last = token_start - 1
+    # Walk back over the run, word by word.
+    start = token_start
+    index = token_start - 1
+    while True:
         gap_end = index
         while index >= 0 and gap_end - index < 2 and window[index] in _NUMBER_GAP:
             index -= 1
         if index < 0 or index == gap_end or window[index] not in _ALNUM:
-            # A bracket or a plus opening the number belongs to it.
-            while start > 0 and window[start - 1] in "+(":
-                start -= 1
             break
+        word_end = index + 1
+        while index >= 0 and window[index] in _ALNUM:
+            index -= 1
+        if not _bridges(window[index + 1 : word_end]):
+            break
+        start = index + 1
+    # A bracket or a plus opening the number belongs to it.
+    while start > floor and window[start - 1] in "+(":
+        start -= 1
     return max(floor, start)
 
 
