@@ -102,9 +102,9 @@ def test_work_per_chunk_stays_constant_however_long_the_answer() -> None:
         def __init__(self, inner: WindowScanner) -> None:
             self.inner = inner
 
-        def findings(self, window: str) -> list[Finding]:
+        def findings(self, window: str, start: int = 0) -> list[Finding]:
             windows.append(len(window))
-            return self.inner.findings(window)
+            return self.inner.findings(window, start)
 
         def hold_start(self, window: str, floor: int) -> int:
             return self.inner.hold_start(window, floor)

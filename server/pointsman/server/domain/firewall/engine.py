@@ -20,7 +20,7 @@ from ..chat import Message
 from ..errors import ContentBlocked, DomainError, Unavailable, ViolationCollector
 from ..ports.stores import DecisionStore, RuleStore
 from .detectors.base import Detector
-from .holdback import HoldPolicy
+from .holdback import HoldPolicy, detector_trigger
 from .output_guard import OutputGuard
 from .redaction import RedactionStyle, Redactor
 from .rule_tails import rule_tails
@@ -326,9 +326,18 @@ class _OutputWindow:
         self._holds = engine._hold_policy()
         tails = rule_tails(ruleset) if ruleset.blocks(Direction.OUTPUT) else None
         self._tails = tails if tails else None
+        self._detectors = [(d, detector_trigger(d)) for d in engine._detectors]
 
-    def findings(self, window: str) -> list[Finding]:
-        found = list(self._engine._detect(window))
+    def findings(self, window: str, start: int = 0) -> list[Finding]:
+        """Findings in the window; a detector whose findings all need a
+        character that `window[start:]` (the text not yet released) lacks is
+        not run: nothing it could find there would matter."""
+        found: list[Finding] = []
+        for detector, trigger in self._detectors:
+            if trigger is None or trigger.search(window, start) is not None:
+                found.extend(detector.detect(window))
+        if len(found) > 1:
+            found = _drop_shadowed(found)
         if self._ruleset:
             rule_findings = self._ruleset.evaluate(window, Direction.OUTPUT)
             found.extend(f for f in rule_findings if f.category is Category.BLOCK_RULE)

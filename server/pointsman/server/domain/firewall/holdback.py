@@ -46,6 +46,38 @@ _EXTENSION_WORDS = frozenset(("x", "ext", "extension"))
 
 TailRule = Callable[[str, int], int]
 
+# Every default PII entity needs one of these characters inside its span: a
+# digit (cards, phones, IBANs, SSNs, licences, wallets, IPv4), "@" (e-mail),
+# ":" (IPv6, MAC) or "-" (MAC). URL, DATE_TIME, UUID and names may not.
+_PII_TRIGGER = re.compile(r"[0-9@:\-]")
+_TRIGGERED_PII = frozenset(
+    (
+        "CREDIT_CARD",
+        "CRYPTO",
+        "EMAIL_ADDRESS",
+        "IBAN_CODE",
+        "IP_ADDRESS",
+        "MAC_ADDRESS",
+        "MEDICAL_LICENSE",
+        "PHONE_NUMBER",
+        "UK_NHS",
+        "US_BANK_NUMBER",
+        "US_DRIVER_LICENSE",
+        "US_ITIN",
+        "US_PASSPORT",
+        "US_SSN",
+    )
+)
+
+
+def detector_trigger(detector: object) -> re.Pattern[str] | None:
+    """A character every finding of the detector contains, when there is
+    one: a held tail without it needs no scan by that detector. None: always scan."""
+    entities = getattr(detector, "entities", None)
+    if isinstance(entities, frozenset) and entities <= _TRIGGERED_PII and getattr(detector, "_ner", None) is None:
+        return _PII_TRIGGER
+    return None
+
 
 class HoldPolicy:
     """The tail rules for the detectors a deployment runs. `hold_start`

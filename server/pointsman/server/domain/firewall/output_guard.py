@@ -106,7 +106,7 @@ class OutputGuard:
         base = self._released_chars - start  # answer position of window[0]
         length = len(window)
         scan = self._scan
-        found = [f for f in scan.findings(window) if f.end > start]
+        found = [f for f in scan.findings(window, start) if f.end > start]
         if final or not self._max_hold:
             hold = length
             settled = found
@@ -183,7 +183,7 @@ class WindowScanner(Protocol):
     and block rules for output), where the window's tail must wait, the
     action for a finding, and redaction."""
 
-    def findings(self, window: str) -> list[Finding]: ...
+    def findings(self, window: str, start: int = 0) -> list[Finding]: ...
     def hold_start(self, window: str, floor: int) -> int: ...
     def action(self, finding: Finding) -> Action: ...
     def redact(self, text: str, findings: list[Finding]) -> str: ...
