@@ -82,6 +82,8 @@ CASES = [
     redacted("Please write to jane.doe@example.com for details.", "jane.doe@example.com", "EMAIL_ADDRESS"),
     redacted("Call me on 212-555-0187 after lunch.", "212-555-0187", "PHONE_NUMBER"),
     redacted("Paid with card 4111 1111 1111 1111 yesterday.", "4111 1111 1111 1111", "CREDIT_CARD"),
+    redacted("Send it to 1BoatSLRHtKNngkdXEeobR76b53LETtpyT today.", "1BoatSLRHtKNngkdXEeobR76b53LETtpyT", "CRYPTO"),
+    redacted("Wire it to DE89 3704 0044 0532 0130 00 by Friday.", "DE89 3704 0044 0532 0130 00", "IBAN_CODE"),
     blocked("github", f"Your token is {GITHUB} and it works.", GITHUB),
     blocked("aws", f"Use {AWS} as the key id.", AWS),
     blocked("openai", f"export OPENAI_API_KEY={OPENAI} now", OPENAI),

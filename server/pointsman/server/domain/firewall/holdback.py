@@ -46,10 +46,19 @@ _EXTENSION_WORDS = frozenset(("x", "ext", "extension"))
 
 TailRule = Callable[[str, int], int]
 
-# Every default PII entity needs one of these characters inside its span: a
-# digit (cards, phones, IBANs, SSNs, licences, wallets, IPv4), "@" (e-mail),
-# ":" (IPv6, MAC) or "-" (MAC). URL, DATE_TIME, UUID and names may not.
-_PII_TRIGGER = re.compile(r"[0-9@:\-]")
+# Every default PII entity's span holds one of these: "@" (e-mail), ":" or
+# "-" (IPv6, MAC), or a number-like word (see `_numberish`; IPv4 is digit
+# groups, a wallet a long word with a digit). `word1` is none of them. URL,
+# DATE_TIME, UUID and names may be: with those, PII is always scanned.
+_PII_TRIGGER = re.compile(
+    r"[@:\-]"
+    # a word of digits and upper-case letters (phones, cards, SSNs, licences, passports)
+    r"|(?<![A-Za-z0-9])[A-Z0-9]*[0-9][A-Z0-9]*(?![A-Za-z0-9])"
+    # a short group (an IBAN's `de89`), seven digits in a row (a DEA number)
+    r"|(?<![A-Za-z0-9])(?=[A-Za-z0-9]{1,4}(?![A-Za-z0-9]))[A-Za-z]*[0-9]|[0-9]{7}"
+    # a long word with a digit (a wallet address)
+    r"|(?=[A-Za-z0-9]{25})[A-Za-z]*[0-9]"
+)
 _TRIGGERED_PII = frozenset(
     (
         "CREDIT_CARD",
