@@ -1,6 +1,7 @@
 """The output firewall: answers are scanned as they stream, a window at a
 time. Redaction happens before the text leaves the gateway; a block cuts
-the answer with FINISH_REASON_CONTENT_FILTER; the decision is recorded."""
+the answer with FINISH_REASON_CONTENT_FILTER; the decision is recorded.
+(Every split point of every kind of finding: test_output_splits.py.)"""
 
 from __future__ import annotations
 
@@ -14,12 +15,7 @@ from pointsman.orchestrator.v1 import orchestrator_pb2 as orch
 from pointsman.server.backends.decision_log import InMemoryDecisionLog
 from pointsman.server.backends.rule_store import InMemoryRuleStore
 from pointsman.server.domain.firewall.engine import build_firewall
-from pointsman.server.domain.firewall.output_guard import (
-    CONTEXT_CHARS,
-    SCAN_EVERY_CHARS,
-    OutputGuard,
-    WindowScanner,
-)
+from pointsman.server.domain.firewall.output_guard import CONTEXT_CHARS, OutputGuard, WindowScanner
 from pointsman.server.domain.firewall.rules import RuleSet
 from pointsman.server.domain.firewall.verdict import Action, Finding
 from pointsman.type.v1 import firewall_pb2 as types
@@ -81,6 +77,24 @@ def test_with_no_holdback_text_flows_at_once_and_a_secret_still_stops_the_answer
     assert stopped and g.verdict.action is Action.BLOCK
 
 
+def test_prose_leaves_chunk_for_chunk() -> None:
+    g = guard(holdback=1024)
+    words = "Paris is the capital of France, and it has been for a long time. ".split(" ")
+    pieces = [w + " " for w in words if w]
+    assert [g.feed(p).release for p in pieces] == pieces  # words closed by a space wait for nothing
+    g = guard(holdback=1024)
+    # Words that open the chunk (" word"): the last one waits for the next chunk.
+    releases = [g.feed(" " + w).release for w in ("Paris", "is", "lovely")]
+    assert releases == [" ", "Paris ", "is "] and g.finish().release == "lovely"
+
+
+def test_a_number_waits_until_what_follows_it_is_known() -> None:
+    g = guard(holdback=1024)
+    # "0490 75 40 81" alone is no phone number; the label after it makes it one.
+    released, _ = stream(g, ["Ring ", "0490 ", "75 ", "40 ", "81 ", "(office) ", "after ", "ten ", "please."])
+    assert "0490" not in released and "<PHONE_NUMBER>" in released
+
+
 def test_work_per_chunk_stays_constant_however_long_the_answer() -> None:
     windows: list[int] = []
 
@@ -88,9 +102,12 @@ def test_work_per_chunk_stays_constant_however_long_the_answer() -> None:
         def __init__(self, inner: WindowScanner) -> None:
             self.inner = inner
 
-        def findings(self, window: str) -> list[Finding]:
+        def findings(self, window: str, start: int = 0) -> list[Finding]:
             windows.append(len(window))
-            return self.inner.findings(window)
+            return self.inner.findings(window, start)
+
+        def hold_start(self, window: str, floor: int) -> int:
+            return self.inner.hold_start(window, floor)
 
         def action(self, finding: Finding) -> Action:
             return self.inner.action(finding)
@@ -100,12 +117,12 @@ def test_work_per_chunk_stays_constant_however_long_the_answer() -> None:
 
     from pointsman.server.domain.firewall.engine import _OutputWindow
 
-    g = OutputGuard(Measuring(_OutputWindow(engine(), RuleSet([]))), 32)
+    g = OutputGuard(Measuring(_OutputWindow(engine(), RuleSet([]))), 1024)
     released, _ = stream(g, ["word "] * 5000)
     assert released == "word " * 5000
-    # Held text, released context and one scan's worth of new text; never the whole answer.
-    assert max(windows) <= 32 + CONTEXT_CHARS + SCAN_EVERY_CHARS + len("word ")
-    assert len(windows) < 5000 * len("word ") / SCAN_EVERY_CHARS + 2  # one scan per 16 new characters
+    # Released context and the new chunk; never the whole answer.
+    assert max(windows) <= CONTEXT_CHARS + len("word ")
+    assert len(windows) <= 5000 + 1
 
 
 async def test_an_output_block_rule_cuts_the_stream_with_content_filter(client: AsyncClient) -> None:

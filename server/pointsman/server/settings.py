@@ -104,10 +104,10 @@ class Settings(BaseSettings):
     )
     # Salt for the hash style (at least 16 bytes); unset means a random salt per process.
     firewall_redaction_salt: SecretStr | None = Field(None, validation_alias="FIREWALL_REDACTION_SALT")
-    # Characters of a streamed answer held back so the output firewall can
-    # redact a finding before it is sent; 0 sends text at once (findings that
-    # straddle sent text are then only recorded, or cut the answer if blocked).
-    firewall_output_holdback_chars: int = Field(32, ge=0, le=4096, validation_alias="FIREWALL_OUTPUT_HOLDBACK_CHARS")
+    # The most characters of a streamed answer held back while they may still
+    # be part of a finding (prose is not held at all: docs/firewall.md); 0
+    # sends text at once (findings are then only recorded, or cut the answer).
+    firewall_output_holdback_chars: int = Field(1024, ge=0, le=4096, validation_alias="FIREWALL_OUTPUT_HOLDBACK_CHARS")
     firewall_scan_cache_size: int = Field(10_000, ge=0, validation_alias="FIREWALL_SCAN_CACHE_SIZE")
     # Per organisation: how many rules it may have, and how long one rule's
     # pattern (or a topic rule's keywords together) may be (docs/firewall.md).

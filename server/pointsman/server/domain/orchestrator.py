@@ -144,7 +144,7 @@ class Orchestrator:
         firewall: FirewallEngine,
         limits: ChatLimits,
         *,
-        output_holdback: int = 32,
+        output_holdback: int = 1024,
         flights: SingleFlight | None = None,
         on_call_end: CallObserver | None = None,
         admit: Callable[[Caller], Awaitable[None]] | None = None,
@@ -154,7 +154,7 @@ class Orchestrator:
         self.router = router
         self.firewall = firewall
         self.limits = limits
-        # Characters of an answer held back so the output firewall can redact them.
+        # The most characters of an answer held back while they may be part of a finding.
         self.output_holdback = output_holdback
         # The response cache, behind single flight; None: no caching.
         self.flights = flights

@@ -20,8 +20,10 @@ from ..chat import Message
 from ..errors import ContentBlocked, DomainError, Unavailable, ViolationCollector
 from ..ports.stores import DecisionStore, RuleStore
 from .detectors.base import Detector
+from .holdback import HoldPolicy, detector_trigger
 from .output_guard import OutputGuard
 from .redaction import RedactionStyle, Redactor
+from .rule_tails import rule_tails
 from .rules import RuleSet
 from .verdict import ALLOWED, SEVERITY, Action, Category, Decision, Direction, Finding, Verdict
 
@@ -92,6 +94,7 @@ class FirewallEngine:
         self._reload_after: dict[str, float] = {}
         self.cache_hits = 0
         self.cache_misses = 0
+        self._holds: HoldPolicy | None = None
 
     async def scan(self, text: str, direction: Direction, caller: Caller) -> Verdict:
         """Decides on one text and records the decision."""
@@ -157,6 +160,18 @@ class FirewallEngine:
         if not self._detectors and not ruleset.blocks(Direction.OUTPUT):
             return None
         return OutputGuard(_OutputWindow(self, ruleset), holdback)
+
+    def _hold_policy(self) -> HoldPolicy:
+        """The tail rules for the detectors this engine runs (built once)."""
+        if self._holds is None:
+            categories = {d.category for d in self._detectors}
+            self._holds = HoldPolicy(
+                words=bool(categories),
+                numbers=Category.PII in categories,
+                secrets=Category.SECRET in categories,
+                sentences=Category.TOXICITY in categories and self.actions.get(Category.TOXICITY) is Action.REDACT,
+            )
+        return self._holds
 
     async def clear_replayed_answer(self, text: str, caller: Caller) -> Verdict | None:
         """For an answer replayed from the cache, whole: its verdict (recorded)
@@ -324,13 +339,31 @@ class _OutputWindow:
     def __init__(self, engine: FirewallEngine, ruleset: RuleSet) -> None:
         self._engine = engine
         self._ruleset = ruleset
+        self._holds = engine._hold_policy()
+        tails = rule_tails(ruleset) if ruleset.blocks(Direction.OUTPUT) else None
+        self._tails = tails if tails else None
+        self._detectors = [(d, detector_trigger(d)) for d in engine._detectors]
 
-    def findings(self, window: str) -> list[Finding]:
-        found = list(self._engine._detect(window))
+    def findings(self, window: str, start: int = 0) -> list[Finding]:
+        """Findings in the window; a detector whose findings all need a
+        character that `window[start:]` (the text not yet released) lacks is
+        not run: nothing it could find there would matter."""
+        found: list[Finding] = []
+        for detector, trigger in self._detectors:
+            if trigger is None or trigger.search(window, start) is not None:
+                found.extend(detector.detect(window))
+        if len(found) > 1:
+            found = _drop_shadowed(found)
         if self._ruleset:
             rule_findings = self._ruleset.evaluate(window, Direction.OUTPUT)
             found.extend(f for f in rule_findings if f.category is Category.BLOCK_RULE)
         return found
+
+    def hold_start(self, window: str, floor: int) -> int:
+        start = self._holds.hold_start(window, floor)
+        if self._tails is not None and start > floor:
+            start = min(start, self._tails.hold_start(window, floor))
+        return start
 
     def action(self, finding: Finding) -> Action:
         return self._engine.actions.get(finding.category, Action.LOG)

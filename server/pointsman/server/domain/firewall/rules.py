@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import re
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -122,13 +123,24 @@ def rule_pattern(rule: Rule) -> Pattern:
 
 
 class _CompiledRule:
-    __slots__ = ("index", "kind", "name", "scope")
+    __slots__ = ("index", "kind", "name", "scope", "source", "substring")
 
     def __init__(self, rule: Rule, index: int) -> None:
         self.kind = rule.kind
         self.name = rule.name
         self.scope = rule.scope
         self.index = index  # its pattern in the organisation's RuleMatcher
+        # For the streaming guard's tail question (`output_block_patterns`):
+        # a substring rule's folded text, or a regex source for the others.
+        self.substring: str | None = None
+        self.source: str | None = None
+        if rule.match_type is MatchType.SUBSTRING:
+            self.substring = rule.pattern.casefold()
+        elif rule.match_type is MatchType.REGEX:
+            self.source = rule.pattern
+        else:
+            words = "|".join(re.escape(k.strip()) for k in rule.keywords if k.strip())
+            self.source = rf"\b(?:{words})\b" if words else None
 
 
 class RuleSet:
@@ -165,6 +177,20 @@ class RuleSet:
     def blocks(self, direction: Direction) -> bool:
         """Whether any block rule applies to this direction."""
         return bool(self._by_direction[direction][0])
+
+    def output_block_patterns(self) -> tuple[list[str], list[str]]:
+        """The block rules for output as (casefolded substrings, regex
+        sources), for the streaming guard's question of whether an answer's
+        tail could still start a match (`rule_tails`)."""
+        substrings: list[str] = []
+        patterns: list[str] = []
+        for rule in self._block:
+            if rule.scope.covers(Direction.OUTPUT):
+                if rule.substring is not None:
+                    substrings.append(rule.substring)
+                elif rule.source is not None:
+                    patterns.append(rule.source)
+        return substrings, patterns
 
     def evaluate(self, text: str, direction: Direction) -> list[Finding]:
         """Block-rule findings, or a NOT_ALLOWED finding in allowlist mode when
