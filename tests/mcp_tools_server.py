@@ -28,6 +28,12 @@ def echo(text: str) -> str:
 
 
 @tools.tool()
+def shout(echo: str) -> str:
+    """Returns the text in capitals (its argument is what the fake OpenAI upstream sends)."""
+    return echo.upper()
+
+
+@tools.tool()
 async def slow(seconds: float) -> str:
     """Answers after the given number of seconds."""
     await asyncio.sleep(seconds)

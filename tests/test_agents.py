@@ -21,6 +21,7 @@ from pointsman.agent.v1 import agent_pb2_grpc
 from pointsman.server.app.agents_config import AgentsFileError
 from pointsman.server.app.server import PointsmanServer
 
+from fakes.openai_upstream import FakeOpenAI
 from server_fixtures import ServerFactory, eventually
 
 TOOL_SERVER = str(Path(__file__).resolve().parent / "mcp_tools_server.py")
@@ -168,6 +169,27 @@ async def test_an_agent_answers_through_a_streamable_http_tool(
         events = await run(stub, "helper", 'call tool calc__echo {"text": "over http"}')
     assert [(c.outcome, c.result) for c in finished(events)] == [(pb.TOOL_CALL_OUTCOME_OK, "over http")]
     assert finish(events).answer == "The tools said: over http"
+
+
+async def test_an_agent_on_an_openai_upstream_that_returns_tool_calls(
+    start_server: ServerFactory, tmp_path: Path
+) -> None:
+    async with FakeOpenAI() as upstream:
+        env = write_files(tmp_path, {"calc": STDIO}, {"gpt": agent(model="gpt-test", tools=["calc__shout"])})
+        server = await start_server(
+            **env,
+            OPENAI_API_KEY="sk-test-0123456789abcdef0123456789abcdef",
+            OPENAI_BASE_URL=upstream.base_url,
+            OPENAI_MODELS=["gpt-test"],
+        )
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            events = await run(agent_pb2_grpc.AgentServiceStub(channel), "gpt", "make me loud")
+    (call,) = finished(events)
+    assert (call.tool, call.outcome, call.result) == ("calc__shout", pb.TOOL_CALL_OUTCOME_OK, "MAKE ME LOUD")
+    done = finish(events)
+    assert (done.reason, done.answer, done.steps) == (pb.STOP_REASON_ANSWERED, "Echo: tool said: MAKE ME LOUD", 2)
+    steps = [e.step_usage for e in events if e.WhichOneof("event") == "step_usage"]
+    assert all(s.usage.input_tokens > 0 for s in steps)
 
 
 async def test_a_http_tool_server_that_went_down_is_unavailable_and_the_run_goes_on(
