@@ -18,6 +18,7 @@ from google.protobuf import json_format
 
 from ..client import Client, PointsmanError, tls_credentials
 from ..client.options import DEFAULT_ADDRESS
+from . import agents
 
 
 def _print_json(message: Any) -> None:
@@ -69,6 +70,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from pydantic import ValidationError
 
+    from pointsman.server.app.agents_config import AgentsFileError
     from pointsman.server.app.routes import RoutesFileError
     from pointsman.server.app.server import serve
     from pointsman.server.app.tls import TlsConfigError
@@ -93,7 +95,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             return 2
     try:
         asyncio.run(serve(settings))
-    except (RoutesFileError, WeakSecret, TlsConfigError, OSError) as error:  # OSError: a port already taken
+    except (RoutesFileError, AgentsFileError, WeakSecret, TlsConfigError, OSError) as error:  # OSError: port taken
         print(f"pointsman: {error}", file=sys.stderr)
         return 2
     return 0
@@ -811,6 +813,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("health", parents=[common], help="exit 0 only if the server reports SERVING")
     p.add_argument("--service", default="", help="service name; empty means the whole server")
     p.set_defaults(func=cmd_health)
+    agents.add_parser(sub, common)
     return parser
 
 
