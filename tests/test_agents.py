@@ -192,6 +192,34 @@ async def test_an_agent_on_an_openai_upstream_that_returns_tool_calls(
     assert all(s.usage.input_tokens > 0 for s in steps)
 
 
+async def test_a_model_turn_past_the_step_timeout_or_failing_stops_the_run(
+    start_server: ServerFactory, tmp_path: Path
+) -> None:
+    async with FakeOpenAI() as upstream:
+        env = write_files(
+            tmp_path,
+            {"calc": STDIO},
+            {
+                "stalled": agent(model="fault-stall", step_timeout_seconds=0.5),
+                "broken": agent(model="fault-401"),
+            },
+        )
+        server = await start_server(
+            **env,
+            OPENAI_API_KEY="sk-test-0123456789abcdef0123456789abcdef",
+            OPENAI_BASE_URL=upstream.base_url,
+            OPENAI_MODELS=["fault-stall", "fault-401"],
+        )
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            stub = agent_pb2_grpc.AgentServiceStub(channel)
+            stalled = finish(await run(stub, "stalled", "hello"))
+            broken = finish(await run(stub, "broken", "hello"))
+    assert (stalled.reason, stalled.steps) == (pb.STOP_REASON_TIMEOUT, 1)
+    assert broken.reason == pb.STOP_REASON_ERROR
+    assert (broken.error_code, broken.error_reason) == ("FAILED_PRECONDITION", "UPSTREAM_AUTH_FAILED")
+    assert "sk-test" not in broken.error_message
+
+
 async def test_a_http_tool_server_that_went_down_is_unavailable_and_the_run_goes_on(
     start_server: ServerFactory, tmp_path: Path, http_tool_server: tuple[str, Any]
 ) -> None:

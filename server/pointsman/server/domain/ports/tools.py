@@ -120,3 +120,7 @@ class ToolCallLog(Protocol):
     async def list_tool_calls(
         self, organisation: str, where: ToolCallFilter, page_size: int, after_id: str | None
     ) -> tuple[list[ToolCallRecord], str | None]: ...
+
+    async def delete_before(self, cutoff: datetime, limit: int) -> int:
+        """Deletes up to `limit` rows made before `cutoff` (retention); how many it deleted."""
+        ...
