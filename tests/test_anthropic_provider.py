@@ -71,7 +71,7 @@ async def gateway(start_server: Any, upstream: FakeAnthropic) -> AsyncIterator[A
         # These tests look at how upstream events map to deltas: no output hold-back.
         FIREWALL_OUTPUT_HOLDBACK_CHARS=0,
     )
-    async with AsyncClient(server.address, timeout=10) as client:
+    async with AsyncClient(server.address, timeout=10, retry=None) as client:
         yield client
 
 

@@ -56,3 +56,19 @@ def test_counts_the_tokens_it_read() -> None:
     assert EMBEDDER.count_tokens(["hi", "hello world, this is a longer text"]) == EMBEDDER.count_tokens(
         ["hi"]
     ) + EMBEDDER.count_tokens(["hello world, this is a longer text"])
+
+
+def test_gives_wordllamas_own_vectors_and_counts_in_the_same_pass() -> None:
+    texts = ["short", "a somewhat longer sentence about databases and indexes", ""] * 30  # two batches
+    vectors, tokens = EMBEDDER.embed_counting(texts)
+    reference = EMBEDDER._load().embed(texts, norm=False)
+    norms = np.linalg.norm(reference, axis=1, keepdims=True)
+    expected = np.divide(reference, norms, out=np.zeros_like(reference), where=norms > 0)
+    assert np.allclose(vectors, expected, atol=1e-6)
+    assert tokens == EMBEDDER.count_tokens(texts)
+
+
+def test_fewer_dimensions_are_the_renormalised_prefix() -> None:
+    full = EMBEDDER._load().embed(["matryoshka prefix"], norm=False)[0]
+    (short,) = EMBEDDER.embed(["matryoshka prefix"], 64)
+    assert np.allclose(short, full[:64] / np.linalg.norm(full[:64]), atol=1e-6)

@@ -214,11 +214,11 @@ async def test_batch_streams_each_result_and_keeps_failures_apart(client: AsyncC
 async def test_list_models_pages(start_server: Any) -> None:
     server = await start_server(USE_MOCK=True, OPENAI_MODELS=["m1", "m2", "m3"])
     async with AsyncClient(server.address) as client:
-        first = await client.orchestrator.ListModels(orch.ListModelsRequest(page_size=2))
+        first = await client.orchestrator.ListModels(orch.ListModelsRequest(page_size=3))
         second = await client.orchestrator.ListModels(
-            orch.ListModelsRequest(page_size=2, page_token=first.next_page_token)
+            orch.ListModelsRequest(page_size=3, page_token=first.next_page_token)
         )
     aliases = [m.alias for m in [*first.models, *second.models]]
-    assert aliases == ["builtin", "m1", "m2", "m3"]
+    assert aliases == ["builtin", "builtin-embedding", "m1", "m2", "m3"]
     assert second.next_page_token == ""
     assert all(m.builtin for m in first.models)

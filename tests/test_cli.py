@@ -40,8 +40,11 @@ def address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     # Development mode: commands without a credential act as the seeded admin.
     env["POINTSMAN_DEV_MODE"] = "true"
     env["POINTSMAN_DATA_DIR"] = str(tmp_path_factory.mktemp("data"))
+    # Two more aliases, answered by the built-in model, for `compare`.
+    env["USE_MOCK"] = "true"
+    env["OPENAI_MODELS"] = "model-a,model-b"
     server = subprocess.Popen([*POINTSMAN, "serve", "--address", address], env=env, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60  # a loaded machine (the suite in parallel) starts slower
     while run("health", address=address).returncode != 0:
         assert server.poll() is None, server.stderr.read() if server.stderr else ""
         assert time.monotonic() < deadline, "server did not become SERVING"
@@ -236,3 +239,107 @@ def test_serve_reports_a_port_already_taken_and_exits_2(tmp_path: Path, taken: s
 def test_version() -> None:
     done = subprocess.run([*POINTSMAN, "--version"], capture_output=True, text=True, timeout=30)
     assert done.returncode == 0 and done.stdout.startswith("pointsman 0.")
+
+
+# -- what a new user met, each fixed ------------------------------------------
+
+
+def test_timeout_is_the_deadline_of_streaming_calls_too(address: str) -> None:
+    # Before: a stream's deadline stayed 300 s whatever --timeout said.
+    result = run("chat", "--timeout", "0.000001", "hi", address=address)
+    assert result.returncode == 4 and "DEADLINE_EXCEEDED" in result.stderr  # DEADLINE_EXCEEDED
+
+
+def test_an_unknown_flag_prints_the_commands_usage(address: str) -> None:
+    result = run("chat", "--bogus", "hi", address=address)
+    assert result.returncode == 2
+    assert result.stderr.startswith("usage: pointsman chat ") and "--bogus" in result.stderr
+    nested = run("rules", "list", "--bogus", address=address)
+    assert nested.stderr.startswith("usage: pointsman rules list ")
+
+
+def test_a_blocked_chat_names_categories_rules_and_the_decision(address: str) -> None:
+    rule = run("rules", "add", "--block", "--substring", "secret recipe", address=address).stdout.strip()
+    try:
+        blocked = run("chat", "tell me the secret recipe", address=address)
+    finally:
+        run("rules", "rm", rule, address=address)
+    assert blocked.returncode == 7
+    assert "categories: block_rule" in blocked.stderr and f"rules: {rule}" in blocked.stderr
+    assert "decision: decisions/" in blocked.stderr
+
+
+def test_serve_help_lists_the_server_settings_and_no_client_flags() -> None:
+    done = subprocess.run([*POINTSMAN, "serve", "--help"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0
+    for variable in ("POINTSMAN_ADDRESS", "DATABASE_URL", "OPENAI_API_KEY", "POINTSMAN_DEV_MODE"):
+        assert f"  {variable}" in done.stdout
+    assert "Where the gRPC server listens" in done.stdout  # the settings module's own words
+    assert "--api-key" not in done.stdout and "--json" not in done.stdout
+
+
+def test_json_into_a_closed_pipe_stops_quietly(address: str) -> None:
+    # Enough events to fill the pipe, so the command is writing when the reader goes away.
+    prompt = "word " * 30_000
+    chat = subprocess.Popen(
+        [*POINTSMAN, "chat", "--json", "-", "--address", address],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert chat.stdin and chat.stdout and chat.stderr
+    chat.stdin.write(prompt)
+    chat.stdin.close()
+    assert chat.stdout.readline().startswith('{"start"')
+    chat.stdout.close()
+    stderr = chat.stderr.read()
+    assert chat.wait(timeout=30) == 141  # as if killed by SIGPIPE
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr
+
+
+def test_health_of_an_unknown_service_names_it_and_those_that_exist(address: str) -> None:
+    result = run("health", "--service", "nosuch", address=address)
+    assert result.returncode == 5  # NOT_FOUND
+    assert "'nosuch'" in result.stderr and "pointsman.orchestrator.v1.OrchestratorService" in result.stderr
+
+
+def test_chat_from_stdin_drops_the_trailing_newline(address: str) -> None:
+    result = run("chat", "-", address=address, stdin="piped prompt\n")
+    assert result.stdout == BUILTIN_PREAMBLE + "piped prompt\n"
+
+
+def test_models_says_whether_each_deployment_can_answer(address: str) -> None:
+    models = run("models", address=address)
+    assert "builtin (available)" in models.stdout
+    assert "closed" not in models.stdout
+
+
+def test_empty_lists_say_so(address: str) -> None:
+    result = run("registry", "ls", address=address)
+    assert result.returncode == 0 and result.stdout == ""
+    assert "no live instances" in result.stderr
+    assert run("registry", "ls", "--json", address=address).stderr == ""
+
+
+def test_compare_shows_each_models_answer_latency_and_tokens(address: str) -> None:
+    result = run("compare", "-m", "model-a", "-m", "model-b", "compare this", address=address)
+    assert result.returncode == 0, result.stderr
+    blocks = [b for b in result.stdout.split("== ") if b]
+    assert sorted(b.split()[0] for b in blocks) == ["model-a", "model-b"]
+    for block in blocks:
+        header, answer = block.split("\n", 1)
+        assert " ms" in header and "tokens" in header
+        assert answer.strip() == BUILTIN_PREAMBLE + "compare this"
+    one = run("compare", "-m", "model-a", "hi", address=address)
+    assert one.returncode == 3 and "models" in one.stderr  # INVALID_ARGUMENT, naming the field
+
+
+def test_converse_answers_each_line_of_a_pipe_in_one_conversation(address: str) -> None:
+    result = run("converse", address=address, stdin="remember the milk\n\nand the eggs\n")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [BUILTIN_PREAMBLE + "remember the milk", BUILTIN_PREAMBLE + "and the eggs"]
+    name = result.stderr.strip().strip("[]")
+    assert name.startswith("conversations/")
+    shown = run("conversation", "show", name, address=address).stdout.splitlines()
+    assert shown[0] == "user: remember the milk" and shown[2] == "user: and the eggs"

@@ -40,9 +40,11 @@ def _reasons_in(path: Path) -> set[str]:
                 found.add(reason)
         elif isinstance(node, ast.ClassDef):
             for item in node.body:
-                if isinstance(item, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "reason" for t in item.targets):
-                    if (reason := value(item.value)) is not None:
-                        found.add(reason)
+                names_reason = isinstance(item, ast.Assign) and any(
+                    isinstance(t, ast.Name) and t.id == "reason" for t in item.targets
+                )
+                if names_reason and (reason := value(item.value)) is not None:
+                    found.add(reason)
     return found
 
 

@@ -42,7 +42,7 @@ async def upstream() -> AsyncIterator[FakeOpenAI]:
 @pytest_asyncio.fixture
 async def gateway(start_server: Any, upstream: FakeOpenAI) -> AsyncIterator[AsyncClient]:
     server = await start_server(OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=upstream.base_url, OPENAI_MODELS=MODELS)
-    async with AsyncClient(server.address, timeout=10) as client:
+    async with AsyncClient(server.address, timeout=10, retry=None) as client:
         yield client
 
 
@@ -167,7 +167,7 @@ async def test_stall_mid_stream_hits_the_read_timeout_without_a_client_deadline(
         OPENAI_MODELS=["fault-stall"],
         POINTSMAN_UPSTREAM_TIMEOUT_SECONDS=0.5,
     )
-    async with AsyncClient(server.address, timeout=30) as client:
+    async with AsyncClient(server.address, timeout=30, retry=None) as client:
         error = await raises(collect(client.orchestrator.Chat(chat_request("a b c d", model="fault-stall"))))
     assert error.code == grpc.StatusCode.UNAVAILABLE
     assert error.metadata["incomplete"] == "true"

@@ -33,7 +33,7 @@ def write(tmp_path: Path, config: Any) -> Path:
 async def test_the_documented_example_builds_every_alias() -> None:
     catalog, router = build_routing(settings(POINTSMAN_ROUTES_FILE=str(EXAMPLE)))
     routes = {r.alias: r for r in catalog.routes()}
-    assert set(routes) == {"builtin", "smart", "fast", "nearest", "trial"}
+    assert set(routes) == {"builtin", "builtin-embedding", "smart", "fast", "nearest", "trial", "embed", "local-embed"}
     assert routes["fast"].strategy is RoutingStrategy.WEIGHTED
     assert [(d.name, d.weight) for d in routes["fast"].deployments] == [
         ("openai/gpt-4o-mini", 3),
@@ -47,7 +47,7 @@ async def test_the_documented_example_builds_every_alias() -> None:
     assert routes["nearest"].retry.retries == 0 and routes["smart"].retry.retries == 1
     assert routes["fast"].cache_ttl_seconds == 600 and routes["smart"].cache_ttl_seconds == 0
     # One breaker per deployment, shared by every alias that uses it.
-    assert "ollama/llama3.2" in router.monitors and len(router.monitors) == 6
+    assert "ollama/llama3.2" in router.monitors and len(router.monitors) == 9
     await catalog.aclose()
 
 
@@ -79,6 +79,24 @@ async def test_the_documented_example_builds_every_alias() -> None:
         ),
         ("models: [unclosed", "not valid YAML"),
         ("just text", "invalid"),
+        (
+            {
+                "endpoints": {"a": {"provider": "anthropic"}},
+                "models": {"e": {"kind": "embedding", "deployments": [{"endpoint": "a", "model": "m"}]}},
+            },
+            "models.e.deployments[0].endpoint: Anthropic serves no embeddings",
+        ),
+        (
+            {
+                **VALID,
+                "models": {
+                    "c": {"deployments": [{"endpoint": "offline", "model": "m"}]},
+                    "e": {"kind": "embedding", "deployments": [{"endpoint": "offline", "model": "m"}]},
+                },
+            },
+            "models.e.deployments[0]: 'offline/m' is also a chat deployment",
+        ),
+        ({**VALID, "models": {"e": {"kind": "vectors", "deployments": []}}}, "models.e.kind"),
     ],
 )
 def test_mistakes_are_reported_with_their_place(tmp_path: Path, config: Any, expected: str) -> None:
@@ -110,3 +128,35 @@ def test_serve_refuses_a_bad_routes_file_with_a_clear_message(tmp_path: Path) ->
     assert result.returncode == 2
     assert "models.x.deployments[0].endpoint: 'gone' is not in endpoints" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_base_url_can_come_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Docker Model Runner's compose `models` element hands the URL over in a variable.
+    config = {
+        "endpoints": {"runner": {"provider": "openai", "base_url_env": "LOCAL_LLM_URL"}},
+        "models": {"local": {"deployments": [{"endpoint": "runner", "model": "ai/smollm2"}]}},
+    }
+    path = write(tmp_path, config)
+    monkeypatch.setenv("LOCAL_LLM_URL", "http://model-runner.docker.internal/engines/v1")
+    catalog, _ = build_routing(settings(POINTSMAN_ROUTES_FILE=str(path)))
+    route = {r.alias: r for r in catalog.routes()}["local"]
+    assert route.deployments[0].endpoint == "http://model-runner.docker.internal/engines/v1"
+
+    monkeypatch.delenv("LOCAL_LLM_URL")
+    with pytest.raises(RoutesFileError, match=r"endpoints\.runner\.base_url_env: .* LOCAL_LLM_URL"):
+        build_routing(settings(POINTSMAN_ROUTES_FILE=str(path)))
+
+
+def test_base_url_and_base_url_env_exclude_each_other(tmp_path: Path) -> None:
+    config = {**VALID, "endpoints": {"e": {"provider": "openai", "base_url": "http://x/v1", "base_url_env": "X"}}}
+    with pytest.raises(RoutesFileError, match="not both"):
+        load_routes_file(write(tmp_path, config))
+
+
+def test_the_model_runner_example_routes_file_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOCAL_LLM_URL", "http://model-runner.docker.internal/engines/v1/")
+    example = EXAMPLE.with_name("routes.model-runner.yaml")
+    catalog, _ = build_routing(settings(POINTSMAN_ROUTES_FILE=str(example)))
+    aliases = {r.alias: r for r in catalog.routes()}
+    assert aliases["local"].deployments[0].provider is ProviderKind.OPENAI
+    assert {d.name for d in aliases["smart"].deployments} >= {"model-runner/ai/smollm2"}

@@ -59,7 +59,7 @@ async def gateway(start_server: Any) -> Any:
 
     async def open_gateway(routes_file: Path) -> tuple[Any, AsyncClient]:
         server = await start_server(POINTSMAN_ROUTES_FILE=str(routes_file), OPENAI_API_KEY=API_KEY)
-        client = AsyncClient(server.address, timeout=10)
+        client = AsyncClient(server.address, timeout=10, retry=None)
         clients.append(client)
         return server, client
 

@@ -60,7 +60,7 @@ async def test_while_draining_health_answers_not_serving_and_new_calls_are_refus
         stopping = asyncio.create_task(server.stop(grace=LONG_GRACE))
         await eventually(lambda: server.health.status("") == NOT_SERVING)
         # A new connection still reaches the server, and hears it is going away.
-        async with AsyncClient(server.address, timeout=10) as newcomer:
+        async with AsyncClient(server.address, timeout=10, retry=None) as newcomer:
             assert await newcomer.health() == NOT_SERVING
             listed = await health_pb2_grpc.HealthStub(newcomer.channel).List(health_pb2.HealthListRequest())
             assert {s.status for s in listed.statuses.values()} == {NOT_SERVING}

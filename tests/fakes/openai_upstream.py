@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import hashlib
 import itertools
 import json
 import re
@@ -520,13 +521,48 @@ _OPENAI_MODELS = ("gpt-fake", "gpt-fake-mini")
 
 
 class FakeOpenAI(FakeUpstream):
-    """Fake OpenAI Chat Completions server: POST /v1/chat/completions and GET /v1/models."""
+    """Fake OpenAI server: POST /v1/chat/completions, POST /v1/embeddings and GET /v1/models."""
 
     base_path = "/v1"
     completion_path = "/v1/chat/completions"
+    # Width of the fake's vectors when the request names no `dimensions`.
+    embedding_dimensions = 8
 
     def _routes(self) -> list[web.RouteDef]:
-        return [*super()._routes(), web.get("/v1/models", self._models)]
+        return [
+            *super()._routes(),
+            web.get("/v1/models", self._models),
+            web.post("/v1/embeddings", self._embeddings),
+        ]
+
+    async def _embeddings(self, request: web.Request) -> web.Response:
+        """Deterministic vectors from a hash of each input; the `model` field picks
+        faults as for chat (fault-500, fault-slow-first-byte, fault-malformed, no-usage)."""
+        self._note(request)
+        try:
+            body = json.loads(await request.read())
+            self.last_request = body
+            inputs = body["input"]
+            inputs = [inputs] if isinstance(inputs, str) else list(inputs)
+            if not inputs or not all(isinstance(text, str) and text for text in inputs):
+                raise BadRequest("'input' must be a non-empty string or array of non-empty strings")
+            width = int(body.get("dimensions") or self.embedding_dimensions)
+        except (ValueError, KeyError, TypeError, BadRequest) as exc:
+            return self.error_response(400, str(exc))
+        model = str(body.get("model") or "")
+        behaviour = self._behaviour_for(model)
+        if behaviour.first_byte_delay:
+            await asyncio.sleep(self.first_byte_delay_s)
+        if behaviour.status is not None:
+            return self.error_response(behaviour.status)
+        if behaviour.malformed:
+            return web.Response(body=b'{"object": "list", "data": [', content_type="application/json")
+        data = [{"object": "embedding", "index": i, "embedding": fake_vector(t, width)} for i, t in enumerate(inputs)]
+        payload: JSON = {"object": "list", "data": data, "model": model}
+        if "no-usage" not in model.split("+"):
+            tokens = count_words(inputs)
+            payload["usage"] = {"prompt_tokens": tokens, "total_tokens": tokens}
+        return web.json_response(payload)
 
     async def _models(self, request: web.Request) -> web.Response:
         self._note(request)
@@ -659,6 +695,12 @@ class _ChunkFramer:
 
     def usage(self, usage: JSON) -> bytes:
         return (self._head + '[], "usage": ' + json.dumps(usage) + "}\n\n").encode()
+
+
+def fake_vector(text: str, width: int) -> list[float]:
+    """The fake's embedding of `text`: the same text always gets the same vector."""
+    digest = hashlib.sha256(text.encode()).digest()
+    return [round(digest[i % len(digest)] / 255 - 0.5, 6) for i in range(width)]
 
 
 def _tool_call(name: str, arguments: str) -> JSON:

@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 
-def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
     agent = sub.add_parser("agent", help="agents run by the gateway").add_subparsers(
         dest="agent_command", required=True
     )
@@ -34,8 +34,10 @@ def _service(client: Any, args: argparse.Namespace) -> Any:
     from ..client.options import CallDefaults
     from ..client.sync import Service
 
-    defaults = CallDefaults(args.timeout, args.timeout, args.api_key, args.token)
-    return Service(client.channel, agent_pb2.DESCRIPTOR.services_by_name["AgentService"], defaults)
+    timeout = args.timeout
+    defaults = CallDefaults(timeout or 30.0, timeout or 300.0, args.api_key, args.token)
+    # No retries: a run is not idempotent (it calls tools).
+    return Service(client.channel, agent_pb2.DESCRIPTOR.services_by_name["AgentService"], defaults, None)
 
 
 def _name(value: Any, prefix: str) -> str:
@@ -45,9 +47,10 @@ def _name(value: Any, prefix: str) -> str:
 def run(args: argparse.Namespace) -> int:
     from pointsman.agent.v1 import agent_pb2 as pb
 
-    from . import main
+    from .connection import connect
+    from .output import print_json
 
-    with main._client(args) as client:
+    with connect(args) as client:
         service = _service(client, args)
         if args.command_name == "agent run":
             prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
@@ -56,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         if args.command_name == "agent ls":
             for agent in service.ListAgents(pb.ListAgentsRequest()).agents:
                 if args.json:
-                    main._print_json(agent)
+                    print_json(agent)
                 else:
                     tools = ",".join(agent.tools) or "-"
                     print(f"{_name(agent.name, 'agents/')}\t{agent.model}\t{tools}\t{agent.description}")
@@ -64,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         if args.command_name == "tools ls":
             listing = service.ListTools(pb.ListToolsRequest(server=args.server))
             if args.json:
-                main._print_json(listing)
+                print_json(listing)
             else:
                 for tool in listing.tools:
                     print(f"{tool.qualified_name}\t{tool.description}")
@@ -76,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         )
         for record in page.tool_calls:
             if args.json:
-                main._print_json(record)
+                print_json(record)
             else:
                 outcome = pb.ToolCallOutcome.Name(record.outcome).removeprefix("TOOL_CALL_OUTCOME_").lower()
                 millis = record.duration.ToNanoseconds() / 1e6
@@ -90,12 +93,12 @@ def _show_run(events: Any, as_json: bool) -> int:
     the answer alone on stdout, so it can be piped."""
     from pointsman.agent.v1 import agent_pb2 as pb
 
-    from . import main
+    from .output import print_json
 
     at_line_start = True
     for event in events:
         if as_json:
-            main._print_json(event)
+            print_json(event)
             continue
         kind = event.WhichOneof("event")
         if kind == "text_delta":

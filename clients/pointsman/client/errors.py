@@ -38,7 +38,7 @@ class PointsmanError(Exception):
 
     @classmethod
     def from_rpc_error(cls, error: grpc.RpcError) -> PointsmanError:
-        call: grpc.Call = error  # type: ignore[assignment]
+        call: grpc.Call = error
         code = call.code() or grpc.StatusCode.UNKNOWN
         out = cls(code, call.details() or "")
         try:

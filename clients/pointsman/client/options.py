@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -9,6 +10,7 @@ from typing import Any
 
 import grpc
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
+from google.protobuf.message_factory import GetMessageClass
 
 from pointsman.auth.v1 import auth_pb2
 from pointsman.firewall.v1 import firewall_pb2
@@ -26,6 +28,7 @@ SERVICES: dict[str, ServiceDescriptor] = {
 LONG_LIVED = {"Converse", "WatchRules", "WatchInstances", "WatchBatch", "Heartbeat"}
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
+DEFAULT_MODEL = "builtin"
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 CHANNEL_OPTIONS: Sequence[tuple[str, int]] = (
@@ -100,8 +103,8 @@ class CallDefaults:
 def multicallable(channel: Any, service: ServiceDescriptor, method: MethodDescriptor) -> Any:
     """The channel's callable for one RPC; sync and asyncio channels share this API."""
     path = f"/{service.full_name}/{method.name}"
-    serialize = method.input_type._concrete_class.SerializeToString
-    deserialize = method.output_type._concrete_class.FromString
+    serialize = GetMessageClass(method.input_type).SerializeToString
+    deserialize = GetMessageClass(method.output_type).FromString
     if method.client_streaming:
         factory = channel.stream_stream if method.server_streaming else channel.stream_unary
     else:
@@ -117,3 +120,28 @@ def call_options(
         "timeout": defaults.timeout_for(method.name, streaming, timeout),
         "metadata": defaults.metadata(request_id),
     }
+
+
+@dataclass(frozen=True)
+class Connection:
+    """Where and as whom a client connects: each explicit argument wins over
+    its environment variable, as in the CLI (POINTSMAN_ADDRESS,
+    POINTSMAN_API_KEY, POINTSMAN_TOKEN, POINTSMAN_MODEL). Pass "" to send no
+    credential even when the variable is set."""
+
+    address: str
+    api_key: str | None
+    token: str | None
+    model: str
+
+    @classmethod
+    def resolve(cls, address: str | None, api_key: str | None, token: str | None, model: str | None) -> Connection:
+        def pick(given: str | None, variable: str) -> str | None:
+            return given if given is not None else (os.environ.get(variable) or None)
+
+        return cls(
+            address=pick(address, "POINTSMAN_ADDRESS") or DEFAULT_ADDRESS,
+            api_key=pick(api_key, "POINTSMAN_API_KEY") or None,
+            token=pick(token, "POINTSMAN_TOKEN") or None,
+            model=pick(model, "POINTSMAN_MODEL") or DEFAULT_MODEL,
+        )

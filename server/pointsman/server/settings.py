@@ -167,6 +167,9 @@ class Settings(BaseSettings):
     max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024, validation_alias="POINTSMAN_MAX_MESSAGE_BYTES")
     max_input_chars: int = Field(400_000, ge=1, validation_alias="POINTSMAN_MAX_INPUT_CHARS")
     max_messages: int = Field(1000, ge=1, validation_alias="POINTSMAN_MAX_MESSAGES")
+    # An Embed call's inputs and the length of each (docs/embeddings.md).
+    embed_max_inputs: int = Field(256, ge=1, le=100_000, validation_alias="POINTSMAN_EMBED_MAX_INPUTS")
+    embed_max_input_chars: int = Field(32_000, ge=1, validation_alias="POINTSMAN_EMBED_MAX_INPUT_CHARS")
     # The window of a Converse history (docs/conversations.md): each turn sends
     # at most this many messages and (estimated) tokens, the oldest turns dropped.
     conversation_max_messages: int = Field(200, ge=2, validation_alias="POINTSMAN_CONVERSATION_MAX_MESSAGES")

@@ -42,6 +42,12 @@ class RoutingStrategy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ROUTING_STRATEGY_WEIGHTED: _ClassVar[RoutingStrategy]
     ROUTING_STRATEGY_LATENCY: _ClassVar[RoutingStrategy]
 
+class ModelKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MODEL_KIND_UNSPECIFIED: _ClassVar[ModelKind]
+    MODEL_KIND_CHAT: _ClassVar[ModelKind]
+    MODEL_KIND_EMBEDDING: _ClassVar[ModelKind]
+
 class BatchState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     BATCH_STATE_UNSPECIFIED: _ClassVar[BatchState]
@@ -66,6 +72,9 @@ ROUTING_STRATEGY_UNSPECIFIED: RoutingStrategy
 ROUTING_STRATEGY_PRIORITY: RoutingStrategy
 ROUTING_STRATEGY_WEIGHTED: RoutingStrategy
 ROUTING_STRATEGY_LATENCY: RoutingStrategy
+MODEL_KIND_UNSPECIFIED: ModelKind
+MODEL_KIND_CHAT: ModelKind
+MODEL_KIND_EMBEDDING: ModelKind
 BATCH_STATE_UNSPECIFIED: BatchState
 BATCH_STATE_RUNNING: BatchState
 BATCH_STATE_DONE: BatchState
@@ -367,20 +376,54 @@ class ListModelsResponse(_message.Message):
     def __init__(self, models: _Optional[_Iterable[_Union[Model, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class Model(_message.Message):
-    __slots__ = ("name", "alias", "deployments", "builtin", "strategy", "available")
+    __slots__ = ("name", "alias", "deployments", "builtin", "strategy", "available", "kind", "dimensions")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ALIAS_FIELD_NUMBER: _ClassVar[int]
     DEPLOYMENTS_FIELD_NUMBER: _ClassVar[int]
     BUILTIN_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
     AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
     name: str
     alias: str
     deployments: _containers.RepeatedCompositeFieldContainer[Deployment]
     builtin: bool
     strategy: RoutingStrategy
     available: bool
-    def __init__(self, name: _Optional[str] = ..., alias: _Optional[str] = ..., deployments: _Optional[_Iterable[_Union[Deployment, _Mapping]]] = ..., builtin: _Optional[bool] = ..., strategy: _Optional[_Union[RoutingStrategy, str]] = ..., available: _Optional[bool] = ...) -> None: ...
+    kind: ModelKind
+    dimensions: int
+    def __init__(self, name: _Optional[str] = ..., alias: _Optional[str] = ..., deployments: _Optional[_Iterable[_Union[Deployment, _Mapping]]] = ..., builtin: _Optional[bool] = ..., strategy: _Optional[_Union[RoutingStrategy, str]] = ..., available: _Optional[bool] = ..., kind: _Optional[_Union[ModelKind, str]] = ..., dimensions: _Optional[int] = ...) -> None: ...
+
+class EmbedRequest(_message.Message):
+    __slots__ = ("model", "inputs", "dimensions")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    inputs: _containers.RepeatedScalarFieldContainer[str]
+    dimensions: int
+    def __init__(self, model: _Optional[str] = ..., inputs: _Optional[_Iterable[str]] = ..., dimensions: _Optional[int] = ...) -> None: ...
+
+class EmbedResponse(_message.Message):
+    __slots__ = ("model", "deployment", "embeddings", "usage")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDINGS_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    deployment: Deployment
+    embeddings: _containers.RepeatedCompositeFieldContainer[Embedding]
+    usage: _chat_pb2.Usage
+    def __init__(self, model: _Optional[str] = ..., deployment: _Optional[_Union[Deployment, _Mapping]] = ..., embeddings: _Optional[_Iterable[_Union[Embedding, _Mapping]]] = ..., usage: _Optional[_Union[_chat_pb2.Usage, _Mapping]] = ...) -> None: ...
+
+class Embedding(_message.Message):
+    __slots__ = ("index", "values")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    values: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, index: _Optional[int] = ..., values: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class BatchItem(_message.Message):
     __slots__ = ("custom_id", "model", "messages", "config")

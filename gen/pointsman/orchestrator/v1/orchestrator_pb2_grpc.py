@@ -120,6 +120,11 @@ class OrchestratorServiceStub:
                 request_serializer=pointsman_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ListCallsRequest.SerializeToString,
                 response_deserializer=pointsman_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ListCallsResponse.FromString,
                 _registered_method=True)
+        self.Embed = channel.unary_unary(
+                '/pointsman.orchestrator.v1.OrchestratorService/Embed',
+                request_serializer=pointsman_dot_orchestrator_dot_v1_dot_orchestrator__pb2.EmbedRequest.SerializeToString,
+                response_deserializer=pointsman_dot_orchestrator_dot_v1_dot_orchestrator__pb2.EmbedResponse.FromString,
+                _registered_method=True)
 
 
 class OrchestratorServiceServicer:
@@ -257,6 +262,17 @@ class OrchestratorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Embed(self, request, context):
+        """Embed turns a batch of texts into vectors with an embedding model
+        (ListModels shows them with kind MODEL_KIND_EMBEDDING), routed like chat:
+        retries, fallback and circuit breakers per deployment. Naming a chat
+        model is INVALID_ARGUMENT (reason MODEL_KIND_MISMATCH); the built-in
+        model `builtin-embedding` answers offline.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OrchestratorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -329,6 +345,11 @@ def add_OrchestratorServiceServicer_to_server(servicer, server):
                     servicer.ListCalls,
                     request_deserializer=pointsman_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ListCallsRequest.FromString,
                     response_serializer=pointsman_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ListCallsResponse.SerializeToString,
+            ),
+            'Embed': grpc.unary_unary_rpc_method_handler(
+                    servicer.Embed,
+                    request_deserializer=pointsman_dot_orchestrator_dot_v1_dot_orchestrator__pb2.EmbedRequest.FromString,
+                    response_serializer=pointsman_dot_orchestrator_dot_v1_dot_orchestrator__pb2.EmbedResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -725,6 +746,33 @@ class OrchestratorService:
             '/pointsman.orchestrator.v1.OrchestratorService/ListCalls',
             pointsman_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ListCallsRequest.SerializeToString,
             pointsman_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ListCallsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Embed(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pointsman.orchestrator.v1.OrchestratorService/Embed',
+            pointsman_dot_orchestrator_dot_v1_dot_orchestrator__pb2.EmbedRequest.SerializeToString,
+            pointsman_dot_orchestrator_dot_v1_dot_orchestrator__pb2.EmbedResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,28 +1,28 @@
 """Several server processes on one port: the kernel spreads incoming
 connections over them (SO_REUSEPORT, which gRPC turns on by default), so one
-machine's cores all serve. The parent only starts the children, passes
-SIGTERM/SIGINT on, and stops them all when one of them ends, so whatever
-supervises the parent (compose, systemd, Kubernetes) sees the failure. A
-child that does not stop within the shutdown grace (plus a margin for the
-final writes) is killed; a child whose parent dies (even by SIGKILL) stops."""
+machine's cores all serve. Here the settings are checked once, then this
+process becomes the small supervisor (`supervisor.py`, standard library only)
+that starts the children, each running `child_main`."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import ctypes
+import json
 import logging
-import multiprocessing
 import os
+import pickle
 import secrets
 import signal
 import socket
 import sys
-import time
-from multiprocessing.process import BaseProcess
+import tempfile
 
 from pydantic import SecretStr
 
 from ..settings import Settings
+from . import supervisor
 from .routes import load_routes_file
 from .tls import server_credentials
 
@@ -44,13 +44,16 @@ def _stop_with_parent(parent_pid: int) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def _child(settings: Settings, parent_pid: int) -> None:
+def child_main() -> None:
+    """One server process: its settings arrive pickled on stdin from the
+    supervisor, whose pid is argv[1]."""
     from ..logs import configure_logging
     from .routes import RoutesFileError
     from .server import serve
     from .tls import TlsConfigError
 
-    _stop_with_parent(parent_pid)
+    settings: Settings = pickle.loads(sys.stdin.buffer.read())  # from our own parent only
+    _stop_with_parent(int(sys.argv[1]))
     configure_logging(settings.log_level, settings.log_format)
     try:
         asyncio.run(serve(settings))
@@ -90,8 +93,9 @@ def refuse_a_taken_port(address: str) -> None:
 
 
 def serve_processes(settings: Settings) -> int:
-    """Runs `settings.processes` servers until a signal or a child's death;
-    returns the exit status."""
+    """Checks the settings once, then becomes the supervisor of
+    `settings.processes` servers (exec: returns only by raising, when a check
+    fails); the process's exit status is the supervisor's."""
     if settings.address.rsplit(":", 1)[-1] == "0":
         raise ValueError("POINTSMAN_PROCESSES above 1 needs a fixed port: port 0 would give each process its own")
     if settings.redis_url is None:
@@ -107,40 +111,23 @@ def serve_processes(settings: Settings) -> int:
     if settings.dev_mode and settings.jwt_secret is None:
         # One development secret for all processes, so a token from Login works on each.
         settings = settings.model_copy(update={"jwt_secret": SecretStr(secrets.token_urlsafe(48))})
-    context = multiprocessing.get_context("spawn")  # a fresh interpreter: gRPC must not be forked
-    children: list[BaseProcess] = [
-        context.Process(target=_child, args=(_nth(settings, i), os.getpid()), name=f"pointsman-{i}")
-        for i in range(settings.processes)
-    ]
-    stopping_since: float | None = None
-
-    def stop(signum: int, _frame: object) -> None:
-        nonlocal stopping_since
-        if stopping_since is None:
-            stopping_since = time.monotonic()
-        for child in children:
-            if child.is_alive():
-                child.terminate()  # SIGTERM: each child shuts down gracefully
-
-    # Before any child starts: a signal from now on reaches every child.
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    for child in children:
-        child.start()
-    status = 0
-    kill_after = settings.shutdown_grace_seconds + _FLUSH_MARGIN_SECONDS
-    while any(child.is_alive() for child in children):
-        for child in children:
-            child.join(timeout=0.5)
-            if stopping_since is None and not child.is_alive():
-                # Any end the parent did not ask for is a failure, even a clean exit.
-                log.error("server process %s exited with %s; stopping the others", child.name, child.exitcode)
-                status = 1
-                stop(signal.SIGTERM, None)
-        if stopping_since is not None and time.monotonic() - stopping_since > kill_after:
-            for child in children:
-                if child.is_alive():
-                    log.error("server process %s did not stop within %.0f s; killing it", child.name, kill_after)
-                    child.kill()
-            status = status or 1
-    return status
+    handover = {
+        "log_level": settings.log_level,
+        "log_format": settings.log_format,
+        "kill_after": settings.shutdown_grace_seconds + _FLUSH_MARGIN_SECONDS,
+        "payloads": [base64.b64encode(pickle.dumps(_nth(settings, i))).decode() for i in range(settings.processes)],
+    }
+    # The instructions go in an unlinked file (mode 0600) the supervisor
+    # inherits: unlike a pipe, it cannot fill up before the reader exists.
+    handover_file = tempfile.TemporaryFile()
+    handover_file.write(json.dumps(handover).encode())
+    handover_file.flush()
+    handover_file.seek(0)
+    os.set_inheritable(handover_file.fileno(), True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Exec, not a child: the pid that compose or systemd watches stays the
+    # same, and nothing imported so far (the whole server, for the checks)
+    # stays in memory.
+    # -P: the script's directory (this package) is not put on sys.path.
+    os.execv(sys.executable, [sys.executable, "-P", supervisor.__file__, str(handover_file.fileno())])

@@ -15,12 +15,15 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..domain.breaker import BreakerPolicy
-from ..domain.catalog import BUILTIN_ALIAS, ModelCatalog
+from ..domain.catalog import BUILTIN_ALIAS, BUILTIN_EMBEDDING_ALIAS, ModelCatalog
 from ..domain.chat import Deployment, Price, ProviderKind
-from ..domain.ports.providers import ChatProvider
+from ..domain.ports.providers import ChatProvider, EmbeddingProvider
 from ..domain.router import Router
 from ..domain.routing import RetryBudget, RetryPolicy, RoutingStrategy
 from ..providers.builtin import BUILTIN_MODEL_ID, BuiltinProvider
+from ..providers.builtin_embeddings import DIMENSIONS as BUILTIN_DIMENSIONS
+from ..providers.builtin_embeddings import MODEL_NAME as BUILTIN_EMBEDDING_MODEL
+from ..providers.builtin_embeddings import BuiltinEmbeddingProvider
 from ..settings import Settings
 
 OPENAI_DEFAULT_ENDPOINT = "https://api.openai.com/v1"
@@ -71,8 +74,17 @@ class Defaults(_Strict):
 class EndpointConfig(_Strict):
     provider: Literal["openai", "anthropic", "builtin"]
     base_url: str | None = None
+    # Or the environment variable holding the base URL: what Docker Model Runner's
+    # compose `models` element injects (its `endpoint_var`).
+    base_url_env: str | None = None
     # Name of the environment variable holding the key; local servers need none.
     api_key_env: str | None = None
+
+    @model_validator(mode="after")
+    def _one_base_url(self) -> EndpointConfig:
+        if self.base_url is not None and self.base_url_env is not None:
+            raise ValueError("give base_url or base_url_env, not both")
+        return self
 
 
 class PriceConfig(_Strict):
@@ -90,6 +102,11 @@ class DeploymentConfig(_Strict):
 
 
 class ModelConfig(_Strict):
+    # What the alias serves: chat calls, or `Embed` (docs/embeddings.md).
+    kind: Literal["chat", "embedding"] = "chat"
+    # Width of an embedding model's vectors, shown in ListModels and checked
+    # against a request's `dimensions`; the built-in model's is known.
+    dimensions: int | None = Field(None, ge=1, le=65_536)
     strategy: Literal["priority", "weighted", "latency"] = "priority"
     retry: RetryConfig | None = None
     cache_ttl_seconds: float | None = Field(None, ge=0, le=30 * 24 * 3600)
@@ -103,12 +120,18 @@ class RoutesConfig(_Strict):
 
     @model_validator(mode="after")
     def _endpoints_exist(self) -> RoutesConfig:
+        kinds: dict[tuple[str, str], str] = {}
         for alias, model in self.models.items():
             for index, deployment in enumerate(model.deployments):
+                where = f"models.{alias}.deployments[{index}]"
                 if deployment.endpoint not in self.endpoints:
-                    raise ValueError(
-                        f"models.{alias}.deployments[{index}].endpoint: '{deployment.endpoint}' is not in endpoints"
-                    )
+                    raise ValueError(f"{where}.endpoint: '{deployment.endpoint}' is not in endpoints")
+                if model.kind == "embedding" and self.endpoints[deployment.endpoint].provider == "anthropic":
+                    raise ValueError(f"{where}.endpoint: Anthropic serves no embeddings")
+                # A deployment is named endpoint/model: one name, one kind.
+                kind = kinds.setdefault((deployment.endpoint, deployment.model), model.kind)
+                if kind != model.kind:
+                    raise ValueError(f"{where}: '{deployment.endpoint}/{deployment.model}' is also a {kind} deployment")
         return self
 
 
@@ -183,19 +206,34 @@ def _build_catalog(config: RoutesConfig, settings: Settings) -> ModelCatalog:
     builtin_deployment = Deployment("builtin", ProviderKind.BUILTIN, BUILTIN_MODEL_ID)
     default_ttl = config.defaults.cache_ttl_seconds
     catalog.add(BUILTIN_ALIAS, [(builtin_deployment, builtin)], cache_ttl_seconds=default_ttl)
+    # One built-in embedding model per process, however many aliases use it:
+    # it loads on first use and then holds its matrix in memory.
+    builtin_embedder = BuiltinEmbeddingProvider()
+    builtin_embedding = Deployment(BUILTIN_EMBEDDING_ALIAS, ProviderKind.BUILTIN, BUILTIN_EMBEDDING_MODEL)
+    catalog.add_embedding(
+        BUILTIN_EMBEDDING_ALIAS, [(builtin_embedding, builtin_embedder)], dimensions=BUILTIN_DIMENSIONS
+    )
     if settings.use_mock:
-        # USE_MOCK: every alias answers from the built-in model.
+        # USE_MOCK: every alias answers from the built-in models.
         anthropic_models = settings.anthropic_models if settings.anthropic_configured else []
         aliases = [*config.models, *settings.openai_models, *anthropic_models]
         for alias in dict.fromkeys(aliases):
-            catalog.add(alias, [(builtin_deployment, builtin)], cache_ttl_seconds=default_ttl)
+            model_config = config.models.get(alias)
+            if model_config is not None and model_config.kind == "embedding":
+                catalog.add_embedding(alias, [(builtin_embedding, builtin_embedder)], dimensions=BUILTIN_DIMENSIONS)
+            else:
+                catalog.add(alias, [(builtin_deployment, builtin)], cache_ttl_seconds=default_ttl)
         return catalog
 
     providers: dict[str, ChatProvider] = {}
+    embedders: dict[str, EmbeddingProvider] = {}
     for alias, model in config.models.items():
+        if model.kind == "embedding":
+            _add_embedding_model(catalog, alias, model, config, settings, embedders, builtin_embedder)
+            continue
         deployments: list[tuple[Deployment, ChatProvider]] = []
         for entry in model.deployments:
-            endpoint = config.endpoints[entry.endpoint]
+            endpoint = _resolved(entry.endpoint, config.endpoints[entry.endpoint])
             if entry.endpoint not in providers:
                 providers[entry.endpoint] = _provider(endpoint, settings)
             kind = ProviderKind(endpoint.provider)
@@ -217,6 +255,53 @@ def _build_catalog(config: RoutesConfig, settings: Settings) -> ModelCatalog:
     return catalog
 
 
+def _add_embedding_model(
+    catalog: ModelCatalog,
+    alias: str,
+    model: ModelConfig,
+    config: RoutesConfig,
+    settings: Settings,
+    embedders: dict[str, EmbeddingProvider],
+    builtin: BuiltinEmbeddingProvider,
+) -> None:
+    deployments: list[tuple[Deployment, EmbeddingProvider]] = []
+    builtin_only = all(config.endpoints[e.endpoint].provider == "builtin" for e in model.deployments)
+    dimensions = model.dimensions or (BUILTIN_DIMENSIONS if builtin_only else 0)
+    for entry in model.deployments:
+        endpoint = _resolved(entry.endpoint, config.endpoints[entry.endpoint])
+        kind = ProviderKind(endpoint.provider)
+        if kind is ProviderKind.BUILTIN:
+            provider: EmbeddingProvider = builtin
+        else:
+            if entry.endpoint not in embedders:
+                embedders[entry.endpoint] = _embedding_provider(endpoint, settings)
+            provider = embedders[entry.endpoint]
+        deployment = Deployment(
+            name=f"{entry.endpoint}/{entry.model}",
+            provider=kind,
+            model=BUILTIN_EMBEDDING_MODEL if kind is ProviderKind.BUILTIN else entry.model,
+            endpoint=_base_url(endpoint),
+            weight=entry.weight,
+            timeout_seconds=entry.timeout_seconds or config.defaults.timeout_seconds,
+            price=None if entry.price is None else Price(entry.price.input_per_million_tokens, 0.0),
+        )
+        deployments.append((deployment, provider))
+    retry = (model.retry or config.defaults.retry).policy()
+    catalog.add_embedding(alias, deployments, RoutingStrategy(model.strategy), retry, dimensions)
+
+
+def _resolved(name: str, endpoint: EndpointConfig) -> EndpointConfig:
+    """The endpoint with `base_url_env` read from the environment, at start."""
+    if endpoint.base_url_env is None:
+        return endpoint
+    value = os.environ.get(endpoint.base_url_env, "").strip()
+    if not value:
+        raise RoutesFileError(
+            f"endpoints.{name}.base_url_env: the environment variable {endpoint.base_url_env} is not set"
+        )
+    return endpoint.model_copy(update={"base_url": value, "base_url_env": None})
+
+
 def _base_url(endpoint: EndpointConfig) -> str:
     if endpoint.provider == "openai":
         return endpoint.base_url or OPENAI_DEFAULT_ENDPOINT
@@ -225,9 +310,7 @@ def _base_url(endpoint: EndpointConfig) -> str:
     return ""
 
 
-def _provider(endpoint: EndpointConfig, settings: Settings) -> ChatProvider:
-    if endpoint.provider == "builtin":
-        return BuiltinProvider()
+def _api_key(endpoint: EndpointConfig, settings: Settings) -> str:
     # The two well-known keys come from the settings (which read the environment
     # once, and which tests isolate); any other variable is read here.
     secret = {"OPENAI_API_KEY": settings.openai_api_key, "ANTHROPIC_API_KEY": settings.anthropic_api_key}
@@ -237,7 +320,23 @@ def _provider(endpoint: EndpointConfig, settings: Settings) -> ChatProvider:
     else:
         key = os.environ.get(endpoint.api_key_env) if endpoint.api_key_env else None
     # Local servers (Ollama, llama.cpp, ...) ignore the key, but the SDKs want one.
-    key = key or "not-needed"
+    return key or "not-needed"
+
+
+def _embedding_provider(endpoint: EndpointConfig, settings: Settings) -> EmbeddingProvider:
+    from ..providers.openai_embeddings import OpenAIEmbeddingsProvider
+
+    return OpenAIEmbeddingsProvider(
+        api_key=_api_key(endpoint, settings),
+        base_url=_base_url(endpoint),
+        timeout_seconds=settings.upstream_timeout_seconds,
+    )
+
+
+def _provider(endpoint: EndpointConfig, settings: Settings) -> ChatProvider:
+    if endpoint.provider == "builtin":
+        return BuiltinProvider()
+    key = _api_key(endpoint, settings)
     timeout = settings.upstream_timeout_seconds
     # SDKs are imported only when used: each takes most of a second to import,
     # which a server that does not use it should not pay at start-up.

@@ -102,6 +102,7 @@ class PointsmanServer:
         stack = build_orchestrator(settings, state)
         self.catalog, self.router, self.rules = stack.catalog, stack.router, stack.rules
         self.orchestrator = stack.orchestrator
+        self.embeddings = stack.embeddings
         self.agents = build_agents(settings, self.orchestrator, self.catalog, state.stores.tool_calls)
         self.firewall = stack.orchestrator.firewall
         self.decisions = state.decisions
@@ -141,6 +142,7 @@ class PointsmanServer:
                     settings.conversation_max_tokens,
                     settings.max_input_chars,
                 ),
+                self.embeddings,
             ),
             self.server,
         )

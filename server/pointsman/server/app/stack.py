@@ -13,6 +13,7 @@ from ..backends.request_log import RequestLogger
 from ..domain.budgets import DailyBudget
 from ..domain.caller import Caller
 from ..domain.catalog import ModelCatalog
+from ..domain.embeddings import Embeddings, EmbedLimits
 from ..domain.firewall.engine import build_firewall
 from ..domain.orchestrator import Orchestrator
 from ..domain.router import Router
@@ -29,6 +30,7 @@ class OrchestratorStack:
     router: Router
     rules: ReplicatedRules
     orchestrator: Orchestrator
+    embeddings: Embeddings
 
     async def aclose(self) -> None:
         await self.rules.aclose()
@@ -70,6 +72,9 @@ def build_orchestrator(settings: Settings, state: State) -> OrchestratorStack:
         *([state.rate_limits.admit] if state.rate_limits.enabled else []),
         *(budget.admit for budget in budgets),
     ]
+    on_call_end = RequestLogger(
+        state.stores.requests, state.request_log, state.metrics, budgets, catalog.serves, status_name=status_name
+    )
     orchestrator = Orchestrator(
         catalog,
         router,
@@ -77,9 +82,14 @@ def build_orchestrator(settings: Settings, state: State) -> OrchestratorStack:
         ChatLimits(settings.max_messages, settings.max_input_chars),
         output_holdback=settings.firewall_output_holdback_chars,
         flights=state.flights,
-        on_call_end=RequestLogger(
-            state.stores.requests, state.request_log, state.metrics, budgets, catalog.serves, status_name=status_name
-        ),
+        on_call_end=on_call_end,
         admit=_all_of(admissions),
     )
-    return OrchestratorStack(catalog, router, rules, orchestrator)
+    embeddings = Embeddings(
+        catalog,
+        router,
+        EmbedLimits(settings.embed_max_inputs, settings.embed_max_input_chars),
+        on_call_end=on_call_end,
+        admit=_all_of(admissions),
+    )
+    return OrchestratorStack(catalog, router, rules, orchestrator, embeddings)

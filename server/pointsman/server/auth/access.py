@@ -28,6 +28,7 @@ _DEVELOPER = {
     _ORCHESTRATOR: (
         "Chat",
         "Complete",
+        "Embed",
         "Converse",
         "GetConversation",  # the history holds prompts: not for viewers
         "DeleteConversation",

@@ -24,6 +24,7 @@ from .chat import (
     ToolCallDelta,
     Usage,
 )
+from .embedding import ModelKind
 from .errors import DomainError, Unavailable, ViolationCollector
 from .firewall.engine import FirewallEngine
 from .firewall.output_guard import GuardStep, OutputGuard
@@ -214,7 +215,7 @@ class Orchestrator:
         if self.admit is not None:
             await self.admit(caller)
         self.validate(request, errors)
-        route = self.catalog.resolve(request.model)
+        route = self.catalog.resolve(request.model, ModelKind.CHAT)
         verdict = await self.firewall.guard_prompt(request.messages, caller)
         if verdict.messages:  # the firewall redacted: the model gets the redacted prompt
             request = replace(request, messages=list(verdict.messages))

@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass
+from typing import TypeVar
 
 from .breaker import BreakerPolicy, CircuitBreaker, CircuitState, DeploymentMonitor, LatencyTracker, share_opens
 from .caller import Caller
@@ -26,6 +27,8 @@ from .ports.breaker_state import SharedOpenState
 from .routing import RetryBudget, order
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # With every circuit open and no better estimate, clients are told to retry after this.
 _DEFAULT_RETRY_AFTER = 1.0
@@ -86,25 +89,42 @@ class Router:
         return order(route.strategy, route.deployments, lambda d: self.monitors[d.name].latency.seconds, self._rng)
 
     async def open(self, route: ModelRoute, request: ChatRequest, caller: Caller, *, incremental: bool) -> OpenStream:
+        """The answer's stream on the first deployment that gives a first event."""
+
+        async def first_event(deployment: Deployment) -> tuple[AsyncGenerator[ProviderEvent, None], ProviderEvent]:
+            stream = self._catalog.provider(deployment).stream(deployment, request, incremental=incremental)
+            try:
+                return stream, await anext(stream)
+            except BaseException:
+                await _close(stream)
+                raise
+
+        deployment, (stream, first) = await self.call(route, first_event, caller)
+        return OpenStream(deployment, first, stream, self.monitors[deployment.name])
+
+    async def call(
+        self, route: ModelRoute, attempt: Callable[[Deployment], Awaitable[T]], caller: Caller
+    ) -> tuple[Deployment, T]:
+        """`attempt` on the route's deployments in order, within each one's
+        timeout: retried with backoff and falling back on deployment failures,
+        skipping open circuits; the first result wins. Chat's first event and
+        a whole embedding call both go through here."""
         self._budget.record_call()
         last_error: DomainError | None = None
         tried: list[str] = []
         for deployment in self.plan(route):
             monitor = self.monitors[deployment.name]
-            provider = self._catalog.provider(deployment)
             retry = 0
             self._adopt_shared_open(monitor)
             while True:
                 if not monitor.breaker.try_acquire():
                     break
                 tried.append(deployment.name)
-                stream = provider.stream(deployment, request, incremental=incremental)
                 started = time.monotonic()
                 try:
                     async with asyncio.timeout(deployment.timeout_seconds):
-                        first = await anext(stream)
+                        result = await attempt(deployment)
                 except (DomainError, TimeoutError, StopAsyncIteration) as raised:
-                    await _close(stream)
                     error = _as_domain_error(raised)
                     if not _is_deployment_failure(error):
                         monitor.breaker.release()
@@ -119,12 +139,11 @@ class Router:
                     await self._sleep(delay)
                     continue
                 except BaseException:
-                    await _close(stream)
                     monitor.breaker.release()
                     raise
                 monitor.breaker.record_success()
                 monitor.latency.observe(time.monotonic() - started)
-                return OpenStream(deployment, first, stream, monitor)
+                return deployment, result
         raise self._exhausted(route, last_error, tried)
 
     def _retry_delay(self, route: ModelRoute, retry: int, error: DomainError, caller: Caller) -> float | None:

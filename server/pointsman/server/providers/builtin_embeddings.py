@@ -12,9 +12,14 @@ lookup, a classification) and stays in memory as one 32,000 x 256 float32 matrix
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from importlib import resources
 from typing import TYPE_CHECKING, Any
+
+from ..domain.chat import Deployment
+from ..domain.embedding import Vectors
+from ..domain.errors import InvalidArgument
 
 if TYPE_CHECKING:
     import numpy as np
@@ -24,6 +29,8 @@ MODEL_NAME = "wordllama-l2-supercat"
 DIMENSIONS = 256
 _WEIGHTS = "weights/l2_supercat_256.safetensors"
 _TOKENIZER = "tokenizers/l2_supercat_tokenizer_config.json"
+# Texts tokenized and pooled at once, as WordLlama's own `embed` does.
+_BATCH = 64
 
 
 class BuiltinEmbedder:
@@ -53,18 +60,69 @@ class BuiltinEmbedder:
                 self._model = WordLlamaInference(matrix, tokenizer)
             return self._model
 
-    def embed(self, texts: list[str]) -> npt.NDArray[np.float32]:
-        """One unit-length row per text. An empty or all-unknown text gets a zero row
-        (WordLlama divides by the token count), which we keep at zero rather than NaN."""
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    def embed(self, texts: list[str], dimensions: int = DIMENSIONS) -> npt.NDArray[np.float32]:
+        """One unit-length row per text; see `embed_counting`."""
+        return self.embed_counting(texts, dimensions)[0]
+
+    def embed_counting(self, texts: list[str], dimensions: int = DIMENSIONS) -> tuple[npt.NDArray[np.float32], int]:
+        """One unit-length row per text, and the tokens read. WordLlama's own
+        `embed` (a mean of token vectors), with the texts tokenized once for
+        both: counting them in a second pass cost as much as embedding.
+        An empty or all-unknown text gets a zero row, not NaN. Fewer
+        `dimensions` keep the first ones: WordLlama is trained Matryoshka-style,
+        so a prefix of its vector is a coarser embedding of its own."""
         import numpy as np
 
-        vectors: npt.NDArray[np.float32] = self._load().embed(texts, norm=False)
+        model = self._load()
+        matrix = model.embedding
+        vectors = np.empty((len(texts), dimensions), dtype=np.float32)
+        tokens = 0
+        for start in range(0, len(texts), _BATCH):
+            encodings = model.tokenize(texts[start : start + _BATCH])  # padded to the longest text
+            ids = np.array([e.ids for e in encodings], dtype=np.int32)
+            mask = np.array([e.attention_mask for e in encodings], dtype=np.float32)
+            np.clip(ids, 0, matrix.shape[0] - 1, out=ids)
+            vectors[start : start + len(encodings)] = model.avg_pool(matrix[ids, :dimensions], mask)
+            tokens += int(mask.sum())
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         np.divide(vectors, norms, out=vectors, where=norms > 0)
-        return np.nan_to_num(vectors, copy=False)
+        return np.nan_to_num(vectors, copy=False), tokens
 
     def count_tokens(self, texts: list[str]) -> int:
         """Tokens the model read, for the usage an `Embed` call reports."""
         # The tokenizer pads a batch to its longest text: count the unpadded tokens.
         encodings = self._load().tokenizer.encode_batch(texts, add_special_tokens=False)
         return sum(sum(encoding.attention_mask) for encoding in encodings)
+
+
+# Above this many characters in a call, embedding leaves the event loop.
+_OFFLOAD_CHARS = 2048
+MIN_DIMENSIONS = 64
+
+
+class BuiltinEmbeddingProvider:
+    """The built-in model as an embedding provider: no network. Large batches,
+    and the first call (it loads the model), run in a worker thread so the
+    event loop keeps serving other calls meanwhile."""
+
+    def __init__(self, embedder: BuiltinEmbedder | None = None) -> None:
+        self._embedder = embedder or BuiltinEmbedder()
+
+    async def embed(self, deployment: Deployment, inputs: list[str], dimensions: int | None) -> Vectors:
+        width = dimensions or DIMENSIONS
+        if not MIN_DIMENSIONS <= width <= DIMENSIONS:
+            raise InvalidArgument.one("dimensions", f"the built-in model gives {MIN_DIMENSIONS} to {DIMENSIONS}")
+        if self._embedder.loaded and sum(len(text) for text in inputs) <= _OFFLOAD_CHARS:
+            return self._embed(inputs, width)
+        return await asyncio.to_thread(self._embed, inputs, width)
+
+    def _embed(self, inputs: list[str], width: int) -> Vectors:
+        vectors, tokens = self._embedder.embed_counting(inputs, width)
+        return Vectors(vectors.tolist(), tokens)
+
+    async def aclose(self) -> None:
+        pass

@@ -181,6 +181,26 @@ class UpstreamHttp:
             else:
                 response.close()  # stopped early (cancelled, failed): drop the connection
 
+    async def post_json(self, body: dict[str, Any], deployment: Deployment) -> Any:
+        """One JSON request and its JSON answer (an embeddings call), with the
+        same failures as `call`."""
+        session = await self._ready()
+        payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+        try:
+            async with session.post(self._url, data=payload, headers=self._headers) as response:
+                if response.status >= 400:
+                    raise upstream_errors.status_error(response.status, response.headers)
+                return json.loads(await response.read())
+        except DomainError:
+            raise
+        except TimeoutError as error:
+            raise upstream_errors.timeout_error() from error
+        except ValueError as error:
+            log.warning("malformed answer from %s: %s", deployment.name, type(error).__name__)
+            raise upstream_errors.malformed_error() from error
+        except aiohttp.ClientError as error:
+            raise upstream_errors.connection_error() from error
+
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()

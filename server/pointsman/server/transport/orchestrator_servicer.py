@@ -18,6 +18,8 @@ from ..domain.batches.runner import (
     BatchItem,
     BatchProgress,
 )
+from ..domain.embedding import EmbedRequest, ModelKind
+from ..domain.embeddings import Embeddings
 from ..domain.errors import DomainError, InvalidArgument, ViolationCollector
 from ..domain.history import HistoryWindow
 from ..domain.orchestrator import FirewallNotice, Orchestrator
@@ -28,6 +30,7 @@ from . import convert
 from .batches import Batches
 from .calls import CallContext
 from .converse import ConverseSession
+from .embeddings import MODEL_KINDS, embed_response
 from .errors import turn_error
 from .resources import decode_offset, decode_token, encode_token, page_size, resource_id
 from .stats import get_stats, list_calls
@@ -44,8 +47,10 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         calls: CallContext,
         stats: Stats,
         history_window: HistoryWindow,
+        embeddings: Embeddings,
     ) -> None:
         self._orchestrator = orchestrator
+        self._embeddings = embeddings
         self._history_window = history_window
         self._conversations = conversations
         self._batches = batches
@@ -106,10 +111,10 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         if request.judge_model:
             check_model(request.judge_model, errors, "judge_model")
             errors.raise_if_any()
-            self._orchestrator.catalog.resolve(request.judge_model)
+            self._orchestrator.catalog.resolve(request.judge_model, ModelKind.CHAT, "judge_model")
         errors.raise_if_any()
-        for r in requests:  # unknown models fail the call up front
-            self._orchestrator.catalog.resolve(r.model)
+        for index, r in enumerate(requests):  # unknown models fail the call up front
+            self._orchestrator.catalog.resolve(r.model, ModelKind.CHAT, f"models[{index}]")
 
         caller = self._calls.caller()
         answers: dict[str, list[str]] = {m: [] for m in models}
@@ -150,6 +155,8 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
                     builtin=r.builtin,
                     strategy=convert.STRATEGIES[r.strategy],
                     available=router.available(r),
+                    kind=MODEL_KINDS[r.kind],
+                    dimensions=r.dimensions,
                 )
                 for r in page
             ],
@@ -222,6 +229,11 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
 
     async def ListCalls(self, request: pb.ListCallsRequest, context: grpc.aio.ServicerContext) -> pb.ListCallsResponse:
         return await list_calls(self._stats, request, self._calls.caller().organisation)
+
+    async def Embed(self, request: pb.EmbedRequest, context: grpc.aio.ServicerContext) -> pb.EmbedResponse:
+        domain_request = EmbedRequest(request.model, list(request.inputs), request.dimensions or None)
+        result = await self._embeddings.embed(domain_request, self._calls.caller())
+        return embed_response(result)
 
 
 def _encode_batch_cursor(cursor: BatchCursor) -> str:

@@ -1,4 +1,4 @@
-"""The interface every model provider implements."""
+"""The interfaces model providers implement: chat, and embeddings."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from collections.abc import AsyncGenerator
 from typing import Protocol
 
 from ..chat import ChatRequest, Deployment, ProviderEvent
+from ..embedding import Vectors
 
 
 class ChatProvider(Protocol):
@@ -20,5 +21,15 @@ class ChatProvider(Protocol):
     def stream(
         self, deployment: Deployment, request: ChatRequest, *, incremental: bool = True
     ) -> AsyncGenerator[ProviderEvent, None]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class EmbeddingProvider(Protocol):
+    """Embeds a batch of texts on one deployment. Raises only `DomainError`s
+    (upstream failures through `upstream_errors`), so the router retries,
+    falls back and counts failures as it does for chat."""
+
+    async def embed(self, deployment: Deployment, inputs: list[str], dimensions: int | None) -> Vectors: ...
 
     async def aclose(self) -> None: ...

@@ -21,26 +21,11 @@ from typing import Any
 
 import phonenumbers
 import tldextract
-from presidio_analyzer import PatternRecognizer
-from presidio_analyzer.predefined_recognizers import (
-    CryptoRecognizer,
-    DateRecognizer,
-    IbanRecognizer,
-    IpRecognizer,
-    MacAddressRecognizer,
-    MedicalLicenseRecognizer,
-    NhsRecognizer,
-    UrlRecognizer,
-    UsBankRecognizer,
-    UsItinRecognizer,
-    UsLicenseRecognizer,
-    UsPassportRecognizer,
-    UsSsnRecognizer,
-    UuidRecognizer,
-)
 
 from ..verdict import Category, Finding
 from .base import keep_strongest, word_regex
+from .presidio_patterns import PatternRecognizer
+from .presidio_patterns import recognizer as presidio
 
 # What a default deployment looks for. URL, DATE_TIME and UUID are not
 # personal data on their own and are noisy in prompts; they can be enabled.
@@ -174,7 +159,7 @@ class _PresidioPatterns(_Recognizer):
         self._standalone = standalone
         # Words that, right before a match, say it is something else.
         self._reject_after = reject_after
-        patterns: list[Any] = recognizer.patterns  # type: ignore[has-type]
+        patterns: list[Any] = recognizer.patterns
         self._patterns = [_Pattern(re.compile(p.regex, flags), p.score, weak(p.name, p.score)) for p in patterns]
         self._prefilter = prefilter
         self._anchor = anchor
@@ -725,9 +710,9 @@ class _Ipv6(_Recognizer):
 
 
 def _ipv4() -> _Recognizer:
-    patterns = [p for p in IpRecognizer().patterns if p.name == "IPv4"]  # type: ignore[has-type]
+    patterns = [p for p in presidio("IpRecognizer").patterns if p.name == "IPv4"]
     # Loopback and the unspecified address identify nobody.
-    ip = IpRecognizer(patterns=patterns)
+    ip = presidio("IpRecognizer", patterns=patterns)
     return _PresidioPatterns(
         ip,
         prefilter=re.compile(r"\d\.\d+\.\d"),
@@ -749,35 +734,39 @@ _FACTORIES: dict[str, Callable[[], list[_Recognizer]]] = {
     "CREDIT_CARD": lambda: [_CreditCards()],
     "PHONE_NUMBER": lambda: [_PhoneNumbers()],
     "EMAIL_ADDRESS": lambda: [_Emails()],
-    "IBAN_CODE": lambda: [_PresidioPatterns(IbanRecognizer(), trim_groups=True)],
+    "IBAN_CODE": lambda: [_PresidioPatterns(presidio("IbanRecognizer"), trim_groups=True)],
     "IP_ADDRESS": lambda: [_ipv4(), _Ipv6()],
     # SSNs: the formatted pattern stands alone; bare nine digits, 5-4 and 3-6
     # splits need "ssn" or "social security" nearby.
     "US_SSN": lambda: [
         _PresidioPatterns(
-            UsSsnRecognizer(), weak=lambda name, score: name in _WEAK_SSN, validate=_ssn_area_valid, standalone=True
+            presidio("UsSsnRecognizer"),
+            weak=lambda name, score: name in _WEAK_SSN,
+            validate=_ssn_area_valid,
+            standalone=True,
         )
     ],
     # ITINs share the SSN shape (and ISBN-13 prefixes): only next to tax words.
     "US_ITIN": lambda: [
         _PresidioPatterns(
-            UsItinRecognizer(),
+            presidio("UsItinRecognizer"),
             weak=_ALWAYS_WEAK,
             context=("itin", "taxpayer", "tax id", "tin", "tax identification"),
             standalone=True,
         )
     ],
-    "CRYPTO": lambda: [_PresidioPatterns(CryptoRecognizer(), flags=re.ASCII)],
+    "CRYPTO": lambda: [_PresidioPatterns(presidio("CryptoRecognizer"), flags=re.ASCII)],
     "MAC_ADDRESS": lambda: [
         _PresidioPatterns(
-            MacAddressRecognizer(), prefilter=re.compile(r"[0-9A-Fa-f]{2}([:-])[0-9A-Fa-f]{2}\1[0-9A-Fa-f]{2}\1")
+            presidio("MacAddressRecognizer"),
+            prefilter=re.compile(r"[0-9A-Fa-f]{2}([:-])[0-9A-Fa-f]{2}\1[0-9A-Fa-f]{2}\1"),
         )
     ],
     # These match almost any long number or capitalised code: they count only
     # next to their own words (driver, passport, NHS, bank account, DEA).
     "US_BANK_NUMBER": lambda: [
         _PresidioPatterns(
-            UsBankRecognizer(),
+            presidio("UsBankRecognizer"),
             weak=_ALWAYS_WEAK,
             standalone=True,
             context=(
@@ -795,7 +784,7 @@ _FACTORIES: dict[str, Callable[[], list[_Recognizer]]] = {
     ],
     "US_DRIVER_LICENSE": lambda: [
         _PresidioPatterns(
-            UsLicenseRecognizer(),
+            presidio("UsLicenseRecognizer"),
             weak=_ALWAYS_WEAK,
             standalone=True,
             flags=re.ASCII,
@@ -804,7 +793,7 @@ _FACTORIES: dict[str, Callable[[], list[_Recognizer]]] = {
     ],
     "US_PASSPORT": lambda: [
         _PresidioPatterns(
-            UsPassportRecognizer(),
+            presidio("UsPassportRecognizer"),
             weak=_ALWAYS_WEAK,
             standalone=True,
             flags=re.ASCII,
@@ -813,19 +802,19 @@ _FACTORIES: dict[str, Callable[[], list[_Recognizer]]] = {
     ],
     "UK_NHS": lambda: [
         _PresidioPatterns(
-            NhsRecognizer(), weak=_ALWAYS_WEAK, standalone=True, context=("nhs", "national health service")
+            presidio("NhsRecognizer"), weak=_ALWAYS_WEAK, standalone=True, context=("nhs", "national health service")
         )
     ],
     "MEDICAL_LICENSE": lambda: [
         _PresidioPatterns(
-            MedicalLicenseRecognizer(),
+            presidio("MedicalLicenseRecognizer"),
             weak=_ALWAYS_WEAK,
             standalone=True,
             flags=re.ASCII,
             context=("dea", "medical license"),
         )
     ],
-    "URL": lambda: [_PresidioPatterns(UrlRecognizer(), flags=re.IGNORECASE, prefilter=re.compile(r"\w\.\w"))],
-    "DATE_TIME": lambda: [_PresidioPatterns(DateRecognizer(), weak=lambda name, score: False)],
-    "UUID": lambda: [_PresidioPatterns(UuidRecognizer(), prefilter=re.compile("-"))],
+    "URL": lambda: [_PresidioPatterns(presidio("UrlRecognizer"), flags=re.IGNORECASE, prefilter=re.compile(r"\w\.\w"))],
+    "DATE_TIME": lambda: [_PresidioPatterns(presidio("DateRecognizer"), weak=lambda name, score: False)],
+    "UUID": lambda: [_PresidioPatterns(presidio("UuidRecognizer"), prefilter=re.compile("-"))],
 }
