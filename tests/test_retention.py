@@ -54,7 +54,7 @@ async def test_retention_deletes_what_is_older_than_the_period_in_every_organisa
     assert deleted["decisions"] >= 14 and deleted["request log"] >= 14
     assert await remaining(stores, org) == (2, 2)
     assert await remaining(stores, other_org) == (2, 2)
-    assert await retention.run_once() == {"decisions": 0, "request log": 0}
+    assert await retention.run_once() == {"decisions": 0, "request log": 0, "tool calls": 0}
 
 
 async def test_the_server_applies_retention_at_start(start_server: Any, tmp_path: Path) -> None:

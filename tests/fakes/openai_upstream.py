@@ -603,14 +603,20 @@ class FakeOpenAI(FakeUpstream):
         texts = [message_text(m.get("content")) for m in messages if isinstance(m, dict)]
         stop = body.get("stop") or ()
         max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+        # After tool results (an agent's loop), the fake answers with them.
+        tool_results = []
+        for m in reversed(messages):
+            if not isinstance(m, dict) or m.get("role") != "tool":
+                break
+            tool_results.insert(0, message_text(m.get("content")))
         return Prompt(
             model=str(body.get("model") or ""),
-            user_text=last_user_text(messages),
+            user_text=("tool said: " + " | ".join(tool_results)) if tool_results else last_user_text(messages),
             prompt_tokens=count_words(texts),
             stream=bool(body.get("stream")),
             max_tokens=int(max_tokens) if max_tokens is not None else None,
             stop=(stop,) if isinstance(stop, str) else tuple(stop),
-            tool_name=_openai_tool(body),
+            tool_name=None if tool_results else _openai_tool(body),
             include_usage=bool((body.get("stream_options") or {}).get("include_usage"))
             and "no-usage" not in str(body.get("model") or "").split("+"),
         )

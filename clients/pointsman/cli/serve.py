@@ -103,6 +103,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         from pydantic import ValidationError
 
+        from pointsman.server.app.agents_config import AgentsFileError
         from pointsman.server.app.routes import RoutesFileError
         from pointsman.server.app.server import serve
         from pointsman.server.app.tls import TlsConfigError
@@ -130,7 +131,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             return 2
     try:
         asyncio.run(serve(settings))
-    except (RoutesFileError, WeakSecret, TlsConfigError, OSError) as error:  # OSError: a port already taken
+    except (RoutesFileError, AgentsFileError, WeakSecret, TlsConfigError, OSError) as error:  # OSError: port taken
         print(f"pointsman: {error}", file=sys.stderr)
         return 2
     return 0

@@ -74,6 +74,11 @@ class Settings(BaseSettings):
     )
     # YAML file of model aliases and their deployments (docs/routing.md).
     routes_file: Path | None = Field(None, validation_alias="POINTSMAN_ROUTES_FILE")
+    # Agents (docs/agents.md): MCP tool servers, the agents, and how often
+    # both files are checked for changes (0: only on SIGHUP).
+    tools_file: Path | None = Field(None, validation_alias="POINTSMAN_TOOLS_FILE")
+    agents_file: Path | None = Field(None, validation_alias="POINTSMAN_AGENTS_FILE")
+    agents_reload_seconds: float = Field(5.0, ge=0, validation_alias="POINTSMAN_AGENTS_RELOAD_SECONDS")
 
     # Firewall.
     firewall_enabled: bool = Field(True, validation_alias="FIREWALL_ENABLED")

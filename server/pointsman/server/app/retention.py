@@ -1,4 +1,4 @@
-"""Retention (POINTSMAN_RETENTION_DAYS): firewall decisions and request-log
+"""Retention (POINTSMAN_RETENTION_DAYS): firewall decisions, tool calls and request-log
 rows older than that are deleted, every organisation's, at start and then
 every hour, a batch at a time so writers never wait long. Every replica
 does it; deleting what another replica deleted already is harmless. 0 keeps
@@ -30,7 +30,11 @@ class Retention:
         batch_rows: int = BATCH_ROWS,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        self._tables = (("decisions", stores.decisions), ("request log", stores.requests))
+        self._tables = (
+            ("decisions", stores.decisions),
+            ("request log", stores.requests),
+            ("tool calls", stores.tool_calls),
+        )
         self._keep = timedelta(days=days)
         self._interval = interval_seconds
         self._batch = batch_rows

@@ -13,6 +13,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
+from pointsman.agent.v1 import agent_pb2, agent_pb2_grpc
 from pointsman.auth.v1 import auth_pb2, auth_pb2_grpc
 from pointsman.firewall.v1 import firewall_pb2, firewall_pb2_grpc
 from pointsman.orchestrator.v1 import orchestrator_pb2, orchestrator_pb2_grpc
@@ -28,6 +29,7 @@ from ..domain.stats import Stats
 from ..metrics import MetricsEndpoint
 from ..settings import Settings
 from ..tracing import Tracing
+from ..transport.agent_servicer import AgentServicer
 from ..transport.auth_servicer import AuthServicer
 from ..transport.calls import CallContext, CallInterceptor
 from ..transport.dependency_health import DependencyHealth
@@ -38,6 +40,7 @@ from ..transport.model_health import ModelHealth
 from ..transport.orchestrator_servicer import OrchestratorServicer
 from ..transport.reflection import ReflectionService
 from ..transport.registry_servicer import RegistryServicer
+from .agents import build_agents
 from .registration import SelfRegistration
 from .retention import Retention
 from .routes import load_routes_file
@@ -53,6 +56,7 @@ SERVICE_NAMES = (
     orchestrator_pb2.DESCRIPTOR.services_by_name["OrchestratorService"].full_name,
     firewall_pb2.DESCRIPTOR.services_by_name["FirewallService"].full_name,
     registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name,
+    agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name,
 )
 
 
@@ -99,6 +103,7 @@ class PointsmanServer:
         self.catalog, self.router, self.rules = stack.catalog, stack.router, stack.rules
         self.orchestrator = stack.orchestrator
         self.embeddings = stack.embeddings
+        self.agents = build_agents(settings, self.orchestrator, self.catalog, state.stores.tool_calls)
         self.firewall = stack.orchestrator.firewall
         self.decisions = state.decisions
         self.conversations = state.conversations
@@ -156,6 +161,12 @@ class PointsmanServer:
         )
         registry_pb2_grpc.add_RegistryServiceServicer_to_server(RegistryServicer(self.registry, calls), self.server)
         auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(self.accounts, calls), self.server)
+        agent_pb2_grpc.add_AgentServiceServicer_to_server(
+            AgentServicer(
+                self.agents.definitions, self.agents.toolbox, self.agents.loop, state.stores.tool_calls, calls
+            ),
+            self.server,
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
             ReflectionService(
@@ -212,6 +223,7 @@ class PointsmanServer:
         await self.batches.start()
         if self.orchestrator.semantic is not None:
             self.orchestrator.semantic.start()  # hears the entries other replicas share
+        self.agents.start()
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         if self.metrics_endpoint is not None:
@@ -274,6 +286,7 @@ class PointsmanServer:
             log.warning("shutdown: %d call(s) still running at the end of the grace period were cut", cut)
         await self.server.stop(0)  # only health and reflection calls can be left
         await self.batches.aclose()
+        await self.agents.aclose()  # tool servers: stdio subprocesses end here
         await self.registry.aclose()
         await self.rules.aclose()
         await self.authenticator.revocations.aclose()
@@ -352,6 +365,7 @@ async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, server.agents.reloader.reload)
     await stop.wait()
     log.info("shutting down (grace %.1fs)", settings.shutdown_grace_seconds)
     await server.stop()

@@ -15,12 +15,14 @@ _ORCHESTRATOR = "/pointsman.orchestrator.v1.OrchestratorService/"
 _FIREWALL = "/pointsman.firewall.v1.FirewallService/"
 _REGISTRY = "/pointsman.registry.v1.RegistryService/"
 _AUTH = "/pointsman.auth.v1.AuthService/"
+_AGENT = "/pointsman.agent.v1.AgentService/"
 
 _VIEWER = {
     _ORCHESTRATOR: ("ListModels", "GetBatch", "ListBatches", "WatchBatch", "GetStats"),
     _FIREWALL: ("GetRule", "ListRules", "WatchRules", "ListDecisions"),
     _REGISTRY: ("GetInstance", "ListInstances", "WatchInstances"),
     _AUTH: ("WhoAmI", "RevokeToken"),  # RevokeToken checks whose token it is
+    _AGENT: ("ListTools", "ListAgents"),
 }
 _DEVELOPER = {
     _ORCHESTRATOR: (
@@ -35,12 +37,14 @@ _DEVELOPER = {
         "CancelBatch",
     ),
     _FIREWALL: ("Scan", "ScanStream"),
+    _AGENT: ("RunAgent",),
 }
 _ADMIN = {
     _ORCHESTRATOR: ("ListCalls",),  # names principals and what they spent
     _FIREWALL: ("CreateRule", "UpdateRule", "DeleteRule"),
     _REGISTRY: ("RegisterInstance", "Heartbeat", "DeregisterInstance"),
     _AUTH: ("CreateApiKey", "ListApiKeys", "RevokeApiKey"),
+    _AGENT: ("ListToolCalls",),  # names principals
 }
 
 METHOD_ROLES: dict[str, UserRole] = {

@@ -27,11 +27,48 @@ def count_tokens(text: str) -> int:
     return len(text.split())
 
 
+TOOL_DIRECTIVE = "call tool "
+KEEP_CALLING = "keep calling"
+TOOL_ANSWER_PREAMBLE = "The tools said: "
+
+
+def tool_directives(text: str) -> list[tuple[str, str]]:
+    """`call tool NAME {json}` in a user message, as (name, arguments): each
+    directive is one tool call, all made in one turn. Arguments that are not
+    JSON are passed on as written (up to the next directive), so a test can
+    send the gateway bad arguments."""
+    calls: list[tuple[str, str]] = []
+    decoder = json.JSONDecoder()
+    position = 0
+    while (start := text.find(TOOL_DIRECTIVE, position)) != -1:
+        name_start = start + len(TOOL_DIRECTIVE)
+        name_end = text.find(" ", name_start)
+        name_end = len(text) if name_end == -1 else name_end
+        name = text[name_start:name_end]
+        begin = name_end
+        while begin < len(text) and text[begin].isspace():
+            begin += 1
+        try:
+            value, end = decoder.raw_decode(text, begin)
+            arguments = json.dumps(value)
+        except ValueError:
+            following = text.find(TOOL_DIRECTIVE, begin)
+            end = len(text) if following == -1 else following
+            arguments = text[begin:end].strip()
+        if name:
+            calls.append((name, arguments))
+        position = max(end, name_start)
+    return calls
+
+
 class BuiltinProvider:
     """Echoes the last user message word by word after a fixed preamble.
 
     With tools in the request (and no tool result yet) it calls the first tool
     with the user's text, so tool-calling clients can be exercised offline.
+    A user message with `call tool NAME {json}` directives calls those tools
+    instead (several at once); after their results it answers with them
+    (or, with "keep calling" in the message, calls them again).
     """
 
     async def stream(
@@ -41,7 +78,23 @@ class BuiltinProvider:
         last_user = next((m.content for m in reversed(request.messages) if m.role is Role.USER), "")
         config = request.config
         answered_tool = request.messages[-1].role is Role.TOOL
-        if config.tools and not answered_tool:
+        directives = tool_directives(last_user)
+        if directives and (not answered_tool or KEEP_CALLING in last_user):
+            step = sum(1 for m in request.messages if m.role is Role.ASSISTANT)
+            for index, (name, arguments) in enumerate(directives):
+                yield ToolCallDelta(index=index, id=f"call_builtin_{step}_{index}", name=name, arguments_delta="")
+                yield ToolCallDelta(index=index, id="", name="", arguments_delta=arguments)
+            yield Usage(input_tokens, len(directives))
+            yield Finish(FinishReason.TOOL_CALLS)
+            return
+        if directives:
+            results = []
+            for message in reversed(request.messages):
+                if message.role is not Role.TOOL:
+                    break
+                results.append(message.content)
+            last_user = TOOL_ANSWER_PREAMBLE + " | ".join(reversed(results))
+        if config.tools and not answered_tool and not directives:
             arguments = json.dumps({"input": last_user})
             yield ToolCallDelta(index=0, id="call_builtin_0", name=config.tools[0].name, arguments_delta="")
             yield ToolCallDelta(index=0, id="", name="", arguments_delta=arguments)
@@ -49,7 +102,7 @@ class BuiltinProvider:
             yield Finish(FinishReason.TOOL_CALLS)
             return
 
-        text = BUILTIN_PREAMBLE + last_user
+        text = last_user if directives else BUILTIN_PREAMBLE + last_user
         reason = FinishReason.STOP
         for stop in config.stop:
             cut = text.find(stop)

@@ -22,6 +22,7 @@ from ...domain.ports.stores import (
     UserStore,
     VerifiedKey,
 )
+from ...domain.ports.tools import ToolCallLog
 
 __all__ = [
     "ApiKey",
@@ -55,6 +56,7 @@ class Stores:
     requests: RequestLog
     users: UserStore
     instances: InstanceStore
+    tool_calls: ToolCallLog
     migrated: tuple[int, ...]  # the migrations applied by this open
     ping: Callable[[], Awaitable[None]]  # raises if the database cannot be reached
     aclose: Callable[[], Awaitable[None]]
@@ -84,6 +86,7 @@ async def open_stores(
     pending migrations and returns the stores. Close them with `aclose()`."""
     from .dialects import Database, PostgresDatabase, SqliteDatabase
     from .sql import SqlDecisionStore, SqlInstanceStore, SqlRequestLog, SqlRuleStore, SqlUserStore
+    from .tool_calls import SqlToolCallLog
 
     path = sqlite_path(database_url, data_dir)
     database: Database
@@ -99,6 +102,7 @@ async def open_stores(
         requests=SqlRequestLog(database),
         users=SqlUserStore(database, clock),
         instances=SqlInstanceStore(database, clock),
+        tool_calls=SqlToolCallLog(database),
         migrated=database.migrated,
         ping=database.ping,
         aclose=database.close,
