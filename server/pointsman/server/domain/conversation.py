@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from .caller import Caller
-from .chat import ChatRequest, GenerationConfig, Message, Role
+from .chat import ChatRequest, Finish, GenerationConfig, Message, Role
 from .errors import Unavailable
 from .history import HistoryWindow
 from .orchestrator import ChatEvent, CompletedAnswer, Orchestrator
@@ -72,13 +72,18 @@ class Conversation:
         answer join the history, which is cut to the window and saved. The
         model sees the window too, so a conversation goes on past the request
         limits. Unavailable when the history cannot be saved: the answer was
-        streamed but is not kept, and the client resumes from the last kept turn."""
+        streamed but is not kept (and its finish event is not sent), and the
+        client resumes from the last kept turn."""
         user = Message(Role.USER, content)
         request = ChatRequest(self._model, self._window.apply([*self._history, user]), self._config)
         answer = CompletedAnswer()
+        finish: Finish | None = None
         async for event in self._orchestrator.chat(request, self._caller):
             answer.add(event)
-            yield event
+            if isinstance(event, Finish):
+                finish = event  # sent once the turn is kept: a finished turn is a saved one
+            else:
+                yield event
         assistant = Message(Role.ASSISTANT, answer.content, tool_calls=tuple(answer.tool_calls))
         history = self._window.apply([*self._history, user, assistant])
         try:
@@ -91,3 +96,5 @@ class Conversation:
                 retry_after_seconds=error.retry_after_seconds,
             ) from error
         self._history = history
+        if finish is not None:
+            yield finish
