@@ -93,8 +93,9 @@ def test_near_identical_questions_do_not_pile_into_one_long_list() -> None:
     scope = index._scopes[("org", "s")]
     assert max(len(lst.entries) - len(lst.free) for lst in scope.lists) <= index_module._MAX_LIST
     for n in (0, 1234, 5999):
-        found = index.search("org", "s", vectors[n], 0.99, now=0.0)
-        assert found and found[0][1].question == questions[n]
+        # Numbers with the same digits can embed alike: the question is among the best.
+        found = index.search("org", "s", vectors[n], 0.99, now=0.0, limit=64)
+        assert questions[n] in {entry.question for _, entry in found}
 
 
 @pytest.mark.parametrize(

@@ -33,7 +33,7 @@ _FLAT_ROWS = 2048  # a scope this small is searched whole
 _PROBES = 6  # lists read per lookup once a scope is split
 _RETRAIN_FACTOR = 8  # the centroids are worked out again when a scope grows this much
 _SAMPLE = 8192  # vectors k-means learns from
-_MAX_LIST = 512  # rows in one list at most (a longer one is split in two)
+_MAX_LIST = 256  # rows in one list at most (a longer one is split in two)
 
 
 @dataclass(slots=True)
