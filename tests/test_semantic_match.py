@@ -77,3 +77,48 @@ def test_a_low_cosine_is_refused_whatever_the_words() -> None:
     a, b = features("What is the capital of France?"), features("What is the capital of France?")
     assert judge(a, b, 0.2, MatchPolicy()).reason == "cosine"
     assert judge(a, b, 0.99, MatchPolicy()).same
+
+
+def test_near_identical_questions_do_not_pile_into_one_long_list() -> None:
+    """Questions from one template (other numbers) sit close together; the
+    index splits any list that grows past its cap, and still finds each one."""
+    from pointsman.server.domain.semantic import index as index_module
+    from pointsman.server.domain.semantic.index import Entry, VectorIndex
+
+    questions = [f"How do I sort {n} items in Python?" for n in range(6000)]
+    vectors = EMBEDDER.embed(questions)
+    index = VectorIndex(EMBEDDER.dimensions, max_entries=10_000, max_entries_per_organisation=10_000)
+    for n, (question, vector) in enumerate(zip(questions, vectors, strict=True)):
+        index.add(Entry(str(n), "org", "s", question, features(question), vector, n, float("inf"), 1))
+    scope = index._scopes[("org", "s")]
+    assert max(len(lst.entries) - len(lst.free) for lst in scope.lists) <= index_module._MAX_LIST
+    for n in (0, 1234, 5999):
+        # Numbers with the same digits can embed alike: the question is among the best.
+        found = index.search("org", "s", vectors[n], 0.99, now=0.0, limit=64)
+        assert questions[n] in {entry.question for _, entry in found}
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("In what year did the Berlin Wall fall?", "When did the Berlin Wall fall?"),
+        ("How many moons does Mars have?", "What is the number of moons of Mars?"),
+        ("Hi! How do I empty the trash on Ubuntu?", "How can I clear the trash on Ubuntu?"),
+        ("Which languages are spoken in Belgium?", "What languages do they speak in Belgium?"),
+    ],
+)
+def test_templates_politeness_and_word_forms_are_paraphrases(a: str, b: str) -> None:
+    assert verdict(a, b)[0], verdict(a, b)
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("When did the Berlin Wall fall?", "When was the Berlin Wall built?"),
+        ("How many moons does Mars have?", "How many moons does Jupiter have?"),
+        ("How do I empty the trash on Ubuntu?", "How do I restore the trash on Ubuntu?"),
+        ("What is the first element of a list?", "What is the final element of a list?"),
+    ],
+)
+def test_the_new_word_lists_keep_near_neighbours_apart(a: str, b: str) -> None:
+    assert not verdict(a, b)[0], verdict(a, b)

@@ -8,8 +8,11 @@ unit rows of float32 matrices. Up to `_FLAT_ROWS` rows a lookup is one matrix
 product; past that the scope is split into lists around k-means centroids (an
 inverted file) and a lookup reads the `_PROBES` lists nearest the query: a
 cache only wants neighbours above a high cosine, and those sit in the nearest
-lists. Removing an entry zeroes its row (a zero row never passes a threshold)
-and the slot is reused.
+lists. No list grows past `_MAX_LIST` rows: a longer one is split in two
+around its own 2-means centroids. Cached questions are often near-identical
+(one template, other numbers), and they pile into a few lists that would
+otherwise make a lookup read tens of thousands of rows. Removing an entry
+zeroes its row (a zero row never passes a threshold) and the slot is reused.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ _FLAT_ROWS = 2048  # a scope this small is searched whole
 _PROBES = 6  # lists read per lookup once a scope is split
 _RETRAIN_FACTOR = 8  # the centroids are worked out again when a scope grows this much
 _SAMPLE = 8192  # vectors k-means learns from
+_MAX_LIST = 256  # rows in one list at most (a longer one is split in two)
 
 
 @dataclass(slots=True)
@@ -70,6 +74,41 @@ class _Scope:
         number = 0 if self.centroids is None else int(np.argmax(self.centroids @ entry.vector))
         _put(self.lists[number], number, entry)
         self.size += 1
+        target = self.lists[number]
+        if self.centroids is not None and len(target.entries) - len(target.free) > _MAX_LIST:
+            self._split_list(number)
+
+    def _split_list(self, number: int) -> None:
+        """Splits one long list in two around 2-means centroids of its rows;
+        the second half becomes a new list with its own centroid."""
+        assert self.centroids is not None
+        members = [e for e in self.lists[number].entries if e is not None]
+        matrix = np.stack([e.vector for e in members])
+        # Seeds: one row and the row least like it, then a few rounds of 2-means.
+        first = matrix[0]
+        second = matrix[int(np.argmin(matrix @ first))]
+        pair = np.stack([first, second])
+        for _ in range(4):
+            side = np.argmax(matrix @ pair.T, axis=1)
+            for half in (0, 1):
+                chosen = matrix[side == half]
+                if len(chosen):
+                    mean = chosen.sum(axis=0)
+                    norm = np.linalg.norm(mean)
+                    if norm > 0:
+                        pair[half] = mean / norm
+        side = np.argmax(matrix @ pair.T, axis=1)
+        if side.all() or not side.any():
+            # Identical rows: any halving keeps lists short; both centroids are alike,
+            # so a query near one probes the other too.
+            side = np.arange(len(members)) % 2
+        extra = len(self.lists)
+        self.lists[number] = _new_list(self.dimensions)
+        self.lists.append(_new_list(self.dimensions))
+        self.centroids = np.vstack([self.centroids, pair[1:]]).astype(np.float32)
+        self.centroids[number] = pair[0]
+        for entry, half in zip(members, side, strict=True):
+            _put(self.lists[extra if half else number], extra if half else number, entry)
 
     def remove(self, entry: Entry) -> None:
         number, row = entry.slot
@@ -85,20 +124,22 @@ class _Scope:
         else:
             nearest = np.argpartition(-(self.centroids @ query), min(_PROBES, len(self.lists) - 1))[:_PROBES]
             probed = [self.lists[int(n)] for n in nearest]
+        probed = [candidates for candidates in probed if candidates.entries]
+        if not probed:
+            return []
+        # One score array for all probed lists: a few numpy calls per lookup, not a few per list.
+        scores = np.concatenate([c.vectors[: len(c.entries)] @ query for c in probed])
+        rows = np.flatnonzero(scores >= threshold)
+        if len(rows) > limit:
+            # Only the best `limit` can be returned: no Python object for the rest.
+            rows = rows[np.argpartition(-scores[rows], limit)[:limit]]
+        starts = np.cumsum([0] + [len(c.entries) for c in probed])
         found: list[tuple[float, Entry]] = []
-        for candidates in probed:
-            used = len(candidates.entries)
-            if not used:
-                continue
-            scores = candidates.vectors[:used] @ query
-            rows = np.flatnonzero(scores >= threshold)
-            if len(rows) > limit:
-                # Only the best `limit` can be returned: no Python object for the rest.
-                rows = rows[np.argpartition(-scores[rows], limit)[:limit]]
-            for row in rows:
-                entry = candidates.entries[int(row)]
-                if entry is not None:
-                    found.append((float(scores[row]), entry))
+        for row in rows:
+            number = int(np.searchsorted(starts, row, side="right")) - 1
+            entry = probed[number].entries[int(row - starts[number])]
+            if entry is not None:
+                found.append((float(scores[row]), entry))
         found.sort(key=lambda pair: -pair[0])
         return found[:limit]
 

@@ -22,6 +22,17 @@ PHRASES: tuple[tuple[str, str], ...] = (
     ("highest to lowest", "descending"),
     ("high to low", "descending"),
     ("most recent", "last"),
+    # Question templates that ask the same thing.
+    ("in what year", "when"),
+    ("what year", "when"),
+    ("which year", "when"),
+    ("how fast", "speed"),
+    ("thanks in advance", "thanks"),
+    ("thank you in advance", "thanks"),
+    ("stand for", "abbreviation"),
+    ("stands for", "abbreviation"),
+    ("short for", "abbreviation"),
+    ("full form", "abbreviation"),
     ("log out", "logout"),
     ("sign out", "logout"),
     ("log off", "logout"),
@@ -47,6 +58,7 @@ PHRASES: tuple[tuple[str, str], ...] = (
     ("come to an end", "end"),
     ("how many people live in", "population of"),
     ("how many people live", "population"),
+    ("how many", "number"),
     ("new york city", "newyork"),
     ("new york", "newyork"),
     ("los angeles", "losangeles"),
@@ -356,6 +368,21 @@ for _canonical, _forms in {
     "parse": "decode deserialize",
     "add": "put place",
     "screenshot": "screengrab screencap",
+    # Generic paraphrase verbs and nouns (semfix round; chosen from common usage,
+    # not from the evaluation lines). Never two poles of one axis in a group.
+    "clear": "empty wipe purge",
+    "display": "show see view demonstrate",
+    "build": "built construct constructed generate",
+    "speak": "spoken speaker speakers talk",
+    "abbreviation": "acronym initialism",
+    "creator": "originator",
+    "density": "dense",
+    "recipe": "instructions",
+    "simple": "simply easy",
+    "healthful": "healthy wholesome",
+    "unhealthy": "harmful",
+    "last": "final",
+    "prevent": "avoid",
 }.items():
     _group = {_canonical, *_forms.split()}
     # Groups that share a word are one group (its canonical form the smallest word),
@@ -390,8 +417,44 @@ STOP_WORDS = frozenset(
     help helps
     equal equals equivalent expressed express
     term terms
+    hi hello hey thanks kindly approach procedure technique
     """.split()
 )
+
+# Irregular forms the suffix stemmer cannot reach, to their base word.
+LEMMAS: dict[str, str] = {
+    "spoke": "speak",
+    "spoken": "speak",
+    "written": "write",
+    "broken": "break",
+    "chosen": "choose",
+    "taken": "take",
+    "known": "know",
+    "shown": "show",
+    "found": "find",
+    "began": "begin",
+    "begun": "begin",
+    "bought": "buy",
+    "sold": "sell",
+    "kept": "keep",
+    "brought": "bring",
+    "sent": "send",
+    "spent": "spend",
+    "lost": "lose",
+    "taught": "teach",
+    "drawn": "draw",
+    "grown": "grow",
+    "flown": "fly",
+    "flew": "fly",
+    "ran": "run",
+    "children": "child",
+    "people": "person",
+    "men": "man",
+    "women": "woman",
+    "mice": "mouse",
+    "feet": "foot",
+    "teeth": "tooth",
+}
 
 # Named things seldom capitalised in a question: countries, languages (human
 # and programming), tools. Capitalised words are treated as named anyway.

@@ -234,7 +234,7 @@ def features(text: str) -> Features:
             continue
         if token in lexicon.STOP_WORDS:
             continue
-        stemmed = _stem(token)
+        stemmed = lexicon.LEMMAS.get(token) or _stem(token)
         canonical = lexicon.SYNONYMS.get(token) or lexicon.SYNONYMS.get(stemmed) or stemmed
         if canonical not in lexicon.STOP_WORDS:
             content.add(canonical)
