@@ -182,6 +182,12 @@ async def test_the_default_model_answers_requests_that_name_none(start_server: A
         converse = await collect(client.orchestrator.Converse(requests()))
         assert converse[0].WhichOneof("event") == "started" and converse[-1].WhichOneof("event") == "finish"
 
+        items = [orch.BatchItem(custom_id="a", messages=[user("about a")])]
+        batch = (await client.orchestrator.CreateBatch(orch.CreateBatchRequest(items=items))).batch
+        events = await collect(client.orchestrator.WatchBatch(orch.WatchBatchRequest(name=batch.name)))
+        [result] = [e.result for e in events if e.WhichOneof("event") == "result"]
+        assert result.custom_id == "a" and result.response.start.model == "builtin"
+
 
 async def test_without_a_default_an_empty_model_is_invalid(client: AsyncClient) -> None:
     error = await raises(client.orchestrator.Complete(complete("hello", model="")))
