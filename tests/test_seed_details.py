@@ -134,6 +134,10 @@ async def test_service_statistics_in_get_stats_and_metrics(start_server: Any) ->
         assert stats.llm_calls_skipped == stats.cache_hits == 1
         assert stats.average_response_time_ms > 0
 
+        command = [POINTSMAN, "stats", "--address", server.address]
+        printed = await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True, timeout=30)
+        assert "messages processed\t4\tLLM calls 2\tskipped (cache) 1\taverage " in printed.stdout, printed.stderr
+
         samples = await scrape(server.metrics_endpoint.port)
         assert value(samples, "pointsman_messages_processed_total") == 4
         assert value(samples, "pointsman_llm_calls_total") == 2
