@@ -117,10 +117,14 @@ async def test_summary_of_calls_in_the_window(stores: Stores, org: str, other_or
     # What reached an upstream, per deployment and in all; what the cache hits saved.
     assert [d.cost_usd for d in summary.deployments] == pytest.approx([100 * 0.001, 4 * 0.01])
     assert (summary.cost_usd, summary.cost_saved_usd) == pytest.approx((100 * 0.001 + 4 * 0.01, 2 * 0.25))
+    # Every call in the window, the cache hits and the blocked call included.
+    in_window = [*a, *b, *cached, blocked, edges[2]]
+    assert summary.average_latency_ms == pytest.approx(sum(c.latency_ms for c in in_window) / len(in_window))
     summary = replace(
         summary,
         cost_usd=0.0,
         cost_saved_usd=0.0,
+        average_latency_ms=0.0,
         deployments=tuple(replace(d, cost_usd=0.0) for d in summary.deployments),
     )
 
@@ -131,6 +135,7 @@ async def test_summary_of_calls_in_the_window(stores: Stores, org: str, other_or
         output_tokens=104 * 20 + 2 * 9,
         cache_hits=2,
         tokens_saved=2 * (7 + 9),
+        llm_calls=104,  # the deployments' calls: not the cache hits, not the blocked call
         deployments=(
             # Nearest rank: the 50th and 99th of 100, the 5th of 10 first tokens.
             DeploymentSummary("openai/a", 100, 3, 50.0, 99.0, 50.0),

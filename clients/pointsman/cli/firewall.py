@@ -12,11 +12,24 @@ from .arguments import command, group, read_text
 from .connection import connect
 from .output import first, label, name, pages, print_items, print_json, when
 
+DETECTORS = {
+    "pii": pb.SCAN_DETECTOR_PII,
+    "secrets": pb.SCAN_DETECTOR_SECRETS,
+    "toxicity": pb.SCAN_DETECTOR_TOXICITY,
+    "rules": pb.SCAN_DETECTOR_RULES,
+}
+
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = command(sub, "scan", cmd_scan, "scan text with the firewall; '-' reads stdin", [common])
     p.add_argument("text")
     p.add_argument("--direction", choices=["input", "output"], default="input")
+    p.add_argument(
+        "--detector",
+        action="append",
+        choices=sorted(DETECTORS),
+        help="run only this check (repeatable); default: all of them",
+    )
 
     rules = group(sub, "rules", "firewall rules", "rules_command")
     p = command(rules, "add", cmd_rules, "add a rule", [common])
@@ -52,7 +65,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
     text = read_text(args.text)
     direction = types.DIRECTION_OUTPUT if args.direction == "output" else types.DIRECTION_INPUT
     with connect(args) as client:
-        response = client.firewall.Scan(pb.ScanRequest(text=text, direction=direction))
+        detectors = [DETECTORS[d] for d in args.detector or ()]
+        response = client.firewall.Scan(pb.ScanRequest(text=text, direction=direction, detectors=detectors))
     if args.json:
         print_json(response)
         return 0

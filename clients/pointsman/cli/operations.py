@@ -64,6 +64,10 @@ def cmd_stats(args: argparse.Namespace) -> int:
         return 0
     print(f"{stats.start_time.ToJsonString()} to {stats.end_time.ToJsonString()}")
     print(f"requests\t{stats.requests}\tfailed {stats.failed_requests}")
+    print(
+        f"messages processed\t{stats.messages_processed}\tLLM calls {stats.llm_calls}"
+        f"\tskipped (cache) {stats.llm_calls_skipped}\taverage {stats.average_response_time_ms:.1f} ms"
+    )
     print(f"tokens\tin {stats.input_tokens}\tout {stats.output_tokens}\tsaved by the cache {stats.tokens_saved}")
     print(f"cache hits\t{stats.cache_hits}\t{stats.cache_hit_ratio:.1%}")
     print(f"cost\t${stats.cost_usd:.4f}\tsaved by the cache ${stats.cost_saved_usd:.4f}")

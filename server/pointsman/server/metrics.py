@@ -19,8 +19,10 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     ProcessCollector,
+    Summary,
     generate_latest,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -69,6 +71,30 @@ class Metrics:
             "pointsman_firewall_decisions", "Firewall decisions by direction, action and category found",
             ["direction", "action", "category"], registry=self.registry,
         )  # fmt: skip
+        # Seed 003's service statistics, unlabelled: one series each, for a
+        # dashboard that wants the totals without summing label sets.
+        self._messages = Counter(
+            "pointsman_messages_processed", "Chat calls handled, however they ended", registry=self.registry
+        )
+        self._llm_calls = Counter(
+            "pointsman_llm_calls", "Chat calls sent to an upstream model (not answered from a cache)",
+            registry=self.registry,
+        )  # fmt: skip
+        self._llm_skipped = Counter(
+            "pointsman_llm_calls_skipped", "Chat calls answered from the response or semantic cache, no upstream call",
+            registry=self.registry,
+        )  # fmt: skip
+        self._tokens_saved = Counter(
+            "pointsman_tokens_saved", "Tokens (input plus output) that cached answers did not cost upstream",
+            registry=self.registry,
+        )  # fmt: skip
+        # _sum / _count is the average response time.
+        self._response_seconds = Summary(
+            "pointsman_chat_response_seconds", "Whole-call time of chat calls", registry=self.registry
+        )
+        self._conversations = Gauge(
+            "pointsman_active_conversations", "Converse sessions open on this process now", registry=self.registry
+        )
         # Labelled children, looked up once: `labels()` costs more than the increment.
         self._children: dict[tuple[Any, ...], Any] = {}
 
@@ -86,8 +112,17 @@ class Metrics:
         output_tokens: int,
         time_to_first_token: float | None,
         cost_usd: float = 0.0,
+        latency_seconds: float | None = None,
     ) -> None:
         self._child(self._chat_calls, model, deployment, code, "hit" if cached else "miss").inc()
+        self._messages.inc()
+        if cached:
+            self._llm_skipped.inc()
+            self._tokens_saved.inc(input_tokens + output_tokens)
+        elif deployment:
+            self._llm_calls.inc()
+        if latency_seconds is not None:
+            self._response_seconds.observe(latency_seconds)
         if input_tokens:
             self._child(self._tokens, model, deployment, "input").inc(input_tokens)
         if output_tokens:
@@ -96,6 +131,12 @@ class Metrics:
             self._child(self._ttft, model).observe(time_to_first_token)
         if cost_usd:
             self._child(self._cost, model, deployment).inc(cost_usd)
+
+    def conversation_opened(self) -> None:
+        self._conversations.inc()
+
+    def conversation_closed(self) -> None:
+        self._conversations.dec()
 
     def decision(self, direction: str, action: str, categories: Iterable[str]) -> None:
         for category in set(categories) or ("none",):

@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     )
     # YAML file of model aliases and their deployments (docs/routing.md).
     routes_file: Path | None = Field(None, validation_alias="POINTSMAN_ROUTES_FILE")
+    # The chat model alias used when a request names none (seed 003's
+    # LLM_PROVIDER switch); unset: a request without a model is refused.
+    default_model: str = Field("", max_length=256, validation_alias="POINTSMAN_DEFAULT_MODEL")
     # Agents (docs/agents.md): MCP tool servers, the agents, and how often
     # both files are checked for changes (0: only on SIGHUP).
     tools_file: Path | None = Field(None, validation_alias="POINTSMAN_TOOLS_FILE")

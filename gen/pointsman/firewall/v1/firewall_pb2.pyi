@@ -12,6 +12,14 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class ScanDetector(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SCAN_DETECTOR_UNSPECIFIED: _ClassVar[ScanDetector]
+    SCAN_DETECTOR_PII: _ClassVar[ScanDetector]
+    SCAN_DETECTOR_SECRETS: _ClassVar[ScanDetector]
+    SCAN_DETECTOR_TOXICITY: _ClassVar[ScanDetector]
+    SCAN_DETECTOR_RULES: _ClassVar[ScanDetector]
+
 class RuleKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     RULE_KIND_UNSPECIFIED: _ClassVar[RuleKind]
@@ -38,6 +46,11 @@ class ChangeType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CHANGE_TYPE_CREATED: _ClassVar[ChangeType]
     CHANGE_TYPE_UPDATED: _ClassVar[ChangeType]
     CHANGE_TYPE_DELETED: _ClassVar[ChangeType]
+SCAN_DETECTOR_UNSPECIFIED: ScanDetector
+SCAN_DETECTOR_PII: ScanDetector
+SCAN_DETECTOR_SECRETS: ScanDetector
+SCAN_DETECTOR_TOXICITY: ScanDetector
+SCAN_DETECTOR_RULES: ScanDetector
 RULE_KIND_UNSPECIFIED: RuleKind
 RULE_KIND_BLOCK: RuleKind
 RULE_KIND_ALLOW: RuleKind
@@ -55,12 +68,14 @@ CHANGE_TYPE_UPDATED: ChangeType
 CHANGE_TYPE_DELETED: ChangeType
 
 class ScanRequest(_message.Message):
-    __slots__ = ("text", "direction")
+    __slots__ = ("text", "direction", "detectors")
     TEXT_FIELD_NUMBER: _ClassVar[int]
     DIRECTION_FIELD_NUMBER: _ClassVar[int]
+    DETECTORS_FIELD_NUMBER: _ClassVar[int]
     text: str
     direction: _firewall_pb2.Direction
-    def __init__(self, text: _Optional[str] = ..., direction: _Optional[_Union[_firewall_pb2.Direction, str]] = ...) -> None: ...
+    detectors: _containers.RepeatedScalarFieldContainer[ScanDetector]
+    def __init__(self, text: _Optional[str] = ..., direction: _Optional[_Union[_firewall_pb2.Direction, str]] = ..., detectors: _Optional[_Iterable[_Union[ScanDetector, str]]] = ...) -> None: ...
 
 class ScanResponse(_message.Message):
     __slots__ = ("verdict",)
@@ -69,14 +84,16 @@ class ScanResponse(_message.Message):
     def __init__(self, verdict: _Optional[_Union[_firewall_pb2.Verdict, _Mapping]] = ...) -> None: ...
 
 class ScanStreamRequest(_message.Message):
-    __slots__ = ("item_id", "text", "direction")
+    __slots__ = ("item_id", "text", "direction", "detectors")
     ITEM_ID_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     DIRECTION_FIELD_NUMBER: _ClassVar[int]
+    DETECTORS_FIELD_NUMBER: _ClassVar[int]
     item_id: str
     text: str
     direction: _firewall_pb2.Direction
-    def __init__(self, item_id: _Optional[str] = ..., text: _Optional[str] = ..., direction: _Optional[_Union[_firewall_pb2.Direction, str]] = ...) -> None: ...
+    detectors: _containers.RepeatedScalarFieldContainer[ScanDetector]
+    def __init__(self, item_id: _Optional[str] = ..., text: _Optional[str] = ..., direction: _Optional[_Union[_firewall_pb2.Direction, str]] = ..., detectors: _Optional[_Iterable[_Union[ScanDetector, str]]] = ...) -> None: ...
 
 class ScanStreamResponse(_message.Message):
     __slots__ = ("item_id", "verdict")

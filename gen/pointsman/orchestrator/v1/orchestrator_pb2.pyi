@@ -607,7 +607,7 @@ class GetStatsRequest(_message.Message):
     def __init__(self, window: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class GetStatsResponse(_message.Message):
-    __slots__ = ("start_time", "end_time", "requests", "failed_requests", "input_tokens", "output_tokens", "cache_hits", "cache_hit_ratio", "tokens_saved", "deployments", "firewall", "active_conversations", "cost_usd", "cost_saved_usd", "semantic_cache_hits", "semantic_tokens_saved", "semantic_cost_saved_usd")
+    __slots__ = ("start_time", "end_time", "requests", "failed_requests", "input_tokens", "output_tokens", "cache_hits", "cache_hit_ratio", "tokens_saved", "deployments", "firewall", "active_conversations", "cost_usd", "cost_saved_usd", "semantic_cache_hits", "semantic_tokens_saved", "semantic_cost_saved_usd", "messages_processed", "llm_calls", "llm_calls_skipped", "average_response_time_ms")
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     END_TIME_FIELD_NUMBER: _ClassVar[int]
     REQUESTS_FIELD_NUMBER: _ClassVar[int]
@@ -625,6 +625,10 @@ class GetStatsResponse(_message.Message):
     SEMANTIC_CACHE_HITS_FIELD_NUMBER: _ClassVar[int]
     SEMANTIC_TOKENS_SAVED_FIELD_NUMBER: _ClassVar[int]
     SEMANTIC_COST_SAVED_USD_FIELD_NUMBER: _ClassVar[int]
+    MESSAGES_PROCESSED_FIELD_NUMBER: _ClassVar[int]
+    LLM_CALLS_FIELD_NUMBER: _ClassVar[int]
+    LLM_CALLS_SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    AVERAGE_RESPONSE_TIME_MS_FIELD_NUMBER: _ClassVar[int]
     start_time: _timestamp_pb2.Timestamp
     end_time: _timestamp_pb2.Timestamp
     requests: int
@@ -642,7 +646,11 @@ class GetStatsResponse(_message.Message):
     semantic_cache_hits: int
     semantic_tokens_saved: int
     semantic_cost_saved_usd: float
-    def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., requests: _Optional[int] = ..., failed_requests: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cache_hits: _Optional[int] = ..., cache_hit_ratio: _Optional[float] = ..., tokens_saved: _Optional[int] = ..., deployments: _Optional[_Iterable[_Union[DeploymentStats, _Mapping]]] = ..., firewall: _Optional[_Iterable[_Union[FirewallCategoryStats, _Mapping]]] = ..., active_conversations: _Optional[int] = ..., cost_usd: _Optional[float] = ..., cost_saved_usd: _Optional[float] = ..., semantic_cache_hits: _Optional[int] = ..., semantic_tokens_saved: _Optional[int] = ..., semantic_cost_saved_usd: _Optional[float] = ...) -> None: ...
+    messages_processed: int
+    llm_calls: int
+    llm_calls_skipped: int
+    average_response_time_ms: float
+    def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., requests: _Optional[int] = ..., failed_requests: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cache_hits: _Optional[int] = ..., cache_hit_ratio: _Optional[float] = ..., tokens_saved: _Optional[int] = ..., deployments: _Optional[_Iterable[_Union[DeploymentStats, _Mapping]]] = ..., firewall: _Optional[_Iterable[_Union[FirewallCategoryStats, _Mapping]]] = ..., active_conversations: _Optional[int] = ..., cost_usd: _Optional[float] = ..., cost_saved_usd: _Optional[float] = ..., semantic_cache_hits: _Optional[int] = ..., semantic_tokens_saved: _Optional[int] = ..., semantic_cost_saved_usd: _Optional[float] = ..., messages_processed: _Optional[int] = ..., llm_calls: _Optional[int] = ..., llm_calls_skipped: _Optional[int] = ..., average_response_time_ms: _Optional[float] = ...) -> None: ...
 
 class DeploymentStats(_message.Message):
     __slots__ = ("deployment", "requests", "failed_requests", "latency_p50_ms", "latency_p99_ms", "time_to_first_token_p50_ms", "cost_usd")

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from ..domain.breaker import BreakerPolicy
 from ..domain.catalog import BUILTIN_ALIAS, BUILTIN_EMBEDDING_ALIAS, ModelCatalog
 from ..domain.chat import Deployment, Price, ProviderKind
+from ..domain.embedding import ModelKind
 from ..domain.ports.providers import ChatProvider, EmbeddingProvider
 from ..domain.router import Router
 from ..domain.routing import RetryBudget, RetryPolicy, RoutingStrategy
@@ -193,6 +194,7 @@ def build_routing(settings: Settings) -> tuple[ModelCatalog, Router]:
     else:
         config = _config_from_environment(settings)
     catalog = _build_catalog(config, settings)
+    _check_default_model(catalog, settings.default_model)
     breaker = config.defaults.circuit_breaker
     router = Router(
         catalog,
@@ -207,6 +209,17 @@ def build_routing(settings: Settings) -> tuple[ModelCatalog, Router]:
         RetryBudget(config.defaults.retry_budget_ratio),
     )
     return catalog, router
+
+
+def _check_default_model(catalog: ModelCatalog, alias: str) -> None:
+    """A default model must be a chat alias served here: found out at start,
+    not by every caller that names no model."""
+    if not alias:
+        return
+    if not catalog.serves(alias):
+        raise RoutesFileError(f"POINTSMAN_DEFAULT_MODEL names '{alias}', which is not a model alias served here")
+    if catalog.resolve(alias).kind is not ModelKind.CHAT:
+        raise RoutesFileError(f"POINTSMAN_DEFAULT_MODEL names '{alias}', which is not a chat model")
 
 
 def _config_from_environment(settings: Settings) -> RoutesConfig:

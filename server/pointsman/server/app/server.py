@@ -143,6 +143,7 @@ class PointsmanServer:
                     settings.max_input_chars,
                 ),
                 self.embeddings,
+                state.metrics,
             ),
             self.server,
         )

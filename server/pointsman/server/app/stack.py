@@ -89,6 +89,7 @@ def build_orchestrator(settings: Settings, state: State) -> OrchestratorStack:
         on_call_end=on_call_end,
         admit=_all_of(admissions),
         semantic=_semantic_cache(settings, state, catalog),
+        default_model=settings.default_model,
     )
     embeddings = Embeddings(
         catalog,

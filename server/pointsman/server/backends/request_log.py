@@ -75,4 +75,5 @@ class RequestLogger:
                 record.output_tokens,
                 ttft,
                 0.0 if record.cache_hit else cost,
+                outcome.latency_seconds,
             )

@@ -149,8 +149,11 @@ class Orchestrator:
         on_call_end: CallObserver | None = None,
         admit: Callable[[Caller], Awaitable[None]] | None = None,
         semantic: SemanticCache | None = None,
+        default_model: str = "",
     ) -> None:
         self.catalog = catalog
+        # The alias used where a request names no model; "": a model is required.
+        self.default_model = default_model
         self.router = router
         self.firewall = firewall
         self.limits = limits

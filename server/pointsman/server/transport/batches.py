@@ -155,7 +155,7 @@ class BatchItemRunner:
     async def run(self, job: Job) -> ItemOutcome:
         item = pb.BatchItem.FromString(job.payload)
         errors = ViolationCollector()  # checked at submission; reported with the orchestrator's checks
-        request = convert.chat_request_from_proto(item, errors)
+        request = convert.chat_request_from_proto(item, errors, self._orchestrator.default_model)
         caller = Caller(f"{job.request_id}/{item.custom_id}", job.organisation, job.principal)
         try:
             answer = await self._orchestrator.complete(request, caller, errors)

@@ -64,12 +64,13 @@ class ConverseSession:
 
     async def _open(self, setup: pb.ConversationSetup) -> pb.ConverseResponse:
         errors = ViolationCollector()
-        if not setup.model:
+        model = setup.model or self._orchestrator.default_model
+        if not model:
             errors.add("setup.model", "is required")
         config = convert.config_from_proto(setup.config, errors, "setup.config")
         check_config(config, errors, "setup.config")
         errors.raise_if_any()
-        self._orchestrator.catalog.resolve(setup.model)  # NotFound before a malformed conversation name
+        self._orchestrator.catalog.resolve(model)  # NotFound before a malformed conversation name
         conversation_id = None
         if setup.conversation:
             conversation_id = resource_id(setup.conversation, "conversations", "setup.conversation")
@@ -78,7 +79,7 @@ class ConverseSession:
             self._conversations,
             self._window,
             self._caller,
-            setup.model,
+            model,
             config,
             conversation_id=conversation_id,
             system_prompt=setup.system_prompt,

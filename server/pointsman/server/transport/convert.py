@@ -208,11 +208,11 @@ def _parameters(parameters: Any, errors: ViolationCollector, path: str) -> dict[
 MAX_CACHE_TTL_SECONDS = 30 * 24 * 3600
 
 
-def chat_request_from_proto(request: Any, errors: ViolationCollector) -> chat.ChatRequest:
+def chat_request_from_proto(request: Any, errors: ViolationCollector, default_model: str = "") -> chat.ChatRequest:
     """For ChatRequest, CompleteRequest and BatchItem, which share these fields
-    (BatchItem has no cache control)."""
+    (BatchItem has no cache control). `default_model` stands in for an empty model."""
     domain = chat.ChatRequest(
-        model=request.model,
+        model=request.model or default_model,
         messages=messages_from_proto(request.messages, errors),
         config=config_from_proto(request.config, errors) if request.HasField("config") else _DEFAULT_CONFIG,
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import grpc
 
@@ -13,7 +13,7 @@ from pointsman.type.v1 import firewall_pb2 as type_pb
 from ..domain.errors import InvalidArgument, ViolationCollector
 from ..domain.firewall.engine import FirewallEngine, check_content
 from ..domain.firewall.rules import Rule, RuleLimits, check_room_for_rule, check_rule
-from ..domain.firewall.verdict import Direction
+from ..domain.firewall.verdict import Category, Direction
 from ..domain.ports.stores import DecisionFilter, DecisionStore, RuleChange, RuleStore
 from ..domain.validation import check_text
 from . import convert
@@ -25,6 +25,38 @@ UPDATABLE_FIELDS = {"kind", "match_type", "pattern", "keywords", "description", 
 # The most bytes of rules one WatchRules snapshot message carries: 10,000
 # rules are several messages, never one over the message size limit.
 SNAPSHOT_PART_BYTES = 1024 * 1024
+
+# ScanRequest.detectors: the detector category each names, or None for the rules.
+SCAN_DETECTORS: dict[int, Category | None] = {
+    pb.SCAN_DETECTOR_PII: Category.PII,
+    pb.SCAN_DETECTOR_SECRETS: Category.SECRET,
+    pb.SCAN_DETECTOR_TOXICITY: Category.TOXICITY,
+    pb.SCAN_DETECTOR_RULES: None,
+}
+# (detector categories to run, None for all; whether the rules run)
+ScanChoice = tuple[frozenset[Category] | None, bool]
+
+
+def scan_choice(detectors: Sequence[int], errors: ViolationCollector, path: str) -> ScanChoice:
+    """What a scan runs: everything when `detectors` is empty, else only the named checks."""
+    if not detectors:
+        return None, True
+    categories: set[Category] = set()
+    rules = False
+    for index, value in enumerate(detectors):
+        if value not in SCAN_DETECTORS:
+            errors.add(
+                f"{path}[{index}]",
+                f"unknown detector {value}; one of SCAN_DETECTOR_PII, SCAN_DETECTOR_SECRETS, "
+                "SCAN_DETECTOR_TOXICITY, SCAN_DETECTOR_RULES",
+            )
+            continue
+        category = SCAN_DETECTORS[value]
+        if category is None:
+            rules = True
+        else:
+            categories.add(category)
+    return frozenset(categories), rules
 
 
 class FirewallServicer(firewall_pb2_grpc.FirewallServiceServicer):
@@ -47,8 +79,11 @@ class FirewallServicer(firewall_pb2_grpc.FirewallServiceServicer):
         self._calls = calls
         self._max_scan_chars = max_scan_chars
 
-    def _scan_input(self, text: str, direction: type_pb.Direction, path: str = "") -> Direction:
+    def _scan_input(
+        self, text: str, direction: type_pb.Direction, detectors: Sequence[int] = (), path: str = ""
+    ) -> tuple[Direction, ScanChoice]:
         errors = ViolationCollector()
+        choice = scan_choice(detectors, errors, f"{path}detectors")
         if not text:
             errors.add(f"{path}text", "must not be empty")
         elif len(text) > self._max_scan_chars:
@@ -57,11 +92,13 @@ class FirewallServicer(firewall_pb2_grpc.FirewallServiceServicer):
             check_content(text, errors, f"{path}text")
         found = convert.optional_enum(convert.DIRECTIONS, direction, f"{path}direction", errors)
         errors.raise_if_any()
-        return found or Direction.INPUT
+        return found or Direction.INPUT, choice
 
     async def Scan(self, request: pb.ScanRequest, context: grpc.aio.ServicerContext) -> pb.ScanResponse:
-        direction = self._scan_input(request.text, request.direction)
-        verdict = await self._engine.scan(request.text, direction, self._calls.caller())
+        direction, (categories, rules) = self._scan_input(request.text, request.direction, request.detectors)
+        verdict = await self._engine.scan(
+            request.text, direction, self._calls.caller(), categories=categories, rules=rules
+        )
         return pb.ScanResponse(verdict=convert.verdict_to_proto(verdict))
 
     async def ScanStream(
@@ -69,8 +106,8 @@ class FirewallServicer(firewall_pb2_grpc.FirewallServiceServicer):
     ) -> AsyncIterator[pb.ScanStreamResponse]:
         caller = self._calls.caller()
         async for request in request_iterator:
-            direction = self._scan_input(request.text, request.direction)
-            verdict = await self._engine.scan(request.text, direction, caller)
+            direction, (categories, rules) = self._scan_input(request.text, request.direction, request.detectors)
+            verdict = await self._engine.scan(request.text, direction, caller, categories=categories, rules=rules)
             yield pb.ScanStreamResponse(item_id=request.item_id, verdict=convert.verdict_to_proto(verdict))
 
     def _rule_from_proto(self, rule: pb.Rule, rule_id: str = "") -> Rule:

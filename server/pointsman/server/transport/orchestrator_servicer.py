@@ -27,6 +27,7 @@ from ..domain.orchestrator import FirewallNotice, Orchestrator
 from ..domain.ports.conversations import Conversations
 from ..domain.stats import Stats
 from ..domain.validation import check_model, has_control_characters
+from ..metrics import Metrics
 from . import convert
 from .batches import Batches
 from .calls import CallContext
@@ -52,7 +53,9 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         stats: Stats,
         history_window: HistoryWindow,
         embeddings: Embeddings,
+        metrics: Metrics | None = None,
     ) -> None:
+        self._metrics = metrics
         self._orchestrator = orchestrator
         self._embeddings = embeddings
         self._history_window = history_window
@@ -63,13 +66,13 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
 
     async def Chat(self, request: pb.ChatRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.ChatResponse]:
         errors = ViolationCollector()  # conversion problems, reported with the orchestrator's checks
-        domain_request = convert.chat_request_from_proto(request, errors)
+        domain_request = convert.chat_request_from_proto(request, errors, self._orchestrator.default_model)
         async for event in self._orchestrator.chat(domain_request, self._calls.caller(), errors=errors):
             yield pb.ChatResponse(**convert.event_fields(event))
 
     async def Complete(self, request: pb.CompleteRequest, context: grpc.aio.ServicerContext) -> pb.CompleteResponse:
         errors = ViolationCollector()
-        domain_request = convert.chat_request_from_proto(request, errors)
+        domain_request = convert.chat_request_from_proto(request, errors, self._orchestrator.default_model)
         answer = await self._orchestrator.complete(domain_request, self._calls.caller(), errors)
         return convert.complete_response(answer)
 
@@ -77,8 +80,14 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         self, request_iterator: AsyncIterator[pb.ConverseRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ConverseResponse]:
         session = ConverseSession(self._orchestrator, self._conversations, self._calls.caller(), self._history_window)
-        async for response in session.run(request_iterator):
-            yield response
+        if self._metrics is not None:
+            self._metrics.conversation_opened()
+        try:
+            async for response in session.run(request_iterator):
+                yield response
+        finally:
+            if self._metrics is not None:
+                self._metrics.conversation_closed()
 
     async def GetConversation(
         self, request: pb.GetConversationRequest, context: grpc.aio.ServicerContext
@@ -181,7 +190,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         seen: set[str] = set()
         for index, item in enumerate(request.items):
             item_errors = ViolationCollector()
-            domain_request = convert.chat_request_from_proto(item, item_errors)
+            domain_request = convert.chat_request_from_proto(item, item_errors, self._orchestrator.default_model)
             self._orchestrator.check(domain_request, item_errors)
             if not item.custom_id or len(item.custom_id) > 128:
                 item_errors.add("custom_id", "must be 1 to 128 characters")

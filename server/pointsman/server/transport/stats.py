@@ -69,6 +69,10 @@ async def get_stats(stats: Stats, request: pb.GetStatsRequest, organisation: str
             for c in traffic.categories
         ],
         active_conversations=traffic.active_conversations,
+        messages_processed=summary.requests,
+        llm_calls=summary.llm_calls,
+        llm_calls_skipped=summary.cache_hits,
+        average_response_time_ms=summary.average_latency_ms,
     )
 
 

@@ -48,6 +48,8 @@ def request_summary(totals: Any, deployments: Iterable[Any]) -> RequestSummary:
         semantic_cache_hits=totals["semantic_cache_hits"],
         semantic_tokens_saved=totals["semantic_tokens_saved"],
         semantic_cost_saved_usd=float(totals["semantic_cost_saved_usd"]),
+        llm_calls=totals["llm_calls"],
+        average_latency_ms=float(totals["average_latency_ms"]),
         deployments=tuple(
             DeploymentSummary(
                 deployment=row["deployment"],

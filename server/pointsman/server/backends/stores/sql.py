@@ -369,7 +369,9 @@ SELECT count(*) AS requests,
        coalesce(sum(cost_usd) FILTER (WHERE cache_hit), 0) AS cost_saved_usd,
        count(*) FILTER (WHERE semantic_cache_hit) AS semantic_cache_hits,
        coalesce(sum(input_tokens + output_tokens) FILTER (WHERE semantic_cache_hit), 0) AS semantic_tokens_saved,
-       coalesce(sum(cost_usd) FILTER (WHERE semantic_cache_hit), 0) AS semantic_cost_saved_usd
+       coalesce(sum(cost_usd) FILTER (WHERE semantic_cache_hit), 0) AS semantic_cost_saved_usd,
+       count(*) FILTER (WHERE NOT cache_hit AND deployment <> '') AS llm_calls,
+       coalesce(avg(latency_ms), 0) AS average_latency_ms
 {_REQUESTS_IN_WINDOW}
 """
 

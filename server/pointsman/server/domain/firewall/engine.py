@@ -95,12 +95,26 @@ class FirewallEngine:
         self.cache_hits = 0
         self.cache_misses = 0
         self._holds: HoldPolicy | None = None
+        self._no_rules = RuleSet([])
 
-    async def scan(self, text: str, direction: Direction, caller: Caller) -> Verdict:
-        """Decides on one text and records the decision."""
+    async def scan(
+        self,
+        text: str,
+        direction: Direction,
+        caller: Caller,
+        *,
+        categories: frozenset[Category] | None = None,
+        rules: bool = True,
+    ) -> Verdict:
+        """Decides on one text and records the decision. `categories` names
+        the detectors to run (None: all) and `rules` whether the rules run;
+        what is not asked for does not run at all."""
         if not self.enabled:
             return ALLOWED
-        digests, detected, rule_findings = await self._analyse([text], text, direction, caller)
+        detectors = None if categories is None else tuple(d for d in self._detectors if d.category in categories)
+        digests, detected, rule_findings = await self._analyse(
+            [text], text, direction, caller, detectors=detectors, rules=rules
+        )
         findings = tuple(sorted(detected[0] + rule_findings, key=lambda f: (f.start, f.end)))
         action = self._action(findings)
         redacted = self._redact(text, findings) if action is Action.REDACT else ""
@@ -206,22 +220,35 @@ class FirewallEngine:
         return replace(verdict, decision=decision.name)
 
     async def _analyse(
-        self, texts: list[str], rule_text: str, direction: Direction, caller: Caller
+        self,
+        texts: list[str],
+        rule_text: str,
+        direction: Direction,
+        caller: Caller,
+        *,
+        detectors: tuple[Detector, ...] | None = None,
+        rules: bool = True,
     ) -> tuple[list[str], list[DetectorFindings], DetectorFindings]:
         """The texts' sha256 digests (the detector cache's keys; empty without
         detectors), detector findings per text (from the cache where possible)
         and the rule findings on `rule_text`; off the event loop when there is
-        much to do."""
-        ruleset = await self._ruleset(caller.organisation)
-        keys = [_sha256(t) for t in texts] if self._detectors else []
+        much to do. `detectors` (None: all) and `rules` limit what runs."""
+        ruleset = await self._ruleset(caller.organisation) if rules else self._no_rules
+        chosen = self._detectors if detectors is None else detectors
+        digests = [_sha256(t) for t in texts] if chosen else []
+        # A subset's findings are cached under their own key: cached under the
+        # text's digest, they would pass for a full scan's (and a full scan's
+        # shadowing of PII by secrets differs from a PII-only scan's).
+        suffix = "" if detectors is None else ":" + ",".join(sorted(d.category.value for d in chosen))
+        keys = [d + suffix for d in digests] if chosen else []
         cached: list[DetectorFindings | None] = [self._cache_get(k) for k in keys] if keys else [()] * len(texts)
         todo = [i for i, c in enumerate(cached) if c is None]
         if not todo and not ruleset:  # all found in the cache, and no rules: nothing to run
-            return keys, [c or () for c in cached], ()
+            return digests, [c or () for c in cached], ()
         work = sum(len(texts[i]) for i in todo) + (len(rule_text) if ruleset else 0)
 
         def run() -> tuple[list[DetectorFindings], DetectorFindings]:
-            fresh = [self._detect(texts[i]) for i in todo]
+            fresh = [self._detect(texts[i], chosen) for i in todo]
             rule_findings = evaluate_rules(ruleset, rule_text, direction) if ruleset else ()
             return fresh, rule_findings
 
@@ -232,13 +259,13 @@ class FirewallEngine:
         for i, found in zip(todo, fresh, strict=True):
             cached[i] = found
             self._cache_put(keys[i], found)
-        return keys, [c or () for c in cached], rule_findings
+        return digests, [c or () for c in cached], rule_findings
 
-    def _detect(self, text: str) -> DetectorFindings:
+    def _detect(self, text: str, detectors: Sequence[Detector]) -> DetectorFindings:
         findings: list[Finding] = []
         for start, end, own_from, own_to in chunks(len(text)):
             piece = text[start:end] if (start, end) != (0, len(text)) else text
-            for detector in self._detectors:
+            for detector in detectors:
                 for finding in detector.detect(piece):
                     if own_from <= finding.start + start < own_to:
                         findings.append(finding.shifted(start) if start else finding)

@@ -218,6 +218,8 @@ class RequestSummary:
     semantic_cache_hits: int = 0
     semantic_tokens_saved: int = 0
     semantic_cost_saved_usd: float = 0.0
+    llm_calls: int = 0  # calls that reached an upstream (not cached, not refused before one)
+    average_latency_ms: float = 0.0  # mean whole-call latency over all requests
 
 
 class UserRole(enum.Enum):
