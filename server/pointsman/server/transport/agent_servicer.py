@@ -255,8 +255,9 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         workflows = self._workflows.all() if self._workflows is not None else {}
         workflow = workflows.get(name)
         if workflow is None or self._workflows is None:
+            named = request.workflow or f"workflows/{name} (ORCHESTRATOR_DEFAULT_ANALYSIS)"
             raise NotFound(
-                f"workflow {request.workflow} does not exist",
+                f"workflow {named} does not exist",
                 reason="WORKFLOW_NOT_FOUND",
                 metadata={"workflow": request.workflow},
             )
