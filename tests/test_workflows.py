@@ -55,7 +55,8 @@ def fake_routes(base_url: str) -> dict[str, Any]:
         "models": {
             "alpha": {"deployments": [{"endpoint": "fake", "model": "gpt-a"}]},
             "beta": {"deployments": [{"endpoint": "fake", "model": "long-3"}]},
-            "slow": {"deployments": [{"endpoint": "fake", "model": "long-200+slow-50"}]},
+            "slow": {"deployments": [{"endpoint": "fake", "model": "long-40+slow-50"}]},
+            "broken": {"deployments": [{"endpoint": "fake", "model": "fault-400"}]},
         },
     }
 
@@ -74,6 +75,8 @@ async def stub(start_server: ServerFactory, tmp_path: Path, upstream: FakeOpenAI
         "forever": {"max_steps": 3, "steps": [{"name": "again", "kind": "chat", "model": "builtin", "next": "again"}]},
         "patient": {"timeout_seconds": 0.5, "steps": [{"name": "wait", "kind": "chat", "model": "slow"}]},
         "slowly": {"steps": [{"name": "wait", "kind": "chat", "model": "slow"}]},
+        "failing": {"steps": [{"name": "ask", "kind": "chat", "model": "broken"}]},
+        "shaky": {"steps": [{"name": "both", "kind": "compare", "models": ["alpha", "broken"], "judge": "builtin"}]},
     }
     server = await start_server(**write_files(tmp_path, workflows, fake_routes(upstream.base_url)))
     async with grpc.aio.insecure_channel(server.address) as channel:
@@ -97,7 +100,8 @@ def outputs(events: list[pb.RunWorkflowResponse]) -> dict[str, str]:
 async def test_list_workflows_names_the_files_and_the_builtin_comparative(stub: Any) -> None:
     listing = await stub.ListWorkflows(pb.ListWorkflowsRequest())
     names = [w.name for w in listing.workflows]
-    assert names == [f"workflows/{n}" for n in ("comparative", "forever", "pair", "patient", "slowly", "triage")]
+    expected = ("comparative", "failing", "forever", "pair", "patient", "shaky", "slowly", "triage")
+    assert names == [f"workflows/{n}" for n in expected]
     assert listing.default_workflow == "workflows/comparative"
     comparative = listing.workflows[0]
     assert comparative.builtin and [s.kind for s in comparative.steps] == ["compare"]
@@ -175,6 +179,20 @@ async def test_a_client_cancel_stops_the_run_and_its_model_call(stub: Any, upstr
     call.cancel()
     await eventually(lambda: upstream.streams_open == 0)
     assert upstream.streams_completed == 0
+
+
+async def test_a_failed_model_turn_ends_the_run_with_its_error(stub: Any) -> None:
+    events = await run(stub, "failing", "hi")
+    done = finish(events)
+    assert done.reason == pb.STOP_REASON_ERROR and done.steps == 1
+    assert done.error_code == "INVALID_ARGUMENT" and done.error_reason
+    assert "step_finished" not in [e.WhichOneof("event") for e in events]
+
+
+async def test_a_model_failing_in_a_compare_is_told_to_the_judge_and_the_rest_go_on(stub: Any) -> None:
+    done = finish(await run(stub, "shaky", "hi"))
+    assert done.reason == pb.STOP_REASON_ANSWERED
+    assert "### alpha\nEcho: hi" in done.answer and "### broken\n(failed: " in done.answer
 
 
 async def test_bad_requests_name_the_field(stub: Any) -> None:
