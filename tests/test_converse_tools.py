@@ -86,3 +86,32 @@ async def test_a_turn_carries_the_result_of_the_models_tool_call(start_server: S
         ]
         assert kept.messages[1].tool_calls[0].id == call_id
         assert (kept.messages[2].tool_call_id, kept.messages[2].content) == (call_id, "sunny, 21 C")
+
+
+async def test_every_call_of_the_answer_must_be_answered(start_server: ServerFactory) -> None:
+    server = await start_server()
+    async with AsyncClient(server.address, timeout=20) as client:
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        stream = aiter(client.orchestrator.Converse(from_queue(queue)))
+        await queue.put(orch.ConverseRequest(setup=orch.ConversationSetup(model="builtin")))
+        ask = 'call tool a {"n": 1} call tool b {"n": 2}'
+        await queue.put(orch.ConverseRequest(turn=orch.UserTurn(turn_id="ask", content=ask)))
+        first = await until(stream, "ask")
+        deltas = [e.tool_call_delta for e in first if e.WhichOneof("event") == "tool_call_delta"]
+        ids = [d.id for d in deltas if d.id]
+        assert len(ids) == 2
+
+        one = [orch.ToolResult(tool_call_id=ids[0], content="one")]
+        await queue.put(orch.ConverseRequest(turn=orch.UserTurn(turn_id="half", tool_results=one)))
+        half = await until(stream, "half")
+        assert half[-1].error.code == 3 and f"missing: {ids[1]}" in half[-1].error.message
+
+        both = [orch.ToolResult(tool_call_id=i, content=c) for i, c in zip(ids, ("one", "two"), strict=True)]
+        await queue.put(orch.ConverseRequest(turn=orch.UserTurn(turn_id="both", tool_results=both)))
+        done = await until(stream, "both")
+        assert "".join(e.text_delta.text for e in done if e.WhichOneof("event") == "text_delta") == (
+            "The tools said: one | two"
+        )
+        await queue.put(None)
+        async for _ in stream:
+            pass

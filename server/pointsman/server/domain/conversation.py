@@ -80,6 +80,10 @@ class Conversation:
             elif call_id in seen:
                 errors.add(f"{path}[{index}].tool_call_id", "must not repeat")
             seen.add(call_id)
+        missing = sorted(pending - seen)
+        if results and missing and not errors.violations:
+            # A provider refuses a history with a call left unanswered.
+            errors.add(path, f"answer every tool call of the last answer (missing: {', '.join(missing)})")
 
     async def turn(
         self, content: str, turn_id: str = "", tool_results: Sequence[tuple[str, str]] = ()
