@@ -14,12 +14,12 @@ import sys
 from collections.abc import Iterable
 
 from ..client import PointsmanError
-from . import agents, auth, batch, chat, conversation, embed, firewall, operations, registry, serve
+from . import agents, auth, batch, chat, conversation, embed, firewall, operations, registry, serve, workflows
 from .arguments import connection_flags
 from .output import print_error
 
 # Each module's `register(subcommands, connection_flags)` adds its commands, in help order.
-COMMANDS = [serve, chat, embed, conversation, firewall, registry, batch, auth, operations, agents]
+COMMANDS = [serve, chat, embed, conversation, firewall, registry, batch, auth, operations, agents, workflows]
 
 
 def _version() -> str:

@@ -82,6 +82,8 @@ class Settings(BaseSettings):
     tools_file: Path | None = Field(None, validation_alias="POINTSMAN_TOOLS_FILE")
     agents_file: Path | None = Field(None, validation_alias="POINTSMAN_AGENTS_FILE")
     agents_reload_seconds: float = Field(5.0, ge=0, validation_alias="POINTSMAN_AGENTS_RELOAD_SECONDS")
+    # The workflow RunWorkflow runs when none is named (seed 000's name).
+    default_analysis: str = Field("comparative", min_length=1, validation_alias="ORCHESTRATOR_DEFAULT_ANALYSIS")
 
     # Firewall.
     firewall_enabled: bool = Field(True, validation_alias="FIREWALL_ENABLED")

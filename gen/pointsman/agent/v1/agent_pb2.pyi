@@ -255,3 +255,138 @@ class ToolCallRecord(_message.Message):
     duration: _duration_pb2.Duration
     outcome: ToolCallOutcome
     def __init__(self, name: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., request_id: _Optional[str] = ..., principal: _Optional[str] = ..., agent: _Optional[str] = ..., tool: _Optional[str] = ..., arguments_sha256: _Optional[str] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., outcome: _Optional[_Union[ToolCallOutcome, str]] = ...) -> None: ...
+
+class WorkflowStep(_message.Message):
+    __slots__ = ("name", "kind", "model", "agent", "models", "judge", "prompt", "labels", "branches", "next")
+    class BranchesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    AGENT_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    JUDGE_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    BRANCHES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    kind: str
+    model: str
+    agent: str
+    models: _containers.RepeatedScalarFieldContainer[str]
+    judge: str
+    prompt: str
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    branches: _containers.ScalarMap[str, str]
+    next: str
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., model: _Optional[str] = ..., agent: _Optional[str] = ..., models: _Optional[_Iterable[str]] = ..., judge: _Optional[str] = ..., prompt: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., branches: _Optional[_Mapping[str, str]] = ..., next: _Optional[str] = ...) -> None: ...
+
+class Workflow(_message.Message):
+    __slots__ = ("name", "description", "steps", "max_steps", "timeout", "builtin")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    MAX_STEPS_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    BUILTIN_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    description: str
+    steps: _containers.RepeatedCompositeFieldContainer[WorkflowStep]
+    max_steps: int
+    timeout: _duration_pb2.Duration
+    builtin: bool
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., steps: _Optional[_Iterable[_Union[WorkflowStep, _Mapping]]] = ..., max_steps: _Optional[int] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., builtin: _Optional[bool] = ...) -> None: ...
+
+class ListWorkflowsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListWorkflowsResponse(_message.Message):
+    __slots__ = ("workflows", "default_workflow")
+    WORKFLOWS_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_WORKFLOW_FIELD_NUMBER: _ClassVar[int]
+    workflows: _containers.RepeatedCompositeFieldContainer[Workflow]
+    default_workflow: str
+    def __init__(self, workflows: _Optional[_Iterable[_Union[Workflow, _Mapping]]] = ..., default_workflow: _Optional[str] = ...) -> None: ...
+
+class RunWorkflowRequest(_message.Message):
+    __slots__ = ("workflow", "input")
+    WORKFLOW_FIELD_NUMBER: _ClassVar[int]
+    INPUT_FIELD_NUMBER: _ClassVar[int]
+    workflow: str
+    input: str
+    def __init__(self, workflow: _Optional[str] = ..., input: _Optional[str] = ...) -> None: ...
+
+class RunWorkflowResponse(_message.Message):
+    __slots__ = ("step", "start", "step_started", "text_delta", "step_finished", "finish")
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    STEP_STARTED_FIELD_NUMBER: _ClassVar[int]
+    TEXT_DELTA_FIELD_NUMBER: _ClassVar[int]
+    STEP_FINISHED_FIELD_NUMBER: _ClassVar[int]
+    FINISH_FIELD_NUMBER: _ClassVar[int]
+    step: str
+    start: WorkflowStart
+    step_started: WorkflowStepStarted
+    text_delta: WorkflowTextDelta
+    step_finished: WorkflowStepFinished
+    finish: WorkflowFinish
+    def __init__(self, step: _Optional[str] = ..., start: _Optional[_Union[WorkflowStart, _Mapping]] = ..., step_started: _Optional[_Union[WorkflowStepStarted, _Mapping]] = ..., text_delta: _Optional[_Union[WorkflowTextDelta, _Mapping]] = ..., step_finished: _Optional[_Union[WorkflowStepFinished, _Mapping]] = ..., finish: _Optional[_Union[WorkflowFinish, _Mapping]] = ...) -> None: ...
+
+class WorkflowStart(_message.Message):
+    __slots__ = ("request_id", "workflow")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    WORKFLOW_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    workflow: str
+    def __init__(self, request_id: _Optional[str] = ..., workflow: _Optional[str] = ...) -> None: ...
+
+class WorkflowStepStarted(_message.Message):
+    __slots__ = ("kind",)
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    def __init__(self, kind: _Optional[str] = ...) -> None: ...
+
+class WorkflowTextDelta(_message.Message):
+    __slots__ = ("source", "text", "synthesis")
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    SYNTHESIS_FIELD_NUMBER: _ClassVar[int]
+    source: str
+    text: str
+    synthesis: bool
+    def __init__(self, source: _Optional[str] = ..., text: _Optional[str] = ..., synthesis: _Optional[bool] = ...) -> None: ...
+
+class WorkflowStepFinished(_message.Message):
+    __slots__ = ("output", "duration", "usage")
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    DURATION_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    output: str
+    duration: _duration_pb2.Duration
+    usage: _chat_pb2.Usage
+    def __init__(self, output: _Optional[str] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., usage: _Optional[_Union[_chat_pb2.Usage, _Mapping]] = ...) -> None: ...
+
+class WorkflowFinish(_message.Message):
+    __slots__ = ("reason", "answer", "total_usage", "steps", "error_code", "error_reason", "error_message")
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    ANSWER_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_USAGE_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_REASON_FIELD_NUMBER: _ClassVar[int]
+    ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    reason: StopReason
+    answer: str
+    total_usage: _chat_pb2.Usage
+    steps: int
+    error_code: str
+    error_reason: str
+    error_message: str
+    def __init__(self, reason: _Optional[_Union[StopReason, str]] = ..., answer: _Optional[str] = ..., total_usage: _Optional[_Union[_chat_pb2.Usage, _Mapping]] = ..., steps: _Optional[int] = ..., error_code: _Optional[str] = ..., error_reason: _Optional[str] = ..., error_message: _Optional[str] = ...) -> None: ...

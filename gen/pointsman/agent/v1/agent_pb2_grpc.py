@@ -58,6 +58,16 @@ class AgentServiceStub:
                 request_serializer=pointsman_dot_agent_dot_v1_dot_agent__pb2.ListToolCallsRequest.SerializeToString,
                 response_deserializer=pointsman_dot_agent_dot_v1_dot_agent__pb2.ListToolCallsResponse.FromString,
                 _registered_method=True)
+        self.ListWorkflows = channel.unary_unary(
+                '/pointsman.agent.v1.AgentService/ListWorkflows',
+                request_serializer=pointsman_dot_agent_dot_v1_dot_agent__pb2.ListWorkflowsRequest.SerializeToString,
+                response_deserializer=pointsman_dot_agent_dot_v1_dot_agent__pb2.ListWorkflowsResponse.FromString,
+                _registered_method=True)
+        self.RunWorkflow = channel.unary_stream(
+                '/pointsman.agent.v1.AgentService/RunWorkflow',
+                request_serializer=pointsman_dot_agent_dot_v1_dot_agent__pb2.RunWorkflowRequest.SerializeToString,
+                response_deserializer=pointsman_dot_agent_dot_v1_dot_agent__pb2.RunWorkflowResponse.FromString,
+                _registered_method=True)
 
 
 class AgentServiceServicer:
@@ -100,6 +110,23 @@ class AgentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListWorkflows(self, request, context):
+        """ListWorkflows lists the workflows: the agents file's, and the built-in
+        comparative analysis.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RunWorkflow(self, request, context):
+        """RunWorkflow runs a workflow (a small graph of steps) on an input and
+        streams each step's events, tagged with the step's name, ending with a
+        WorkflowFinish. Cancelling the call stops it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -122,6 +149,16 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     servicer.ListToolCalls,
                     request_deserializer=pointsman_dot_agent_dot_v1_dot_agent__pb2.ListToolCallsRequest.FromString,
                     response_serializer=pointsman_dot_agent_dot_v1_dot_agent__pb2.ListToolCallsResponse.SerializeToString,
+            ),
+            'ListWorkflows': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWorkflows,
+                    request_deserializer=pointsman_dot_agent_dot_v1_dot_agent__pb2.ListWorkflowsRequest.FromString,
+                    response_serializer=pointsman_dot_agent_dot_v1_dot_agent__pb2.ListWorkflowsResponse.SerializeToString,
+            ),
+            'RunWorkflow': grpc.unary_stream_rpc_method_handler(
+                    servicer.RunWorkflow,
+                    request_deserializer=pointsman_dot_agent_dot_v1_dot_agent__pb2.RunWorkflowRequest.FromString,
+                    response_serializer=pointsman_dot_agent_dot_v1_dot_agent__pb2.RunWorkflowResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -236,6 +273,60 @@ class AgentService:
             '/pointsman.agent.v1.AgentService/ListToolCalls',
             pointsman_dot_agent_dot_v1_dot_agent__pb2.ListToolCallsRequest.SerializeToString,
             pointsman_dot_agent_dot_v1_dot_agent__pb2.ListToolCallsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWorkflows(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pointsman.agent.v1.AgentService/ListWorkflows',
+            pointsman_dot_agent_dot_v1_dot_agent__pb2.ListWorkflowsRequest.SerializeToString,
+            pointsman_dot_agent_dot_v1_dot_agent__pb2.ListWorkflowsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RunWorkflow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/pointsman.agent.v1.AgentService/RunWorkflow',
+            pointsman_dot_agent_dot_v1_dot_agent__pb2.RunWorkflowRequest.SerializeToString,
+            pointsman_dot_agent_dot_v1_dot_agent__pb2.RunWorkflowResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -259,12 +259,22 @@ class ConversationSetup(_message.Message):
     def __init__(self, model: _Optional[str] = ..., system_prompt: _Optional[str] = ..., config: _Optional[_Union[_chat_pb2.GenerationConfig, _Mapping]] = ..., conversation: _Optional[str] = ...) -> None: ...
 
 class UserTurn(_message.Message):
-    __slots__ = ("turn_id", "content")
+    __slots__ = ("turn_id", "content", "tool_results")
     TURN_ID_FIELD_NUMBER: _ClassVar[int]
     CONTENT_FIELD_NUMBER: _ClassVar[int]
+    TOOL_RESULTS_FIELD_NUMBER: _ClassVar[int]
     turn_id: str
     content: str
-    def __init__(self, turn_id: _Optional[str] = ..., content: _Optional[str] = ...) -> None: ...
+    tool_results: _containers.RepeatedCompositeFieldContainer[ToolResult]
+    def __init__(self, turn_id: _Optional[str] = ..., content: _Optional[str] = ..., tool_results: _Optional[_Iterable[_Union[ToolResult, _Mapping]]] = ...) -> None: ...
+
+class ToolResult(_message.Message):
+    __slots__ = ("tool_call_id", "content")
+    TOOL_CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    tool_call_id: str
+    content: str
+    def __init__(self, tool_call_id: _Optional[str] = ..., content: _Optional[str] = ...) -> None: ...
 
 class CancelTurn(_message.Message):
     __slots__ = ("turn_id",)

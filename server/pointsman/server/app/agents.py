@@ -8,12 +8,14 @@ from dataclasses import dataclass
 from ..domain.agents.definitions import DefinitionsHolder
 from ..domain.agents.loop import AgentLoop
 from ..domain.agents.toolbox import Toolbox
+from ..domain.agents.workflow import WorkflowRunner
 from ..domain.catalog import ModelCatalog
+from ..domain.embedding import ModelKind
 from ..domain.orchestrator import Orchestrator
 from ..domain.ports.tools import ToolCallLog
 from ..providers.mcp_tools import McpToolRunner
 from ..settings import Settings
-from .agents_config import AgentsReloader, load_definitions
+from .agents_config import AgentsFileError, AgentsReloader, load_definitions
 
 
 @dataclass
@@ -23,6 +25,8 @@ class AgentsStack:
     loop: AgentLoop
     reloader: AgentsReloader
     runner: McpToolRunner
+    workflows: WorkflowRunner
+    default_workflow: str
 
     def start(self) -> None:
         self.reloader.start()
@@ -46,4 +50,14 @@ def build_agents(
     toolbox = Toolbox(holder, runner)
     loop = AgentLoop(orchestrator, toolbox, call_log)
     reloader = AgentsReloader(holder, settings.tools_file, settings.agents_file, models, settings.agents_reload_seconds)
-    return AgentsStack(holder, toolbox, loop, reloader, runner)
+
+    def chat_models() -> list[str]:
+        return [route.alias for route in catalog.routes() if route.kind is ModelKind.CHAT]
+
+    workflows = WorkflowRunner(orchestrator, loop, holder, chat_models)
+    default = settings.default_analysis
+    if default not in workflows.all():
+        raise AgentsFileError(
+            f"ORCHESTRATOR_DEFAULT_ANALYSIS: {default!r} is not a workflow ({', '.join(sorted(workflows.all()))})"
+        )
+    return AgentsStack(holder, toolbox, loop, reloader, runner, workflows, default)

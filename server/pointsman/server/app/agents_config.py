@@ -1,5 +1,5 @@
 """The tools file (POINTSMAN_TOOLS_FILE: MCP servers) and the agents file
-(POINTSMAN_AGENTS_FILE), read and checked: a mistake names the file, the
+(POINTSMAN_AGENTS_FILE: agents, and workflows of steps), read and checked: a mistake names the file, the
 entry and the field. `AgentsReloader` rereads them when they change (or on
 SIGHUP); a reload with a mistake keeps the definitions in force and logs why."""
 
@@ -15,7 +15,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ..domain.agents.definitions import AgentSpec, Definitions, DefinitionsHolder
+from ..domain.agents.definitions import END, AgentSpec, Definitions, DefinitionsHolder, StepSpec, WorkflowSpec
+from ..domain.agents.workflow import references
 from ..domain.ports.tools import SEPARATOR, ToolServer
 
 log = logging.getLogger(__name__)
@@ -75,8 +76,32 @@ class _AgentConfig(_Strict):
     description: str = ""
 
 
+class _StepConfig(_Strict):
+    name: str
+    kind: Literal["classify", "chat", "agent", "compare", "branch"]
+    model: str = ""
+    agent: str = ""
+    models: list[str] = []
+    judge: str = ""
+    prompt: str = Field("{input}", min_length=1)
+    system_prompt: str = ""
+    rules: dict[str, list[str]] = {}
+    default: str = ""
+    source: str = ""
+    branches: dict[str, str] = {}
+    next: str = ""
+
+
+class _WorkflowConfig(_Strict):
+    description: str = ""
+    max_steps: int = Field(20, ge=1, le=200)
+    timeout_seconds: float = Field(300.0, gt=0, le=86_400)
+    steps: list[_StepConfig] = Field(min_length=1, max_length=100)
+
+
 class _AgentsFile(_Strict):
     agents: dict[str, _AgentConfig] = {}
+    workflows: dict[str, _WorkflowConfig] = {}
 
 
 def _read(path: Path, what: str) -> Any:
@@ -117,8 +142,10 @@ def load_tools_file(path: Path) -> dict[str, ToolServer]:
     }
 
 
-def load_agents_file(path: Path, servers: Collection[str], models: Collection[str]) -> dict[str, AgentSpec]:
-    """The agents, each checked against the tool servers and model aliases there are."""
+def load_agents_file(
+    path: Path, servers: Collection[str], models: Collection[str]
+) -> tuple[dict[str, AgentSpec], dict[str, WorkflowSpec]]:
+    """The agents and workflows, checked against the tool servers and model aliases there are."""
     try:
         config = _AgentsFile.model_validate(_read(path, "agents"))
     except ValidationError as error:
@@ -136,9 +163,12 @@ def load_agents_file(path: Path, servers: Collection[str], models: Collection[st
                     f"agents.{name}.tools[{index}]: {tool!r} must be {{server}}{SEPARATOR}{{tool}} or"
                     f" {{server}}{SEPARATOR}* with a server of the tools file"
                 )
+    for name, workflow in config.workflows.items():
+        problems.extend(workflow_problems(name, workflow, set(config.agents), models))
     if problems:
         raise AgentsFileError(f"agents file {path} is invalid: {'; '.join(problems)}")
-    return {
+    workflows = {name: _workflow(name, w) for name, w in config.workflows.items()}
+    agents = {
         name: AgentSpec(
             name=name,
             model=a.model,
@@ -151,12 +181,106 @@ def load_agents_file(path: Path, servers: Collection[str], models: Collection[st
         )
         for name, a in config.agents.items()
     }
+    return agents, workflows
+
+
+def workflow_problems(
+    name: str, workflow: _WorkflowConfig, agents: Collection[str], models: Collection[str]
+) -> list[str]:
+    """What is wrong with a workflow, each naming its place."""
+    where = f"workflows.{name}"
+    problems: list[str] = []
+    if not _NAME.fullmatch(name):
+        problems.append(f"{where}: the name must be 1-40 lower-case letters, digits or dashes")
+    names = [step.name for step in workflow.steps]
+    kinds = {step.name: step.kind for step in workflow.steps}
+
+    def model(place: str, alias: str) -> None:
+        if alias not in models:
+            problems.append(f"{place}: {alias!r} is not a model alias ({', '.join(sorted(models))})")
+
+    def target(place: str, step_name: str) -> None:
+        if step_name != END and step_name not in kinds:
+            problems.append(f"{place}: {step_name!r} is not a step of this workflow (or {END!r})")
+
+    for index, step in enumerate(workflow.steps):
+        place = f"{where}.steps[{index}]"
+        if not _NAME.fullmatch(step.name) or step.name == END:
+            problems.append(
+                f"{place}.name: {step.name!r} must be 1-40 lower-case letters, digits or dashes, not {END!r}"
+            )
+        elif names.count(step.name) > 1:
+            problems.append(f"{place}.name: {step.name!r} is used by more than one step")
+        for ref in references(step.prompt):
+            if ref not in kinds:
+                problems.append(f"{place}.prompt: {{steps.{ref}}} is not a step of this workflow")
+        if step.next:
+            target(f"{place}.next", step.next)
+        if step.kind == "chat":
+            if not step.model:
+                problems.append(f"{place}.model: is required for a chat step")
+            else:
+                model(f"{place}.model", step.model)
+        elif step.kind == "agent":
+            if step.agent not in agents:
+                problems.append(f"{place}.agent: {step.agent!r} is not an agent of this file")
+        elif step.kind == "compare":
+            for m_index, alias in enumerate(step.models):
+                model(f"{place}.models[{m_index}]", alias)
+            if step.judge:
+                model(f"{place}.judge", step.judge)
+        elif step.kind == "classify":
+            if not step.rules:
+                problems.append(f"{place}.rules: a classify step needs at least one label with keywords")
+            for label, keywords in step.rules.items():
+                if not keywords or not all(k.strip() for k in keywords):
+                    problems.append(f"{place}.rules.{label}: give one or more non-empty keywords")
+        elif step.kind == "branch":
+            if kinds.get(step.source) != "classify":
+                problems.append(f"{place}.source: {step.source!r} must name a classify step of this workflow")
+            if not step.branches:
+                problems.append(f"{place}.branches: a branch step needs at least one label")
+            for label, step_name in step.branches.items():
+                target(f"{place}.branches.{label}", step_name)
+            if step.default:
+                target(f"{place}.default", step.default)
+            if step.next:
+                problems.append(f"{place}.next: a branch step goes where its branches say; use default")
+    return problems
+
+
+def _workflow(name: str, workflow: _WorkflowConfig) -> WorkflowSpec:
+    return WorkflowSpec(
+        name=name,
+        description=workflow.description,
+        max_steps=workflow.max_steps,
+        timeout_seconds=workflow.timeout_seconds,
+        steps=tuple(
+            StepSpec(
+                name=s.name,
+                kind=s.kind,
+                model=s.model,
+                agent=s.agent,
+                models=tuple(s.models),
+                judge=s.judge,
+                prompt=s.prompt,
+                system_prompt=s.system_prompt,
+                rules=tuple((label, tuple(k)) for label, k in s.rules.items()),
+                default_label=s.default if s.kind == "classify" else "",
+                source=s.source,
+                branches=tuple(s.branches.items()),
+                default_branch=s.default if s.kind == "branch" else "",
+                next=s.next,
+            )
+            for s in workflow.steps
+        ),
+    )
 
 
 def load_definitions(tools_file: Path | None, agents_file: Path | None, models: Collection[str]) -> Definitions:
     servers = load_tools_file(tools_file) if tools_file is not None else {}
-    agents = load_agents_file(agents_file, servers, models) if agents_file is not None else {}
-    return Definitions(servers, agents)
+    agents, workflows = load_agents_file(agents_file, servers, models) if agents_file is not None else ({}, {})
+    return Definitions(servers, agents, workflows)
 
 
 def _mtime(path: Path | None) -> float | None:
@@ -197,7 +321,12 @@ class AgentsReloader:
             return False
         self.last_error = ""
         self.holder.replace(definitions)
-        log.info("agents reloaded: %d agent(s), %d tool server(s)", len(definitions.agents), len(definitions.servers))
+        log.info(
+            "agents reloaded: %d agent(s), %d workflow(s), %d tool server(s)",
+            len(definitions.agents),
+            len(definitions.workflows),
+            len(definitions.servers),
+        )
         return True
 
     def start(self) -> None:

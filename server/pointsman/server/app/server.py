@@ -164,7 +164,13 @@ class PointsmanServer:
         auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(self.accounts, calls), self.server)
         agent_pb2_grpc.add_AgentServiceServicer_to_server(
             AgentServicer(
-                self.agents.definitions, self.agents.toolbox, self.agents.loop, state.stores.tool_calls, calls
+                self.agents.definitions,
+                self.agents.toolbox,
+                self.agents.loop,
+                state.stores.tool_calls,
+                calls,
+                self.agents.workflows,
+                self.agents.default_workflow,
             ),
             self.server,
         )

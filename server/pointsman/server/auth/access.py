@@ -22,7 +22,7 @@ _VIEWER = {
     _FIREWALL: ("GetRule", "ListRules", "WatchRules", "ListDecisions"),
     _REGISTRY: ("GetInstance", "ListInstances", "WatchInstances"),
     _AUTH: ("WhoAmI", "RevokeToken"),  # RevokeToken checks whose token it is
-    _AGENT: ("ListTools", "ListAgents"),
+    _AGENT: ("ListTools", "ListAgents", "ListWorkflows"),
 }
 _DEVELOPER = {
     _ORCHESTRATOR: (
@@ -37,7 +37,7 @@ _DEVELOPER = {
         "CancelBatch",
     ),
     _FIREWALL: ("Scan", "ScanStream"),
-    _AGENT: ("RunAgent",),
+    _AGENT: ("RunAgent", "RunWorkflow"),
 }
 _ADMIN = {
     _ORCHESTRATOR: ("ListCalls",),  # names principals and what they spent

@@ -12,7 +12,7 @@ from google.protobuf import duration_pb2
 from pointsman.agent.v1 import agent_pb2 as pb
 from pointsman.agent.v1 import agent_pb2_grpc
 
-from ..domain.agents.definitions import AgentSpec, DefinitionsHolder
+from ..domain.agents.definitions import AgentSpec, DefinitionsHolder, WorkflowSpec
 from ..domain.agents.events import (
     AgentEvent,
     RunFinished,
@@ -25,6 +25,15 @@ from ..domain.agents.events import (
 )
 from ..domain.agents.loop import AgentLoop
 from ..domain.agents.toolbox import Toolbox
+from ..domain.agents.workflow import (
+    StepDelta,
+    StepFinished,
+    StepStarted,
+    WorkflowEvent,
+    WorkflowFinished,
+    WorkflowRunner,
+    WorkflowStarted,
+)
 from ..domain.errors import InvalidArgument, NotFound, ViolationCollector
 from ..domain.ports.tools import ToolCallFilter, ToolCallLog, ToolCallRecord, ToolOutcome
 from . import convert
@@ -145,7 +154,11 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         loop: AgentLoop,
         call_log: ToolCallLog,
         calls: CallContext,
+        workflows: WorkflowRunner | None = None,
+        default_workflow: str = "comparative",
     ) -> None:
+        self._workflows = workflows
+        self._default_workflow = default_workflow
         self._definitions = definitions
         self._toolbox = toolbox
         self._loop = loop
@@ -221,6 +234,97 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         return pb.ListToolCallsResponse(
             tool_calls=[_record(r) for r in page], next_page_token=encode_token(after) if after else ""
         )
+
+    async def ListWorkflows(
+        self, request: pb.ListWorkflowsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListWorkflowsResponse:
+        workflows = self._workflows.all() if self._workflows is not None else {}
+        return pb.ListWorkflowsResponse(
+            workflows=[workflow_to_proto(workflows[name]) for name in sorted(workflows)],
+            default_workflow=f"workflows/{self._default_workflow}",
+        )
+
+    async def RunWorkflow(
+        self, request: pb.RunWorkflowRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.RunWorkflowResponse]:
+        if not request.input.strip():
+            raise InvalidArgument.one("input", "is required")
+        if len(request.input) > MAX_PROMPT_CHARS:
+            raise InvalidArgument.one("input", f"must be at most {MAX_PROMPT_CHARS} characters")
+        name = resource_id(request.workflow, "workflows", "workflow") if request.workflow else self._default_workflow
+        workflows = self._workflows.all() if self._workflows is not None else {}
+        workflow = workflows.get(name)
+        if workflow is None or self._workflows is None:
+            named = request.workflow or f"workflows/{name} (ORCHESTRATOR_DEFAULT_ANALYSIS)"
+            raise NotFound(
+                f"workflow {named} does not exist",
+                reason="WORKFLOW_NOT_FOUND",
+                metadata={"workflow": request.workflow},
+            )
+        async for event in self._workflows.run(workflow, request.input, self._calls.caller()):
+            yield workflow_event_to_proto(event)
+
+
+def workflow_to_proto(workflow: WorkflowSpec) -> pb.Workflow:
+    return pb.Workflow(
+        name=f"workflows/{workflow.name}",
+        description=workflow.description,
+        max_steps=workflow.max_steps,
+        timeout=_duration(workflow.timeout_seconds),
+        builtin=workflow.builtin,
+        steps=[
+            pb.WorkflowStep(
+                name=s.name,
+                kind=s.kind,
+                model=s.model,
+                agent=f"agents/{s.agent}" if s.agent else "",
+                models=list(s.models),
+                judge=s.judge,
+                prompt=s.prompt,
+                labels=[label for label, _ in s.rules],
+                branches=dict(s.branches),
+                next=s.next,
+            )
+            for s in workflow.steps
+        ],
+    )
+
+
+def workflow_event_to_proto(event: WorkflowEvent) -> pb.RunWorkflowResponse:
+    match event:
+        case WorkflowStarted():
+            return pb.RunWorkflowResponse(
+                start=pb.WorkflowStart(request_id=event.request_id, workflow=f"workflows/{event.workflow}")
+            )
+        case StepStarted():
+            return pb.RunWorkflowResponse(step=event.step, step_started=pb.WorkflowStepStarted(kind=event.kind))
+        case StepDelta():
+            return pb.RunWorkflowResponse(
+                step=event.step,
+                text_delta=pb.WorkflowTextDelta(source=event.source, text=event.text, synthesis=event.synthesis),
+            )
+        case StepFinished():
+            return pb.RunWorkflowResponse(
+                step=event.step,
+                step_finished=pb.WorkflowStepFinished(
+                    output=event.output,
+                    duration=_duration(event.duration_seconds),
+                    usage=convert.usage_to_proto(event.usage),
+                ),
+            )
+        case WorkflowFinished():
+            finish = pb.WorkflowFinish(
+                reason=STOP_REASONS[event.reason],
+                answer=event.answer,
+                total_usage=convert.usage_to_proto(event.usage),
+                steps=event.steps,
+            )
+            if event.error is not None:
+                finish.error_code = status_code_for(event.error).name
+                finish.error_reason = event.error.reason
+                finish.error_message = event.error.message
+            return pb.RunWorkflowResponse(finish=finish)
+    raise TypeError(f"not a workflow event: {event!r}")
 
 
 def convert_schema(schema: dict[str, object]) -> str:

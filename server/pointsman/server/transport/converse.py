@@ -145,13 +145,15 @@ class ConverseSession:
             return InvalidArgument.one("turn.turn_id", "must be 1 to 128 characters")
         if turn.turn_id in self._seen:
             return InvalidArgument.one("turn.turn_id", "must be unique within the session")
-        if not turn.content:
-            return InvalidArgument.one("turn.content", "must not be empty")
+        if not turn.content and not turn.tool_results:
+            return InvalidArgument.one("turn.content", "must not be empty (unless the turn carries tool_results)")
         return None
 
     async def _answer(self, turn: pb.UserTurn) -> None:
         try:
-            async for event in self._conversation.turn(turn.content, turn.turn_id):
+            async for event in self._conversation.turn(
+                turn.content, turn.turn_id, [(r.tool_call_id, r.content) for r in turn.tool_results]
+            ):
                 await self._events.put(pb.ConverseResponse(turn_id=turn.turn_id, **convert.event_fields(event)))
         except HistoryNotKept:
             raise  # the answer was streamed but not kept: the call ends, it cannot go on
