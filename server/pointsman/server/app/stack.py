@@ -14,6 +14,7 @@ from ..backends.shared.semantic_entries import LocalSemanticEntries, RedisSemant
 from ..domain.budgets import DailyBudget
 from ..domain.caller import Caller
 from ..domain.catalog import ModelCatalog
+from ..domain.classify import ClassRouters, RouterSpec
 from ..domain.embeddings import Embeddings, EmbedLimits
 from ..domain.firewall.engine import build_firewall
 from ..domain.orchestrator import Orchestrator
@@ -24,7 +25,7 @@ from ..domain.validation import ChatLimits
 from ..providers.builtin_embeddings import BuiltinEmbedder
 from ..settings import Settings
 from ..transport.errors import status_name
-from .routes import build_routing
+from .routes import build_routing, routes_config
 from .state import State
 
 
@@ -58,7 +59,8 @@ def _all_of(checks: Sequence[Callable[[Caller], Awaitable[None]]]) -> Callable[[
 def build_orchestrator(settings: Settings, state: State) -> OrchestratorStack:
     """The orchestrator and what it is built on; `rules.start()` before use,
     `aclose()` after."""
-    catalog, router = build_routing(settings)
+    config = routes_config(settings)
+    catalog, router = build_routing(settings, config)
     if state.shared:
         router.share_breakers(state.breaker_opens, router.breaker_policy.cooldown_seconds)
     rules = ReplicatedRules(state.stores.rules, state.bus)
@@ -89,6 +91,7 @@ def build_orchestrator(settings: Settings, state: State) -> OrchestratorStack:
         on_call_end=on_call_end,
         admit=_all_of(admissions),
         semantic=_semantic_cache(settings, state, catalog),
+        classes=_class_routers(config.router_specs()),
     )
     embeddings = Embeddings(
         catalog,
@@ -118,3 +121,11 @@ def _semantic_cache(settings: Settings, state: State, catalog: ModelCatalog) -> 
     embedder = BuiltinEmbedder()
     embedder.embed(["warm up"])  # loads the model now (~0.3 s), not on the first call
     return SemanticCache(embedder, entries, limits=limits)
+
+
+def _class_routers(specs: list[RouterSpec]) -> ClassRouters | None:
+    """Router aliases (routes file `routers:`), their examples embedded now
+    with the built-in model, offline."""
+    if not specs:
+        return None
+    return ClassRouters(specs, BuiltinEmbedder())
