@@ -14,7 +14,7 @@ from ..backends.shared.semantic_entries import LocalSemanticEntries, RedisSemant
 from ..domain.budgets import DailyBudget
 from ..domain.caller import Caller
 from ..domain.catalog import ModelCatalog
-from ..domain.classify import ClassRouters, RouterSpec
+from ..domain.classify import ClassRouters
 from ..domain.embeddings import Embeddings, EmbedLimits
 from ..domain.firewall.engine import build_firewall
 from ..domain.orchestrator import Orchestrator
@@ -60,6 +60,9 @@ def build_orchestrator(settings: Settings, state: State) -> OrchestratorStack:
     """The orchestrator and what it is built on; `rules.start()` before use,
     `aclose()` after."""
     config = routes_config(settings)
+    # One built-in embedding model (loaded on first use) for everything that
+    # reads meaning on the request path: router classes, topic rules.
+    embedder = BuiltinEmbedder()
     catalog, router = build_routing(settings, config)
     if state.shared:
         router.share_breakers(state.breaker_opens, router.breaker_policy.cooldown_seconds)
@@ -84,14 +87,14 @@ def build_orchestrator(settings: Settings, state: State) -> OrchestratorStack:
     orchestrator = Orchestrator(
         catalog,
         router,
-        build_firewall(rules, state.decisions, settings),
+        build_firewall(rules, state.decisions, settings, embedder),
         ChatLimits(settings.max_messages, settings.max_input_chars),
         output_holdback=settings.firewall_output_holdback_chars,
         flights=state.flights,
         on_call_end=on_call_end,
         admit=_all_of(admissions),
         semantic=_semantic_cache(settings, state, catalog),
-        classes=_class_routers(config.router_specs()),
+        classes=ClassRouters(config.router_specs(), embedder) if config.routers else None,
     )
     embeddings = Embeddings(
         catalog,
@@ -121,11 +124,3 @@ def _semantic_cache(settings: Settings, state: State, catalog: ModelCatalog) -> 
     embedder = BuiltinEmbedder()
     embedder.embed(["warm up"])  # loads the model now (~0.3 s), not on the first call
     return SemanticCache(embedder, entries, limits=limits)
-
-
-def _class_routers(specs: list[RouterSpec]) -> ClassRouters | None:
-    """Router aliases (routes file `routers:`), their examples embedded now
-    with the built-in model, offline."""
-    if not specs:
-        return None
-    return ClassRouters(specs, BuiltinEmbedder())

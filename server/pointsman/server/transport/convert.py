@@ -404,6 +404,8 @@ def rule_to_proto(rule: rules.Rule) -> fw.Rule:
         scope=RULE_SCOPES_TO_PROTO[rule.scope],
         create_time=timestamp(rule.create_time),
         update_time=timestamp(rule.update_time),
+        examples=list(rule.examples),
+        threshold=rule.threshold,
     )
 
 
