@@ -91,6 +91,15 @@ class Settings(BaseSettings):
     firewall_allowlist_topics: Annotated[list[str], NoDecode] = Field(
         default_factory=list, validation_alias="FIREWALL_ALLOWLIST_TOPICS"
     )
+    # The same allow rule by meaning: phrases about the topics, separated by
+    # ";" (a phrase may hold commas), and the least cosine similarity to one
+    # (0: the default, 0.2). See docs/firewall.md#topics-by-meaning.
+    firewall_allowlist_topic_examples: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias="FIREWALL_ALLOWLIST_TOPIC_EXAMPLES"
+    )
+    firewall_allowlist_topics_threshold: float = Field(
+        0.0, ge=0, le=1, validation_alias="FIREWALL_ALLOWLIST_TOPICS_THRESHOLD"
+    )
     # What each detector's findings do: block, redact, log (record only), or off (not scanned).
     firewall_pii_action: Literal["block", "redact", "log", "off"] = Field(
         "redact", validation_alias="FIREWALL_PII_ACTION"
@@ -227,6 +236,13 @@ class Settings(BaseSettings):
         # Lists come from the environment as comma-separated text.
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("firewall_allowlist_topic_examples", mode="before")
+    @classmethod
+    def _split_phrases(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(";") if part.strip()]
         return value
 
     @field_validator("jwt_secret")

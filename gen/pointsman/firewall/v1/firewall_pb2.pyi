@@ -104,7 +104,7 @@ class ScanStreamResponse(_message.Message):
     def __init__(self, item_id: _Optional[str] = ..., verdict: _Optional[_Union[_firewall_pb2.Verdict, _Mapping]] = ...) -> None: ...
 
 class Rule(_message.Message):
-    __slots__ = ("name", "kind", "match_type", "pattern", "keywords", "description", "enabled", "scope", "create_time", "update_time")
+    __slots__ = ("name", "kind", "match_type", "pattern", "keywords", "description", "enabled", "scope", "create_time", "update_time", "examples", "threshold")
     NAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     MATCH_TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -115,6 +115,8 @@ class Rule(_message.Message):
     SCOPE_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     name: str
     kind: RuleKind
     match_type: MatchType
@@ -125,7 +127,9 @@ class Rule(_message.Message):
     scope: RuleScope
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[RuleKind, str]] = ..., match_type: _Optional[_Union[MatchType, str]] = ..., pattern: _Optional[str] = ..., keywords: _Optional[_Iterable[str]] = ..., description: _Optional[str] = ..., enabled: _Optional[bool] = ..., scope: _Optional[_Union[RuleScope, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    examples: _containers.RepeatedScalarFieldContainer[str]
+    threshold: float
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[RuleKind, str]] = ..., match_type: _Optional[_Union[MatchType, str]] = ..., pattern: _Optional[str] = ..., keywords: _Optional[_Iterable[str]] = ..., description: _Optional[str] = ..., enabled: _Optional[bool] = ..., scope: _Optional[_Union[RuleScope, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., examples: _Optional[_Iterable[str]] = ..., threshold: _Optional[float] = ...) -> None: ...
 
 class CreateRuleRequest(_message.Message):
     __slots__ = ("rule",)

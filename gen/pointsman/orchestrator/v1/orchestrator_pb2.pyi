@@ -127,18 +127,22 @@ class ChatResponse(_message.Message):
     def __init__(self, start: _Optional[_Union[ChatStart, _Mapping]] = ..., text_delta: _Optional[_Union[TextDelta, _Mapping]] = ..., tool_call_delta: _Optional[_Union[ToolCallDelta, _Mapping]] = ..., firewall_notice: _Optional[_Union[FirewallNotice, _Mapping]] = ..., usage: _Optional[_Union[_chat_pb2.Usage, _Mapping]] = ..., finish: _Optional[_Union[ChatFinish, _Mapping]] = ...) -> None: ...
 
 class ChatStart(_message.Message):
-    __slots__ = ("request_id", "model", "deployment", "cached", "cache_source")
+    __slots__ = ("request_id", "model", "deployment", "cached", "cache_source", "route_class", "routed_model")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
     CACHED_FIELD_NUMBER: _ClassVar[int]
     CACHE_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    ROUTE_CLASS_FIELD_NUMBER: _ClassVar[int]
+    ROUTED_MODEL_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     model: str
     deployment: Deployment
     cached: bool
     cache_source: CacheSource
-    def __init__(self, request_id: _Optional[str] = ..., model: _Optional[str] = ..., deployment: _Optional[_Union[Deployment, _Mapping]] = ..., cached: _Optional[bool] = ..., cache_source: _Optional[_Union[CacheSource, str]] = ...) -> None: ...
+    route_class: str
+    routed_model: str
+    def __init__(self, request_id: _Optional[str] = ..., model: _Optional[str] = ..., deployment: _Optional[_Union[Deployment, _Mapping]] = ..., cached: _Optional[bool] = ..., cache_source: _Optional[_Union[CacheSource, str]] = ..., route_class: _Optional[str] = ..., routed_model: _Optional[str] = ...) -> None: ...
 
 class TextDelta(_message.Message):
     __slots__ = ("text",)

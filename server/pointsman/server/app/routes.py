@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from ..domain.breaker import BreakerPolicy
 from ..domain.catalog import BUILTIN_ALIAS, BUILTIN_EMBEDDING_ALIAS, ModelCatalog
 from ..domain.chat import Deployment, Price, ProviderKind
+from ..domain.classify import DEFAULT_CLASS, RouteClass, RouterSpec
 from ..domain.embedding import ModelKind
 from ..domain.ports.providers import ChatProvider, EmbeddingProvider
 from ..domain.router import Router
@@ -121,10 +122,66 @@ class ModelConfig(_Strict):
     deployments: Annotated[list[DeploymentConfig], Field(min_length=1, max_length=32)]
 
 
+_Utterance = Annotated[str, Field(min_length=1, max_length=2000)]
+
+
+class RouteClassConfig(_Strict):
+    # The model alias this class's calls go to.
+    model: str = Field(min_length=1)
+    # Utterances that belong to the class: the meaning it is recognised by.
+    examples: Annotated[list[_Utterance], Field(min_length=1, max_length=1000)]
+    # Whole words or phrases that put an utterance in this class outright.
+    keywords: list[Annotated[str, Field(min_length=1, max_length=200)]] = []
+
+
+class RouterConfig(_Strict):
+    """A router alias: calls to it go to the model of the class the last user
+    turn is in (domain/classify.py), or to `default` when no class is clear."""
+
+    default: str = Field(min_length=1)
+    margin: float = Field(0.02, ge=0, le=1)
+    min_score: float = Field(0.15, ge=-1, le=1)
+    classes: Annotated[dict[str, RouteClassConfig], Field(min_length=1, max_length=64)]
+
+
 class RoutesConfig(_Strict):
     defaults: Defaults = Defaults()
     endpoints: dict[str, EndpointConfig] = {}
     models: Annotated[dict[str, ModelConfig], Field(min_length=1)]
+    routers: dict[str, RouterConfig] = {}
+
+    @model_validator(mode="after")
+    def _routers_name_chat_models(self) -> RoutesConfig:
+        for alias, router in self.routers.items():
+            if alias in self.models or alias in (BUILTIN_ALIAS, BUILTIN_EMBEDDING_ALIAS):
+                raise ValueError(f"routers.{alias}: '{alias}' is also a model alias")
+            targets = [(f"routers.{alias}.default", router.default)]
+            for name, cls in router.classes.items():
+                if name == DEFAULT_CLASS:
+                    raise ValueError(f"routers.{alias}.classes.{name}: '{name}' names the fallback, not a class")
+                targets.append((f"routers.{alias}.classes.{name}.model", cls.model))
+            for where, target in targets:
+                model = self.models.get(target)
+                if model is None and target != BUILTIN_ALIAS:
+                    raise ValueError(f"{where}: '{target}' is not in models")
+                if model is not None and model.kind != "chat":
+                    raise ValueError(f"{where}: '{target}' is an embedding model, not a chat model")
+        return self
+
+    def router_specs(self) -> list[RouterSpec]:
+        return [
+            RouterSpec(
+                alias=alias,
+                default=router.default,
+                classes=tuple(
+                    RouteClass(name, cls.model, tuple(cls.examples), tuple(cls.keywords))
+                    for name, cls in router.classes.items()
+                ),
+                margin=router.margin,
+                min_score=router.min_score,
+            )
+            for alias, router in self.routers.items()
+        ]
 
     @model_validator(mode="after")
     def _endpoints_exist(self) -> RoutesConfig:
@@ -187,12 +244,16 @@ def load_routes_file(path: Path) -> RoutesConfig:
         raise RoutesFileError(f"routes file {path} is invalid: {problems}") from error
 
 
-def build_routing(settings: Settings) -> tuple[ModelCatalog, Router]:
-    """The catalog of aliases and the router over it."""
+def routes_config(settings: Settings) -> RoutesConfig:
+    """The routes file, checked, or the routes the environment describes."""
     if settings.routes_file is not None:
-        config = load_routes_file(settings.routes_file)
-    else:
-        config = _config_from_environment(settings)
+        return load_routes_file(settings.routes_file)
+    return _config_from_environment(settings)
+
+
+def build_routing(settings: Settings, config: RoutesConfig | None = None) -> tuple[ModelCatalog, Router]:
+    """The catalog of aliases and the router over it."""
+    config = config or routes_config(settings)
     catalog = _build_catalog(config, settings)
     _check_default_model(catalog, settings.default_model)
     breaker = config.defaults.circuit_breaker

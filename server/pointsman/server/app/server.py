@@ -321,7 +321,8 @@ class PointsmanServer:
         """FIREWALL_ALLOWLIST_TOPICS: one allow rule for the listed topics, so
         only prompts about them pass."""
         topics = self.settings.firewall_allowlist_topics
-        if not topics:
+        examples = tuple(self.settings.firewall_allowlist_topic_examples)
+        if not topics and not examples:
             return
         wanted = Rule(
             id="allowlist-topics",
@@ -329,6 +330,8 @@ class PointsmanServer:
             kind=RuleKind.ALLOW,
             match_type=MatchType.TOPIC,
             keywords=tuple(topics),
+            examples=examples,
+            threshold=self.settings.firewall_allowlist_topics_threshold if examples else 0.0,
             description="from FIREWALL_ALLOWLIST_TOPICS",
         )
         # Idempotent: replicas (and restarts) share the rule.
@@ -340,7 +343,12 @@ class PointsmanServer:
             except AlreadyExists:
                 pass  # another replica created it just now
             return
-        if current.keywords != wanted.keywords or not current.enabled:
+        same = (current.keywords, current.examples, current.threshold) == (
+            wanted.keywords,
+            wanted.examples,
+            wanted.threshold,
+        )
+        if not same or not current.enabled:
             await self.rules.update_rule(wanted.with_changes(create_time=current.create_time))
 
 

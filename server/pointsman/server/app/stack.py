@@ -14,6 +14,7 @@ from ..backends.shared.semantic_entries import LocalSemanticEntries, RedisSemant
 from ..domain.budgets import DailyBudget
 from ..domain.caller import Caller
 from ..domain.catalog import ModelCatalog
+from ..domain.classify import ClassRouters
 from ..domain.embeddings import Embeddings, EmbedLimits
 from ..domain.firewall.engine import build_firewall
 from ..domain.orchestrator import Orchestrator
@@ -24,7 +25,7 @@ from ..domain.validation import ChatLimits
 from ..providers.builtin_embeddings import BuiltinEmbedder
 from ..settings import Settings
 from ..transport.errors import status_name
-from .routes import build_routing
+from .routes import build_routing, routes_config
 from .state import State
 
 
@@ -58,7 +59,11 @@ def _all_of(checks: Sequence[Callable[[Caller], Awaitable[None]]]) -> Callable[[
 def build_orchestrator(settings: Settings, state: State) -> OrchestratorStack:
     """The orchestrator and what it is built on; `rules.start()` before use,
     `aclose()` after."""
-    catalog, router = build_routing(settings)
+    config = routes_config(settings)
+    # One built-in embedding model (loaded on first use) for everything that
+    # reads meaning on the request path: router classes, topic rules.
+    embedder = BuiltinEmbedder()
+    catalog, router = build_routing(settings, config)
     if state.shared:
         router.share_breakers(state.breaker_opens, router.breaker_policy.cooldown_seconds)
     rules = ReplicatedRules(state.stores.rules, state.bus)
@@ -82,7 +87,7 @@ def build_orchestrator(settings: Settings, state: State) -> OrchestratorStack:
     orchestrator = Orchestrator(
         catalog,
         router,
-        build_firewall(rules, state.decisions, settings),
+        build_firewall(rules, state.decisions, settings, embedder),
         ChatLimits(settings.max_messages, settings.max_input_chars),
         output_holdback=settings.firewall_output_holdback_chars,
         flights=state.flights,
@@ -90,6 +95,7 @@ def build_orchestrator(settings: Settings, state: State) -> OrchestratorStack:
         admit=_all_of(admissions),
         semantic=_semantic_cache(settings, state, catalog),
         default_model=settings.default_model,
+        classes=ClassRouters(config.router_specs(), embedder) if config.routers else None,
     )
     embeddings = Embeddings(
         catalog,

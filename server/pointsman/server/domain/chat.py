@@ -108,6 +108,10 @@ class Start:
     # With `cached`: the answer was to another question that means the same
     # (the semantic cache), not to this very request (the exact cache).
     semantic: bool = False
+    # Through a router alias (domain/classify.py): the class chosen and the
+    # alias it sent the call to; `model` stays the alias the client asked for.
+    route_class: str = ""
+    routed_model: str = ""
 
 
 @dataclass(frozen=True, slots=True)

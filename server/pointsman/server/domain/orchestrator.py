@@ -24,6 +24,7 @@ from .chat import (
     ToolCallDelta,
     Usage,
 )
+from .classify import Choice, ClassRouters
 from .embedding import ModelKind
 from .errors import DomainError, Unavailable, ViolationCollector
 from .firewall.engine import FirewallEngine
@@ -150,6 +151,7 @@ class Orchestrator:
         admit: Callable[[Caller], Awaitable[None]] | None = None,
         semantic: SemanticCache | None = None,
         default_model: str = "",
+        classes: ClassRouters | None = None,
     ) -> None:
         self.catalog = catalog
         # The alias used where a request names no model; "": a model is required.
@@ -167,6 +169,8 @@ class Orchestrator:
         self.admit = admit
         # Answers reused by meaning, for routes that turn it on; None: off.
         self.semantic = semantic
+        # Router aliases that pick a model by what the question is about; None: none.
+        self.classes = classes
 
     def check(self, request: ChatRequest, errors: ViolationCollector) -> None:
         """Adds a violation for everything wrong with the request."""
@@ -219,6 +223,10 @@ class Orchestrator:
     ) -> AsyncGenerator[ChatEvent, None]:
         """Everything that can fail the call up front, then the answer's
         events, not yet started (it holds nothing until iterated)."""
+        routed = self.classes.route(request) if self.classes is not None else None
+        if routed is not None:  # a router alias: the chosen model's answer, labelled
+            answer = await self._open(routed[0], caller, incremental, errors, received)
+            return _labelled(answer, request.model, routed[1])
         if self.admit is not None:
             await self.admit(caller)
         self.validate(request, errors)
@@ -477,6 +485,17 @@ class Orchestrator:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _labelled(
+    answer: AsyncGenerator[ChatEvent, None], asked: str, choice: Choice
+) -> AsyncGenerator[ChatEvent, None]:
+    """The routed answer, its start naming the router alias asked for, the class and the model chosen."""
+    async with aclosing(answer):
+        async for event in answer:
+            if isinstance(event, Start):
+                event = replace(event, model=asked, route_class=choice.route_class, routed_model=choice.alias)
+            yield event
 
 
 def _keepable(collected: CompletedAnswer, route: ModelRoute) -> CachedAnswer | None:

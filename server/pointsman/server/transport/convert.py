@@ -281,6 +281,8 @@ def start_to_proto(start: chat.Start) -> orch.ChatStart:
         deployment=deployment_to_proto(start.deployment),
         cached=start.cached,
         cache_source=cache_source(start),
+        route_class=start.route_class,
+        routed_model=start.routed_model,
     )
 
 
@@ -372,6 +374,8 @@ def complete_response(answer: CompletedAnswer) -> orch.CompleteResponse:
         out.deployment.CopyFrom(deployment_to_proto(start.deployment))
         out.cached = start.cached
         out.cache_source = cache_source(start)
+        out.route_class = start.route_class
+        out.routed_model = start.routed_model
     usage = answer.usage
     if usage is not None:
         response.usage.input_tokens = usage.input_tokens
@@ -400,6 +404,8 @@ def rule_to_proto(rule: rules.Rule) -> fw.Rule:
         scope=RULE_SCOPES_TO_PROTO[rule.scope],
         create_time=timestamp(rule.create_time),
         update_time=timestamp(rule.update_time),
+        examples=list(rule.examples),
+        threshold=rule.threshold,
     )
 
 

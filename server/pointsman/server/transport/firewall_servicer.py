@@ -21,7 +21,17 @@ from .calls import CallContext
 from .resources import decode_offset, decode_record_cursor, encode_token, page_size, resource_id
 from .watch import snapshot_then_changes
 
-UPDATABLE_FIELDS = {"kind", "match_type", "pattern", "keywords", "description", "enabled", "scope"}
+UPDATABLE_FIELDS = {
+    "kind",
+    "match_type",
+    "pattern",
+    "keywords",
+    "description",
+    "enabled",
+    "scope",
+    "examples",
+    "threshold",
+}
 # The most bytes of rules one WatchRules snapshot message carries: 10,000
 # rules are several messages, never one over the message size limit.
 SNAPSHOT_PART_BYTES = 1024 * 1024
@@ -122,6 +132,9 @@ class FirewallServicer(firewall_pb2_grpc.FirewallServiceServicer):
             description=rule.description,
             enabled=rule.enabled,
             scope=convert.enum_value(convert.RULE_SCOPES, rule.scope, "rule.scope", errors, required=False),
+            examples=tuple(rule.examples),
+            # A float32 on the wire: 0.45 arrives as 0.44999998.
+            threshold=round(rule.threshold, 6),
         )
         if domain_rule.match_type is not None:
             check_rule(domain_rule, errors, max_chars=self._limits.max_rule_chars)
@@ -129,6 +142,8 @@ class FirewallServicer(firewall_pb2_grpc.FirewallServiceServicer):
         check_text(rule.description, errors, "rule.description", multiline=True)
         for index, keyword in enumerate(rule.keywords):
             check_text(keyword, errors, f"rule.keywords[{index}]")
+        for index, example in enumerate(rule.examples):
+            check_text(example, errors, f"rule.examples[{index}]")
         errors.raise_if_any()
         return domain_rule
 
@@ -172,9 +187,10 @@ class FirewallServicer(firewall_pb2_grpc.FirewallServiceServicer):
         current = await self._rules.get_rule(organisation, resource_id(request.rule.name, "rules", "rule.name"))
         merged = convert.rule_to_proto(current)
         for path in paths:
-            if path == "keywords":
-                del merged.keywords[:]
-                merged.keywords.extend(request.rule.keywords)
+            if path in ("keywords", "examples"):
+                field = getattr(merged, path)
+                del field[:]
+                field.extend(getattr(request.rule, path))
             else:
                 setattr(merged, path, getattr(request.rule, path))
         updated = self._rule_from_proto(merged, current.id).with_changes(create_time=current.create_time)

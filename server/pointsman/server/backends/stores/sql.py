@@ -133,6 +133,8 @@ def _rule(db: Database, row: Row) -> Rule:
         scope=RuleScope(row["scope"]),
         create_time=db.read_time(row["create_time"]),
         update_time=db.read_time(row["update_time"]),
+        examples=db.read_words(row["examples"]),
+        threshold=float(row["threshold"]),
     )
 
 
@@ -177,7 +179,8 @@ class SqlRuleStore:
             try:
                 await tx.execute(
                     "INSERT INTO rules (organisation, id, kind, match_type, pattern, keywords, description,"
-                    " enabled, scope, create_time, update_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " enabled, scope, create_time, update_time, examples, threshold)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     require_organisation(rule.organisation),
                     rule.id,
                     rule.kind.value,
@@ -189,6 +192,8 @@ class SqlRuleStore:
                     rule.scope.value,
                     db.time(now),
                     db.time(now),
+                    db.words(rule.examples),
+                    rule.threshold,
                 )
             except DuplicateRow:
                 raise AlreadyExists(f"rule '{rule.name}' already exists", reason="RULE_ALREADY_EXISTS") from None
@@ -214,7 +219,8 @@ class SqlRuleStore:
         async with db.transaction() as tx:
             rows = await tx.execute_returning(
                 "UPDATE rules SET kind = ?, match_type = ?, pattern = ?, keywords = ?, description = ?,"
-                " enabled = ?, scope = ?, update_time = ? WHERE organisation = ? AND id = ? RETURNING *",
+                " enabled = ?, scope = ?, update_time = ?, examples = ?, threshold = ?"
+                " WHERE organisation = ? AND id = ? RETURNING *",
                 rule.kind.value,
                 rule.match_type.value,
                 rule.pattern,
@@ -223,6 +229,8 @@ class SqlRuleStore:
                 rule.enabled,
                 rule.scope.value,
                 db.time(self._clock()),
+                db.words(rule.examples),
+                rule.threshold,
                 require_organisation(rule.organisation),
                 rule.id,
             )

@@ -18,6 +18,7 @@ from typing import Protocol
 from ..caller import Caller
 from ..chat import Message
 from ..errors import ContentBlocked, DomainError, Unavailable, ViolationCollector
+from ..ports.embedder import Embedder
 from ..ports.stores import DecisionStore, RuleStore
 from .detectors.base import Detector
 from .holdback import HoldPolicy, detector_trigger
@@ -89,6 +90,8 @@ class FirewallEngine:
         self._cache: OrderedDict[str, DetectorFindings] = OrderedDict()
         self._cache_size = cache_size
         self._offload_chars = offload_chars
+        # Embeds texts for topic rules by meaning; None: those match by keywords only.
+        self.embedder: Embedder | None = None
         self._compiled: dict[str, tuple[int, RuleSet]] = {}
         self._compiling: dict[str, asyncio.Lock] = {}
         self._reload_after: dict[str, float] = {}
@@ -355,8 +358,8 @@ class FirewallEngine:
                 return cached[1]  # compiled while this call waited
             rules = await self._rules.list_rules(organisation)
             if len(rules) > COMPILE_OFF_LOOP_RULES:
-                return await asyncio.to_thread(RuleSet, rules)
-            return RuleSet(rules)
+                return await asyncio.to_thread(RuleSet, rules, self.embedder)
+            return RuleSet(rules, self.embedder)
 
 
 class _OutputWindow:
@@ -432,7 +435,9 @@ class FirewallSettings(Protocol):
     def firewall_scan_cache_size(self) -> int: ...
 
 
-def build_firewall(rules: RuleStore, decisions: DecisionStore, settings: FirewallSettings) -> FirewallEngine:
+def build_firewall(
+    rules: RuleStore, decisions: DecisionStore, settings: FirewallSettings, embedder: Embedder | None = None
+) -> FirewallEngine:
     """The engine with the detectors and actions the settings ask for; a
     detector whose action is "off" is not loaded at all."""
     from .detectors.pii import DEFAULT_ENTITIES, PiiDetector
@@ -460,7 +465,7 @@ def build_firewall(rules: RuleStore, decisions: DecisionStore, settings: Firewal
         if Category.TOXICITY in actions:
             detectors.append(ToxicityDetector(settings.firewall_toxicity_threshold))
     salt = settings.firewall_redaction_salt
-    return FirewallEngine(
+    engine = FirewallEngine(
         rules,
         decisions,
         enabled=settings.firewall_enabled,
@@ -473,6 +478,8 @@ def build_firewall(rules: RuleStore, decisions: DecisionStore, settings: Firewal
         ),
         cache_size=settings.firewall_scan_cache_size,
     )
+    engine.embedder = embedder
+    return engine
 
 
 def chunks(length: int) -> list[tuple[int, int, int, int]]:

@@ -8,12 +8,24 @@ import logging
 import re
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from ..errors import FailedPrecondition, ViolationCollector
 from .rule_matcher import Pattern, RuleMatcher, keywords, literal, regex_error
 from .verdict import Category, Direction, Finding
 
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    from ..ports.embedder import Embedder
+
 log = logging.getLogger(__name__)
+
+# A topic rule's threshold when it gives none: the least cosine similarity to
+# the centroid of its examples (chosen on a tuning split, bench/topic_meaning.py;
+# the centroid told topics apart better than the nearest example there).
+DEFAULT_TOPIC_THRESHOLD = 0.2
 
 # Defaults of FIREWALL_MAX_RULE_CHARS and FIREWALL_MAX_RULES (settings.py).
 MAX_PATTERN_CHARS = 1000
@@ -55,6 +67,9 @@ class Rule:
     scope: RuleScope = RuleScope.INPUT
     create_time: datetime | None = None
     update_time: datetime | None = None
+    # A topic rule by meaning: phrases, and the least cosine similarity to one of them.
+    examples: tuple[str, ...] = ()
+    threshold: float = 0.0
 
     @property
     def name(self) -> str:
@@ -69,8 +84,16 @@ def check_rule(rule: Rule, errors: ViolationCollector, path: str = "rule", max_c
     that RE2 does not take. `max_chars` bounds a pattern, and a topic rule's
     keywords together."""
     if rule.match_type is MatchType.TOPIC:
-        if not rule.keywords:
-            errors.add(f"{path}.keywords", "a topic rule needs at least one keyword")
+        if not rule.keywords and not rule.examples:
+            errors.add(f"{path}.keywords", "a topic rule needs at least one keyword or example")
+        if len(rule.examples) > MAX_KEYWORDS:
+            errors.add(f"{path}.examples", f"at most {MAX_KEYWORDS} examples are allowed")
+        if any(not e.strip() for e in rule.examples):
+            errors.add(f"{path}.examples", "examples must not be blank")
+        elif sum(len(e) for e in rule.examples) > max_chars * 10:
+            errors.add(f"{path}.examples", f"must be at most {max_chars * 10} characters together")
+        if not 0 <= rule.threshold <= 1:
+            errors.add(f"{path}.threshold", "must be above 0 and at most 1 (0: the default, 0.2)")
         if len(rule.keywords) > MAX_KEYWORDS:
             errors.add(f"{path}.keywords", f"at most {MAX_KEYWORDS} keywords are allowed")
         if any(not k.strip() for k in rule.keywords):
@@ -78,6 +101,8 @@ def check_rule(rule: Rule, errors: ViolationCollector, path: str = "rule", max_c
         elif sum(len(k) for k in rule.keywords) > max_chars:
             errors.add(f"{path}.keywords", f"must be at most {max_chars} characters together")
     else:
+        if rule.examples or rule.threshold:
+            errors.add(f"{path}.examples", "only a topic rule matches by meaning")
         if not rule.pattern:
             errors.add(f"{path}.pattern", "is required")
         elif len(rule.pattern) > max_chars:
@@ -147,7 +172,7 @@ class RuleSet:
     """An organisation's enabled rules, compiled once per change into one
     matcher: a scan costs about the same with ten rules or ten thousand."""
 
-    def __init__(self, rules: list[Rule]) -> None:
+    def __init__(self, rules: list[Rule], embedder: Embedder | None = None) -> None:
         enabled = [r for r in rules if r.enabled]
         self._matcher = RuleMatcher([rule_pattern(r) for r in enabled])
         compiled: list[_CompiledRule] = []
@@ -158,6 +183,19 @@ class RuleSet:
                 log.warning("firewall rule %s is not enforced: RE2 cannot run its pattern", rule.name)
                 continue
             compiled.append(_CompiledRule(rule, index))
+        self._embedder = embedder
+        # Topic rules by meaning: their index, the unit centroid of their
+        # examples and threshold, embedded once per rule change (offline).
+        self._meaning: list[tuple[int, npt.NDArray[np.float32], float]] = []
+        for index, rule in ((c.index, enabled[c.index]) for c in compiled):
+            if rule.match_type is MatchType.TOPIC and rule.examples:
+                if embedder is None:
+                    log.warning("firewall rule %s matches by keywords only: no embeddings here", rule.name)
+                    continue
+                threshold = rule.threshold or DEFAULT_TOPIC_THRESHOLD
+                centroid = embedder.embed(list(rule.examples)).mean(axis=0)
+                norm = float((centroid @ centroid) ** 0.5)
+                self._meaning.append((index, centroid / norm if norm > 0 else centroid, threshold))
         self._block = [r for r in compiled if r.kind is RuleKind.BLOCK]
         self._allow = [r for r in compiled if r.kind is RuleKind.ALLOW]
         self._names = {r.index: r.name for r in compiled}
@@ -200,11 +238,22 @@ class RuleSet:
             return []
         matches = self._matcher.matching(text)
         matched = matches.indices
+        by_meaning = self._by_meaning(text, matched, block | allow)
         findings: list[Finding] = []
-        for index in sorted(matched & block):  # in the rules' order
-            span = matches.span(index)
+        for index in sorted((matched | by_meaning) & block):  # in the rules' order
+            span = (0, len(text)) if index in by_meaning else matches.span(index)
             if span is not None:
                 findings.append(Finding(Category.BLOCK_RULE, rule=self._names[index], start=span[0], end=span[1]))
+        matched = matched | by_meaning
         if allow and matched.isdisjoint(allow):
             findings.append(Finding(Category.NOT_ALLOWED, start=0, end=len(text)))
         return findings
+
+    def _by_meaning(self, text: str, matched: set[int], applying: frozenset[int]) -> set[int]:
+        """The topic rules whose examples the text is close to (those not
+        already matched by keyword); the text is embedded once, if at all."""
+        pending = [m for m in self._meaning if m[0] in applying and m[0] not in matched]
+        if not pending or self._embedder is None or not text.strip():
+            return set()
+        vector = self._embedder.embed([text])[0]
+        return {index for index, centroid, threshold in pending if float(centroid @ vector) >= threshold}
