@@ -5,6 +5,7 @@ kind of bad input over raw HTTP."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,11 +19,12 @@ import yaml
 
 from pointsman.client import AsyncClient
 from pointsman.orchestrator.v1 import orchestrator_pb2 as orch
-from pointsman.server.app.server import PointsmanServer
+from pointsman.server.app.server import PointsmanServer, open_server
 from pointsman.server.auth import ApiKeys
 from pointsman.server.backends.stores import User, UserRole
 
 from fakes.openai_upstream import FakeOpenAI, fake_vector
+from server_fixtures import settings
 
 UPSTREAM_KEY = "sk-http-door-0123456789abcdef"
 TOOL = {
@@ -54,6 +56,9 @@ def routes_file(tmp_path: Path, upstream: FakeOpenAI) -> str:
                 "models": {
                     "gpt": {"deployments": [fake]},
                     "down": {"deployments": [{"endpoint": "fake", "model": "fault-500"}]},
+                    "broken": {"deployments": [{"endpoint": "fake", "model": "fault-cut"}]},
+                    "slow": {"deployments": [{"endpoint": "fake", "model": "long-40+slow-20"}]},
+                    "endless": {"deployments": [{"endpoint": "fake", "model": "long-1000+slow-50"}]},
                     "embed": {
                         "kind": "embedding",
                         "dimensions": 16,
@@ -137,8 +142,6 @@ async def test_sync_sdk_completes_through_the_door(door: tuple[PointsmanServer, 
 
 
 async def _in_thread(call: Any) -> Any:
-    import asyncio
-
     return await asyncio.to_thread(call)
 
 
@@ -367,3 +370,70 @@ async def test_unknown_paths_and_methods_answer_json(door: tuple[PointsmanServer
 async def test_the_door_is_off_unless_configured(start_server: Any) -> None:
     server: PointsmanServer = await start_server()
     assert server.http_address is None
+
+
+# -- failures mid-stream and shutdown ----------------------------------------------
+
+
+async def test_a_failure_mid_stream_is_an_error_frame_the_sdk_raises(sdk: openai.AsyncOpenAI) -> None:
+    stream = await sdk.chat.completions.create(
+        model="broken", messages=[{"role": "user", "content": "hi"}], stream=True
+    )
+    text = []
+    with pytest.raises(openai.APIError) as caught:
+        async for chunk in stream:
+            text.append(chunk.choices[0].delta.content or "")
+    assert "".join(text)  # what arrived before the cut was passed on
+    assert "Traceback" not in str(caught.value)
+
+
+LONG_GRACE = 120.0
+
+
+async def _stopping_server(tmp_path: Path, upstream: FakeOpenAI) -> tuple[PointsmanServer, str]:
+    server = await open_server(
+        settings(
+            POINTSMAN_ROUTES_FILE=routes_file(tmp_path, upstream),
+            OPENAI_API_KEY=UPSTREAM_KEY,
+            POINTSMAN_HTTP_ADDRESS="127.0.0.1:0",
+        )
+    )
+    await server.start()
+    return server, await api_key(server)
+
+
+async def test_shutdown_drains_streams_in_flight_and_refuses_new_calls(tmp_path: Path, upstream: FakeOpenAI) -> None:
+    server, key = await _stopping_server(tmp_path, upstream)
+    async with openai.AsyncOpenAI(base_url=base_url(server), api_key=key, max_retries=0, timeout=30) as client:
+        stream = await client.chat.completions.create(
+            model="slow", messages=[{"role": "user", "content": "x"}], stream=True
+        )
+        chunks = [await anext(aiter(stream))]
+        stopping = asyncio.create_task(server.stop(grace=LONG_GRACE))
+        with pytest.raises(openai.InternalServerError) as refused:
+            while True:  # the door refuses new calls once the drain has begun
+                await client.chat.completions.create(model="gpt", messages=[{"role": "user", "content": "y"}])
+                await asyncio.sleep(0.01)
+        assert refused.value.status_code == 503 and refused.value.code == "server_shutting_down"
+        chunks += [chunk async for chunk in stream]
+        assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+        await stopping
+
+
+async def test_a_stream_cut_at_the_end_of_the_grace_period_ends_with_an_error(
+    tmp_path: Path, upstream: FakeOpenAI
+) -> None:
+    server, key = await _stopping_server(tmp_path, upstream)
+    async with openai.AsyncOpenAI(base_url=base_url(server), api_key=key, max_retries=0, timeout=30) as client:
+        stream = await client.chat.completions.create(
+            model="endless", messages=[{"role": "user", "content": "x"}], stream=True
+        )
+        iterator = aiter(stream)
+        await anext(iterator)
+        await anext(iterator)
+        await server.stop(grace=0)
+        with pytest.raises(openai.APIError) as caught:
+            async for _ in iterator:
+                pass
+    assert "shutting down" in caught.value.message
+    await upstream.wait_for(lambda: upstream.streams_open == 0)
