@@ -247,6 +247,8 @@ async def test_credentials_are_checked(door: tuple[PointsmanServer, str]) -> Non
                 await client.chat.completions.create(model="gpt", messages=[{"role": "user", "content": "x"}])
         assert caught.value.status_code == 401
         assert bad not in caught.value.message
+    # The credential is checked first: a refused caller learns nothing about its body.
+    assert (await _post(server, "pm_not-a-real-key", "/chat/completions", b"{not json"))[0] == 401
     viewer = await api_key(server, UserRole.VIEWER)
     async with openai.AsyncOpenAI(base_url=base_url(server), api_key=viewer, max_retries=0) as client:
         assert [m.id async for m in client.models.list()]  # viewers may list models

@@ -83,7 +83,8 @@ class HttpDoor:
         self._max_body = max_body_bytes
         self._reuse_port = reuse_port
         self._metrics = metrics
-        self._access = {m: access_for(_SERVICE + m) for m in ("Chat", "Complete", "Embed", "ListModels")}
+        # Complete and Chat need the same role: a call is admitted before its body says whether it streams.
+        self._access = {m: access_for(_SERVICE + m) for m in ("Complete", "Embed", "ListModels")}
         self._calls: set[asyncio.Task[Any]] = set()
         self._draining = False
         self._cutting = False
@@ -229,10 +230,11 @@ class HttpDoor:
     # -- handlers ------------------------------------------------------------
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
+        # The credential first, as OpenAI does: a caller it refuses learns nothing of its body.
+        caller = await self._caller(request, "Complete")
         body = await self._json(request)
         errors = ViolationCollector()  # conversion problems, reported with the orchestrator's checks
         chat_request, stream, include_usage = chat_request_from_json(body, errors)
-        caller = await self._caller(request, "Chat" if stream else "Complete")
         if not stream:
             answer = await self._orchestrator.complete(chat_request, caller, errors)
             return _json_response(completion_json(answer, chat_request.model, caller.request_id), caller.request_id)
@@ -257,21 +259,24 @@ class HttpDoor:
             framer = ChunkFramer(chat_request.model, caller.request_id)
             write = response.write
             usage: chat.Usage | None = None
+            # The role's chunk leaves with the first delta: one write (one packet) fewer.
+            pending = framer.delta({"role": "assistant", "content": ""})
             try:
-                await write(framer.delta({"role": "assistant", "content": ""}))
                 while event is not None:
                     if type(event) is chat.TextDelta:
-                        await write(framer.text(event.text))
+                        await write(pending + framer.text(event.text))
+                        pending = b""
                     elif type(event) is chat.ToolCallDelta:
-                        await write(framer.tool_call(event))
+                        await write(pending + framer.tool_call(event))
+                        pending = b""
                     elif type(event) is chat.Usage:
                         usage = event
                     elif type(event) is chat.Finish:
-                        await write(framer.delta({}, FINISH_REASONS[event.reason]))
+                        pending += framer.delta({}, FINISH_REASONS[event.reason])
                         if include_usage:
-                            await write(framer.usage(usage))
+                            pending += framer.usage(usage)
                     event = await anext(events, None)
-                await write(DONE)
+                await write(pending + DONE)
             except DomainError as error:
                 await write(sse_error(error, caller.request_id))
             except asyncio.CancelledError:
@@ -288,10 +293,10 @@ class HttpDoor:
         return response
 
     async def _embed(self, request: web.Request) -> web.StreamResponse:
+        caller = await self._caller(request, "Embed")
         body = await self._json(request)
         errors = ViolationCollector()
         embed_request, as_base64 = embed_request_from_json(body, errors)
-        caller = await self._caller(request, "Embed")
         self._embeddings.check(embed_request, errors)
         errors.raise_if_any()
         result = await self._embeddings.embed(embed_request, caller)
