@@ -33,6 +33,11 @@ class Settings(BaseSettings):
     # Prometheus metrics over HTTP at http://{address}/metrics (docs/metrics.md);
     # unset: none. With POINTSMAN_PROCESSES above 1, process i uses port + i.
     metrics_address: str | None = Field(None, validation_alias="POINTSMAN_METRICS_ADDRESS")
+    # The OpenAI-compatible HTTP door (docs/http.md), host:port; unset: none.
+    # Port 0 picks a free port.
+    http_address: str | None = Field(None, validation_alias="POINTSMAN_HTTP_ADDRESS")
+    # The largest request body the HTTP door reads; a larger one is refused with 413.
+    http_max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, validation_alias="POINTSMAN_HTTP_MAX_BODY_BYTES")
     # OpenTelemetry traces over OTLP/gRPC (docs/metrics.md#traces), by the
     # standard variables; unset endpoint: no tracing.
     otlp_endpoint: str | None = Field(None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT")

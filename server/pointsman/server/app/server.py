@@ -26,6 +26,7 @@ from ..domain.firewall.rules import MatchType, Rule, RuleKind, RuleLimits
 from ..domain.history import HistoryWindow
 from ..domain.registry import Registry
 from ..domain.stats import Stats
+from ..http import HttpDoor
 from ..metrics import MetricsEndpoint
 from ..settings import Settings
 from ..tracing import Tracing
@@ -130,6 +131,18 @@ class PointsmanServer:
         if state.metrics is not None and settings.metrics_address:
             state.metrics.collect_state(state_metrics(state, self.router, self.dependency_health))
             self.metrics_endpoint = MetricsEndpoint(state.metrics, settings.metrics_address)
+        # The OpenAI-compatible door: the same orchestrator and credentials, no gRPC hop.
+        self.http_door: HttpDoor | None = None
+        if settings.http_address:
+            self.http_door = HttpDoor(
+                self.orchestrator,
+                self.embeddings,
+                self.authenticator,
+                settings.http_address,
+                max_body_bytes=settings.http_max_body_bytes,
+                reuse_port=settings.processes > 1,
+                metrics=state.metrics,
+            )
         orchestrator_pb2_grpc.add_OrchestratorServiceServicer_to_server(
             OrchestratorServicer(
                 self.orchestrator,
@@ -239,6 +252,16 @@ class PointsmanServer:
             except OSError as error:
                 raise OSError(f"could not serve metrics on {self.settings.metrics_address}: {error.strerror}") from None
         await self.server.start()
+        if self.http_door is not None:
+            await self.http_door.start()
+
+    @property
+    def http_address(self) -> str | None:
+        """host:port of the HTTP door; None without one."""
+        if self.http_door is None or self.settings.http_address is None:
+            return None
+        host = self.settings.http_address.rsplit(":", 1)[0]
+        return f"{host}:{self.http_door.port}"
 
     async def become_ready(self) -> None:
         await self.accounts.seed_dev_users()
@@ -278,6 +301,8 @@ class PointsmanServer:
         deadline = time.monotonic() + grace
         await self.health.enter_graceful_shutdown()
         self.drain.refuse_new_calls()
+        if self.http_door is not None:
+            self.http_door.refuse_new_calls()
         await self.model_health.stop()
         await self.dependency_health.stop()
         if self.retention is not None:
@@ -288,7 +313,11 @@ class PointsmanServer:
         if self.self_registration is not None:
             await self.self_registration.aclose()
         await self.drain.drain(max(0.0, deadline - time.monotonic()))
+        if self.http_door is not None:
+            await self.http_door.drain(max(0.0, deadline - time.monotonic()))
         cut = await self.drain.cut()
+        if self.http_door is not None:
+            cut += await self.http_door.stop()
         if cut:
             log.warning("shutdown: %d call(s) still running at the end of the grace period were cut", cut)
         await self.server.stop(0)  # only health and reflection calls can be left

@@ -1,0 +1,240 @@
+"""OpenAI request bodies to domain requests. Every problem is collected,
+named by its JSON path (`messages[1].content`), and reported at once; fields
+OpenAI accepts that change nothing here are tolerated, as OpenAI tolerates
+unknown ones; fields the contract cannot honour yet are refused, never
+silently dropped."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ..domain import chat
+from ..domain.embedding import EmbedRequest
+from ..domain.errors import ViolationCollector
+
+ROLES = {
+    "system": chat.Role.SYSTEM,
+    "developer": chat.Role.SYSTEM,  # OpenAI's newer name for system instructions
+    "user": chat.Role.USER,
+    "assistant": chat.Role.ASSISTANT,
+    "tool": chat.Role.TOOL,
+}
+_MAX_STOP = 4  # as OpenAI
+_DEFAULT_CONFIG = chat.GenerationConfig()
+
+
+def _string(value: Any, path: str, errors: ViolationCollector, *, required: bool = False) -> str:
+    if value is None:
+        if required:
+            errors.add(path, "is required")
+        return ""
+    if not isinstance(value, str):
+        errors.add(path, "must be a string")
+        return ""
+    return value
+
+
+def _number(body: dict[str, Any], name: str, errors: ViolationCollector) -> float | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        errors.add(name, "must be a finite number")
+        return None
+    return float(value)
+
+
+def _integer(body: dict[str, Any], name: str, errors: ViolationCollector) -> int | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        errors.add(name, "must be an integer")
+        return None
+    return value
+
+
+def _content(value: Any, path: str, errors: ViolationCollector) -> str:
+    """A message's content: a string, null, or an array of text parts."""
+    if value is None or isinstance(value, str):
+        return value or ""
+    if not isinstance(value, list):
+        errors.add(path, "must be a string or an array of content parts")
+        return ""
+    texts = []
+    for index, part in enumerate(value):
+        part_path = f"{path}[{index}]"
+        if not isinstance(part, dict):
+            errors.add(part_path, "must be a content part object")
+        elif part.get("type") == "text":
+            texts.append(_string(part.get("text"), f"{part_path}.text", errors, required=True))
+        else:
+            errors.add(
+                f"{part_path}.type", f"content part type {str(part.get('type'))[:32]!r} is not supported; use 'text'"
+            )
+    return "".join(texts)
+
+
+def _tool_calls(value: Any, path: str, errors: ViolationCollector) -> tuple[chat.ToolCall, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        errors.add(path, "must be an array")
+        return ()
+    calls = []
+    for index, call in enumerate(value):
+        call_path = f"{path}[{index}]"
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict):
+            errors.add(f"{call_path}.function", "is required: {name, arguments}")
+            continue
+        calls.append(
+            chat.ToolCall(
+                _string(call.get("id"), f"{call_path}.id", errors),
+                _string(function.get("name"), f"{call_path}.function.name", errors, required=True),
+                _string(function.get("arguments"), f"{call_path}.function.arguments", errors) or "{}",
+            )
+        )
+    return tuple(calls)
+
+
+def messages_from_json(value: Any, errors: ViolationCollector) -> list[chat.Message]:
+    if not isinstance(value, list):
+        errors.add("messages", "is required: an array of messages" if value is None else "must be an array")
+        return []
+    out = []
+    for index, m in enumerate(value):
+        path = f"messages[{index}]"
+        if not isinstance(m, dict):
+            errors.add(path, "must be a message object")
+            continue
+        role = ROLES.get(m.get("role"))  # type: ignore[arg-type]
+        if role is None:
+            errors.add(f"{path}.role", f"must be one of {', '.join(ROLES)}")
+            role = chat.Role.USER
+        out.append(
+            chat.Message(
+                role,
+                _content(m.get("content"), f"{path}.content", errors),
+                _string(m.get("name"), f"{path}.name", errors),
+                _string(m.get("tool_call_id"), f"{path}.tool_call_id", errors),
+                _tool_calls(m.get("tool_calls"), f"{path}.tool_calls", errors),
+            )
+        )
+    return out
+
+
+def _tools(value: Any, errors: ViolationCollector) -> tuple[chat.Tool, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        errors.add("tools", "must be an array")
+        return ()
+    tools = []
+    for index, tool in enumerate(value):
+        path = f"tools[{index}]"
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if not isinstance(tool, dict) or tool.get("type", "function") != "function" or not isinstance(function, dict):
+            errors.add(path, "must be {type: 'function', function: {name, description, parameters}}")
+            continue
+        parameters = function.get("parameters")
+        if parameters is None:
+            parameters = {"type": "object", "properties": {}}
+        elif not isinstance(parameters, dict):
+            errors.add(f"{path}.function.parameters", "must be a JSON schema object")
+            parameters = {}
+        tools.append(
+            chat.Tool(
+                _string(function.get("name"), f"{path}.function.name", errors, required=True),
+                _string(function.get("description"), f"{path}.function.description", errors),
+                parameters,
+            )
+        )
+    return tuple(tools)
+
+
+def _stop(value: Any, errors: ViolationCollector) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    stops = [value] if isinstance(value, str) else value
+    if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
+        errors.add("stop", "must be a string or an array of strings")
+        return ()
+    if len(stops) > _MAX_STOP:
+        errors.add("stop", f"at most {_MAX_STOP} sequences")
+    return tuple(stops)
+
+
+def _refuse_unsupported(body: dict[str, Any], errors: ViolationCollector) -> None:
+    """Fields whose non-default values the contract cannot honour yet: refused
+    by name, so an app never gets an answer that ignored what it asked for."""
+    choice = body.get("tool_choice")
+    if choice not in (None, "auto"):
+        errors.add("tool_choice", "only 'auto' is supported")
+    if body.get("parallel_tool_calls") is False:
+        errors.add("parallel_tool_calls", "turning parallel tool calls off is not supported")
+    response_format = body.get("response_format")
+    if response_format is not None:
+        kind = response_format.get("type") if isinstance(response_format, dict) else None
+        if kind != "text":
+            errors.add(
+                "response_format", "structured output (json_object, json_schema) is not supported yet; only 'text'"
+            )
+    n = body.get("n")
+    if n is not None and n != 1:
+        errors.add("n", "only one choice per request is supported")
+    if body.get("logprobs"):
+        errors.add("logprobs", "log probabilities are not supported")
+    if body.get("audio") is not None or body.get("modalities") not in (None, ["text"]):
+        errors.add("modalities", "only text output is supported")
+
+
+def chat_request_from_json(body: dict[str, Any], errors: ViolationCollector) -> tuple[chat.ChatRequest, bool, bool]:
+    """The domain request, whether to stream, and whether the stream ends with usage."""
+    model = _string(body.get("model"), "model", errors, required=True)
+    messages = messages_from_json(body.get("messages"), errors)
+    max_tokens = _integer(body, "max_completion_tokens", errors)
+    if max_tokens is None:
+        max_tokens = _integer(body, "max_tokens", errors)
+    config = chat.GenerationConfig(
+        temperature=_number(body, "temperature", errors),
+        top_p=_number(body, "top_p", errors),
+        max_tokens=max_tokens,
+        stop=_stop(body.get("stop"), errors),
+        seed=_integer(body, "seed", errors),
+        tools=_tools(body.get("tools"), errors),
+    )
+    _refuse_unsupported(body, errors)
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        errors.add("stream", "must be a boolean")
+    options = body.get("stream_options")
+    include_usage = False
+    if options is not None:
+        if not isinstance(options, dict):
+            errors.add("stream_options", "must be an object")
+        else:
+            include_usage = options.get("include_usage") is True
+    request = chat.ChatRequest(model, messages, config if config != _DEFAULT_CONFIG else _DEFAULT_CONFIG)
+    return request, stream is True, include_usage
+
+
+def embed_request_from_json(body: dict[str, Any], errors: ViolationCollector) -> tuple[EmbedRequest, bool]:
+    """The domain request, and whether vectors go back as base64 (the openai SDK's default)."""
+    model = _string(body.get("model"), "model", errors, required=True)
+    value = body.get("input")
+    inputs: list[str] = []
+    if isinstance(value, str):
+        inputs = [value]
+    elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+        inputs = list(value)
+    elif value is None:
+        errors.add("input", "is required: a string or an array of strings")
+    else:
+        errors.add("input", "must be a string or an array of strings (token arrays are not supported)")
+    dimensions = _integer(body, "dimensions", errors)
+    encoding = body.get("encoding_format")
+    if encoding not in (None, "float", "base64"):
+        errors.add("encoding_format", "must be 'float' or 'base64'")
+    return EmbedRequest(model, inputs, dimensions), encoding == "base64"
