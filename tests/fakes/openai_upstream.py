@@ -114,6 +114,8 @@ class Prompt:
     stop: tuple[str, ...] = ()
     tool_name: str | None = None
     include_usage: bool = False
+    # Asked for JSON (a response format): the answer is the user's text as it is.
+    structured: bool = False
 
 
 @dataclass(frozen=True)
@@ -157,6 +159,8 @@ def compose_answer(prompt: Prompt, behaviour: Behaviour) -> Answer:
         return Answer([huge_text(behaviour.huge_chars)], "end")
     if behaviour.words is not None:
         text = " ".join(f"word{i}" for i in range(1, behaviour.words + 1))
+    elif prompt.structured:
+        text = prompt.user_text
     else:
         text = f"Echo: {prompt.user_text}"
     reason, matched = "end", None
@@ -619,6 +623,7 @@ class FakeOpenAI(FakeUpstream):
             tool_name=None if tool_results else _openai_tool(body),
             include_usage=bool((body.get("stream_options") or {}).get("include_usage"))
             and "no-usage" not in str(body.get("model") or "").split("+"),
+            structured=_openai_structured(body.get("response_format")),
         )
 
     def _usage(self, prompt: Prompt, answer: Answer) -> JSON:
@@ -719,6 +724,23 @@ def fake_vector(text: str, width: int) -> list[float]:
 
 def _tool_call(name: str, arguments: str) -> JSON:
     return {"id": "call_1", "type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+def _openai_structured(response_format: Any) -> bool:
+    """Whether the request asks for JSON; a malformed format is a 400, as on the real API."""
+    if response_format is None:
+        return False
+    kind = response_format.get("type") if isinstance(response_format, dict) else None
+    if kind == "text":
+        return False
+    if kind == "json_object":
+        return True
+    if kind == "json_schema":
+        json_schema = response_format.get("json_schema")
+        if not isinstance(json_schema, dict) or not json_schema.get("name") or "schema" not in json_schema:
+            raise BadRequest("response_format.json_schema: 'name' and 'schema' are required")
+        return True
+    raise BadRequest(f"response_format.type: unknown value {kind!r}")
 
 
 def _openai_tool(body: JSON) -> str | None:

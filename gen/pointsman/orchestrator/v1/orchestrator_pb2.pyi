@@ -175,12 +175,14 @@ class Timings(_message.Message):
     def __init__(self, time_to_first_token: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., total: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class ChatFinish(_message.Message):
-    __slots__ = ("reason", "timings")
+    __slots__ = ("reason", "timings", "schema_valid")
     REASON_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_VALID_FIELD_NUMBER: _ClassVar[int]
     reason: FinishReason
     timings: Timings
-    def __init__(self, reason: _Optional[_Union[FinishReason, str]] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ...) -> None: ...
+    schema_valid: bool
+    def __init__(self, reason: _Optional[_Union[FinishReason, str]] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., schema_valid: _Optional[bool] = ...) -> None: ...
 
 class Deployment(_message.Message):
     __slots__ = ("name", "provider", "model", "endpoint", "weight", "timeout", "state")

@@ -50,6 +50,27 @@ class Message:
     tool_calls: tuple[ToolCall, ...] = ()
 
 
+class ResponseFormatType(enum.Enum):
+    TEXT = "text"
+    JSON_OBJECT = "json_object"
+    JSON_SCHEMA = "json_schema"
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseFormat:
+    """The shape the answer must take. `schema_name`, `schema` and `strict`
+    are read only with JSON_SCHEMA."""
+
+    type: ResponseFormatType = ResponseFormatType.TEXT
+    schema_name: str = ""
+    schema: dict[str, Any] = field(default_factory=dict)
+    strict: bool = False
+
+    @property
+    def wants_json(self) -> bool:
+        return self.type is not ResponseFormatType.TEXT
+
+
 @dataclass(frozen=True, slots=True)
 class GenerationConfig:
     temperature: float | None = None
@@ -58,6 +79,7 @@ class GenerationConfig:
     stop: tuple[str, ...] = ()
     seed: int | None = None
     tools: tuple[Tool, ...] = ()
+    response_format: ResponseFormat | None = None
 
 
 @dataclass(slots=True)
@@ -140,6 +162,8 @@ class Finish:
     reason: FinishReason
     time_to_first_token: float | None = None  # seconds
     total: float | None = None  # seconds
+    # With a JSON response format: whether the answer is JSON as asked; set by the orchestrator.
+    schema_valid: bool | None = None
 
 
 # What a provider yields: the answer's own events, without gateway framing.

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from .chat import GenerationConfig, Message, Role
 from .errors import ViolationCollector
+from .structured_output import check_response_format
 
 MAX_STOP_SEQUENCES = 4
 MAX_TOOLS = 128
@@ -95,6 +96,7 @@ def check_config(config: GenerationConfig, errors: ViolationCollector, path: str
     for index, tool in enumerate(config.tools):
         if not tool.name:
             errors.add(f"{path}.tools[{index}].name", "is required")
+    check_response_format(config.response_format, errors, f"{path}.response_format")
 
 
 def check_model(model: str, errors: ViolationCollector, path: str = "model") -> None:

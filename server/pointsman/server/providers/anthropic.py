@@ -17,6 +17,8 @@ from ..domain.chat import (
     GenerationConfig,
     Message,
     ProviderEvent,
+    ResponseFormat,
+    ResponseFormatType,
     Role,
     TextDelta,
     ToolCallDelta,
@@ -195,7 +197,20 @@ def request_body(model: str, request: ChatRequest, incremental: bool) -> dict[st
     # answer a request that carries them with 400.
     if config.tools:
         body["tools"] = [_tool(t.name, t.description, t.parameters) for t in config.tools]
+    output_format = _output_format(config.response_format)
+    if output_format is not None:
+        body["output_config"] = {"format": output_format}
     return body
+
+
+def _output_format(response_format: ResponseFormat | None) -> dict[str, Any] | None:
+    """Anthropic's structured outputs take a JSON schema and always enforce
+    it (`strict` changes nothing); a JSON object is the schema of any object."""
+    if response_format is None or response_format.type is ResponseFormatType.TEXT:
+        return None
+    if response_format.type is ResponseFormatType.JSON_OBJECT:
+        return {"type": "json_schema", "schema": {"type": "object"}}
+    return {"type": "json_schema", "schema": response_format.schema}
 
 
 def _tool(name: str, description: str, parameters: dict[str, Any]) -> dict[str, Any]:

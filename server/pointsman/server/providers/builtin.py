@@ -61,6 +61,16 @@ def tool_directives(text: str) -> list[tuple[str, str]]:
     return calls
 
 
+def json_answer(text: str) -> str:
+    """The answer to a request for JSON: the user's text itself when it is a
+    JSON object (so a client can try schemas offline), else `{"answer": text}`."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    return json.dumps(value if isinstance(value, dict) else {"answer": text})
+
+
 class BuiltinProvider:
     """Echoes the last user message word by word after a fixed preamble.
 
@@ -68,7 +78,8 @@ class BuiltinProvider:
     with the user's text, so tool-calling clients can be exercised offline.
     A user message with `call tool NAME {json}` directives calls those tools
     instead (several at once); after their results it answers with them
-    (or, with "keep calling" in the message, calls them again).
+    (or, with "keep calling" in the message, calls them again). Asked for
+    JSON, it answers with `json_answer`.
     """
 
     async def stream(
@@ -102,7 +113,10 @@ class BuiltinProvider:
             yield Finish(FinishReason.TOOL_CALLS)
             return
 
-        text = last_user if directives else BUILTIN_PREAMBLE + last_user
+        if config.response_format is not None and config.response_format.wants_json:
+            text = json_answer(last_user)
+        else:
+            text = last_user if directives else BUILTIN_PREAMBLE + last_user
         reason = FinishReason.STOP
         for stop in config.stop:
             cut = text.find(stop)

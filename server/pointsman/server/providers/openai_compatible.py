@@ -19,10 +19,13 @@ from ..domain.chat import (
     GenerationConfig,
     Message,
     ProviderEvent,
+    ResponseFormat,
+    ResponseFormatType,
     TextDelta,
     ToolCallDelta,
     Usage,
 )
+from ..domain.structured_output import DEFAULT_SCHEMA_NAME
 from . import upstream_errors
 from .sse_lines import LineSplitter
 from .upstream_http import UpstreamHttp, sdk_request_target
@@ -178,7 +181,21 @@ def _request_body(model: str, request: ChatRequest, incremental: bool) -> dict[s
             }
             for t in config.tools
         ]
+    if config.response_format is not None:
+        kwargs["response_format"] = _response_format(config.response_format)
     return kwargs
+
+
+def _response_format(response_format: ResponseFormat) -> dict[str, Any]:
+    if response_format.type is not ResponseFormatType.JSON_SCHEMA:
+        return {"type": response_format.type.value}
+    json_schema: dict[str, Any] = {
+        "name": response_format.schema_name or DEFAULT_SCHEMA_NAME,
+        "schema": response_format.schema,
+    }
+    if response_format.strict:
+        json_schema["strict"] = True
+    return {"type": "json_schema", "json_schema": json_schema}
 
 
 def _message(message: Message) -> dict[str, Any]:

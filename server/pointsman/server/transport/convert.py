@@ -36,6 +36,11 @@ FINISH_REASONS = {
     chat.FinishReason.TOOL_CALLS: orch.FINISH_REASON_TOOL_CALLS,
     chat.FinishReason.CONTENT_FILTER: orch.FINISH_REASON_CONTENT_FILTER,
 }
+RESPONSE_FORMAT_TYPES = {
+    chat_pb2.RESPONSE_FORMAT_TYPE_TEXT: chat.ResponseFormatType.TEXT,
+    chat_pb2.RESPONSE_FORMAT_TYPE_JSON_OBJECT: chat.ResponseFormatType.JSON_OBJECT,
+    chat_pb2.RESPONSE_FORMAT_TYPE_JSON_SCHEMA: chat.ResponseFormatType.JSON_SCHEMA,
+}
 PROVIDERS = {
     chat.ProviderKind.BUILTIN: orch.PROVIDER_BUILTIN,
     chat.ProviderKind.OPENAI: orch.PROVIDER_OPENAI,
@@ -185,6 +190,9 @@ def config_from_proto(
         chat.Tool(t.name, t.description, _parameters(t.parameters, collected, f"{path}.tools[{i}].parameters"))
         for i, t in enumerate(config.tools)
     )
+    response_format = None
+    if config.HasField("response_format"):
+        response_format = _response_format(config.response_format, collected, f"{path}.response_format")
     if errors is None:
         collected.raise_if_any()
     return chat.GenerationConfig(
@@ -194,6 +202,19 @@ def config_from_proto(
         stop=tuple(config.stop),
         seed=config.seed if config.HasField("seed") else None,
         tools=tools,
+        response_format=response_format,
+    )
+
+
+def _response_format(
+    response_format: chat_pb2.ResponseFormat, errors: ViolationCollector, path: str
+) -> chat.ResponseFormat:
+    kind = optional_enum(RESPONSE_FORMAT_TYPES, response_format.type, f"{path}.type", errors)
+    return chat.ResponseFormat(
+        type=kind or chat.ResponseFormatType.TEXT,
+        schema_name=response_format.schema_name,
+        schema=_parameters(response_format.schema, errors, f"{path}.schema"),
+        strict=response_format.strict,
     )
 
 
@@ -302,6 +323,8 @@ def _fill_finish(out: orch.ChatFinish, finish: chat.Finish) -> None:
         out.timings.time_to_first_token.FromNanoseconds(int(finish.time_to_first_token * 1e9))
     if finish.total is not None:
         out.timings.total.FromNanoseconds(int(finish.total * 1e9))
+    if finish.schema_valid is not None:
+        out.schema_valid = finish.schema_valid
 
 
 def verdict_to_proto(v: verdict.Verdict) -> firewall_pb2.Verdict:

@@ -1,0 +1,161 @@
+"""Issue 16's contract additions, end to end: a real server with the real SDKs
+inside, talking to the fake OpenAI and Anthropic upstreams; each test asserts
+what the upstream received and what the client got."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import pytest
+import pytest_asyncio
+
+from pointsman.client import AsyncClient
+from pointsman.orchestrator.v1 import orchestrator_pb2 as orch
+from pointsman.type.v1 import chat_pb2
+
+from fakes.anthropic_upstream import FakeAnthropic
+from fakes.openai_upstream import FakeOpenAI
+from helpers_pb import text_of, user
+from server_fixtures import collect, raises
+
+OPENAI_KEY = "sk-test-0123456789abcdef0123456789abcdef"
+ANTHROPIC_KEY = "sk-ant-test-0123456789abcdef0123456789abcdef"
+CITY_SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+
+
+@pytest_asyncio.fixture
+async def openai_upstream() -> AsyncIterator[FakeOpenAI]:
+    async with FakeOpenAI() as fake:
+        yield fake
+
+
+@pytest_asyncio.fixture
+async def anthropic_upstream() -> AsyncIterator[FakeAnthropic]:
+    async with FakeAnthropic() as fake:
+        yield fake
+
+
+@pytest_asyncio.fixture
+async def gateway(
+    start_server: Any, openai_upstream: FakeOpenAI, anthropic_upstream: FakeAnthropic
+) -> AsyncIterator[AsyncClient]:
+    server = await start_server(
+        OPENAI_API_KEY=OPENAI_KEY,
+        OPENAI_BASE_URL=openai_upstream.base_url,
+        OPENAI_MODELS=["gpt-test"],
+        ANTHROPIC_API_KEY=ANTHROPIC_KEY,
+        ANTHROPIC_BASE_URL=anthropic_upstream.base_url,
+        ANTHROPIC_MODELS=["claude-test"],
+    )
+    async with AsyncClient(server.address, timeout=10, retry=None) as client:
+        yield client
+
+
+def schema_format(schema: dict[str, Any], *, name: str = "city", strict: bool = True) -> chat_pb2.ResponseFormat:
+    response_format = chat_pb2.ResponseFormat(
+        type=chat_pb2.RESPONSE_FORMAT_TYPE_JSON_SCHEMA, schema_name=name, strict=strict
+    )
+    response_format.schema.update(schema)
+    return response_format
+
+
+def asking(model: str, text: str, response_format: chat_pb2.ResponseFormat) -> orch.ChatRequest:
+    config = chat_pb2.GenerationConfig(response_format=response_format)
+    return orch.ChatRequest(model=model, messages=[user(text)], config=config)
+
+
+def finish_of(events: list[orch.ChatResponse]) -> orch.ChatFinish:
+    assert events[-1].WhichOneof("event") == "finish"
+    return events[-1].finish
+
+
+# --------------------------------------------------------------------------- structured output
+
+
+async def test_openai_gets_the_json_schema_and_the_answer_is_checked(
+    gateway: AsyncClient, openai_upstream: FakeOpenAI
+) -> None:
+    request = asking("gpt-test", '{"city": "Paris"}', schema_format(CITY_SCHEMA))
+    events = await collect(gateway.orchestrator.Chat(request))
+    assert text_of(events) == '{"city": "Paris"}'
+    finish = finish_of(events)
+    assert finish.HasField("schema_valid") and finish.schema_valid
+    sent = openai_upstream.last_request
+    assert sent is not None
+    assert sent["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "city", "schema": CITY_SCHEMA, "strict": True},
+    }
+
+
+async def test_an_answer_that_breaks_the_schema_is_reported_as_such(gateway: AsyncClient) -> None:
+    events = await collect(gateway.orchestrator.Chat(asking("gpt-test", '{"city": 3}', schema_format(CITY_SCHEMA))))
+    assert text_of(events) == '{"city": 3}'  # passed on as the model wrote it
+    finish = finish_of(events)
+    assert finish.HasField("schema_valid") and not finish.schema_valid
+
+
+async def test_json_object_mode_on_openai_and_complete(gateway: AsyncClient, openai_upstream: FakeOpenAI) -> None:
+    json_object = chat_pb2.ResponseFormat(type=chat_pb2.RESPONSE_FORMAT_TYPE_JSON_OBJECT)
+    request = asking("gpt-test", "not json at all", json_object)
+    answer = await gateway.orchestrator.Complete(
+        orch.CompleteRequest(model=request.model, messages=request.messages, config=request.config)
+    )
+    assert answer.message.content == "not json at all"
+    assert answer.finish.HasField("schema_valid") and not answer.finish.schema_valid
+    assert openai_upstream.last_request is not None
+    assert openai_upstream.last_request["response_format"] == {"type": "json_object"}
+
+
+async def test_anthropic_gets_an_output_format(gateway: AsyncClient, anthropic_upstream: FakeAnthropic) -> None:
+    events = await collect(
+        gateway.orchestrator.Chat(asking("claude-test", '{"city": "Rome"}', schema_format(CITY_SCHEMA, strict=False)))
+    )
+    assert text_of(events) == '{"city": "Rome"}'
+    assert finish_of(events).schema_valid
+    sent = anthropic_upstream.last_request
+    assert sent is not None
+    assert sent["output_config"] == {"format": {"type": "json_schema", "schema": CITY_SCHEMA}}
+    json_object = chat_pb2.ResponseFormat(type=chat_pb2.RESPONSE_FORMAT_TYPE_JSON_OBJECT)
+    await collect(gateway.orchestrator.Chat(asking("claude-test", "{}", json_object)))
+    assert anthropic_upstream.last_request is not None
+    any_object = {"type": "json_schema", "schema": {"type": "object"}}
+    assert anthropic_upstream.last_request["output_config"] == {"format": any_object}
+
+
+async def test_text_format_and_no_format_are_not_checked(gateway: AsyncClient, openai_upstream: FakeOpenAI) -> None:
+    text = chat_pb2.ResponseFormat(type=chat_pb2.RESPONSE_FORMAT_TYPE_TEXT)
+    events = await collect(gateway.orchestrator.Chat(asking("gpt-test", "hello", text)))
+    assert text_of(events) == "Echo: hello"
+    assert not finish_of(events).HasField("schema_valid")
+    assert openai_upstream.last_request is not None
+    assert openai_upstream.last_request["response_format"] == {"type": "text"}
+
+
+async def test_the_builtin_model_answers_json_when_asked(gateway: AsyncClient) -> None:
+    events = await collect(gateway.orchestrator.Chat(asking("builtin", "hello there", schema_format(CITY_SCHEMA))))
+    assert text_of(events) == '{"answer": "hello there"}'
+    assert not finish_of(events).schema_valid  # no `city`: reported, not hidden
+    events = await collect(gateway.orchestrator.Chat(asking("builtin", '{"city": "Oslo"}', schema_format(CITY_SCHEMA))))
+    assert finish_of(events).schema_valid
+
+
+@pytest.mark.parametrize(
+    ("response_format", "field"),
+    [
+        (schema_format({"type": "no-such-type"}), "config.response_format.schema"),
+        (schema_format({"properties": {"city": {"minLength": "three"}}}), "config.response_format.schema"),
+        (chat_pb2.ResponseFormat(type=chat_pb2.RESPONSE_FORMAT_TYPE_JSON_SCHEMA), "config.response_format.schema"),
+        (schema_format(CITY_SCHEMA, name="has spaces"), "config.response_format.schema_name"),
+        (chat_pb2.ResponseFormat(type=99), "config.response_format.type"),  # type: ignore[arg-type]
+    ],
+)
+async def test_a_bad_response_format_is_invalid_argument_naming_the_field(
+    gateway: AsyncClient, openai_upstream: FakeOpenAI, response_format: chat_pb2.ResponseFormat, field: str
+) -> None:
+    error = await raises(collect(gateway.orchestrator.Chat(asking("gpt-test", "hi", response_format))))
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert [v.field for v in error.field_violations] == [field]
+    assert openai_upstream.requests_total == 0  # refused before any upstream call
