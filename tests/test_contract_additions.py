@@ -159,3 +159,114 @@ async def test_a_bad_response_format_is_invalid_argument_naming_the_field(
     assert error.code == grpc.StatusCode.INVALID_ARGUMENT
     assert [v.field for v in error.field_violations] == [field]
     assert openai_upstream.requests_total == 0  # refused before any upstream call
+
+
+# --------------------------------------------------------------------------- tool choice
+
+
+def tools_request(model: str, **config: Any) -> orch.ChatRequest:
+    weather = chat_pb2.Tool(name="get_weather", description="weather by city")
+    weather.parameters.update({"type": "object", "properties": {"city": {"type": "string"}}})
+    clock = chat_pb2.Tool(name="get_time", description="time by city")
+    generation = chat_pb2.GenerationConfig(tools=[weather, clock], **config)
+    return orch.ChatRequest(model=model, messages=[user("Paris")], config=generation)
+
+
+def called(events: list[orch.ChatResponse]) -> list[str]:
+    return [
+        e.tool_call_delta.name for e in events if e.WhichOneof("event") == "tool_call_delta" and e.tool_call_delta.name
+    ]
+
+
+NAMED = chat_pb2.ToolChoice(mode=chat_pb2.TOOL_CHOICE_MODE_TOOL, tool_name="get_time")
+
+
+async def test_openai_gets_tool_choice_and_parallel_calls(gateway: AsyncClient, openai_upstream: FakeOpenAI) -> None:
+    events = await collect(
+        gateway.orchestrator.Chat(tools_request("gpt-test", tool_choice=NAMED, parallel_tool_calls=False))
+    )
+    assert called(events) == ["get_time"]
+    sent = openai_upstream.last_request
+    assert sent is not None
+    assert sent["tool_choice"] == {"type": "function", "function": {"name": "get_time"}}
+    assert sent["parallel_tool_calls"] is False
+    for mode, wire in [
+        (chat_pb2.TOOL_CHOICE_MODE_AUTO, "auto"),
+        (chat_pb2.TOOL_CHOICE_MODE_NONE, "none"),
+        (chat_pb2.TOOL_CHOICE_MODE_REQUIRED, "required"),
+    ]:
+        events = await collect(
+            gateway.orchestrator.Chat(tools_request("gpt-test", tool_choice=chat_pb2.ToolChoice(mode=mode)))
+        )
+        assert openai_upstream.last_request is not None
+        assert openai_upstream.last_request["tool_choice"] == wire
+        assert "parallel_tool_calls" not in openai_upstream.last_request  # unset: the provider's default
+        assert called(events) == ([] if wire == "none" else ["get_weather"])
+
+
+async def test_anthropic_gets_tool_choice_and_parallel_calls(
+    gateway: AsyncClient, anthropic_upstream: FakeAnthropic
+) -> None:
+    events = await collect(
+        gateway.orchestrator.Chat(tools_request("claude-test", tool_choice=NAMED, parallel_tool_calls=False))
+    )
+    assert called(events) == ["get_time"]
+    assert anthropic_upstream.last_request is not None
+    assert anthropic_upstream.last_request["tool_choice"] == {
+        "type": "tool",
+        "name": "get_time",
+        "disable_parallel_tool_use": True,
+    }
+    await collect(gateway.orchestrator.Chat(tools_request("claude-test", parallel_tool_calls=False)))
+    assert anthropic_upstream.last_request["tool_choice"] == {"type": "auto", "disable_parallel_tool_use": True}
+    required = chat_pb2.ToolChoice(mode=chat_pb2.TOOL_CHOICE_MODE_REQUIRED)
+    await collect(gateway.orchestrator.Chat(tools_request("claude-test", tool_choice=required)))
+    assert anthropic_upstream.last_request["tool_choice"] == {"type": "any"}
+    none = chat_pb2.ToolChoice(mode=chat_pb2.TOOL_CHOICE_MODE_NONE)
+    events = await collect(gateway.orchestrator.Chat(tools_request("claude-test", tool_choice=none)))
+    assert anthropic_upstream.last_request["tool_choice"] == {"type": "none"}
+    assert called(events) == []
+
+
+async def test_the_builtin_model_follows_tool_choice(gateway: AsyncClient) -> None:
+    assert called(await collect(gateway.orchestrator.Chat(tools_request("builtin", tool_choice=NAMED)))) == ["get_time"]
+    none = chat_pb2.ToolChoice(mode=chat_pb2.TOOL_CHOICE_MODE_NONE)
+    events = await collect(gateway.orchestrator.Chat(tools_request("builtin", tool_choice=none)))
+    assert called(events) == [] and text_of(events).endswith("Paris")
+    directives = orch.ChatRequest(
+        model="builtin",
+        messages=[user('call tool a {"x": 1} call tool b {"y": 2}')],
+        config=chat_pb2.GenerationConfig(parallel_tool_calls=False),
+    )
+    assert called(await collect(gateway.orchestrator.Chat(directives))) == ["a"]
+
+
+@pytest.mark.parametrize(
+    ("request_", "field"),
+    [
+        (
+            tools_request(
+                "gpt-test", tool_choice=chat_pb2.ToolChoice(mode=chat_pb2.TOOL_CHOICE_MODE_TOOL, tool_name="nope")
+            ),
+            "config.tool_choice.tool_name",
+        ),
+        (
+            orch.ChatRequest(
+                model="gpt-test",
+                messages=[user("hi")],
+                config=chat_pb2.GenerationConfig(
+                    tool_choice=chat_pb2.ToolChoice(mode=chat_pb2.TOOL_CHOICE_MODE_REQUIRED)
+                ),
+            ),
+            "config.tool_choice.mode",
+        ),
+        (tools_request("gpt-test", tool_choice=chat_pb2.ToolChoice(mode=42)), "config.tool_choice.mode"),  # type: ignore[arg-type]
+    ],
+)
+async def test_a_bad_tool_choice_is_invalid_argument_naming_the_field(
+    gateway: AsyncClient, openai_upstream: FakeOpenAI, request_: orch.ChatRequest, field: str
+) -> None:
+    error = await raises(collect(gateway.orchestrator.Chat(request_)))
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert [v.field for v in error.field_violations] == [field]
+    assert openai_upstream.requests_total == 0

@@ -71,6 +71,19 @@ class ResponseFormat:
         return self.type is not ResponseFormatType.TEXT
 
 
+class ToolChoiceMode(enum.Enum):
+    AUTO = "auto"
+    NONE = "none"
+    REQUIRED = "required"
+    TOOL = "tool"  # the tool named in ToolChoice.tool_name
+
+
+@dataclass(frozen=True, slots=True)
+class ToolChoice:
+    mode: ToolChoiceMode
+    tool_name: str = ""  # read only with ToolChoiceMode.TOOL
+
+
 @dataclass(frozen=True, slots=True)
 class GenerationConfig:
     temperature: float | None = None
@@ -80,6 +93,8 @@ class GenerationConfig:
     seed: int | None = None
     tools: tuple[Tool, ...] = ()
     response_format: ResponseFormat | None = None
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
 
 
 @dataclass(slots=True)

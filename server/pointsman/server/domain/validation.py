@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from .chat import GenerationConfig, Message, Role
+from .chat import GenerationConfig, Message, Role, ToolChoiceMode
 from .errors import ViolationCollector
 from .structured_output import check_response_format
 
@@ -97,6 +97,17 @@ def check_config(config: GenerationConfig, errors: ViolationCollector, path: str
         if not tool.name:
             errors.add(f"{path}.tools[{index}].name", "is required")
     check_response_format(config.response_format, errors, f"{path}.response_format")
+    _check_tool_choice(config, errors, f"{path}.tool_choice")
+
+
+def _check_tool_choice(config: GenerationConfig, errors: ViolationCollector, path: str) -> None:
+    choice = config.tool_choice
+    if choice is None or choice.mode in {ToolChoiceMode.AUTO, ToolChoiceMode.NONE}:
+        return
+    if not config.tools:
+        errors.add(f"{path}.mode", f"{choice.mode.value} needs tools in config.tools")
+    elif choice.mode is ToolChoiceMode.TOOL and choice.tool_name not in {t.name for t in config.tools}:
+        errors.add(f"{path}.tool_name", "must name one of config.tools")
 
 
 def check_model(model: str, errors: ViolationCollector, path: str = "model") -> None:

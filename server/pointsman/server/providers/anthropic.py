@@ -22,6 +22,8 @@ from ..domain.chat import (
     Role,
     TextDelta,
     ToolCallDelta,
+    ToolChoice,
+    ToolChoiceMode,
     Usage,
 )
 from ..domain.errors import InvalidArgument
@@ -197,10 +199,35 @@ def request_body(model: str, request: ChatRequest, incremental: bool) -> dict[st
     # answer a request that carries them with 400.
     if config.tools:
         body["tools"] = [_tool(t.name, t.description, t.parameters) for t in config.tools]
+        tool_choice = _tool_choice(config.tool_choice, config.parallel_tool_calls)
+        if tool_choice is not None:
+            body["tool_choice"] = tool_choice
     output_format = _output_format(config.response_format)
     if output_format is not None:
         body["output_config"] = {"format": output_format}
     return body
+
+
+_TOOL_CHOICE_TYPES = {
+    ToolChoiceMode.AUTO: "auto",
+    ToolChoiceMode.NONE: "none",
+    ToolChoiceMode.REQUIRED: "any",
+    ToolChoiceMode.TOOL: "tool",
+}
+
+
+def _tool_choice(choice: ToolChoice | None, parallel: bool | None) -> dict[str, Any] | None:
+    """Anthropic's tool_choice; parallel calls are turned off on it
+    (`disable_parallel_tool_use`), which `none` does not take."""
+    if choice is None and parallel is None:
+        return None
+    mode = choice.mode if choice is not None else ToolChoiceMode.AUTO
+    out: dict[str, Any] = {"type": _TOOL_CHOICE_TYPES[mode]}
+    if mode is ToolChoiceMode.TOOL and choice is not None:
+        out["name"] = choice.tool_name
+    if parallel is False and mode is not ToolChoiceMode.NONE:
+        out["disable_parallel_tool_use"] = True
+    return out
 
 
 def _output_format(response_format: ResponseFormat | None) -> dict[str, Any] | None:

@@ -15,6 +15,7 @@ from ..domain.chat import (
     Role,
     TextDelta,
     ToolCallDelta,
+    ToolChoiceMode,
     Usage,
 )
 
@@ -79,7 +80,9 @@ class BuiltinProvider:
     A user message with `call tool NAME {json}` directives calls those tools
     instead (several at once); after their results it answers with them
     (or, with "keep calling" in the message, calls them again). Asked for
-    JSON, it answers with `json_answer`.
+    JSON, it answers with `json_answer`. It follows `tool_choice` (none: no
+    calls; a named tool: that one) and, with parallel calls off, makes only
+    the first directive's call.
     """
 
     async def stream(
@@ -89,7 +92,11 @@ class BuiltinProvider:
         last_user = next((m.content for m in reversed(request.messages) if m.role is Role.USER), "")
         config = request.config
         answered_tool = request.messages[-1].role is Role.TOOL
-        directives = tool_directives(last_user)
+        choice = config.tool_choice
+        no_tools = choice is not None and choice.mode is ToolChoiceMode.NONE
+        directives = [] if no_tools else tool_directives(last_user)
+        if config.parallel_tool_calls is False:
+            directives = directives[:1]
         if directives and (not answered_tool or KEEP_CALLING in last_user):
             step = sum(1 for m in request.messages if m.role is Role.ASSISTANT)
             for index, (name, arguments) in enumerate(directives):
@@ -105,9 +112,11 @@ class BuiltinProvider:
                     break
                 results.append(message.content)
             last_user = TOOL_ANSWER_PREAMBLE + " | ".join(reversed(results))
-        if config.tools and not answered_tool and not directives:
+        if config.tools and not answered_tool and not directives and not no_tools:
             arguments = json.dumps({"input": last_user})
-            yield ToolCallDelta(index=0, id="call_builtin_0", name=config.tools[0].name, arguments_delta="")
+            named = choice is not None and choice.mode is ToolChoiceMode.TOOL
+            name = choice.tool_name if named and choice is not None else config.tools[0].name
+            yield ToolCallDelta(index=0, id="call_builtin_0", name=name, arguments_delta="")
             yield ToolCallDelta(index=0, id="", name="", arguments_delta=arguments)
             yield Usage(input_tokens, 1)
             yield Finish(FinishReason.TOOL_CALLS)

@@ -23,6 +23,8 @@ from ..domain.chat import (
     ResponseFormatType,
     TextDelta,
     ToolCallDelta,
+    ToolChoice,
+    ToolChoiceMode,
     Usage,
 )
 from ..domain.structured_output import DEFAULT_SCHEMA_NAME
@@ -181,9 +183,19 @@ def _request_body(model: str, request: ChatRequest, incremental: bool) -> dict[s
             }
             for t in config.tools
         ]
+        if config.tool_choice is not None:
+            kwargs["tool_choice"] = _tool_choice(config.tool_choice)
+        if config.parallel_tool_calls is not None:
+            kwargs["parallel_tool_calls"] = config.parallel_tool_calls
     if config.response_format is not None:
         kwargs["response_format"] = _response_format(config.response_format)
     return kwargs
+
+
+def _tool_choice(choice: ToolChoice) -> str | dict[str, Any]:
+    if choice.mode is ToolChoiceMode.TOOL:
+        return {"type": "function", "function": {"name": choice.tool_name}}
+    return str(choice.mode.value)
 
 
 def _response_format(response_format: ResponseFormat) -> dict[str, Any]:

@@ -41,6 +41,12 @@ RESPONSE_FORMAT_TYPES = {
     chat_pb2.RESPONSE_FORMAT_TYPE_JSON_OBJECT: chat.ResponseFormatType.JSON_OBJECT,
     chat_pb2.RESPONSE_FORMAT_TYPE_JSON_SCHEMA: chat.ResponseFormatType.JSON_SCHEMA,
 }
+TOOL_CHOICE_MODES = {
+    chat_pb2.TOOL_CHOICE_MODE_AUTO: chat.ToolChoiceMode.AUTO,
+    chat_pb2.TOOL_CHOICE_MODE_NONE: chat.ToolChoiceMode.NONE,
+    chat_pb2.TOOL_CHOICE_MODE_REQUIRED: chat.ToolChoiceMode.REQUIRED,
+    chat_pb2.TOOL_CHOICE_MODE_TOOL: chat.ToolChoiceMode.TOOL,
+}
 PROVIDERS = {
     chat.ProviderKind.BUILTIN: orch.PROVIDER_BUILTIN,
     chat.ProviderKind.OPENAI: orch.PROVIDER_OPENAI,
@@ -193,6 +199,11 @@ def config_from_proto(
     response_format = None
     if config.HasField("response_format"):
         response_format = _response_format(config.response_format, collected, f"{path}.response_format")
+    tool_choice = None
+    if config.HasField("tool_choice"):
+        mode = optional_enum(TOOL_CHOICE_MODES, config.tool_choice.mode, f"{path}.tool_choice.mode", collected)
+        if mode is not None:
+            tool_choice = chat.ToolChoice(mode, config.tool_choice.tool_name)
     if errors is None:
         collected.raise_if_any()
     return chat.GenerationConfig(
@@ -203,6 +214,8 @@ def config_from_proto(
         seed=config.seed if config.HasField("seed") else None,
         tools=tools,
         response_format=response_format,
+        tool_choice=tool_choice,
+        parallel_tool_calls=config.parallel_tool_calls if config.HasField("parallel_tool_calls") else None,
     )
 
 
