@@ -270,3 +270,24 @@ async def test_a_bad_tool_choice_is_invalid_argument_naming_the_field(
     assert error.code == grpc.StatusCode.INVALID_ARGUMENT
     assert [v.field for v in error.field_violations] == [field]
     assert openai_upstream.requests_total == 0
+
+
+# --------------------------------------------------------------------------- usage details
+
+
+@pytest.mark.parametrize("streamed", [True, False])
+async def test_cached_and_reasoning_tokens_reach_the_usage(
+    gateway: AsyncClient, openai_upstream: FakeOpenAI, anthropic_upstream: FakeAnthropic, streamed: bool
+) -> None:
+    for upstream in (openai_upstream, anthropic_upstream):
+        upstream.cached_tokens, upstream.reasoning_tokens = 2, 1
+    for model in ("gpt-test", "claude-test"):
+        messages = [user("one two three")]
+        if streamed:
+            events = await collect(gateway.orchestrator.Chat(orch.ChatRequest(model=model, messages=messages)))
+            usage = next(e.usage for e in events if e.WhichOneof("event") == "usage")
+        else:
+            usage = (await gateway.orchestrator.Complete(orch.CompleteRequest(model=model, messages=messages))).usage
+        assert (usage.cached_input_tokens, usage.reasoning_tokens) == (2, 1), model
+    # Anthropic counts cache reads apart from input_tokens; the gateway's input includes them.
+    assert usage.input_tokens == 3 + 2

@@ -166,8 +166,18 @@ class FakeAnthropic(FakeUpstream):
             "content": content,
             "stop_reason": None,
             "stop_sequence": None,
-            "usage": {"input_tokens": prompt.prompt_tokens, "output_tokens": output_tokens},
+            "usage": {
+                "input_tokens": prompt.prompt_tokens,
+                "output_tokens": output_tokens,
+                **({"cache_read_input_tokens": self.cached_tokens} if self.cached_tokens else {}),
+                **self._thinking_details(),
+            },
         }
+
+    def _thinking_details(self) -> JSON:
+        if not self.reasoning_tokens:
+            return {}
+        return {"output_tokens_details": {"thinking_tokens": self.reasoning_tokens}}
 
     def _render(self, prompt: Prompt, answer: Answer) -> JSON:
         message = self._message(prompt, self._content(prompt, answer), answer.completion_tokens)
@@ -203,7 +213,7 @@ class FakeAnthropic(FakeUpstream):
                 "type": "message_delta",
                 "delta": {"stop_reason": _stop_reason(prompt, answer),
                           "stop_sequence": answer.stop_sequence},
-                "usage": {"output_tokens": answer.completion_tokens},
+                "usage": {"output_tokens": answer.completion_tokens, **self._thinking_details()},
             }),
             _event("message_stop", {"type": "message_stop"}),
         ]  # fmt: skip

@@ -241,6 +241,9 @@ class FakeUpstream:
         """Zero the counters and forget recorded requests."""
         self.requests_total = 0
         self.requests_open = 0
+        # Reported in usage when set: prompt-cache reads and reasoning tokens.
+        self.cached_tokens = 0
+        self.reasoning_tokens = 0
         self.streams_open = 0
         self.streams_completed = 0
         self.streams_aborted = 0
@@ -632,6 +635,12 @@ class FakeOpenAI(FakeUpstream):
             "prompt_tokens": prompt.prompt_tokens,
             "completion_tokens": out,
             "total_tokens": prompt.prompt_tokens + out,
+            **({"prompt_tokens_details": {"cached_tokens": self.cached_tokens}} if self.cached_tokens else {}),
+            **(
+                {"completion_tokens_details": {"reasoning_tokens": self.reasoning_tokens}}
+                if self.reasoning_tokens
+                else {}
+            ),
         }
 
     def _render(self, prompt: Prompt, answer: Answer) -> JSON:

@@ -166,6 +166,8 @@ class Usage:
     output_tokens: int
     estimated: bool = False  # the upstream sent no counts: see `estimate_usage`
     cost_usd: float = 0.0  # at the deployment's price; set by the orchestrator
+    cached_input_tokens: int = 0  # of input_tokens: read from the provider's prompt cache
+    reasoning_tokens: int = 0  # of output_tokens: spent reasoning
 
     @property
     def total_tokens(self) -> int:

@@ -77,7 +77,7 @@ class AnthropicProvider:
 async def _stream_events(body: AsyncIterator[bytes]) -> AsyncIterator[ProviderEvent]:
     """Maps the Messages SSE stream. Dispatches on each event's `type` field,
     which repeats its `event:` line."""
-    input_tokens = output_tokens = 0
+    counts: dict[str, Any] = {}  # the usage fields seen so far, later ones winning
     stop_reason: str | None = None
     stopped = False
     tool_ordinals: dict[int, int] = {}  # content block index -> tool-call ordinal (0, 1, ...)
@@ -105,17 +105,11 @@ async def _stream_events(body: AsyncIterator[bytes]) -> AsyncIterator[ProviderEv
             elif block["type"] == "text" and block.get("text"):
                 yield TextDelta(block["text"])
         elif kind == "message_start":
-            usage = event["message"]["usage"]
-            input_tokens = _input_tokens(usage)
-            output_tokens = usage.get("output_tokens") or 0
+            counts.update(event["message"]["usage"])
         elif kind == "message_delta":
             stop_reason = event["delta"].get("stop_reason") or stop_reason
             # Counts here are cumulative and final; input counts may be absent.
-            usage = event.get("usage") or {}
-            if usage.get("output_tokens") is not None:
-                output_tokens = usage["output_tokens"]
-            if usage.get("input_tokens") is not None:
-                input_tokens = _input_tokens(usage)
+            counts.update((k, v) for k, v in (event.get("usage") or {}).items() if v is not None)
         elif kind == "message_stop":
             stopped = True
         elif kind == "error":
@@ -123,7 +117,7 @@ async def _stream_events(body: AsyncIterator[bytes]) -> AsyncIterator[ProviderEv
         # ping, content_block_stop and event types added later carry nothing to map.
     if not stopped:
         raise upstream_errors.incomplete_error()
-    yield Usage(input_tokens, output_tokens)
+    yield _usage(counts)
     yield Finish(_finish_reason(stop_reason))
 
 
@@ -157,9 +151,19 @@ def _whole_answer_events(message: dict[str, Any]) -> list[ProviderEvent]:
     if not message.get("stop_reason"):
         raise upstream_errors.incomplete_error()
     usage = message["usage"]
-    events.append(Usage(_input_tokens(usage), usage.get("output_tokens") or 0))
+    events.append(_usage(usage))
     events.append(Finish(_finish_reason(message["stop_reason"])))
     return events
+
+
+def _usage(usage: dict[str, Any]) -> Usage:
+    details = usage.get("output_tokens_details") or {}
+    return Usage(
+        _input_tokens(usage),
+        usage.get("output_tokens") or 0,
+        cached_input_tokens=usage.get("cache_read_input_tokens") or 0,
+        reasoning_tokens=details.get("thinking_tokens") or 0,
+    )
 
 
 def _input_tokens(usage: dict[str, Any]) -> int:

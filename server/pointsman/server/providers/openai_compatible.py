@@ -143,7 +143,14 @@ def _whole_answer_events(answer: dict[str, Any]) -> list[ProviderEvent]:
 
 
 def _usage(raw: dict[str, Any]) -> Usage:
-    return Usage(raw.get("prompt_tokens") or 0, raw.get("completion_tokens") or 0)
+    prompt_details = raw.get("prompt_tokens_details") or {}
+    completion_details = raw.get("completion_tokens_details") or {}
+    return Usage(
+        raw.get("prompt_tokens") or 0,
+        raw.get("completion_tokens") or 0,
+        cached_input_tokens=prompt_details.get("cached_tokens") or 0,
+        reasoning_tokens=completion_details.get("reasoning_tokens") or 0,
+    )
 
 
 def _tool_call_delta(call: dict[str, Any]) -> ToolCallDelta:

@@ -267,6 +267,8 @@ def usage_to_proto(usage: chat.Usage) -> chat_pb2.Usage:
         total_tokens=usage.total_tokens,
         estimated=usage.estimated,
         cost_usd=usage.cost_usd,
+        cached_input_tokens=usage.cached_input_tokens,
+        reasoning_tokens=usage.reasoning_tokens,
     )
 
 
@@ -415,6 +417,8 @@ def complete_response(answer: CompletedAnswer) -> orch.CompleteResponse:
         response.usage.total_tokens = usage.total_tokens
         response.usage.estimated = usage.estimated
         response.usage.cost_usd = usage.cost_usd
+        response.usage.cached_input_tokens = usage.cached_input_tokens
+        response.usage.reasoning_tokens = usage.reasoning_tokens
     finish = answer.finish
     if finish is not None:
         _fill_finish(response.finish, finish)
