@@ -57,6 +57,7 @@ def base_request() -> orch.ChatRequest:
             # REQUIRED, not TOOL: the walk renames the tool, which TOOL would refuse.
             tool_choice=chat_pb2.ToolChoice(mode=chat_pb2.TOOL_CHOICE_MODE_REQUIRED, tool_name="lookup"),
             parallel_tool_calls=True,
+            reasoning=chat_pb2.Reasoning(effort=chat_pb2.REASONING_EFFORT_MEDIUM, budget_tokens=2048),
         ),
         cache=orch.CacheControl(bypass=False, ttl=Duration(seconds=60)),
     )

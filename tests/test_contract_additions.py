@@ -4,6 +4,7 @@ what the upstream received and what the client got."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,6 +14,8 @@ import pytest_asyncio
 
 from pointsman.client import AsyncClient
 from pointsman.orchestrator.v1 import orchestrator_pb2 as orch
+from pointsman.server.domain.chat import ReasoningDelta, TextDelta
+from pointsman.server.providers.anthropic import _stream_events
 from pointsman.type.v1 import chat_pb2
 
 from fakes.anthropic_upstream import FakeAnthropic
@@ -291,3 +294,73 @@ async def test_cached_and_reasoning_tokens_reach_the_usage(
         assert (usage.cached_input_tokens, usage.reasoning_tokens) == (2, 1), model
     # Anthropic counts cache reads apart from input_tokens; the gateway's input includes them.
     assert usage.input_tokens == 3 + 2
+
+
+# --------------------------------------------------------------------------- reasoning
+
+
+def reasoning_request(model: str, reasoning: chat_pb2.Reasoning, **config: Any) -> orch.ChatRequest:
+    generation = chat_pb2.GenerationConfig(reasoning=reasoning, **config)
+    return orch.ChatRequest(model=model, messages=[user("think")], config=generation)
+
+
+async def test_openai_gets_an_effort_and_its_reasoning_streams_apart(
+    gateway: AsyncClient, openai_upstream: FakeOpenAI
+) -> None:
+    openai_upstream.reasoning_text = "Let me think."
+    high = chat_pb2.Reasoning(effort=chat_pb2.REASONING_EFFORT_HIGH)
+    events = await collect(gateway.orchestrator.Chat(reasoning_request("gpt-test", high)))
+    reasoning = [e.reasoning_delta.text for e in events if e.WhichOneof("event") == "reasoning_delta"]
+    assert reasoning == ["Let me think."]
+    assert text_of(events) == "Echo: think"  # never mixed into the answer
+    assert openai_upstream.last_request is not None
+    assert openai_upstream.last_request["reasoning_effort"] == "high"
+
+
+async def test_anthropic_gets_a_thinking_budget_or_an_effort(
+    gateway: AsyncClient, anthropic_upstream: FakeAnthropic
+) -> None:
+    budget = chat_pb2.Reasoning(budget_tokens=2048)
+    await collect(gateway.orchestrator.Chat(reasoning_request("claude-test", budget)))
+    assert anthropic_upstream.last_request is not None
+    assert anthropic_upstream.last_request["thinking"] == {"type": "enabled", "budget_tokens": 2048}
+    low = chat_pb2.Reasoning(effort=chat_pb2.REASONING_EFFORT_LOW)
+    await collect(gateway.orchestrator.Chat(reasoning_request("claude-test", low)))
+    assert anthropic_upstream.last_request["output_config"] == {"effort": "low"}
+    assert "thinking" not in anthropic_upstream.last_request
+
+
+async def test_anthropic_thinking_deltas_become_reasoning_events() -> None:
+    frames = [
+        {"type": "message_start", "message": {"usage": {"input_tokens": 1, "output_tokens": 0}}},
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": ""}},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "Hmm."}},
+        {"type": "content_block_start", "index": 1, "content_block": {"type": "text", "text": ""}},
+        {"type": "content_block_delta", "index": 1, "delta": {"type": "text_delta", "text": "Yes."}},
+        {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 5}},
+        {"type": "message_stop"},
+    ]
+
+    async def body() -> AsyncIterator[bytes]:
+        for frame in frames:
+            yield f"data: {json.dumps(frame)}\n\n".encode()
+
+    events = [event async for event in _stream_events(body())]
+    assert events[:2] == [ReasoningDelta("Hmm."), TextDelta("Yes.")]
+
+
+@pytest.mark.parametrize(
+    ("model", "reasoning", "field"),
+    [
+        ("gpt-test", chat_pb2.Reasoning(budget_tokens=2048), "config.reasoning.budget_tokens"),
+        ("claude-test", chat_pb2.Reasoning(budget_tokens=8192), "config.reasoning.budget_tokens"),  # >= max_tokens
+        ("gpt-test", chat_pb2.Reasoning(budget_tokens=10), "config.reasoning.budget_tokens"),
+        ("gpt-test", chat_pb2.Reasoning(effort=7), "config.reasoning.effort"),  # type: ignore[arg-type]
+    ],
+)
+async def test_a_reasoning_setting_a_provider_cannot_honour_is_invalid_argument(
+    gateway: AsyncClient, model: str, reasoning: chat_pb2.Reasoning, field: str
+) -> None:
+    error = await raises(collect(gateway.orchestrator.Chat(reasoning_request(model, reasoning))))
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert [v.field for v in error.field_violations] == [field]

@@ -244,6 +244,8 @@ class FakeUpstream:
         # Reported in usage when set: prompt-cache reads and reasoning tokens.
         self.cached_tokens = 0
         self.reasoning_tokens = 0
+        # Streamed as `reasoning_content` before the answer when set (as vLLM and DeepSeek do).
+        self.reasoning_text = ""
         self.streams_open = 0
         self.streams_completed = 0
         self.streams_aborted = 0
@@ -670,6 +672,8 @@ class FakeOpenAI(FakeUpstream):
         if answer.tool_name is None:
             first = frame({"role": "assistant", "content": "", "refusal": None})
             deltas = [frame.content(c) for c in answer.chunks]
+            if self.reasoning_text:
+                deltas.insert(0, frame({"reasoning_content": self.reasoning_text}))
         else:
             call = _tool_call(answer.tool_name, "")
             first = frame({"role": "assistant", "content": None, "tool_calls": [{"index": 0, **call}]})

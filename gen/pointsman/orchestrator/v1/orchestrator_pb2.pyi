@@ -111,20 +111,28 @@ class CacheControl(_message.Message):
     def __init__(self, bypass: _Optional[bool] = ..., ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class ChatResponse(_message.Message):
-    __slots__ = ("start", "text_delta", "tool_call_delta", "firewall_notice", "usage", "finish")
+    __slots__ = ("start", "text_delta", "tool_call_delta", "firewall_notice", "usage", "finish", "reasoning_delta")
     START_FIELD_NUMBER: _ClassVar[int]
     TEXT_DELTA_FIELD_NUMBER: _ClassVar[int]
     TOOL_CALL_DELTA_FIELD_NUMBER: _ClassVar[int]
     FIREWALL_NOTICE_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
     FINISH_FIELD_NUMBER: _ClassVar[int]
+    REASONING_DELTA_FIELD_NUMBER: _ClassVar[int]
     start: ChatStart
     text_delta: TextDelta
     tool_call_delta: ToolCallDelta
     firewall_notice: FirewallNotice
     usage: _chat_pb2.Usage
     finish: ChatFinish
-    def __init__(self, start: _Optional[_Union[ChatStart, _Mapping]] = ..., text_delta: _Optional[_Union[TextDelta, _Mapping]] = ..., tool_call_delta: _Optional[_Union[ToolCallDelta, _Mapping]] = ..., firewall_notice: _Optional[_Union[FirewallNotice, _Mapping]] = ..., usage: _Optional[_Union[_chat_pb2.Usage, _Mapping]] = ..., finish: _Optional[_Union[ChatFinish, _Mapping]] = ...) -> None: ...
+    reasoning_delta: ReasoningDelta
+    def __init__(self, start: _Optional[_Union[ChatStart, _Mapping]] = ..., text_delta: _Optional[_Union[TextDelta, _Mapping]] = ..., tool_call_delta: _Optional[_Union[ToolCallDelta, _Mapping]] = ..., firewall_notice: _Optional[_Union[FirewallNotice, _Mapping]] = ..., usage: _Optional[_Union[_chat_pb2.Usage, _Mapping]] = ..., finish: _Optional[_Union[ChatFinish, _Mapping]] = ..., reasoning_delta: _Optional[_Union[ReasoningDelta, _Mapping]] = ...) -> None: ...
+
+class ReasoningDelta(_message.Message):
+    __slots__ = ("text",)
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    def __init__(self, text: _Optional[str] = ...) -> None: ...
 
 class ChatStart(_message.Message):
     __slots__ = ("request_id", "model", "deployment", "cached", "cache_source")
@@ -275,7 +283,7 @@ class CancelTurn(_message.Message):
     def __init__(self, turn_id: _Optional[str] = ...) -> None: ...
 
 class ConverseResponse(_message.Message):
-    __slots__ = ("turn_id", "started", "start", "text_delta", "tool_call_delta", "firewall_notice", "usage", "finish", "error")
+    __slots__ = ("turn_id", "started", "start", "text_delta", "tool_call_delta", "firewall_notice", "usage", "finish", "error", "reasoning_delta")
     TURN_ID_FIELD_NUMBER: _ClassVar[int]
     STARTED_FIELD_NUMBER: _ClassVar[int]
     START_FIELD_NUMBER: _ClassVar[int]
@@ -285,6 +293,7 @@ class ConverseResponse(_message.Message):
     USAGE_FIELD_NUMBER: _ClassVar[int]
     FINISH_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    REASONING_DELTA_FIELD_NUMBER: _ClassVar[int]
     turn_id: str
     started: ConversationStarted
     start: ChatStart
@@ -294,7 +303,8 @@ class ConverseResponse(_message.Message):
     usage: _chat_pb2.Usage
     finish: ChatFinish
     error: TurnError
-    def __init__(self, turn_id: _Optional[str] = ..., started: _Optional[_Union[ConversationStarted, _Mapping]] = ..., start: _Optional[_Union[ChatStart, _Mapping]] = ..., text_delta: _Optional[_Union[TextDelta, _Mapping]] = ..., tool_call_delta: _Optional[_Union[ToolCallDelta, _Mapping]] = ..., firewall_notice: _Optional[_Union[FirewallNotice, _Mapping]] = ..., usage: _Optional[_Union[_chat_pb2.Usage, _Mapping]] = ..., finish: _Optional[_Union[ChatFinish, _Mapping]] = ..., error: _Optional[_Union[TurnError, _Mapping]] = ...) -> None: ...
+    reasoning_delta: ReasoningDelta
+    def __init__(self, turn_id: _Optional[str] = ..., started: _Optional[_Union[ConversationStarted, _Mapping]] = ..., start: _Optional[_Union[ChatStart, _Mapping]] = ..., text_delta: _Optional[_Union[TextDelta, _Mapping]] = ..., tool_call_delta: _Optional[_Union[ToolCallDelta, _Mapping]] = ..., firewall_notice: _Optional[_Union[FirewallNotice, _Mapping]] = ..., usage: _Optional[_Union[_chat_pb2.Usage, _Mapping]] = ..., finish: _Optional[_Union[ChatFinish, _Mapping]] = ..., error: _Optional[_Union[TurnError, _Mapping]] = ..., reasoning_delta: _Optional[_Union[ReasoningDelta, _Mapping]] = ...) -> None: ...
 
 class GetConversationRequest(_message.Message):
     __slots__ = ("name",)
@@ -353,7 +363,7 @@ class CompareRequest(_message.Message):
     def __init__(self, models: _Optional[_Iterable[str]] = ..., messages: _Optional[_Iterable[_Union[_chat_pb2.ChatMessage, _Mapping]]] = ..., config: _Optional[_Union[_chat_pb2.GenerationConfig, _Mapping]] = ..., judge_model: _Optional[str] = ...) -> None: ...
 
 class CompareResponse(_message.Message):
-    __slots__ = ("model", "synthesis", "start", "text_delta", "tool_call_delta", "usage", "finish", "error")
+    __slots__ = ("model", "synthesis", "start", "text_delta", "tool_call_delta", "usage", "finish", "error", "reasoning_delta")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     SYNTHESIS_FIELD_NUMBER: _ClassVar[int]
     START_FIELD_NUMBER: _ClassVar[int]
@@ -362,6 +372,7 @@ class CompareResponse(_message.Message):
     USAGE_FIELD_NUMBER: _ClassVar[int]
     FINISH_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    REASONING_DELTA_FIELD_NUMBER: _ClassVar[int]
     model: str
     synthesis: bool
     start: ChatStart
@@ -370,7 +381,8 @@ class CompareResponse(_message.Message):
     usage: _chat_pb2.Usage
     finish: ChatFinish
     error: TurnError
-    def __init__(self, model: _Optional[str] = ..., synthesis: _Optional[bool] = ..., start: _Optional[_Union[ChatStart, _Mapping]] = ..., text_delta: _Optional[_Union[TextDelta, _Mapping]] = ..., tool_call_delta: _Optional[_Union[ToolCallDelta, _Mapping]] = ..., usage: _Optional[_Union[_chat_pb2.Usage, _Mapping]] = ..., finish: _Optional[_Union[ChatFinish, _Mapping]] = ..., error: _Optional[_Union[TurnError, _Mapping]] = ...) -> None: ...
+    reasoning_delta: ReasoningDelta
+    def __init__(self, model: _Optional[str] = ..., synthesis: _Optional[bool] = ..., start: _Optional[_Union[ChatStart, _Mapping]] = ..., text_delta: _Optional[_Union[TextDelta, _Mapping]] = ..., tool_call_delta: _Optional[_Union[ToolCallDelta, _Mapping]] = ..., usage: _Optional[_Union[_chat_pb2.Usage, _Mapping]] = ..., finish: _Optional[_Union[ChatFinish, _Mapping]] = ..., error: _Optional[_Union[TurnError, _Mapping]] = ..., reasoning_delta: _Optional[_Union[ReasoningDelta, _Mapping]] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ("page_size", "page_token")

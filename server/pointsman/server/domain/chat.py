@@ -84,6 +84,18 @@ class ToolChoice:
     tool_name: str = ""  # read only with ToolChoiceMode.TOOL
 
 
+class ReasoningEffort(enum.Enum):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+
+
+@dataclass(frozen=True, slots=True)
+class Reasoning:
+    effort: ReasoningEffort | None = None
+    budget_tokens: int | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class GenerationConfig:
     temperature: float | None = None
@@ -95,6 +107,7 @@ class GenerationConfig:
     response_format: ResponseFormat | None = None
     tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool | None = None
+    reasoning: Reasoning | None = None
 
 
 @dataclass(slots=True)
@@ -153,6 +166,13 @@ class TextDelta:
 
 
 @dataclass(frozen=True, slots=True)
+class ReasoningDelta:
+    """Reasoning text: never part of the answer's text."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class ToolCallDelta:
     index: int
     id: str
@@ -184,7 +204,7 @@ class Finish:
 
 
 # What a provider yields: the answer's own events, without gateway framing.
-ProviderEvent = TextDelta | ToolCallDelta | Usage | Finish
+ProviderEvent = TextDelta | ToolCallDelta | ReasoningDelta | Usage | Finish
 
 # The most characters one streamed delta carries (at most 64 KiB of UTF-8):
 # an upstream may send megabytes in one chunk, and one gRPC message over the

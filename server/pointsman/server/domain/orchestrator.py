@@ -18,6 +18,7 @@ from .chat import (
     Finish,
     FinishReason,
     ProviderEvent,
+    ReasoningDelta,
     ResponseFormat,
     Start,
     TextDelta,
@@ -46,7 +47,7 @@ class FirewallNotice:
     verdict: Verdict
 
 
-ChatEvent = Start | TextDelta | ToolCallDelta | FirewallNotice | Usage | Finish
+ChatEvent = Start | TextDelta | ToolCallDelta | ReasoningDelta | FirewallNotice | Usage | Finish
 
 
 @dataclass(slots=True)

@@ -13,6 +13,8 @@ from .structured_output import check_response_format
 MAX_STOP_SEQUENCES = 4
 MAX_TOOLS = 128
 MAX_LOGGED_CHARS = 256
+# Anthropic's floor for a thinking budget.
+MIN_REASONING_BUDGET = 1024
 
 # C0 and C1 controls (NUL among them, which PostgreSQL cannot store in text)
 # and the Unicode line and paragraph separators, which forge log lines.
@@ -98,6 +100,10 @@ def check_config(config: GenerationConfig, errors: ViolationCollector, path: str
             errors.add(f"{path}.tools[{index}].name", "is required")
     check_response_format(config.response_format, errors, f"{path}.response_format")
     _check_tool_choice(config, errors, f"{path}.tool_choice")
+    reasoning = config.reasoning
+    if reasoning is not None and reasoning.budget_tokens is not None:
+        if reasoning.budget_tokens < MIN_REASONING_BUDGET:
+            errors.add(f"{path}.reasoning.budget_tokens", f"must be at least {MIN_REASONING_BUDGET}")
 
 
 def _check_tool_choice(config: GenerationConfig, errors: ViolationCollector, path: str) -> None:

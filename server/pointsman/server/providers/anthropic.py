@@ -17,6 +17,7 @@ from ..domain.chat import (
     GenerationConfig,
     Message,
     ProviderEvent,
+    ReasoningDelta,
     ResponseFormat,
     ResponseFormatType,
     Role,
@@ -91,12 +92,15 @@ async def _stream_events(body: AsyncIterator[bytes]) -> AsyncIterator[ProviderEv
             if delta_kind == "text_delta":
                 if delta["text"]:
                     yield TextDelta(delta["text"])
+            elif delta_kind == "thinking_delta":
+                if delta["thinking"]:
+                    yield ReasoningDelta(delta["thinking"])
             elif delta_kind == "input_json_delta":
                 ordinal = tool_ordinals.get(event["index"])
                 # The first fragment is empty; server-tool blocks have no ordinal.
                 if ordinal is not None and delta["partial_json"]:
                     yield ToolCallDelta(ordinal, "", "", delta["partial_json"])
-            # thinking, signature and citation deltas have no place in the domain yet.
+            # signature and citation deltas have no place in the domain yet.
         elif kind == "content_block_start":
             block = event["content_block"]
             if block["type"] == "tool_use":
@@ -104,6 +108,8 @@ async def _stream_events(body: AsyncIterator[bytes]) -> AsyncIterator[ProviderEv
                 yield ToolCallDelta(ordinal, block["id"], block["name"], "")
             elif block["type"] == "text" and block.get("text"):
                 yield TextDelta(block["text"])
+            elif block["type"] == "thinking" and block.get("thinking"):
+                yield ReasoningDelta(block["thinking"])
         elif kind == "message_start":
             counts.update(event["message"]["usage"])
         elif kind == "message_delta":
@@ -145,6 +151,9 @@ def _whole_answer_events(message: dict[str, Any]) -> list[ProviderEvent]:
         if block["type"] == "text":
             if block["text"]:
                 events.append(TextDelta(block["text"]))
+        elif block["type"] == "thinking":
+            if block.get("thinking"):
+                events.append(ReasoningDelta(block["thinking"]))
         elif block["type"] == "tool_use":
             events.append(ToolCallDelta(ordinal, block["id"], block["name"], json.dumps(block["input"])))
             ordinal += 1
@@ -206,9 +215,21 @@ def request_body(model: str, request: ChatRequest, incremental: bool) -> dict[st
         tool_choice = _tool_choice(config.tool_choice, config.parallel_tool_calls)
         if tool_choice is not None:
             body["tool_choice"] = tool_choice
+    output_config: dict[str, Any] = {}
     output_format = _output_format(config.response_format)
     if output_format is not None:
-        body["output_config"] = {"format": output_format}
+        output_config["format"] = output_format
+    reasoning = config.reasoning
+    if reasoning is not None and reasoning.effort is not None:
+        output_config["effort"] = reasoning.effort.value
+    if output_config:
+        body["output_config"] = output_config
+    if reasoning is not None and reasoning.budget_tokens is not None:
+        if reasoning.budget_tokens >= body["max_tokens"]:
+            raise InvalidArgument.one(
+                "config.reasoning.budget_tokens", f"must be below max_tokens ({body['max_tokens']}) on Anthropic models"
+            )
+        body["thinking"] = {"type": "enabled", "budget_tokens": reasoning.budget_tokens}
     return body
 
 

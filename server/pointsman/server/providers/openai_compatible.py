@@ -19,6 +19,7 @@ from ..domain.chat import (
     GenerationConfig,
     Message,
     ProviderEvent,
+    ReasoningDelta,
     ResponseFormat,
     ResponseFormatType,
     TextDelta,
@@ -27,6 +28,7 @@ from ..domain.chat import (
     ToolChoiceMode,
     Usage,
 )
+from ..domain.errors import InvalidArgument
 from ..domain.structured_output import DEFAULT_SCHEMA_NAME
 from . import upstream_errors
 from .sse_lines import LineSplitter
@@ -93,6 +95,13 @@ async def _stream_events(body: AsyncIterator[bytes], request: ChatRequest) -> As
                 usage = _usage(chunk["usage"])
             for choice in chunk.get("choices") or ():
                 delta = choice.get("delta") or {}
+                # Reasoning servers (vLLM, Ollama, DeepSeek) send it apart from the content.
+                reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+                if reasoning:
+                    if text:
+                        yield TextDelta("".join(text))
+                        text = []
+                    yield ReasoningDelta(reasoning)
                 if delta.get("content"):
                     text.append(delta["content"])
                     chunks_with_text += 1
@@ -131,6 +140,9 @@ def _whole_answer_events(answer: dict[str, Any]) -> list[ProviderEvent]:
     choice = answer["choices"][0]
     message = choice.get("message") or {}
     events: list[ProviderEvent] = []
+    reasoning = message.get("reasoning_content") or message.get("reasoning")
+    if reasoning:
+        events.append(ReasoningDelta(reasoning))
     if message.get("content"):
         events.append(TextDelta(message["content"]))
     events.extend(_tool_call_delta({**call, "index": i}) for i, call in enumerate(message.get("tool_calls") or ()))
@@ -194,6 +206,13 @@ def _request_body(model: str, request: ChatRequest, incremental: bool) -> dict[s
             kwargs["tool_choice"] = _tool_choice(config.tool_choice)
         if config.parallel_tool_calls is not None:
             kwargs["parallel_tool_calls"] = config.parallel_tool_calls
+    if config.reasoning is not None:
+        if config.reasoning.budget_tokens is not None:
+            raise InvalidArgument.one(
+                "config.reasoning.budget_tokens", "OpenAI models take a reasoning effort, not a budget"
+            )
+        if config.reasoning.effort is not None:
+            kwargs["reasoning_effort"] = config.reasoning.effort.value
     if config.response_format is not None:
         kwargs["response_format"] = _response_format(config.response_format)
     return kwargs

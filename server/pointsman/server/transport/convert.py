@@ -47,6 +47,11 @@ TOOL_CHOICE_MODES = {
     chat_pb2.TOOL_CHOICE_MODE_REQUIRED: chat.ToolChoiceMode.REQUIRED,
     chat_pb2.TOOL_CHOICE_MODE_TOOL: chat.ToolChoiceMode.TOOL,
 }
+REASONING_EFFORTS = {
+    chat_pb2.REASONING_EFFORT_LOW: chat.ReasoningEffort.LOW,
+    chat_pb2.REASONING_EFFORT_MEDIUM: chat.ReasoningEffort.MEDIUM,
+    chat_pb2.REASONING_EFFORT_HIGH: chat.ReasoningEffort.HIGH,
+}
 PROVIDERS = {
     chat.ProviderKind.BUILTIN: orch.PROVIDER_BUILTIN,
     chat.ProviderKind.OPENAI: orch.PROVIDER_OPENAI,
@@ -204,6 +209,11 @@ def config_from_proto(
         mode = optional_enum(TOOL_CHOICE_MODES, config.tool_choice.mode, f"{path}.tool_choice.mode", collected)
         if mode is not None:
             tool_choice = chat.ToolChoice(mode, config.tool_choice.tool_name)
+    reasoning = None
+    if config.HasField("reasoning"):
+        effort = optional_enum(REASONING_EFFORTS, config.reasoning.effort, f"{path}.reasoning.effort", collected)
+        budget = config.reasoning.budget_tokens if config.reasoning.HasField("budget_tokens") else None
+        reasoning = chat.Reasoning(effort, budget)
     if errors is None:
         collected.raise_if_any()
     return chat.GenerationConfig(
@@ -216,6 +226,7 @@ def config_from_proto(
         response_format=response_format,
         tool_choice=tool_choice,
         parallel_tool_calls=config.parallel_tool_calls if config.HasField("parallel_tool_calls") else None,
+        reasoning=reasoning,
     )
 
 
@@ -381,6 +392,8 @@ def event_fields(event: Any) -> dict[str, Any]:
                 index=event.index, id=event.id, name=event.name, arguments_delta=event.arguments_delta
             )
         }
+    if kind is chat.ReasoningDelta:
+        return {"reasoning_delta": orch.ReasoningDelta(text=event.text)}
     if kind is chat.Start:
         return {"start": start_to_proto(event)}
     if kind is chat.Usage:
