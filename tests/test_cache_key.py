@@ -51,6 +51,13 @@ def base_request() -> orch.ChatRequest:
             stop=["END"],
             seed=7,
             tools=[chat_pb2.Tool(name="lookup", description="Find a city", parameters=parameters)],
+            response_format=chat_pb2.ResponseFormat(
+                type=chat_pb2.RESPONSE_FORMAT_TYPE_JSON_SCHEMA, schema_name="city", schema=parameters, strict=True
+            ),
+            # REQUIRED, not TOOL: the walk renames the tool, which TOOL would refuse.
+            tool_choice=chat_pb2.ToolChoice(mode=chat_pb2.TOOL_CHOICE_MODE_REQUIRED, tool_name="lookup"),
+            parallel_tool_calls=True,
+            reasoning=chat_pb2.Reasoning(effort=chat_pb2.REASONING_EFFORT_MEDIUM, budget_tokens=2048),
         ),
         cache=orch.CacheControl(bypass=False, ttl=Duration(seconds=60)),
     )
@@ -156,7 +163,16 @@ def test_every_field_is_in_the_key_or_listed_as_not_changing_the_answer(path: st
 
 
 def test_the_list_names_only_real_fields() -> None:
-    classes = {c.__name__: c for c in (chat.ChatRequest, chat.Message, chat.ToolCall, chat.GenerationConfig, chat.Tool)}
+    kinds = (
+        chat.ChatRequest,
+        chat.Message,
+        chat.ToolCall,
+        chat.GenerationConfig,
+        chat.Tool,
+        chat.ResponseFormat,
+        chat.ToolChoice,
+    )
+    classes = {c.__name__: c for c in kinds}
     for entry in ANSWER_NEUTRAL_FIELDS:
         owner, name = entry.split(".")
         assert name in {f.name for f in dataclasses.fields(classes[owner])}, entry

@@ -142,6 +142,7 @@ class FakeAnthropic(FakeUpstream):
             # After tool results the model answers in text, as the real one would.
             tool_name=None if results else _anthropic_tool(body),
             tool_names=tuple(str(t.get("name")) for t in body.get("tools") or ()),
+            structured=_anthropic_structured(body.get("output_config")),
         )
 
     def _content(self, prompt: Prompt, answer: Answer) -> list[JSON]:
@@ -165,8 +166,18 @@ class FakeAnthropic(FakeUpstream):
             "content": content,
             "stop_reason": None,
             "stop_sequence": None,
-            "usage": {"input_tokens": prompt.prompt_tokens, "output_tokens": output_tokens},
+            "usage": {
+                "input_tokens": prompt.prompt_tokens,
+                "output_tokens": output_tokens,
+                **({"cache_read_input_tokens": self.cached_tokens} if self.cached_tokens else {}),
+                **self._thinking_details(),
+            },
         }
+
+    def _thinking_details(self) -> JSON:
+        if not self.reasoning_tokens:
+            return {}
+        return {"output_tokens_details": {"thinking_tokens": self.reasoning_tokens}}
 
     def _render(self, prompt: Prompt, answer: Answer) -> JSON:
         message = self._message(prompt, self._content(prompt, answer), answer.completion_tokens)
@@ -202,7 +213,7 @@ class FakeAnthropic(FakeUpstream):
                 "type": "message_delta",
                 "delta": {"stop_reason": _stop_reason(prompt, answer),
                           "stop_sequence": answer.stop_sequence},
-                "usage": {"output_tokens": answer.completion_tokens},
+                "usage": {"output_tokens": answer.completion_tokens, **self._thinking_details()},
             }),
             _event("message_stop", {"type": "message_stop"}),
         ]  # fmt: skip
@@ -295,6 +306,18 @@ def _check_tools(tools: Any) -> None:
         schema = tool.get("input_schema")
         if not isinstance(schema, dict) or schema.get("type") != "object":
             raise BadRequest(f"tools.{i}.custom.input_schema.type: Input should be 'object'")
+
+
+def _anthropic_structured(output_config: Any) -> bool:
+    """Whether the request asks for JSON (output_config.format); malformed is a 400."""
+    if output_config is None:
+        return False
+    output_format = output_config.get("format") if isinstance(output_config, dict) else None
+    if output_format is None:
+        return False
+    if output_format.get("type") != "json_schema" or not isinstance(output_format.get("schema"), dict):
+        raise BadRequest("output_config.format: must be {'type': 'json_schema', 'schema': {...}}")
+    return True
 
 
 def _anthropic_tool(body: JSON) -> str | None:

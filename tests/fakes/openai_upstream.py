@@ -114,6 +114,8 @@ class Prompt:
     stop: tuple[str, ...] = ()
     tool_name: str | None = None
     include_usage: bool = False
+    # Asked for JSON (a response format): the answer is the user's text as it is.
+    structured: bool = False
 
 
 @dataclass(frozen=True)
@@ -157,6 +159,8 @@ def compose_answer(prompt: Prompt, behaviour: Behaviour) -> Answer:
         return Answer([huge_text(behaviour.huge_chars)], "end")
     if behaviour.words is not None:
         text = " ".join(f"word{i}" for i in range(1, behaviour.words + 1))
+    elif prompt.structured:
+        text = prompt.user_text
     else:
         text = f"Echo: {prompt.user_text}"
     reason, matched = "end", None
@@ -237,6 +241,11 @@ class FakeUpstream:
         """Zero the counters and forget recorded requests."""
         self.requests_total = 0
         self.requests_open = 0
+        # Reported in usage when set: prompt-cache reads and reasoning tokens.
+        self.cached_tokens = 0
+        self.reasoning_tokens = 0
+        # Streamed as `reasoning_content` before the answer when set (as vLLM and DeepSeek do).
+        self.reasoning_text = ""
         self.streams_open = 0
         self.streams_completed = 0
         self.streams_aborted = 0
@@ -619,6 +628,7 @@ class FakeOpenAI(FakeUpstream):
             tool_name=None if tool_results else _openai_tool(body),
             include_usage=bool((body.get("stream_options") or {}).get("include_usage"))
             and "no-usage" not in str(body.get("model") or "").split("+"),
+            structured=_openai_structured(body.get("response_format")),
         )
 
     def _usage(self, prompt: Prompt, answer: Answer) -> JSON:
@@ -627,6 +637,12 @@ class FakeOpenAI(FakeUpstream):
             "prompt_tokens": prompt.prompt_tokens,
             "completion_tokens": out,
             "total_tokens": prompt.prompt_tokens + out,
+            **({"prompt_tokens_details": {"cached_tokens": self.cached_tokens}} if self.cached_tokens else {}),
+            **(
+                {"completion_tokens_details": {"reasoning_tokens": self.reasoning_tokens}}
+                if self.reasoning_tokens
+                else {}
+            ),
         }
 
     def _render(self, prompt: Prompt, answer: Answer) -> JSON:
@@ -656,6 +672,8 @@ class FakeOpenAI(FakeUpstream):
         if answer.tool_name is None:
             first = frame({"role": "assistant", "content": "", "refusal": None})
             deltas = [frame.content(c) for c in answer.chunks]
+            if self.reasoning_text:
+                deltas.insert(0, frame({"reasoning_content": self.reasoning_text}))
         else:
             call = _tool_call(answer.tool_name, "")
             first = frame({"role": "assistant", "content": None, "tool_calls": [{"index": 0, **call}]})
@@ -719,6 +737,23 @@ def fake_vector(text: str, width: int) -> list[float]:
 
 def _tool_call(name: str, arguments: str) -> JSON:
     return {"id": "call_1", "type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+def _openai_structured(response_format: Any) -> bool:
+    """Whether the request asks for JSON; a malformed format is a 400, as on the real API."""
+    if response_format is None:
+        return False
+    kind = response_format.get("type") if isinstance(response_format, dict) else None
+    if kind == "text":
+        return False
+    if kind == "json_object":
+        return True
+    if kind == "json_schema":
+        json_schema = response_format.get("json_schema")
+        if not isinstance(json_schema, dict) or not json_schema.get("name") or "schema" not in json_schema:
+            raise BadRequest("response_format.json_schema: 'name' and 'schema' are required")
+        return True
+    raise BadRequest(f"response_format.type: unknown value {kind!r}")
 
 
 def _openai_tool(body: JSON) -> str | None:

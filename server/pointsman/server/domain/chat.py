@@ -50,6 +50,52 @@ class Message:
     tool_calls: tuple[ToolCall, ...] = ()
 
 
+class ResponseFormatType(enum.Enum):
+    TEXT = "text"
+    JSON_OBJECT = "json_object"
+    JSON_SCHEMA = "json_schema"
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseFormat:
+    """The shape the answer must take. `schema_name`, `schema` and `strict`
+    are read only with JSON_SCHEMA."""
+
+    type: ResponseFormatType = ResponseFormatType.TEXT
+    schema_name: str = ""
+    schema: dict[str, Any] = field(default_factory=dict)
+    strict: bool = False
+
+    @property
+    def wants_json(self) -> bool:
+        return self.type is not ResponseFormatType.TEXT
+
+
+class ToolChoiceMode(enum.Enum):
+    AUTO = "auto"
+    NONE = "none"
+    REQUIRED = "required"
+    TOOL = "tool"  # the tool named in ToolChoice.tool_name
+
+
+@dataclass(frozen=True, slots=True)
+class ToolChoice:
+    mode: ToolChoiceMode
+    tool_name: str = ""  # read only with ToolChoiceMode.TOOL
+
+
+class ReasoningEffort(enum.Enum):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+
+
+@dataclass(frozen=True, slots=True)
+class Reasoning:
+    effort: ReasoningEffort | None = None
+    budget_tokens: int | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class GenerationConfig:
     temperature: float | None = None
@@ -58,6 +104,10 @@ class GenerationConfig:
     stop: tuple[str, ...] = ()
     seed: int | None = None
     tools: tuple[Tool, ...] = ()
+    response_format: ResponseFormat | None = None
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    reasoning: Reasoning | None = None
 
 
 @dataclass(slots=True)
@@ -120,6 +170,13 @@ class TextDelta:
 
 
 @dataclass(frozen=True, slots=True)
+class ReasoningDelta:
+    """Reasoning text: never part of the answer's text."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class ToolCallDelta:
     index: int
     id: str
@@ -133,6 +190,8 @@ class Usage:
     output_tokens: int
     estimated: bool = False  # the upstream sent no counts: see `estimate_usage`
     cost_usd: float = 0.0  # at the deployment's price; set by the orchestrator
+    cached_input_tokens: int = 0  # of input_tokens: read from the provider's prompt cache
+    reasoning_tokens: int = 0  # of output_tokens: spent reasoning
 
     @property
     def total_tokens(self) -> int:
@@ -144,10 +203,12 @@ class Finish:
     reason: FinishReason
     time_to_first_token: float | None = None  # seconds
     total: float | None = None  # seconds
+    # With a JSON response format: whether the answer is JSON as asked; set by the orchestrator.
+    schema_valid: bool | None = None
 
 
 # What a provider yields: the answer's own events, without gateway framing.
-ProviderEvent = TextDelta | ToolCallDelta | Usage | Finish
+ProviderEvent = TextDelta | ToolCallDelta | ReasoningDelta | Usage | Finish
 
 # The most characters one streamed delta carries (at most 64 KiB of UTF-8):
 # an upstream may send megabytes in one chunk, and one gRPC message over the

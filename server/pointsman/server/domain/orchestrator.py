@@ -18,6 +18,8 @@ from .chat import (
     Finish,
     FinishReason,
     ProviderEvent,
+    ReasoningDelta,
+    ResponseFormat,
     Start,
     TextDelta,
     ToolCall,
@@ -34,6 +36,7 @@ from .ports.cache import CachedAnswer
 from .router import Router
 from .semantic.cache import SemanticCache
 from .single_flight import SingleFlight
+from .structured_output import answer_is_valid
 from .validation import ChatLimits, check_config, check_messages, check_model
 
 log = logging.getLogger(__name__)
@@ -45,7 +48,7 @@ class FirewallNotice:
     verdict: Verdict
 
 
-ChatEvent = Start | TextDelta | ToolCallDelta | FirewallNotice | Usage | Finish
+ChatEvent = Start | TextDelta | ToolCallDelta | ReasoningDelta | FirewallNotice | Usage | Finish
 
 
 @dataclass(slots=True)
@@ -199,8 +202,15 @@ class Orchestrator:
         received = time.perf_counter()
         with self._observed(request, caller, received) as outcome:
             answer = await self._open(request, caller, incremental, errors, received)
+            response_format = _json_format(request)
+            text: list[str] = []
             async with aclosing(answer):
                 async for event in answer:
+                    if response_format is not None:
+                        if type(event) is TextDelta:
+                            text.append(event.text)
+                        elif type(event) is Finish:
+                            event = _schema_checked(response_format, "".join(text), event)
                     if outcome is not None:
                         outcome.note(event)
                     yield event
@@ -445,8 +455,11 @@ class Orchestrator:
         answer = CompletedAnswer()
         with self._observed(request, caller, received) as outcome:
             events = await self._open(request, caller, False, errors, received)
+            response_format = _json_format(request)
             async with aclosing(events):
                 async for event in events:
+                    if response_format is not None and type(event) is Finish:
+                        event = _schema_checked(response_format, answer.content, event)
                     answer.add(event)
                     if outcome is not None:
                         outcome.note(event)
@@ -531,6 +544,20 @@ def _replayed(answer: CachedAnswer, received: float) -> Iterator[ChatEvent]:
         if first_token_at is None and isinstance(event, (TextDelta, ToolCallDelta)):
             first_token_at = time.perf_counter()
         yield event
+
+
+def _json_format(request: ChatRequest) -> ResponseFormat | None:
+    """The request's response format when it asks for JSON: the answer is checked."""
+    response_format = request.config.response_format
+    return response_format if response_format is not None and response_format.wants_json else None
+
+
+def _schema_checked(response_format: ResponseFormat, text: str, finish: Finish) -> Finish:
+    """The Finish saying whether the answer the client got is the JSON asked
+    for; an answer that called tools instead has no JSON to check."""
+    if finish.reason is FinishReason.TOOL_CALLS:
+        return finish
+    return replace(finish, schema_valid=answer_is_valid(response_format, text))
 
 
 def _finish(reason: FinishReason, received: float, first_token_at: float | None) -> Finish:

@@ -6,12 +6,15 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from .chat import GenerationConfig, Message, Role
+from .chat import GenerationConfig, Message, Role, ToolChoiceMode
 from .errors import ViolationCollector
+from .structured_output import check_response_format
 
 MAX_STOP_SEQUENCES = 4
 MAX_TOOLS = 128
 MAX_LOGGED_CHARS = 256
+# Anthropic's floor for a thinking budget.
+MIN_REASONING_BUDGET = 1024
 
 # C0 and C1 controls (NUL among them, which PostgreSQL cannot store in text)
 # and the Unicode line and paragraph separators, which forge log lines.
@@ -95,6 +98,22 @@ def check_config(config: GenerationConfig, errors: ViolationCollector, path: str
     for index, tool in enumerate(config.tools):
         if not tool.name:
             errors.add(f"{path}.tools[{index}].name", "is required")
+    check_response_format(config.response_format, errors, f"{path}.response_format")
+    _check_tool_choice(config, errors, f"{path}.tool_choice")
+    reasoning = config.reasoning
+    if reasoning is not None and reasoning.budget_tokens is not None:
+        if reasoning.budget_tokens < MIN_REASONING_BUDGET:
+            errors.add(f"{path}.reasoning.budget_tokens", f"must be at least {MIN_REASONING_BUDGET}")
+
+
+def _check_tool_choice(config: GenerationConfig, errors: ViolationCollector, path: str) -> None:
+    choice = config.tool_choice
+    if choice is None or choice.mode in {ToolChoiceMode.AUTO, ToolChoiceMode.NONE}:
+        return
+    if not config.tools:
+        errors.add(f"{path}.mode", f"{choice.mode.value} needs tools in config.tools")
+    elif choice.mode is ToolChoiceMode.TOOL and choice.tool_name not in {t.name for t in config.tools}:
+        errors.add(f"{path}.tool_name", "must name one of config.tools")
 
 
 def check_model(model: str, errors: ViolationCollector, path: str = "model") -> None:

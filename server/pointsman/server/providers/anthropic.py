@@ -17,9 +17,14 @@ from ..domain.chat import (
     GenerationConfig,
     Message,
     ProviderEvent,
+    ReasoningDelta,
+    ResponseFormat,
+    ResponseFormatType,
     Role,
     TextDelta,
     ToolCallDelta,
+    ToolChoice,
+    ToolChoiceMode,
     Usage,
 )
 from ..domain.errors import InvalidArgument
@@ -73,7 +78,7 @@ class AnthropicProvider:
 async def _stream_events(body: AsyncIterator[bytes]) -> AsyncIterator[ProviderEvent]:
     """Maps the Messages SSE stream. Dispatches on each event's `type` field,
     which repeats its `event:` line."""
-    input_tokens = output_tokens = 0
+    counts: dict[str, Any] = {}  # the usage fields seen so far, later ones winning
     stop_reason: str | None = None
     stopped = False
     tool_ordinals: dict[int, int] = {}  # content block index -> tool-call ordinal (0, 1, ...)
@@ -87,12 +92,15 @@ async def _stream_events(body: AsyncIterator[bytes]) -> AsyncIterator[ProviderEv
             if delta_kind == "text_delta":
                 if delta["text"]:
                     yield TextDelta(delta["text"])
+            elif delta_kind == "thinking_delta":
+                if delta["thinking"]:
+                    yield ReasoningDelta(delta["thinking"])
             elif delta_kind == "input_json_delta":
                 ordinal = tool_ordinals.get(event["index"])
                 # The first fragment is empty; server-tool blocks have no ordinal.
                 if ordinal is not None and delta["partial_json"]:
                     yield ToolCallDelta(ordinal, "", "", delta["partial_json"])
-            # thinking, signature and citation deltas have no place in the domain yet.
+            # signature and citation deltas have no place in the domain yet.
         elif kind == "content_block_start":
             block = event["content_block"]
             if block["type"] == "tool_use":
@@ -100,18 +108,14 @@ async def _stream_events(body: AsyncIterator[bytes]) -> AsyncIterator[ProviderEv
                 yield ToolCallDelta(ordinal, block["id"], block["name"], "")
             elif block["type"] == "text" and block.get("text"):
                 yield TextDelta(block["text"])
+            elif block["type"] == "thinking" and block.get("thinking"):
+                yield ReasoningDelta(block["thinking"])
         elif kind == "message_start":
-            usage = event["message"]["usage"]
-            input_tokens = _input_tokens(usage)
-            output_tokens = usage.get("output_tokens") or 0
+            counts.update(event["message"]["usage"])
         elif kind == "message_delta":
             stop_reason = event["delta"].get("stop_reason") or stop_reason
             # Counts here are cumulative and final; input counts may be absent.
-            usage = event.get("usage") or {}
-            if usage.get("output_tokens") is not None:
-                output_tokens = usage["output_tokens"]
-            if usage.get("input_tokens") is not None:
-                input_tokens = _input_tokens(usage)
+            counts.update((k, v) for k, v in (event.get("usage") or {}).items() if v is not None)
         elif kind == "message_stop":
             stopped = True
         elif kind == "error":
@@ -119,7 +123,7 @@ async def _stream_events(body: AsyncIterator[bytes]) -> AsyncIterator[ProviderEv
         # ping, content_block_stop and event types added later carry nothing to map.
     if not stopped:
         raise upstream_errors.incomplete_error()
-    yield Usage(input_tokens, output_tokens)
+    yield _usage(counts)
     yield Finish(_finish_reason(stop_reason))
 
 
@@ -147,15 +151,28 @@ def _whole_answer_events(message: dict[str, Any]) -> list[ProviderEvent]:
         if block["type"] == "text":
             if block["text"]:
                 events.append(TextDelta(block["text"]))
+        elif block["type"] == "thinking":
+            if block.get("thinking"):
+                events.append(ReasoningDelta(block["thinking"]))
         elif block["type"] == "tool_use":
             events.append(ToolCallDelta(ordinal, block["id"], block["name"], json.dumps(block["input"])))
             ordinal += 1
     if not message.get("stop_reason"):
         raise upstream_errors.incomplete_error()
     usage = message["usage"]
-    events.append(Usage(_input_tokens(usage), usage.get("output_tokens") or 0))
+    events.append(_usage(usage))
     events.append(Finish(_finish_reason(message["stop_reason"])))
     return events
+
+
+def _usage(usage: dict[str, Any]) -> Usage:
+    details = usage.get("output_tokens_details") or {}
+    return Usage(
+        _input_tokens(usage),
+        usage.get("output_tokens") or 0,
+        cached_input_tokens=usage.get("cache_read_input_tokens") or 0,
+        reasoning_tokens=details.get("thinking_tokens") or 0,
+    )
 
 
 def _input_tokens(usage: dict[str, Any]) -> int:
@@ -195,7 +212,57 @@ def request_body(model: str, request: ChatRequest, incremental: bool) -> dict[st
     # answer a request that carries them with 400.
     if config.tools:
         body["tools"] = [_tool(t.name, t.description, t.parameters) for t in config.tools]
+        tool_choice = _tool_choice(config.tool_choice, config.parallel_tool_calls)
+        if tool_choice is not None:
+            body["tool_choice"] = tool_choice
+    output_config: dict[str, Any] = {}
+    output_format = _output_format(config.response_format)
+    if output_format is not None:
+        output_config["format"] = output_format
+    reasoning = config.reasoning
+    if reasoning is not None and reasoning.effort is not None:
+        output_config["effort"] = reasoning.effort.value
+    if output_config:
+        body["output_config"] = output_config
+    if reasoning is not None and reasoning.budget_tokens is not None:
+        if reasoning.budget_tokens >= body["max_tokens"]:
+            raise InvalidArgument.one(
+                "config.reasoning.budget_tokens", f"must be below max_tokens ({body['max_tokens']}) on Anthropic models"
+            )
+        body["thinking"] = {"type": "enabled", "budget_tokens": reasoning.budget_tokens}
     return body
+
+
+_TOOL_CHOICE_TYPES = {
+    ToolChoiceMode.AUTO: "auto",
+    ToolChoiceMode.NONE: "none",
+    ToolChoiceMode.REQUIRED: "any",
+    ToolChoiceMode.TOOL: "tool",
+}
+
+
+def _tool_choice(choice: ToolChoice | None, parallel: bool | None) -> dict[str, Any] | None:
+    """Anthropic's tool_choice; parallel calls are turned off on it
+    (`disable_parallel_tool_use`), which `none` does not take."""
+    if choice is None and parallel is None:
+        return None
+    mode = choice.mode if choice is not None else ToolChoiceMode.AUTO
+    out: dict[str, Any] = {"type": _TOOL_CHOICE_TYPES[mode]}
+    if mode is ToolChoiceMode.TOOL and choice is not None:
+        out["name"] = choice.tool_name
+    if parallel is False and mode is not ToolChoiceMode.NONE:
+        out["disable_parallel_tool_use"] = True
+    return out
+
+
+def _output_format(response_format: ResponseFormat | None) -> dict[str, Any] | None:
+    """Anthropic's structured outputs take a JSON schema and always enforce
+    it (`strict` changes nothing); a JSON object is the schema of any object."""
+    if response_format is None or response_format.type is ResponseFormatType.TEXT:
+        return None
+    if response_format.type is ResponseFormatType.JSON_OBJECT:
+        return {"type": "json_schema", "schema": {"type": "object"}}
+    return {"type": "json_schema", "schema": response_format.schema}
 
 
 def _tool(name: str, description: str, parameters: dict[str, Any]) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from ..domain.chat import (
     Role,
     TextDelta,
     ToolCallDelta,
+    ToolChoiceMode,
     Usage,
 )
 
@@ -61,6 +62,16 @@ def tool_directives(text: str) -> list[tuple[str, str]]:
     return calls
 
 
+def json_answer(text: str) -> str:
+    """The answer to a request for JSON: the user's text itself when it is a
+    JSON object (so a client can try schemas offline), else `{"answer": text}`."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    return json.dumps(value if isinstance(value, dict) else {"answer": text})
+
+
 class BuiltinProvider:
     """Echoes the last user message word by word after a fixed preamble.
 
@@ -68,7 +79,10 @@ class BuiltinProvider:
     with the user's text, so tool-calling clients can be exercised offline.
     A user message with `call tool NAME {json}` directives calls those tools
     instead (several at once); after their results it answers with them
-    (or, with "keep calling" in the message, calls them again).
+    (or, with "keep calling" in the message, calls them again). Asked for
+    JSON, it answers with `json_answer`. It follows `tool_choice` (none: no
+    calls; a named tool: that one) and, with parallel calls off, makes only
+    the first directive's call.
     """
 
     async def stream(
@@ -78,7 +92,11 @@ class BuiltinProvider:
         last_user = next((m.content for m in reversed(request.messages) if m.role is Role.USER), "")
         config = request.config
         answered_tool = request.messages[-1].role is Role.TOOL
-        directives = tool_directives(last_user)
+        choice = config.tool_choice
+        no_tools = choice is not None and choice.mode is ToolChoiceMode.NONE
+        directives = [] if no_tools else tool_directives(last_user)
+        if config.parallel_tool_calls is False:
+            directives = directives[:1]
         if directives and (not answered_tool or KEEP_CALLING in last_user):
             step = sum(1 for m in request.messages if m.role is Role.ASSISTANT)
             for index, (name, arguments) in enumerate(directives):
@@ -94,15 +112,20 @@ class BuiltinProvider:
                     break
                 results.append(message.content)
             last_user = TOOL_ANSWER_PREAMBLE + " | ".join(reversed(results))
-        if config.tools and not answered_tool and not directives:
+        if config.tools and not answered_tool and not directives and not no_tools:
             arguments = json.dumps({"input": last_user})
-            yield ToolCallDelta(index=0, id="call_builtin_0", name=config.tools[0].name, arguments_delta="")
+            named = choice is not None and choice.mode is ToolChoiceMode.TOOL
+            name = choice.tool_name if named and choice is not None else config.tools[0].name
+            yield ToolCallDelta(index=0, id="call_builtin_0", name=name, arguments_delta="")
             yield ToolCallDelta(index=0, id="", name="", arguments_delta=arguments)
             yield Usage(input_tokens, 1)
             yield Finish(FinishReason.TOOL_CALLS)
             return
 
-        text = last_user if directives else BUILTIN_PREAMBLE + last_user
+        if config.response_format is not None and config.response_format.wants_json:
+            text = json_answer(last_user)
+        else:
+            text = last_user if directives else BUILTIN_PREAMBLE + last_user
         reason = FinishReason.STOP
         for stop in config.stop:
             cut = text.find(stop)

@@ -19,10 +19,17 @@ from ..domain.chat import (
     GenerationConfig,
     Message,
     ProviderEvent,
+    ReasoningDelta,
+    ResponseFormat,
+    ResponseFormatType,
     TextDelta,
     ToolCallDelta,
+    ToolChoice,
+    ToolChoiceMode,
     Usage,
 )
+from ..domain.errors import InvalidArgument
+from ..domain.structured_output import DEFAULT_SCHEMA_NAME
 from . import upstream_errors
 from .sse_lines import LineSplitter
 from .upstream_http import UpstreamHttp, sdk_request_target
@@ -88,6 +95,13 @@ async def _stream_events(body: AsyncIterator[bytes], request: ChatRequest) -> As
                 usage = _usage(chunk["usage"])
             for choice in chunk.get("choices") or ():
                 delta = choice.get("delta") or {}
+                # Reasoning servers (vLLM, Ollama, DeepSeek) send it apart from the content.
+                reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+                if reasoning:
+                    if text:
+                        yield TextDelta("".join(text))
+                        text = []
+                    yield ReasoningDelta(reasoning)
                 if delta.get("content"):
                     text.append(delta["content"])
                     chunks_with_text += 1
@@ -126,6 +140,9 @@ def _whole_answer_events(answer: dict[str, Any]) -> list[ProviderEvent]:
     choice = answer["choices"][0]
     message = choice.get("message") or {}
     events: list[ProviderEvent] = []
+    reasoning = message.get("reasoning_content") or message.get("reasoning")
+    if reasoning:
+        events.append(ReasoningDelta(reasoning))
     if message.get("content"):
         events.append(TextDelta(message["content"]))
     events.extend(_tool_call_delta({**call, "index": i}) for i, call in enumerate(message.get("tool_calls") or ()))
@@ -138,7 +155,14 @@ def _whole_answer_events(answer: dict[str, Any]) -> list[ProviderEvent]:
 
 
 def _usage(raw: dict[str, Any]) -> Usage:
-    return Usage(raw.get("prompt_tokens") or 0, raw.get("completion_tokens") or 0)
+    prompt_details = raw.get("prompt_tokens_details") or {}
+    completion_details = raw.get("completion_tokens_details") or {}
+    return Usage(
+        raw.get("prompt_tokens") or 0,
+        raw.get("completion_tokens") or 0,
+        cached_input_tokens=prompt_details.get("cached_tokens") or 0,
+        reasoning_tokens=completion_details.get("reasoning_tokens") or 0,
+    )
 
 
 def _tool_call_delta(call: dict[str, Any]) -> ToolCallDelta:
@@ -178,7 +202,38 @@ def _request_body(model: str, request: ChatRequest, incremental: bool) -> dict[s
             }
             for t in config.tools
         ]
+        if config.tool_choice is not None:
+            kwargs["tool_choice"] = _tool_choice(config.tool_choice)
+        if config.parallel_tool_calls is not None:
+            kwargs["parallel_tool_calls"] = config.parallel_tool_calls
+    if config.reasoning is not None:
+        if config.reasoning.budget_tokens is not None:
+            raise InvalidArgument.one(
+                "config.reasoning.budget_tokens", "OpenAI models take a reasoning effort, not a budget"
+            )
+        if config.reasoning.effort is not None:
+            kwargs["reasoning_effort"] = config.reasoning.effort.value
+    if config.response_format is not None:
+        kwargs["response_format"] = _response_format(config.response_format)
     return kwargs
+
+
+def _tool_choice(choice: ToolChoice) -> str | dict[str, Any]:
+    if choice.mode is ToolChoiceMode.TOOL:
+        return {"type": "function", "function": {"name": choice.tool_name}}
+    return str(choice.mode.value)
+
+
+def _response_format(response_format: ResponseFormat) -> dict[str, Any]:
+    if response_format.type is not ResponseFormatType.JSON_SCHEMA:
+        return {"type": response_format.type.value}
+    json_schema: dict[str, Any] = {
+        "name": response_format.schema_name or DEFAULT_SCHEMA_NAME,
+        "schema": response_format.schema,
+    }
+    if response_format.strict:
+        json_schema["strict"] = True
+    return {"type": "json_schema", "json_schema": json_schema}
 
 
 def _message(message: Message) -> dict[str, Any]:

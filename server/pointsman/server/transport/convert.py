@@ -36,6 +36,22 @@ FINISH_REASONS = {
     chat.FinishReason.TOOL_CALLS: orch.FINISH_REASON_TOOL_CALLS,
     chat.FinishReason.CONTENT_FILTER: orch.FINISH_REASON_CONTENT_FILTER,
 }
+RESPONSE_FORMAT_TYPES = {
+    chat_pb2.RESPONSE_FORMAT_TYPE_TEXT: chat.ResponseFormatType.TEXT,
+    chat_pb2.RESPONSE_FORMAT_TYPE_JSON_OBJECT: chat.ResponseFormatType.JSON_OBJECT,
+    chat_pb2.RESPONSE_FORMAT_TYPE_JSON_SCHEMA: chat.ResponseFormatType.JSON_SCHEMA,
+}
+TOOL_CHOICE_MODES = {
+    chat_pb2.TOOL_CHOICE_MODE_AUTO: chat.ToolChoiceMode.AUTO,
+    chat_pb2.TOOL_CHOICE_MODE_NONE: chat.ToolChoiceMode.NONE,
+    chat_pb2.TOOL_CHOICE_MODE_REQUIRED: chat.ToolChoiceMode.REQUIRED,
+    chat_pb2.TOOL_CHOICE_MODE_TOOL: chat.ToolChoiceMode.TOOL,
+}
+REASONING_EFFORTS = {
+    chat_pb2.REASONING_EFFORT_LOW: chat.ReasoningEffort.LOW,
+    chat_pb2.REASONING_EFFORT_MEDIUM: chat.ReasoningEffort.MEDIUM,
+    chat_pb2.REASONING_EFFORT_HIGH: chat.ReasoningEffort.HIGH,
+}
 PROVIDERS = {
     chat.ProviderKind.BUILTIN: orch.PROVIDER_BUILTIN,
     chat.ProviderKind.OPENAI: orch.PROVIDER_OPENAI,
@@ -185,6 +201,19 @@ def config_from_proto(
         chat.Tool(t.name, t.description, _parameters(t.parameters, collected, f"{path}.tools[{i}].parameters"))
         for i, t in enumerate(config.tools)
     )
+    response_format = None
+    if config.HasField("response_format"):
+        response_format = _response_format(config.response_format, collected, f"{path}.response_format")
+    tool_choice = None
+    if config.HasField("tool_choice"):
+        mode = optional_enum(TOOL_CHOICE_MODES, config.tool_choice.mode, f"{path}.tool_choice.mode", collected)
+        if mode is not None:
+            tool_choice = chat.ToolChoice(mode, config.tool_choice.tool_name)
+    reasoning = None
+    if config.HasField("reasoning"):
+        effort = optional_enum(REASONING_EFFORTS, config.reasoning.effort, f"{path}.reasoning.effort", collected)
+        budget = config.reasoning.budget_tokens if config.reasoning.HasField("budget_tokens") else None
+        reasoning = chat.Reasoning(effort, budget)
     if errors is None:
         collected.raise_if_any()
     return chat.GenerationConfig(
@@ -194,6 +223,22 @@ def config_from_proto(
         stop=tuple(config.stop),
         seed=config.seed if config.HasField("seed") else None,
         tools=tools,
+        response_format=response_format,
+        tool_choice=tool_choice,
+        parallel_tool_calls=config.parallel_tool_calls if config.HasField("parallel_tool_calls") else None,
+        reasoning=reasoning,
+    )
+
+
+def _response_format(
+    response_format: chat_pb2.ResponseFormat, errors: ViolationCollector, path: str
+) -> chat.ResponseFormat:
+    kind = optional_enum(RESPONSE_FORMAT_TYPES, response_format.type, f"{path}.type", errors)
+    return chat.ResponseFormat(
+        type=kind or chat.ResponseFormatType.TEXT,
+        schema_name=response_format.schema_name,
+        schema=_parameters(response_format.schema, errors, f"{path}.schema"),
+        strict=response_format.strict,
     )
 
 
@@ -233,6 +278,8 @@ def usage_to_proto(usage: chat.Usage) -> chat_pb2.Usage:
         total_tokens=usage.total_tokens,
         estimated=usage.estimated,
         cost_usd=usage.cost_usd,
+        cached_input_tokens=usage.cached_input_tokens,
+        reasoning_tokens=usage.reasoning_tokens,
     )
 
 
@@ -304,6 +351,8 @@ def _fill_finish(out: orch.ChatFinish, finish: chat.Finish) -> None:
         out.timings.time_to_first_token.FromNanoseconds(int(finish.time_to_first_token * 1e9))
     if finish.total is not None:
         out.timings.total.FromNanoseconds(int(finish.total * 1e9))
+    if finish.schema_valid is not None:
+        out.schema_valid = finish.schema_valid
 
 
 def verdict_to_proto(v: verdict.Verdict) -> firewall_pb2.Verdict:
@@ -345,6 +394,8 @@ def event_fields(event: Any) -> dict[str, Any]:
                 index=event.index, id=event.id, name=event.name, arguments_delta=event.arguments_delta
             )
         }
+    if kind is chat.ReasoningDelta:
+        return {"reasoning_delta": orch.ReasoningDelta(text=event.text)}
     if kind is chat.Start:
         return {"start": start_to_proto(event)}
     if kind is chat.Usage:
@@ -383,6 +434,8 @@ def complete_response(answer: CompletedAnswer) -> orch.CompleteResponse:
         response.usage.total_tokens = usage.total_tokens
         response.usage.estimated = usage.estimated
         response.usage.cost_usd = usage.cost_usd
+        response.usage.cached_input_tokens = usage.cached_input_tokens
+        response.usage.reasoning_tokens = usage.reasoning_tokens
     finish = answer.finish
     if finish is not None:
         _fill_finish(response.finish, finish)
