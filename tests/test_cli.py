@@ -43,15 +43,25 @@ def address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     # Two more aliases, answered by the built-in model, for `compare`.
     env["USE_MOCK"] = "true"
     env["OPENAI_MODELS"] = "model-a,model-b"
-    server = subprocess.Popen([*POINTSMAN, "serve", "--address", address], env=env, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60  # a loaded machine (the suite in parallel) starts slower
-    while run("health", address=address).returncode != 0:
-        assert server.poll() is None, server.stderr.read() if server.stderr else ""
-        assert time.monotonic() < deadline, "server did not become SERVING"
-        time.sleep(0.1)
-    yield address
-    server.send_signal(signal.SIGTERM)
-    assert server.wait(timeout=10) == 0  # a graceful stop exits cleanly
+    # The server's log goes to a file: a pipe nobody reads would fill and block it.
+    log = (tmp_path_factory.mktemp("log") / "serve.log").open("w+")
+    server = subprocess.Popen([*POINTSMAN, "serve", "--address", address], env=env, stderr=log, text=True)
+    try:
+        deadline = time.monotonic() + 60  # a loaded machine (the suite in parallel) starts slower
+        while run("health", address=address).returncode != 0:
+            if server.poll() is not None:
+                log.seek(0)
+                pytest.fail(f"server exited: {log.read()[-2000:]}")
+            assert time.monotonic() < deadline, "server did not become SERVING"
+            time.sleep(0.1)
+        yield address
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=10) == 0  # a graceful stop exits cleanly
+    finally:
+        if server.poll() is None:  # a failed start or stop leaves nothing running
+            server.kill()
+            server.wait()
+        log.close()
 
 
 def test_health_exits_zero_when_serving_and_fourteen_when_down(address: str) -> None:
