@@ -25,7 +25,7 @@ from ..domain.routing import RetryBudget, RetryPolicy, RoutingStrategy
 from ..providers.builtin import BUILTIN_MODEL_ID, BuiltinProvider
 from ..providers.builtin_embeddings import DIMENSIONS as BUILTIN_DIMENSIONS
 from ..providers.builtin_embeddings import MODEL_NAME as BUILTIN_EMBEDDING_MODEL
-from ..providers.builtin_embeddings import BuiltinEmbeddingProvider
+from ..providers.builtin_embeddings import BuiltinEmbedder, BuiltinEmbeddingProvider
 from ..settings import Settings
 
 OPENAI_DEFAULT_ENDPOINT = "https://api.openai.com/v1"
@@ -251,10 +251,12 @@ def routes_config(settings: Settings) -> RoutesConfig:
     return _config_from_environment(settings)
 
 
-def build_routing(settings: Settings, config: RoutesConfig | None = None) -> tuple[ModelCatalog, Router]:
+def build_routing(
+    settings: Settings, config: RoutesConfig | None = None, embedder: BuiltinEmbedder | None = None
+) -> tuple[ModelCatalog, Router]:
     """The catalog of aliases and the router over it."""
     config = config or routes_config(settings)
-    catalog = _build_catalog(config, settings)
+    catalog = _build_catalog(config, settings, embedder)
     _check_default_model(catalog, settings.default_model)
     breaker = config.defaults.circuit_breaker
     router = Router(
@@ -309,7 +311,7 @@ def _config_from_environment(settings: Settings) -> RoutesConfig:
     return RoutesConfig(defaults=defaults, endpoints=endpoints, models=models)
 
 
-def _build_catalog(config: RoutesConfig, settings: Settings) -> ModelCatalog:
+def _build_catalog(config: RoutesConfig, settings: Settings, embedder: BuiltinEmbedder | None) -> ModelCatalog:
     catalog = ModelCatalog()
     builtin = BuiltinProvider()
     builtin_deployment = Deployment("builtin", ProviderKind.BUILTIN, BUILTIN_MODEL_ID)
@@ -323,7 +325,7 @@ def _build_catalog(config: RoutesConfig, settings: Settings) -> ModelCatalog:
     )
     # One built-in embedding model per process, however many aliases use it:
     # it loads on first use and then holds its matrix in memory.
-    builtin_embedder = BuiltinEmbeddingProvider()
+    builtin_embedder = BuiltinEmbeddingProvider(embedder)
     builtin_embedding = Deployment(BUILTIN_EMBEDDING_ALIAS, ProviderKind.BUILTIN, BUILTIN_EMBEDDING_MODEL)
     catalog.add_embedding(
         BUILTIN_EMBEDDING_ALIAS, [(builtin_embedding, builtin_embedder)], dimensions=BUILTIN_DIMENSIONS

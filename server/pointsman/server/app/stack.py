@@ -60,10 +60,10 @@ def build_orchestrator(settings: Settings, state: State) -> OrchestratorStack:
     """The orchestrator and what it is built on; `rules.start()` before use,
     `aclose()` after."""
     config = routes_config(settings)
-    # One built-in embedding model (loaded on first use) for everything that
-    # reads meaning on the request path: router classes, topic rules.
+    # One built-in embedding model (loaded on first use, ~62 MiB) for everything
+    # that reads meaning: the Embed RPC, router classes, topic rules, the semantic cache.
     embedder = BuiltinEmbedder()
-    catalog, router = build_routing(settings, config)
+    catalog, router = build_routing(settings, config, embedder)
     if state.shared:
         router.share_breakers(state.breaker_opens, router.breaker_policy.cooldown_seconds)
     rules = ReplicatedRules(state.stores.rules, state.bus)
@@ -93,7 +93,7 @@ def build_orchestrator(settings: Settings, state: State) -> OrchestratorStack:
         flights=state.flights,
         on_call_end=on_call_end,
         admit=_all_of(admissions),
-        semantic=_semantic_cache(settings, state, catalog),
+        semantic=_semantic_cache(settings, state, catalog, embedder),
         default_model=settings.default_model,
         classes=ClassRouters(config.router_specs(), embedder) if config.routers else None,
     )
@@ -107,7 +107,9 @@ def build_orchestrator(settings: Settings, state: State) -> OrchestratorStack:
     return OrchestratorStack(catalog, router, rules, orchestrator, embeddings)
 
 
-def _semantic_cache(settings: Settings, state: State, catalog: ModelCatalog) -> SemanticCache | None:
+def _semantic_cache(
+    settings: Settings, state: State, catalog: ModelCatalog, embedder: BuiltinEmbedder
+) -> SemanticCache | None:
     """The semantic cache, when a route turns it on: the built-in embeddings,
     entries shared through Redis when replicas share state."""
     if not any(route.semantic_ttl_seconds > 0 for route in catalog.routes()):
@@ -122,6 +124,5 @@ def _semantic_cache(settings: Settings, state: State, catalog: ModelCatalog) -> 
         if state.redis is not None
         else LocalSemanticEntries()
     )
-    embedder = BuiltinEmbedder()
     embedder.embed(["warm up"])  # loads the model now (~0.3 s), not on the first call
     return SemanticCache(embedder, entries, limits=limits)
