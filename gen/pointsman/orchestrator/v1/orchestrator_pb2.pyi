@@ -13,6 +13,14 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class RouteDecision(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ROUTE_DECISION_UNSPECIFIED: _ClassVar[RouteDecision]
+    ROUTE_DECISION_KEYWORD: _ClassVar[RouteDecision]
+    ROUTE_DECISION_EMBEDDING: _ClassVar[RouteDecision]
+    ROUTE_DECISION_CLASSIFIER_MODEL: _ClassVar[RouteDecision]
+    ROUTE_DECISION_CLASSIFIER_FALLBACK: _ClassVar[RouteDecision]
+
 class CacheSource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     CACHE_SOURCE_UNSPECIFIED: _ClassVar[CacheSource]
@@ -61,6 +69,11 @@ class BatchState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     BATCH_STATE_DONE: _ClassVar[BatchState]
     BATCH_STATE_CANCELLING: _ClassVar[BatchState]
     BATCH_STATE_CANCELLED: _ClassVar[BatchState]
+ROUTE_DECISION_UNSPECIFIED: RouteDecision
+ROUTE_DECISION_KEYWORD: RouteDecision
+ROUTE_DECISION_EMBEDDING: RouteDecision
+ROUTE_DECISION_CLASSIFIER_MODEL: RouteDecision
+ROUTE_DECISION_CLASSIFIER_FALLBACK: RouteDecision
 CACHE_SOURCE_UNSPECIFIED: CacheSource
 CACHE_SOURCE_EXACT: CacheSource
 CACHE_SOURCE_SEMANTIC: CacheSource
@@ -135,7 +148,7 @@ class ReasoningDelta(_message.Message):
     def __init__(self, text: _Optional[str] = ...) -> None: ...
 
 class ChatStart(_message.Message):
-    __slots__ = ("request_id", "model", "deployment", "cached", "cache_source", "route_class", "routed_model")
+    __slots__ = ("request_id", "model", "deployment", "cached", "cache_source", "route_class", "routed_model", "route_decision")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
@@ -143,6 +156,7 @@ class ChatStart(_message.Message):
     CACHE_SOURCE_FIELD_NUMBER: _ClassVar[int]
     ROUTE_CLASS_FIELD_NUMBER: _ClassVar[int]
     ROUTED_MODEL_FIELD_NUMBER: _ClassVar[int]
+    ROUTE_DECISION_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     model: str
     deployment: Deployment
@@ -150,7 +164,8 @@ class ChatStart(_message.Message):
     cache_source: CacheSource
     route_class: str
     routed_model: str
-    def __init__(self, request_id: _Optional[str] = ..., model: _Optional[str] = ..., deployment: _Optional[_Union[Deployment, _Mapping]] = ..., cached: _Optional[bool] = ..., cache_source: _Optional[_Union[CacheSource, str]] = ..., route_class: _Optional[str] = ..., routed_model: _Optional[str] = ...) -> None: ...
+    route_decision: RouteDecision
+    def __init__(self, request_id: _Optional[str] = ..., model: _Optional[str] = ..., deployment: _Optional[_Union[Deployment, _Mapping]] = ..., cached: _Optional[bool] = ..., cache_source: _Optional[_Union[CacheSource, str]] = ..., route_class: _Optional[str] = ..., routed_model: _Optional[str] = ..., route_decision: _Optional[_Union[RouteDecision, str]] = ...) -> None: ...
 
 class TextDelta(_message.Message):
     __slots__ = ("text",)
@@ -415,7 +430,7 @@ class ListModelsResponse(_message.Message):
     def __init__(self, models: _Optional[_Iterable[_Union[Model, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class Model(_message.Message):
-    __slots__ = ("name", "alias", "deployments", "builtin", "strategy", "available", "kind", "dimensions")
+    __slots__ = ("name", "alias", "deployments", "builtin", "strategy", "available", "kind", "dimensions", "router")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ALIAS_FIELD_NUMBER: _ClassVar[int]
     DEPLOYMENTS_FIELD_NUMBER: _ClassVar[int]
@@ -424,6 +439,7 @@ class Model(_message.Message):
     AVAILABLE_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
+    ROUTER_FIELD_NUMBER: _ClassVar[int]
     name: str
     alias: str
     deployments: _containers.RepeatedCompositeFieldContainer[Deployment]
@@ -432,7 +448,26 @@ class Model(_message.Message):
     available: bool
     kind: ModelKind
     dimensions: int
-    def __init__(self, name: _Optional[str] = ..., alias: _Optional[str] = ..., deployments: _Optional[_Iterable[_Union[Deployment, _Mapping]]] = ..., builtin: _Optional[bool] = ..., strategy: _Optional[_Union[RoutingStrategy, str]] = ..., available: _Optional[bool] = ..., kind: _Optional[_Union[ModelKind, str]] = ..., dimensions: _Optional[int] = ...) -> None: ...
+    router: ModelRouter
+    def __init__(self, name: _Optional[str] = ..., alias: _Optional[str] = ..., deployments: _Optional[_Iterable[_Union[Deployment, _Mapping]]] = ..., builtin: _Optional[bool] = ..., strategy: _Optional[_Union[RoutingStrategy, str]] = ..., available: _Optional[bool] = ..., kind: _Optional[_Union[ModelKind, str]] = ..., dimensions: _Optional[int] = ..., router: _Optional[_Union[ModelRouter, _Mapping]] = ...) -> None: ...
+
+class ModelRouter(_message.Message):
+    __slots__ = ("default_model", "classes", "classifier_model")
+    DEFAULT_MODEL_FIELD_NUMBER: _ClassVar[int]
+    CLASSES_FIELD_NUMBER: _ClassVar[int]
+    CLASSIFIER_MODEL_FIELD_NUMBER: _ClassVar[int]
+    default_model: str
+    classes: _containers.RepeatedCompositeFieldContainer[RouterClass]
+    classifier_model: str
+    def __init__(self, default_model: _Optional[str] = ..., classes: _Optional[_Iterable[_Union[RouterClass, _Mapping]]] = ..., classifier_model: _Optional[str] = ...) -> None: ...
+
+class RouterClass(_message.Message):
+    __slots__ = ("name", "model")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    model: str
+    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ...) -> None: ...
 
 class EmbedRequest(_message.Message):
     __slots__ = ("model", "inputs", "dimensions")
