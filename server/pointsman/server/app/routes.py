@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from ..domain.breaker import BreakerPolicy
 from ..domain.catalog import BUILTIN_ALIAS, BUILTIN_EMBEDDING_ALIAS, ModelCatalog
 from ..domain.chat import Deployment, Price, ProviderKind
-from ..domain.classify import DEFAULT_CLASS, RouteClass, RouterSpec
+from ..domain.classify import DEFAULT_CLASS, NO_CLASS, ClassifierSpec, RouteClass, RouterSpec
 from ..domain.embedding import ModelKind
 from ..domain.ports.providers import ChatProvider, EmbeddingProvider
 from ..domain.router import Router
@@ -132,6 +132,20 @@ class RouteClassConfig(_Strict):
     examples: Annotated[list[_Utterance], Field(min_length=1, max_length=1000)]
     # Whole words or phrases that put an utterance in this class outright.
     keywords: list[Annotated[str, Field(min_length=1, max_length=200)]] = []
+    # A line on what the class is about, for the classifier model's prompt.
+    description: str = Field("", max_length=200)
+
+
+class ClassifierConfig(_Strict):
+    """A small chat model asked about the turns the embeddings are not sure
+    of; unset thresholds are the router's own (it is asked exactly when the
+    embeddings alone would send the call to the default)."""
+
+    model: str = Field(min_length=1)
+    margin: float | None = Field(None, ge=0, le=2)
+    min_score: float | None = Field(None, ge=-1, le=1)
+    timeout_seconds: float = Field(2.0, gt=0, le=60)
+    max_tokens: int = Field(8, ge=1, le=64)
 
 
 class RouterConfig(_Strict):
@@ -142,6 +156,20 @@ class RouterConfig(_Strict):
     margin: float = Field(0.02, ge=0, le=1)
     min_score: float = Field(0.15, ge=-1, le=1)
     classes: Annotated[dict[str, RouteClassConfig], Field(min_length=1, max_length=64)]
+    # Off by default.
+    classifier: ClassifierConfig | None = None
+
+    def classifier_spec(self) -> ClassifierSpec | None:
+        model = self.classifier
+        if model is None:
+            return None
+        return ClassifierSpec(
+            model.model,
+            self.margin if model.margin is None else model.margin,
+            self.min_score if model.min_score is None else model.min_score,
+            model.timeout_seconds,
+            model.max_tokens,
+        )
 
 
 class RoutesConfig(_Strict):
@@ -157,9 +185,11 @@ class RoutesConfig(_Strict):
                 raise ValueError(f"routers.{alias}: '{alias}' is also a model alias")
             targets = [(f"routers.{alias}.default", router.default)]
             for name, cls in router.classes.items():
-                if name == DEFAULT_CLASS:
+                if name.casefold() in (DEFAULT_CLASS, NO_CLASS):
                     raise ValueError(f"routers.{alias}.classes.{name}: '{name}' names the fallback, not a class")
                 targets.append((f"routers.{alias}.classes.{name}.model", cls.model))
+            if router.classifier is not None:
+                targets.append((f"routers.{alias}.classifier.model", router.classifier.model))
             for where, target in targets:
                 model = self.models.get(target)
                 if model is None and target != BUILTIN_ALIAS:
@@ -174,11 +204,12 @@ class RoutesConfig(_Strict):
                 alias=alias,
                 default=router.default,
                 classes=tuple(
-                    RouteClass(name, cls.model, tuple(cls.examples), tuple(cls.keywords))
+                    RouteClass(name, cls.model, tuple(cls.examples), tuple(cls.keywords), cls.description)
                     for name, cls in router.classes.items()
                 ),
                 margin=router.margin,
                 min_score=router.min_score,
+                classifier=router.classifier_spec(),
             )
             for alias, router in self.routers.items()
         ]

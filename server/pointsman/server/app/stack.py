@@ -81,8 +81,13 @@ def build_orchestrator(settings: Settings, state: State) -> OrchestratorStack:
         *([state.rate_limits.admit] if state.rate_limits.enabled else []),
         *(budget.admit for budget in budgets),
     ]
+    classes = ClassRouters(config.router_specs(), embedder) if config.routers else None
+
+    def serves(alias: str) -> bool:  # metric labels: model and router aliases
+        return catalog.serves(alias) or (classes is not None and alias in classes)
+
     on_call_end = RequestLogger(
-        state.stores.requests, state.request_log, state.metrics, budgets, catalog.serves, status_name=status_name
+        state.stores.requests, state.request_log, state.metrics, budgets, serves, status_name=status_name
     )
     orchestrator = Orchestrator(
         catalog,
@@ -95,7 +100,7 @@ def build_orchestrator(settings: Settings, state: State) -> OrchestratorStack:
         admit=_all_of(admissions),
         semantic=_semantic_cache(settings, state, catalog, embedder),
         default_model=settings.default_model,
-        classes=ClassRouters(config.router_specs(), embedder) if config.routers else None,
+        classes=classes,
     )
     embeddings = Embeddings(
         catalog,

@@ -149,6 +149,16 @@ class Deployment:
 # Events of a streamed answer, in the order a client sees them.
 
 
+class RouteDecision(enum.Enum):
+    """How a router alias put a turn in a class (domain/classify.py)."""
+
+    KEYWORD = "keyword"
+    EMBEDDING = "embedding"
+    CLASSIFIER_MODEL = "classifier_model"
+    # The classifier model was asked and gave no usable class: the embeddings' choice stood.
+    CLASSIFIER_FALLBACK = "classifier_fallback"
+
+
 @dataclass(frozen=True, slots=True)
 class Start:
     request_id: str
@@ -162,6 +172,7 @@ class Start:
     # alias it sent the call to; `model` stays the alias the client asked for.
     route_class: str = ""
     routed_model: str = ""
+    route_decision: RouteDecision | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,13 @@ the class centroid, and the mean of its k nearest examples. The best class
 wins only by a margin over the runner-up and above a floor; otherwise the call
 goes to the default alias. A keyword (a whole word or phrase) is a stronger
 signal than a similarity: when keywords match, only the matching classes are
-considered (still scored by meaning, so two matching classes are ranked)."""
+considered (still scored by meaning, so two matching classes are ranked).
+
+A router may also name a classifier model (a small chat model alias): when the
+embeddings are not confident by its own margin and floor, `classify` says so
+(`Choice.ask`), the orchestrator asks that model (domain/classifier_model.py)
+and `settle` turns its answer into the choice, or keeps the embeddings' choice
+when there is no usable answer."""
 
 from __future__ import annotations
 
@@ -17,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from .chat import ChatRequest, Role
+from .chat import ChatRequest, Role, RouteDecision
 
 if TYPE_CHECKING:
     import numpy as np
@@ -26,6 +32,8 @@ if TYPE_CHECKING:
     from .ports.embedder import Embedder
 
 DEFAULT_CLASS = "default"
+# The classifier model's word for "none of these classes": the default.
+NO_CLASS = "none"
 _CLASSIFY_CHARS = 2000
 
 
@@ -35,6 +43,25 @@ class RouteClass:
     alias: str
     examples: tuple[str, ...]
     keywords: tuple[str, ...] = ()
+    # What the class is about, in a line, for the classifier model's prompt;
+    # "": its first examples stand in.
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ClassifierSpec:
+    """A router's classifier model: a chat alias asked about the turns the
+    embeddings are not confident about."""
+
+    model: str
+    # Asked when the best class beats the runner-up by less than this ...
+    margin: float
+    # ... or scores below this (not when keywords narrowed the field).
+    min_score: float
+    # The whole call, retries included; past it the embeddings' choice stands.
+    timeout_seconds: float = 2.0
+    # Enough for a class name.
+    max_tokens: int = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +78,8 @@ class RouterSpec:
     min_score: float = 0.15
     # Nearest examples averaged per class.
     k: int = 3
+    # Off by default: no model is asked.
+    classifier: ClassifierSpec | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +88,9 @@ class Choice:
     alias: str
     score: float
     runner_up: float
+    decision: RouteDecision = RouteDecision.EMBEDDING
+    # The classes the classifier model should choose among; empty: do not ask it.
+    ask: tuple[RouteClass, ...] = ()
 
 
 class ClassRouter:
@@ -104,16 +136,34 @@ class ClassRouter:
         scores = self.scores(text)
         if len(by_keyword) == 1:
             index = by_keyword[0]
-            return Choice(classes[index].name, classes[index].alias, scores[index], 0.0)
+            return Choice(classes[index].name, classes[index].alias, scores[index], 0.0, RouteDecision.KEYWORD)
         candidates = by_keyword or list(range(len(classes)))
         ranked = sorted(candidates, key=lambda i: scores[i], reverse=True)
         best = ranked[0]
         runner_up = scores[ranked[1]] if len(ranked) > 1 else -1.0
+        gap = scores[best] - runner_up
         # Keyword matches have already narrowed the field: no floor then.
-        clear = scores[best] - runner_up >= self.spec.margin and (by_keyword or scores[best] >= self.spec.min_score)
+        clear = gap >= self.spec.margin and (by_keyword or scores[best] >= self.spec.min_score)
         if not clear:
-            return Choice(DEFAULT_CLASS, self.spec.default, scores[best], runner_up)
-        return Choice(classes[best].name, classes[best].alias, scores[best], runner_up)
+            choice = Choice(DEFAULT_CLASS, self.spec.default, scores[best], runner_up)
+        else:
+            choice = Choice(classes[best].name, classes[best].alias, scores[best], runner_up)
+        model = self.spec.classifier
+        if model is not None and (gap < model.margin or (not by_keyword and scores[best] < model.min_score)):
+            # Not confident by the classifier model's rule: it chooses among the candidates.
+            choice = replace(choice, ask=tuple(classes[i] for i in ranked))
+        return choice
+
+    def settle(self, choice: Choice, label: str | None) -> Choice:
+        """The choice once the classifier model answered with `label` (a class
+        of `choice.ask`, NO_CLASS, or None for no usable answer)."""
+        if label is None:
+            return replace(choice, decision=RouteDecision.CLASSIFIER_FALLBACK, ask=())
+        decided = RouteDecision.CLASSIFIER_MODEL
+        if label == NO_CLASS:
+            return Choice(DEFAULT_CLASS, self.spec.default, choice.score, choice.runner_up, decided)
+        cls = next(c for c in choice.ask if c.name == label)
+        return Choice(cls.name, cls.alias, choice.score, choice.runner_up, decided)
 
 
 class ClassRouters:
@@ -129,15 +179,29 @@ class ClassRouters:
     def aliases(self) -> list[str]:
         return list(self._routers)
 
-    def route(self, request: ChatRequest) -> tuple[ChatRequest, Choice] | None:
-        """The request sent on to the chosen alias, and the choice; None when
-        the requested alias is not a router."""
+    @property
+    def specs(self) -> list[RouterSpec]:
+        return [router.spec for router in self._routers.values()]
+
+    def route(self, request: ChatRequest) -> Routing | None:
+        """How the request is routed by the embeddings; None when the
+        requested alias is not a router."""
         router = self._routers.get(request.model)
         if router is None:
             return None
         # A long prompt is classified by its start: enough to tell what it is about.
-        choice = router.classify(last_user_text(request)[:_CLASSIFY_CHARS])
-        return replace(request, model=choice.alias), choice
+        text = last_user_text(request)[:_CLASSIFY_CHARS]
+        return Routing(router, text, router.classify(text))
+
+
+@dataclass(frozen=True, slots=True)
+class Routing:
+    """A router's choice for one turn: the text classified, and the router (to
+    `settle` the choice once a classifier model has answered)."""
+
+    router: ClassRouter
+    text: str
+    choice: Choice
 
 
 def last_user_text(request: ChatRequest) -> str:

@@ -26,7 +26,8 @@ from .chat import (
     ToolCallDelta,
     Usage,
 )
-from .classify import Choice, ClassRouters
+from .classifier_model import classifier_request, read_label
+from .classify import Choice, ClassRouters, Routing
 from .embedding import ModelKind
 from .errors import DomainError, Unavailable, ViolationCollector
 from .firewall.engine import FirewallEngine
@@ -230,15 +231,23 @@ class Orchestrator:
         incremental: bool,
         errors: ViolationCollector | None,
         received: float,
+        *,
+        admitted: bool = False,
     ) -> AsyncGenerator[ChatEvent, None]:
         """Everything that can fail the call up front, then the answer's
-        events, not yet started (it holds nothing until iterated)."""
-        routed = self.classes.route(request) if self.classes is not None else None
-        if routed is not None:  # a router alias: the chosen model's answer, labelled
-            answer = await self._open(routed[0], caller, incremental, errors, received)
-            return _labelled(answer, request.model, routed[1])
-        if self.admit is not None:
+        events, not yet started (it holds nothing until iterated). `admitted`:
+        the call already passed the rate limits and budgets."""
+        if self.admit is not None and not admitted:
             await self.admit(caller)
+        routing = self.classes.route(request) if self.classes is not None else None
+        if routing is not None:  # a router alias: the chosen model's answer, labelled
+            choice = routing.choice
+            if choice.ask:
+                self.validate(request, errors)  # nothing is sent anywhere for a request that will be refused
+                choice = routing.router.settle(choice, await self._ask_classifier(routing, caller))
+            routed = replace(request, model=choice.alias)
+            answer = await self._open(routed, caller, incremental, errors, received, admitted=True)
+            return _labelled(answer, request.model, choice)
         self.validate(request, errors)
         route = self.catalog.resolve(request.model, ModelKind.CHAT)
         verdict = await self.firewall.guard_prompt(request.messages, caller)
@@ -446,15 +455,46 @@ class Orchestrator:
             await self.firewall.record_output(guard, caller)
         raise failure
 
+    async def _ask_classifier(self, routing: Routing, caller: Caller) -> str | None:
+        """The class the router's classifier model puts the turn in (or
+        NO_CLASS); None when it timed out, failed or named no class. Never
+        raises for the model's sake: the user's call goes on either way. The
+        call is a call like any other (logged, costed, firewalled), under the
+        user's own admission: it does not take another rate-limit slot."""
+        spec = routing.router.spec.classifier
+        assert spec is not None
+        request = classifier_request(spec, routing.choice.ask, routing.text)
+        try:
+            async with asyncio.timeout(spec.timeout_seconds):
+                answer = await self._complete(request, caller, None, admitted=True)
+        except TimeoutError:
+            log.info("classifier model %s took over %ss; the embeddings decide", spec.model, spec.timeout_seconds)
+            return None
+        except DomainError as error:
+            log.info("classifier model %s failed (%s); the embeddings decide", spec.model, error.reason)
+            return None
+        except Exception:
+            log.exception("classifier model %s failed; the embeddings decide", spec.model)
+            return None
+        label = read_label(answer.content, routing.choice.ask)
+        if label is None:
+            log.info("classifier model %s named no class; the embeddings decide", spec.model)
+        return label
+
     async def complete(
         self, request: ChatRequest, caller: Caller, errors: ViolationCollector | None = None
     ) -> CompletedAnswer:
         """The whole answer: `chat`'s steps, gathered here rather than through
         `chat`'s stream, one async layer fewer per event."""
+        return await self._complete(request, caller, errors)
+
+    async def _complete(
+        self, request: ChatRequest, caller: Caller, errors: ViolationCollector | None, *, admitted: bool = False
+    ) -> CompletedAnswer:
         received = time.perf_counter()
         answer = CompletedAnswer()
         with self._observed(request, caller, received) as outcome:
-            events = await self._open(request, caller, False, errors, received)
+            events = await self._open(request, caller, False, errors, received, admitted=admitted)
             response_format = _json_format(request)
             async with aclosing(events):
                 async for event in events:
@@ -507,7 +547,13 @@ async def _labelled(
     async with aclosing(answer):
         async for event in answer:
             if isinstance(event, Start):
-                event = replace(event, model=asked, route_class=choice.route_class, routed_model=choice.alias)
+                event = replace(
+                    event,
+                    model=asked,
+                    route_class=choice.route_class,
+                    routed_model=choice.alias,
+                    route_decision=choice.decision,
+                )
             yield event
 
 

@@ -303,6 +303,13 @@ STRATEGIES = {
     routing.RoutingStrategy.WEIGHTED: orch.ROUTING_STRATEGY_WEIGHTED,
     routing.RoutingStrategy.LATENCY: orch.ROUTING_STRATEGY_LATENCY,
 }
+ROUTE_DECISIONS = {
+    None: orch.ROUTE_DECISION_UNSPECIFIED,
+    chat.RouteDecision.KEYWORD: orch.ROUTE_DECISION_KEYWORD,
+    chat.RouteDecision.EMBEDDING: orch.ROUTE_DECISION_EMBEDDING,
+    chat.RouteDecision.CLASSIFIER_MODEL: orch.ROUTE_DECISION_CLASSIFIER_MODEL,
+    chat.RouteDecision.CLASSIFIER_FALLBACK: orch.ROUTE_DECISION_CLASSIFIER_FALLBACK,
+}
 CIRCUIT_STATES = {
     breaker.CircuitState.CLOSED: orch.CIRCUIT_STATE_CLOSED,
     breaker.CircuitState.OPEN: orch.CIRCUIT_STATE_OPEN,
@@ -330,6 +337,7 @@ def start_to_proto(start: chat.Start) -> orch.ChatStart:
         cache_source=cache_source(start),
         route_class=start.route_class,
         routed_model=start.routed_model,
+        route_decision=ROUTE_DECISIONS[start.route_decision],
     )
 
 
@@ -427,6 +435,7 @@ def complete_response(answer: CompletedAnswer) -> orch.CompleteResponse:
         out.cache_source = cache_source(start)
         out.route_class = start.route_class
         out.routed_model = start.routed_model
+        out.route_decision = ROUTE_DECISIONS[start.route_decision]
     usage = answer.usage
     if usage is not None:
         response.usage.input_tokens = usage.input_tokens

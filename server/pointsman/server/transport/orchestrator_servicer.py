@@ -32,8 +32,9 @@ from . import convert
 from .batches import Batches
 from .calls import CallContext
 from .converse import ConverseSession
-from .embeddings import MODEL_KINDS, embed_response
+from .embeddings import embed_response
 from .errors import turn_error
+from .models import model_entries
 from .resources import decode_offset, decode_token, encode_token, not_issued, page_size, resource_id
 from .stats import get_stats, list_calls
 
@@ -156,24 +157,12 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
     ) -> pb.ListModelsResponse:
         size = page_size(request.page_size)
         offset = decode_offset(request.page_token)
-        routes = self._orchestrator.catalog.routes()
-        page = routes[offset : offset + size]
-        router = self._orchestrator.router
+        orchestrator = self._orchestrator
+        routers = orchestrator.classes.specs if orchestrator.classes is not None else []
+        models = model_entries(orchestrator.catalog, orchestrator.router, routers)
         return pb.ListModelsResponse(
-            models=[
-                pb.Model(
-                    name=f"models/{r.alias}",
-                    alias=r.alias,
-                    deployments=[convert.deployment_status(d, router.monitor(d)) for d in r.deployments],
-                    builtin=r.builtin,
-                    strategy=convert.STRATEGIES[r.strategy],
-                    available=router.available(r),
-                    kind=MODEL_KINDS[r.kind],
-                    dimensions=r.dimensions,
-                )
-                for r in page
-            ],
-            next_page_token=encode_token(str(offset + size)) if offset + size < len(routes) else "",
+            models=models[offset : offset + size],
+            next_page_token=encode_token(str(offset + size)) if offset + size < len(models) else "",
         )
 
     async def CreateBatch(
