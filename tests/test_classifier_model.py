@@ -7,6 +7,7 @@ like any call; ListModels shows router aliases."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import pytest_asyncio
 import yaml
 from test_route_classes import CODE, MATH
 
+from pointsman.cli.main import main as cli_main
 from pointsman.client import AsyncClient
 from pointsman.orchestrator.v1 import orchestrator_pb2 as orch
 from pointsman.server.app.routes import RoutesFileError, build_routing
@@ -214,6 +216,16 @@ async def test_list_models_shows_router_aliases(gateway: AsyncClient) -> None:
         if not token:
             break
     assert seen == list(models)
+
+
+async def test_the_cli_lists_a_router(
+    start_server: Any, tmp_path: Path, classifier: FakeClassifier, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server = await start_server(POINTSMAN_ROUTES_FILE=write(tmp_path, routes(classifier.base_url)))
+    # The CLI's blocking client runs off the event loop the server is on.
+    assert await asyncio.to_thread(cli_main, ["models", "--address", server.address]) == 0
+    lines = {line.split("\t")[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert lines["auto"] == "auto\trouter\tcode -> coder, math -> mathematician, else general, unsure: ask small"
 
 
 @pytest.mark.parametrize(

@@ -197,6 +197,12 @@ def cmd_models(args: argparse.Namespace) -> int:
             if args.json:
                 print_json(model)
                 continue
+            if model.HasField("router"):
+                router = model.router
+                classes = ", ".join(f"{c.name} -> {c.model}" for c in router.classes)
+                asks = f", unsure: ask {router.classifier_model}" if router.classifier_model else ""
+                print(f"{model.alias}\trouter\t{classes}, else {router.default_model}{asks}")
+                continue
             strategy = label(pb.RoutingStrategy, model.strategy, "ROUTING_STRATEGY_")
             where = ", ".join(f"{d.name} ({_deployment_state(d)})" for d in model.deployments)
             builtin = "  [built-in deterministic model]" if model.builtin else ""
