@@ -89,12 +89,14 @@ async def test_an_unclear_turn_is_decided_by_the_classifier_model(
     assert (start.model, start.route_class, start.routed_model) == ("auto", "math", "mathematician")
     assert start.route_decision == orch.ROUTE_DECISION_CLASSIFIER_MODEL
     assert start.deployment.name == "offline/mathematician"
-    # One short question: the classes with their descriptions (or first examples), the turn as the user's.
+    # One short question, all in one user message (some small models drop system messages):
+    # the classes with their descriptions (or first examples), then the turn.
     ((system, question),) = classifier.questions
-    assert question == AMBIGUOUS
-    assert "- math: Mathematics questions" in system
-    assert f"- code: {CODE[0]}; {CODE[1]}" in system
-    assert "none" in system
+    assert system == ""
+    assert "- math: Mathematics questions" in question
+    assert f"- code: {CODE[0]}; {CODE[1]}" in question
+    assert "or none if" in question
+    assert question.endswith(f"\nMessage: {AMBIGUOUS}")
     sent = classifier.last_request
     assert sent is not None
     assert sent["temperature"] == 0

@@ -22,18 +22,25 @@ _LABEL = re.compile(r"^(?:the\s+)?(?:class|category|answer|label)\s*(?:is)?\s*[:
 
 
 def classifier_request(spec: ClassifierSpec, classes: Sequence[RouteClass], text: str) -> ChatRequest:
-    """The chat request that asks `spec.model` which of `classes` the text is in."""
+    """The chat request that asks `spec.model` which of `classes` the text is
+    in. One user message, no system message: some small models' chat
+    templates (Gemma's) drop system messages, and the instructions with them."""
     lines = [
-        "Classify the user's message into exactly one of these classes.",
-        f"Reply with the class name only, or {NO_CLASS} if it fits none of them.",
+        "Which one of these classes is the message below in?",
         "",
     ]
     for cls in classes:
         about = cls.description or "; ".join(cls.examples[:_EXAMPLES_PER_CLASS])
         lines.append(f"- {cls.name}: {about[:_DESCRIPTION_CHARS]}")
+    lines += [
+        "",
+        f"Reply with the class name only, or {NO_CLASS} if it is in none of them.",
+        "",
+        f"Message: {text}",
+    ]
     return ChatRequest(
         spec.model,
-        [Message(Role.SYSTEM, "\n".join(lines)), Message(Role.USER, text)],
+        [Message(Role.USER, "\n".join(lines))],
         GenerationConfig(temperature=0.0, max_tokens=spec.max_tokens),
     )
 
