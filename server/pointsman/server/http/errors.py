@@ -10,6 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from ..domain import errors as domain
+from .features import with_openai_params
 
 # Most specific class first: (class, HTTP status, OpenAI error type).
 _STATUSES: list[tuple[type[domain.DomainError], int, str]] = [
@@ -48,6 +49,7 @@ def error_payload(error: domain.DomainError, request_id: str) -> tuple[int, dict
         return internal_payload(request_id)
     param = None
     if isinstance(error, domain.InvalidArgument) and error.violations:
+        error = with_openai_params(error)
         param = error.violations[0].field
     elif error.reason == "MODEL_NOT_FOUND":
         param = "model"
