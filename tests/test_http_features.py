@@ -29,6 +29,7 @@ from pointsman.server.domain.chat import FinishReason, Usage
 from pointsman.server.domain.ports.cache import CachedAnswer
 from pointsman.type.v1 import chat_pb2
 
+from fakes.anthropic_upstream import FakeAnthropic
 from fakes.openai_upstream import FakeOpenAI
 
 USER = [{"role": "user", "content": "hi"}]
@@ -396,3 +397,34 @@ async def test_every_bad_feature_value_is_listed_at_once(door: tuple[PointsmanSe
     for param in ("response_format.json_schema.schema", "strict", "tool_choice", "reasoning_effort", "reasoning"):
         assert param in error["message"]
     assert error["param"] == "response_format.json_schema.schema"
+
+
+async def test_anthropic_gets_a_budget_and_an_effort_through_the_door(start_server: Any) -> None:
+    async with FakeAnthropic() as anthropic:
+        server: PointsmanServer = await start_server(
+            ANTHROPIC_API_KEY="sk-ant-test-0123456789abcdef0123456789abcdef",
+            ANTHROPIC_BASE_URL=anthropic.base_url,
+            ANTHROPIC_MODELS=["claude-test"],
+            POINTSMAN_HTTP_ADDRESS="127.0.0.1:0",
+        )
+        key = await api_key(server)
+        async with openai.AsyncOpenAI(base_url=base_url(server), api_key=key, max_retries=0, timeout=20) as client:
+            await client.chat.completions.create(
+                model="claude-test",
+                messages=USER,
+                extra_body={"reasoning": {"max_tokens": 2048}},  # type: ignore[arg-type]
+            )
+            assert anthropic.last_request is not None
+            assert anthropic.last_request["thinking"] == {"type": "enabled", "budget_tokens": 2048}
+            await client.chat.completions.create(model="claude-test", messages=USER, reasoning_effort="medium")  # type: ignore[arg-type]
+            assert anthropic.last_request["output_config"] == {"effort": "medium"}
+            # A budget at or above max_tokens is what Anthropic cannot take.
+            error = await _bad_request(
+                client.chat.completions.create(
+                    model="claude-test",
+                    messages=USER,  # type: ignore[arg-type]
+                    max_completion_tokens=1500,
+                    extra_body={"reasoning": {"max_tokens": 2048}},
+                )
+            )
+            assert error.param == "reasoning.max_tokens" and "below max_tokens" in error.message

@@ -11,11 +11,14 @@ from ..domain import chat
 from ..domain.errors import FieldViolation, InvalidArgument, ViolationCollector
 
 _EFFORTS = {e.value: e for e in chat.ReasoningEffort}
-# What OpenAI's newer models also take: "minimal" thinks least, "none" not at all
-# on some; the contract has three levels, so the lowest stands for both.
+# OpenAI's newer models also take "minimal"; the contract has three levels, so the
+# lowest stands for it. "none" (no reasoning at all) has no level and is refused.
 _EFFORT_ALIASES = {"minimal": chat.ReasoningEffort.LOW}
-_CHOICE_MODES = {"auto": chat.ToolChoiceMode.AUTO, "none": chat.ToolChoiceMode.NONE}
-_CHOICE_MODES["required"] = chat.ToolChoiceMode.REQUIRED
+_CHOICE_MODES = {
+    "auto": chat.ToolChoiceMode.AUTO,
+    "none": chat.ToolChoiceMode.NONE,
+    "required": chat.ToolChoiceMode.REQUIRED,
+}
 
 
 def features_from_json(body: dict[str, Any], errors: ViolationCollector) -> dict[str, Any]:
