@@ -272,27 +272,6 @@ async def test_domain_errors_have_openai_statuses_and_shape(sdk: openai.AsyncOpe
     assert invalid.value.param == "temperature" and invalid.value.type == "invalid_request_error"
 
 
-async def test_structured_output_is_refused_clearly_until_the_contract_has_it(sdk: openai.AsyncOpenAI) -> None:
-    schema = {"name": "answer", "schema": {"type": "object", "properties": {"a": {"type": "string"}}}}
-    for response_format in ({"type": "json_schema", "json_schema": schema}, {"type": "json_object"}):
-        with pytest.raises(openai.BadRequestError) as caught:
-            await sdk.chat.completions.create(
-                model="gpt",
-                messages=[{"role": "user", "content": "hi"}],
-                response_format=response_format,  # type: ignore[arg-type]
-            )
-        assert caught.value.param == "response_format"
-        assert "structured output" in caught.value.message
-    with pytest.raises(openai.BadRequestError) as choice:
-        await sdk.chat.completions.create(
-            model="gpt",
-            messages=[{"role": "user", "content": "hi"}],
-            tools=[TOOL],
-            tool_choice="required",  # type: ignore[list-item]
-        )
-    assert choice.value.param == "tool_choice"
-
-
 async def test_rate_limits_answer_429_with_retry_after(start_server: Any, tmp_path: Path, upstream: FakeOpenAI) -> None:
     server = await start_door(
         start_server,

@@ -244,7 +244,7 @@ class FakeUpstream:
         # Reported in usage when set: prompt-cache reads and reasoning tokens.
         self.cached_tokens = 0
         self.reasoning_tokens = 0
-        # Streamed as `reasoning_content` before the answer when set (as vLLM and DeepSeek do).
+        # Sent as `reasoning_content` (streamed before the answer, or beside it) when set, as vLLM and DeepSeek do.
         self.reasoning_text = ""
         self.streams_open = 0
         self.streams_completed = 0
@@ -647,6 +647,8 @@ class FakeOpenAI(FakeUpstream):
 
     def _render(self, prompt: Prompt, answer: Answer) -> JSON:
         message: JSON = {"role": "assistant", "content": answer.text, "refusal": None}
+        if self.reasoning_text and answer.tool_name is None:
+            message["reasoning_content"] = self.reasoning_text
         if answer.tool_name is not None:
             message["content"] = None
             message["tool_calls"] = [_tool_call(answer.tool_name, answer.tool_arguments)]

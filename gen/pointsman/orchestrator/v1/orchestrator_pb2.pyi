@@ -186,12 +186,14 @@ class ToolCallDelta(_message.Message):
     def __init__(self, index: _Optional[int] = ..., id: _Optional[str] = ..., name: _Optional[str] = ..., arguments_delta: _Optional[str] = ...) -> None: ...
 
 class FirewallNotice(_message.Message):
-    __slots__ = ("direction", "verdict")
+    __slots__ = ("direction", "verdict", "reasoning")
     DIRECTION_FIELD_NUMBER: _ClassVar[int]
     VERDICT_FIELD_NUMBER: _ClassVar[int]
+    REASONING_FIELD_NUMBER: _ClassVar[int]
     direction: _firewall_pb2.Direction
     verdict: _firewall_pb2.Verdict
-    def __init__(self, direction: _Optional[_Union[_firewall_pb2.Direction, str]] = ..., verdict: _Optional[_Union[_firewall_pb2.Verdict, _Mapping]] = ...) -> None: ...
+    reasoning: bool
+    def __init__(self, direction: _Optional[_Union[_firewall_pb2.Direction, str]] = ..., verdict: _Optional[_Union[_firewall_pb2.Verdict, _Mapping]] = ..., reasoning: _Optional[bool] = ...) -> None: ...
 
 class Timings(_message.Message):
     __slots__ = ("time_to_first_token", "total")

@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 class FirewallNotice:
     direction: Direction
     verdict: Verdict
+    # An OUTPUT notice about the model's reasoning text, guarded apart from its answer.
+    reasoning: bool = False
 
 
 ChatEvent = Start | TextDelta | ToolCallDelta | ReasoningDelta | FirewallNotice | Usage | Finish
@@ -104,6 +106,7 @@ class CompletedAnswer:
 
     start: Start | None = None
     text: list[str] = field(default_factory=list)
+    reasoning: list[str] = field(default_factory=list)
     tool_calls: list[ToolCall] = field(default_factory=list)
     usage: Usage | None = None
     finish: Finish | None = None
@@ -112,6 +115,10 @@ class CompletedAnswer:
     @property
     def content(self) -> str:
         return "".join(self.text)
+
+    @property
+    def reasoning_text(self) -> str:
+        return "".join(self.reasoning)
 
     @property
     def flagged_by_output_firewall(self) -> bool:
@@ -123,6 +130,8 @@ class CompletedAnswer:
                 self.text.append(text)
             case ToolCallDelta():
                 self._add_tool_delta(event)
+            case ReasoningDelta(text=text):
+                self.reasoning.append(text)
             case Start():
                 self.start = event
             case Usage():
@@ -308,8 +317,12 @@ class Orchestrator:
         yield Start(caller.request_id, request.model, deployment, cached=True, semantic=semantic)
         if verdict.action is not Action.ALLOW:
             yield FirewallNotice(Direction.INPUT, verdict)
-        # The output firewall decides again: its rules may have changed since.
-        if await self.firewall.clear_replayed_answer(cached.text, caller) is None:
+        # The output firewall decides again (its rules may have changed since),
+        # on the reasoning as on the answer.
+        cleared = await self.firewall.clear_replayed_answer(cached.text, caller) is not None
+        if cleared and cached.reasoning:
+            cleared = await self.firewall.clear_replayed_answer(cached.reasoning, caller) is not None
+        if not cleared:
             async for event in self._relay(None, _replay(cached), caller, received, whole=not incremental):
                 yield event
         else:
@@ -412,12 +425,34 @@ class Orchestrator:
         is raised after the text the firewall still held has been sent. When
         the caller takes the answer `whole` (`Complete`), the firewall holds
         all of it and scans it once at the end: nothing could leave earlier."""
-        guard = await self.firewall.output_guard(caller, WHOLE_ANSWER if whole else self.output_holdback)
+        hold = WHOLE_ANSWER if whole else self.output_holdback
+        guard = await self.firewall.output_guard(caller, hold)
+        # The reasoning has a guard of its own: its findings are its own, and
+        # a tail held in one text never holds the other back.
+        thinking: OutputGuard | None = None
         usage: Usage | None = None  # held with the text while the output firewall holds some
         first_token_at: float | None = None
         event = first if first is not None else await anext(rest, None)
         try:
             while event is not None:
+                reasoning_step: GuardStep | None = None
+                if guard is not None and type(event) is ReasoningDelta:
+                    thinking = thinking or await self.firewall.output_guard(caller, hold)
+                    reasoning_step = await _guard_step(thinking, event) if thinking else GuardStep(event.text)
+                elif thinking is not None and thinking.held_chars and not isinstance(event, Usage):
+                    # The reasoning gave way to the answer: what its guard holds leaves first.
+                    reasoning_step = await _guard_step(thinking, None)
+                if reasoning_step is not None:
+                    if reasoning_step.release:
+                        yield ReasoningDelta(reasoning_step.release)
+                    if reasoning_step.stop:  # the reasoning held what must not leave: the answer ends
+                        for ending in await self._guarded_end(guard, thinking, usage, caller):
+                            yield ending
+                        yield _finish(FinishReason.CONTENT_FILTER, received, first_token_at)
+                        return
+                    if type(event) is ReasoningDelta:
+                        event = await anext(rest, None)
+                        continue
                 if guard is not None and isinstance(event, (TextDelta, Finish)):
                     # The answer's text passes the output firewall first.
                     step = await _guard_step(guard, event)
@@ -425,11 +460,8 @@ class Orchestrator:
                         first_token_at = first_token_at or time.perf_counter()
                         yield TextDelta(step.release)
                     if step.stop or isinstance(event, Finish):
-                        if usage is not None:
-                            yield usage
-                        verdict = await self.firewall.record_output(guard, caller)
-                        if verdict.action is not Action.ALLOW:
-                            yield FirewallNotice(Direction.OUTPUT, verdict)
+                        for ending in await self._guarded_end(guard, thinking, usage, caller):
+                            yield ending
                         reason = FinishReason.CONTENT_FILTER if step.stop else event.reason  # type: ignore[union-attr]
                         yield _finish(reason, received, first_token_at)
                         return
@@ -449,6 +481,11 @@ class Orchestrator:
             failure = Unavailable("the upstream model ended the answer early", reason="UPSTREAM_INCOMPLETE")
         if guard is not None:
             # The client gets what arrived before the failure, scanned like the rest.
+            if thinking is not None:
+                step = thinking.finish()
+                if step.release:
+                    yield ReasoningDelta(step.release)
+                await self.firewall.record_output(thinking, caller)
             step = guard.finish()
             if step.release:
                 yield TextDelta(step.release)
@@ -480,6 +517,23 @@ class Orchestrator:
         if label is None:
             log.info("classifier model %s named no class; the embeddings decide", spec.model)
         return label
+
+    async def _guarded_end(
+        self, guard: OutputGuard | None, thinking: OutputGuard | None, usage: Usage | None, caller: Caller
+    ) -> list[ChatEvent]:
+        """What goes before a guarded answer's Finish: the usage held back,
+        and a notice for the answer and for the reasoning if the firewall
+        acted on them (the decisions are recorded either way)."""
+        events: list[ChatEvent] = [usage] if usage is not None else []
+        if guard is not None:
+            verdict = await self.firewall.record_output(guard, caller)
+            if verdict.action is not Action.ALLOW:
+                events.append(FirewallNotice(Direction.OUTPUT, verdict))
+        if thinking is not None:
+            verdict = await self.firewall.record_output(thinking, caller)
+            if verdict.action is not Action.ALLOW:
+                events.append(FirewallNotice(Direction.OUTPUT, verdict, reasoning=True))
+        return events
 
     async def complete(
         self, request: ChatRequest, caller: Caller, errors: ViolationCollector | None = None
@@ -570,6 +624,7 @@ def _keepable(collected: CompletedAnswer, route: ModelRoute) -> CachedAnswer | N
         # A replay costs nothing: whoever gets it was not charged.
         replace(collected.usage, cost_usd=0.0) if collected.usage else None,
         finish.reason,
+        collected.reasoning_text,
     )
 
 
@@ -618,8 +673,9 @@ _OFFLOAD_OUTPUT_CHARS = 2048
 WHOLE_ANSWER = 1 << 62
 
 
-async def _guard_step(guard: OutputGuard, event: TextDelta | Finish) -> GuardStep:
-    if isinstance(event, Finish):
+async def _guard_step(guard: OutputGuard, event: TextDelta | ReasoningDelta | Finish | None) -> GuardStep:
+    """The guard fed the event's text, or (Finish, None: the text ended) finished."""
+    if event is None or isinstance(event, Finish):
         if guard.held_chars > _OFFLOAD_OUTPUT_CHARS:
             return await asyncio.to_thread(guard.finish)
         return guard.finish()

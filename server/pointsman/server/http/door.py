@@ -21,9 +21,11 @@ from ..domain import chat
 from ..domain.caller import Caller, current_request_id
 from ..domain.embeddings import Embeddings
 from ..domain.errors import DomainError, NotFound, Unavailable, ViolationCollector
-from ..domain.orchestrator import ChatEvent, Orchestrator
+from ..domain.firewall.verdict import Direction
+from ..domain.orchestrator import ChatEvent, FirewallNotice, Orchestrator
 from ..metrics import Metrics
 from .errors import error_body, error_payload, internal_payload, json_error, sse_error
+from .extension import extension, prompt_headers
 from .requests import chat_request_from_json, embed_request_from_json
 from .responses import DONE, FINISH_REASONS, ChunkFramer, completion_json, embeddings_json, model_json, models_json
 
@@ -237,7 +239,8 @@ class HttpDoor:
         chat_request, stream, include_usage = chat_request_from_json(body, errors)
         if not stream:
             answer = await self._orchestrator.complete(chat_request, caller, errors)
-            return _json_response(completion_json(answer, chat_request.model, caller.request_id), caller.request_id)
+            body = completion_json(answer, chat_request.model, caller.request_id)
+            return _json_response(body, caller.request_id, prompt_headers(answer.notices))
         return await self._stream(request, chat_request, caller, errors, include_usage)
 
     async def _stream(
@@ -254,13 +257,23 @@ class HttpDoor:
         events = cast(AsyncGenerator[ChatEvent, None], self._orchestrator.chat(chat_request, caller, errors=errors))
         async with aclosing(events):
             event = await anext(events, None)  # raises what is known up front
-            response = web.StreamResponse(headers={**_SSE_HEADERS, "x-request-id": caller.request_id})
+            # The prompt's verdict, if the firewall acted on it, comes right
+            # after Start: its headers and the first chunk carry it.
+            prompt: list[FirewallNotice] = []
+            if type(event) is chat.Start:
+                event = await anext(events, None)
+                if type(event) is FirewallNotice and event.direction is Direction.INPUT:
+                    prompt.append(event)
+                    event = await anext(events, None)
+            headers = {**_SSE_HEADERS, "x-request-id": caller.request_id, **prompt_headers(prompt)}
+            response = web.StreamResponse(headers=headers)
             await response.prepare(request)
             framer = ChunkFramer(chat_request.model, caller.request_id)
             write = response.write
             usage: chat.Usage | None = None
+            notices: list[FirewallNotice] = []  # on the answer: they go with the finish chunk
             # The role's chunk leaves with the first delta: one write (one packet) fewer.
-            pending = framer.delta({"role": "assistant", "content": ""})
+            pending = framer.delta({"role": "assistant", "content": ""}, None, extension(prompt))
             try:
                 while event is not None:
                     if type(event) is chat.TextDelta:
@@ -269,10 +282,15 @@ class HttpDoor:
                     elif type(event) is chat.ToolCallDelta:
                         await write(pending + framer.tool_call(event))
                         pending = b""
+                    elif type(event) is chat.ReasoningDelta:
+                        await write(pending + framer.reasoning(event.text))
+                        pending = b""
+                    elif type(event) is FirewallNotice:
+                        notices.append(event)
                     elif type(event) is chat.Usage:
                         usage = event
                     elif type(event) is chat.Finish:
-                        pending += framer.delta({}, FINISH_REASONS[event.reason])
+                        pending += framer.delta({}, FINISH_REASONS[event.reason], extension(notices, event))
                         if include_usage:
                             pending += framer.usage(usage)
                     event = await anext(events, None)
@@ -318,7 +336,9 @@ class HttpDoor:
         return _json_response(model_json(alias), caller.request_id)
 
 
-def _json_response(body: dict[str, Any], request_id: str) -> web.Response:
+def _json_response(body: dict[str, Any], request_id: str, headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(
-        body=json.dumps(body).encode(), content_type="application/json", headers={"x-request-id": request_id}
+        body=json.dumps(body).encode(),
+        content_type="application/json",
+        headers={"x-request-id": request_id, **headers} if headers else {"x-request-id": request_id},
     )

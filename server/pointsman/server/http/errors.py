@@ -10,6 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from ..domain import errors as domain
+from .features import with_openai_params
 
 # Most specific class first: (class, HTTP status, OpenAI error type).
 _STATUSES: list[tuple[type[domain.DomainError], int, str]] = [
@@ -48,6 +49,7 @@ def error_payload(error: domain.DomainError, request_id: str) -> tuple[int, dict
         return internal_payload(request_id)
     param = None
     if isinstance(error, domain.InvalidArgument) and error.violations:
+        error = with_openai_params(error)
         param = error.violations[0].field
     elif error.reason == "MODEL_NOT_FOUND":
         param = "model"
@@ -55,7 +57,22 @@ def error_payload(error: domain.DomainError, request_id: str) -> tuple[int, dict
     if isinstance(error, domain.Unavailable | domain.RateLimited):
         seconds = error.retry_after_seconds or DEFAULT_RETRY_SECONDS
         headers["Retry-After"] = str(max(1, math.ceil(seconds)))
-    return status, error_body(error.message, kind, error.reason.lower(), param), headers
+    body = error_body(error.message, kind, error.reason.lower(), param)
+    if isinstance(error, domain.ContentBlocked):
+        body["error"]["pointsman"] = blocked_json(error)
+    return status, body, headers
+
+
+def blocked_json(error: domain.ContentBlocked) -> dict[str, Any]:
+    """What the firewall's block names (never the content): the categories,
+    the rules and the recorded decision, under the door's `pointsman` key."""
+    metadata = error.metadata
+    return {
+        "action": "block",
+        "categories": [c for c in metadata.get("categories", "").split(",") if c],
+        "rules": [r for r in metadata.get("rules", "").split(",") if r],
+        "decision": metadata.get("decision", ""),
+    }
 
 
 def internal_payload(request_id: str) -> tuple[int, dict[str, Any], dict[str, str]]:

@@ -12,6 +12,7 @@ from typing import Any
 from ..domain import chat
 from ..domain.embedding import EmbedRequest
 from ..domain.errors import ViolationCollector
+from .features import features_from_json
 
 ROLES = {
     "system": chat.Role.SYSTEM,
@@ -169,18 +170,6 @@ def _stop(value: Any, errors: ViolationCollector) -> tuple[str, ...]:
 def _refuse_unsupported(body: dict[str, Any], errors: ViolationCollector) -> None:
     """Fields whose non-default values the contract cannot honour yet: refused
     by name, so an app never gets an answer that ignored what it asked for."""
-    choice = body.get("tool_choice")
-    if choice not in (None, "auto"):
-        errors.add("tool_choice", "only 'auto' is supported")
-    if body.get("parallel_tool_calls") is False:
-        errors.add("parallel_tool_calls", "turning parallel tool calls off is not supported")
-    response_format = body.get("response_format")
-    if response_format is not None:
-        kind = response_format.get("type") if isinstance(response_format, dict) else None
-        if kind != "text":
-            errors.add(
-                "response_format", "structured output (json_object, json_schema) is not supported yet; only 'text'"
-            )
     n = body.get("n")
     if n is not None and n != 1:
         errors.add("n", "only one choice per request is supported")
@@ -204,6 +193,7 @@ def chat_request_from_json(body: dict[str, Any], errors: ViolationCollector) -> 
         stop=_stop(body.get("stop"), errors),
         seed=_integer(body, "seed", errors),
         tools=_tools(body.get("tools"), errors),
+        **features_from_json(body, errors),
     )
     _refuse_unsupported(body, errors)
     stream = body.get("stream")

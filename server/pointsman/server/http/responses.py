@@ -13,6 +13,8 @@ from typing import Any
 from ..domain import chat
 from ..domain.embeddings import EmbedResult
 from ..domain.orchestrator import CompletedAnswer
+from .extension import NAME as EXTENSION
+from .extension import extension
 
 FINISH_REASONS = {
     chat.FinishReason.STOP: "stop",
@@ -22,13 +24,16 @@ FINISH_REASONS = {
 }
 
 
-def usage_json(usage: chat.Usage | None) -> dict[str, int]:
+def usage_json(usage: chat.Usage | None) -> dict[str, Any]:
     if usage is None:
         return {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
     return {
         "prompt_tokens": usage.input_tokens,
         "completion_tokens": usage.output_tokens,
         "total_tokens": usage.total_tokens,
+        # As OpenAI reports them: of the prompt, read from the provider's cache; of the answer, spent reasoning.
+        "prompt_tokens_details": {"cached_tokens": usage.cached_input_tokens},
+        "completion_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
     }
 
 
@@ -41,8 +46,10 @@ def completion_json(answer: CompletedAnswer, model: str, request_id: str) -> dic
     if answer.tool_calls:
         message["tool_calls"] = [_tool_call_json(c) for c in answer.tool_calls]
         message["content"] = answer.content or None
+    if answer.reasoning:
+        message["reasoning_content"] = answer.reasoning_text  # as vLLM, DeepSeek and OpenRouter name it
     finish = answer.finish.reason if answer.finish is not None else chat.FinishReason.STOP
-    return {
+    body = {
         "id": f"chatcmpl-{request_id}",
         "object": "chat.completion",
         "created": int(time.time()),
@@ -50,6 +57,10 @@ def completion_json(answer: CompletedAnswer, model: str, request_id: str) -> dic
         "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": FINISH_REASONS[finish]}],
         "usage": usage_json(answer.usage),
     }
+    ours = extension(answer.notices, answer.finish)
+    if ours is not None:
+        body[EXTENSION] = ours
+    return body
 
 
 class ChunkFramer:
@@ -63,9 +74,24 @@ class ChunkFramer:
         common["model"] = model
         self._head = b"data: " + json.dumps(common)[:-1].encode() + b', "choices": '
 
-    def delta(self, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+    def delta(
+        self, delta: dict[str, Any], finish_reason: str | None = None, ours: dict[str, Any] | None = None
+    ) -> bytes:
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+        if ours is not None:  # the `pointsman` object (http/extension.py), after the choices
+            return (
+                self._head
+                + json.dumps([choice]).encode()
+                + b', "'
+                + EXTENSION.encode()
+                + b'": '
+                + json.dumps(ours).encode()
+                + b"}\n\n"
+            )
         return self._head + json.dumps([choice]).encode() + b"}\n\n"
+
+    def reasoning(self, text: str) -> bytes:
+        return self.delta({"reasoning_content": text})
 
     def text(self, text: str) -> bytes:
         # The hot path: one small string per delta, no dict to encode.

@@ -386,7 +386,9 @@ def finding_to_proto(f: verdict.Finding) -> firewall_pb2.Finding:
 
 def notice_to_proto(notice: FirewallNotice) -> orch.FirewallNotice:
     return orch.FirewallNotice(
-        direction=DIRECTIONS_TO_PROTO[notice.direction], verdict=verdict_to_proto(notice.verdict)
+        direction=DIRECTIONS_TO_PROTO[notice.direction],
+        verdict=verdict_to_proto(notice.verdict),
+        reasoning=notice.reasoning,
     )
 
 

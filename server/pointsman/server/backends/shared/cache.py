@@ -38,8 +38,12 @@ def encode_answer(answer: CachedAnswer, expires_at_ms: int) -> bytes:
         plain["u"] = [answer.usage.input_tokens, answer.usage.output_tokens]
         if answer.usage.estimated:
             plain["u"].append(1)
+        if answer.usage.cached_input_tokens or answer.usage.reasoning_tokens:
+            plain["k"] = [answer.usage.cached_input_tokens, answer.usage.reasoning_tokens]
     if answer.finish_reason is not FinishReason.STOP:
         plain["f"] = answer.finish_reason.value
+    if answer.reasoning:
+        plain["r"] = answer.reasoning
     return json.dumps(plain, ensure_ascii=False, separators=(",", ":")).encode()
 
 
@@ -47,12 +51,16 @@ def decode_answer(data: bytes | str) -> tuple[CachedAnswer, int]:
     """Raises ValueError (or KeyError/TypeError) on anything malformed."""
     plain = json.loads(data)
     usage = plain.get("u")
+    cached, reasoning = plain.get("k", (0, 0))  # of usage: cached input and reasoning tokens
     answer = CachedAnswer(
         deployment=plain["d"],
         text=plain["t"],
         tool_calls=tuple(ToolCall(i, n, a) for i, n, a in plain.get("c", ())),
-        usage=None if usage is None else Usage(int(usage[0]), int(usage[1]), len(usage) > 2 and bool(usage[2])),
+        usage=None
+        if usage is None
+        else Usage(int(usage[0]), int(usage[1]), len(usage) > 2 and bool(usage[2]), 0.0, int(cached), int(reasoning)),
         finish_reason=FinishReason(plain.get("f", FinishReason.STOP.value)),
+        reasoning=str(plain.get("r", "")),
     )
     return answer, int(plain["x"])
 

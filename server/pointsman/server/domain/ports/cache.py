@@ -13,6 +13,7 @@ from ..chat import (
     Finish,
     FinishReason,
     ProviderEvent,
+    ReasoningDelta,
     TextDelta,
     ToolCall,
     ToolCallDelta,
@@ -24,19 +25,25 @@ from ..chat import (
 @dataclass(frozen=True, slots=True)
 class CachedAnswer:
     """Everything needed to replay an answer: which deployment gave it, the
-    text, tool calls, usage and why it finished."""
+    text, tool calls, usage, why it finished, and the model's reasoning (as
+    the output firewall released it)."""
 
     deployment: str
     text: str
     tool_calls: tuple[ToolCall, ...] = ()
     usage: Usage | None = None
     finish_reason: FinishReason = FinishReason.STOP
+    reasoning: str = ""
 
     def replay(self, chunk_chars: int = MAX_DELTA_CHARS) -> Iterator[ProviderEvent]:
-        """The answer as provider events: the text (in chunks of `chunk_chars`
-        if positive, else in one delta), each tool call (in pieces of at most
-        MAX_DELTA_CHARS), usage, finish. The orchestrator frames them with
-        Start and its own timings."""
+        """The answer as provider events: the reasoning, then the text (each
+        in chunks of `chunk_chars` if positive, else in one delta), each tool
+        call (in pieces of at most MAX_DELTA_CHARS), usage, finish. The
+        orchestrator frames them with Start and its own timings."""
+        if self.reasoning:
+            step = chunk_chars if chunk_chars > 0 else len(self.reasoning)
+            for start in range(0, len(self.reasoning), step):
+                yield ReasoningDelta(self.reasoning[start : start + step])
         if self.text:
             if chunk_chars > 0:
                 for start in range(0, len(self.text), chunk_chars):
@@ -53,7 +60,7 @@ class CachedAnswer:
         """Bytes the entry holds, roughly (characters plus a fixed overhead):
         what the in-process cache's byte bound counts."""
         calls = sum(len(c.id) + len(c.name) + len(c.arguments_json) + 64 for c in self.tool_calls)
-        return 256 + len(self.deployment) + len(self.text) + calls
+        return 256 + len(self.deployment) + len(self.text) + len(self.reasoning) + calls
 
 
 class CacheHit(NamedTuple):
