@@ -171,7 +171,7 @@ async def _on_connection_thread(connection: aiosqlite.Connection, function: Call
     """Runs `function` on the connection's own thread, as aiosqlite runs each
     statement (`Connection._execute`, the one way it offers to run several
     statements in one hand-over; aiosqlite is pinned in constraints.txt)."""
-    return await connection._execute(function, *args)
+    return await connection._execute(function, *args)  # type: ignore[no-untyped-call]  # private, untyped
 
 
 def _insert_transaction(connection: aiosqlite.Connection, sql: str, rows: Sequence[tuple[Any, ...]]) -> None:
