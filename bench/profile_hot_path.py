@@ -9,6 +9,9 @@ functions with the most samples, by own time and inclusive.
 Needs py-spy (`pip install py-spy`; not a project dependency) and the right to
 trace the server process (root, or ptrace_scope 0). `--gil` samples only the
 thread holding the GIL: the Python work that competes with the event loop.
+With CPROF_WRAPPER=script.py the server is started as `python script.py` instead (a
+wrapper that runs `pointsman serve` under cProfile, enabling it on SIGUSR1 and dumping it
+on SIGUSR2, which this script sends around the measured load).
 """
 
 from __future__ import annotations
