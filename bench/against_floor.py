@@ -11,7 +11,8 @@ turn; figures are medians over `--rounds`:
 - streaming `Chat` from an upstream that sends 20 tokens 5 ms apart: time to
   first token added to a direct call's, and text deltas per stream;
 - server CPU per streamed chunk: the slope between 10- and 200-chunk answers
-  sent 2 ms apart, beside gRPC's own per-message cost (`grpc_floor.py`);
+  sent 2 ms apart, beside gRPC's own per-message cost (`grpc_floor.py`'s
+  bare `Watch` stream, measured the same way in each round);
 - `Complete`: added p50 at concurrency 1, throughput at concurrency 32,
   server CPU per call; all as ratios to the floor.
 
@@ -41,6 +42,7 @@ from pointsman.type.v1 import chat_pb2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gateway_overhead import cpu_seconds, free_port, throughput, timed, wait_serving
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPT = "Say hello to the benchmark in a few words please"
@@ -193,6 +195,43 @@ async def measure(target: Target, base_url: str, args: argparse.Namespace) -> di
     return figures
 
 
+async def grpc_message_cost(address: str, pid: int, seconds: float) -> float:
+    """Server CPU per streamed message of a bare grpc.aio server
+    (`grpc_floor.py`'s `Watch`, one message every 2 ms): gRPC's own cost for
+    one streamed message, measured like `cpu_us_per_chunk`."""
+    per_stream = {}
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        for messages in (10, 200):
+            watch = health_pb2.HealthCheckRequest(service=str(messages))
+
+            async def stream(watch: health_pb2.HealthCheckRequest = watch) -> None:
+                async for _ in stub.Watch(watch):
+                    pass
+
+            cpu_before = cpu_seconds(pid)
+            started = time.perf_counter()
+            rate = await throughput(stream, 16, seconds)
+            per_stream[messages] = (cpu_seconds(pid) - cpu_before) / (rate * (time.perf_counter() - started))
+    return (per_stream[200] - per_stream[10]) / 190 * 1e6
+
+
+async def grpc_floor_round(seconds: float) -> float:
+    address = f"127.0.0.1:{free_port()}"
+    command = [
+        sys.executable,
+        "-c",
+        f"import sys; sys.path.insert(0, {str(ROOT / 'bench')!r}); import grpc_floor; grpc_floor.serve({address!r})",
+    ]
+    process = subprocess.Popen(command)
+    try:
+        await wait_serving(address, timeout=60)
+        return await grpc_message_cost(address, process.pid, seconds)
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -224,8 +263,11 @@ async def main() -> None:
     )
     runs: dict[str, list[dict[str, float]]] = {}
     all_targets = targets(args, base_url, routes)
+    grpc_message: list[float] = []
     try:
         for round_ in range(args.rounds):
+            grpc_message.append(await grpc_floor_round(args.seconds))
+            print(f"round {round_ + 1} grpc message: {grpc_message[-1]:.1f} us", flush=True)
             for target in all_targets:
                 await target.start()
                 try:
@@ -242,25 +284,29 @@ async def main() -> None:
 
     medians = {name: {k: statistics.median(r[k] for r in rounds) for k in rounds[0]} for name, rounds in runs.items()}
     floor = medians["floor"]
+    grpc_us = statistics.median(grpc_message)
     ratios = {
         name: {
+            "cpu_per_chunk_to_grpc_message": m["cpu_us_per_chunk"] / grpc_us,
             "complete_added_p50": m["complete_added_p50_ms"] / floor["complete_added_p50_ms"],
             "complete_throughput": m["complete_rps_c32"] / floor["complete_rps_c32"],
             "complete_cpu_per_call": m["complete_cpu_ms_per_call"] / floor["complete_cpu_ms_per_call"],
             "cpu_per_chunk": m["cpu_us_per_chunk"] / floor["cpu_us_per_chunk"],
         }
         for name, m in medians.items()
-        if name != "floor"
     }
     results = {
         "medians": medians,
         "ratios_to_floor": ratios,
+        "grpc_us_per_streamed_message": grpc_us,
         "runs": runs,
         "machine": {"cpus": os.cpu_count(), "load_average": os.getloadavg()},
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2))
-    print(json.dumps({"medians": medians, "ratios_to_floor": ratios}, indent=2))
+    print(
+        json.dumps({"medians": medians, "grpc_us_per_streamed_message": grpc_us, "ratios_to_floor": ratios}, indent=2)
+    )
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import random
 import string
 import threading
@@ -447,3 +448,46 @@ def test_engine_without_running_loop_is_not_needed() -> None:
     # before the server's loop starts (as PointsmanServer does).
     firewall, _ = engine()
     assert asyncio.run(firewall.scan("hello", Direction.INPUT, CALLER)).action is Action.ALLOW
+
+
+def _digit_recognizers(pii: PiiDetector) -> list[Any]:
+    return [r for r in pii._recognizers if r not in pii._without_digits]
+
+
+def _corpus_texts() -> list[str]:
+    data = Path(__file__).resolve().parent.parent / "bench" / "data"
+    return [item["full_text"] for name in ("faker_prompts.json", "faker_heldout.json") for item in _load(data / name)]
+
+
+def _load(path: Path) -> list[dict[str, Any]]:
+    loaded: list[dict[str, Any]] = json.loads(path.read_text())
+    return loaded
+
+
+def test_pii_recognizers_skipped_without_digits_only_ever_match_digits(pii: PiiDetector) -> None:
+    """The detector skips these recognizers on a text with no digit (most
+    short prompts and stream windows): every span they find holds one."""
+    recognizers = _digit_recognizers(pii)
+    assert {r.entity for r in recognizers} >= {"CREDIT_CARD", "PHONE_NUMBER", "US_SSN", "IBAN_CODE"}
+    checked = 0
+    for text in _corpus_texts():
+        for recognizer in recognizers:
+            for start, end, _ in recognizer.find(text, text.lower()):
+                checked += 1
+                assert any(c.isdecimal() for c in text[start:end]), (recognizer.entity, text[start:end])
+        # The same text with its digits spelled as letters: nothing for them to find.
+        lettered = "".join("x" if c.isdecimal() else c for c in text)
+        for recognizer in recognizers:
+            assert not list(recognizer.find(lettered, lettered.lower())), (recognizer.entity, lettered)
+    assert checked > 100
+
+
+def test_pii_without_digits_still_finds_what_needs_none(pii: PiiDetector) -> None:
+    for text, expected in (
+        ("write to kim@example.org now", ("EMAIL_ADDRESS", "kim@example.org")),
+        ("block abcd::ef please", ("IP_ADDRESS", "abcd::ef")),
+        ("the card aa:bb:cc:dd:ee:ff is", ("MAC_ADDRESS", "aa:bb:cc:dd:ee:ff")),
+    ):
+        assert expected in found(pii, text)
+    # One digit anywhere and every recognizer runs again.
+    assert ("PHONE_NUMBER", "(415) 555-0132") in found(pii, "write to kim@example.org or call (415) 555-0132")

@@ -388,6 +388,20 @@ async def test_a_large_batch_retried_after_an_unclear_failure_writes_what_is_mis
     assert sorted(d.id for d in page) == sorted(d.id for d in batch)
 
 
+async def test_a_refused_record_writes_none_of_its_batch_and_the_store_goes_on(stores: Stores, org: str) -> None:
+    # SQLite writes a batch in one job on its connection's thread (BEGIN, the
+    # rows, COMMIT): a row it cannot bind midway must roll back the rows before it.
+    good = [_decision(stores, org) for _ in range(3)]
+    refused = _decision(stores, org, principal=object())
+    with pytest.raises(Exception):  # noqa: B017 - each driver has its own error for an unbindable value
+        await stores.decisions.record_many([good[0], good[1], refused, good[2]])
+    page, _ = await stores.decisions.list_decisions(org, DecisionFilter(), 100, None)
+    assert page == []
+    await stores.decisions.record_many(good)
+    page, _ = await stores.decisions.list_decisions(org, DecisionFilter(), 100, None)
+    assert sorted(d.id for d in page) == sorted(d.id for d in good)
+
+
 async def test_decisions_are_invisible_to_other_organisations(stores: Stores, org: str, other_org: str) -> None:
     mine = _decision(stores, org, action=Action.BLOCK, findings=(Finding(Category.PII),))
     theirs = _decision(stores, other_org, action=Action.BLOCK, findings=(Finding(Category.PII),))

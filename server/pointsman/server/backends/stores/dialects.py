@@ -18,7 +18,7 @@ import json
 import re
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -167,6 +167,28 @@ async def _enable_wal(connection: aiosqlite.Connection) -> None:
             await asyncio.sleep(0.01)
 
 
+async def _on_connection_thread(connection: aiosqlite.Connection, function: Callable[..., Any], *args: Any) -> Any:
+    """Runs `function` on the connection's own thread, as aiosqlite runs each
+    statement (`Connection._execute`, the one way it offers to run several
+    statements in one hand-over; aiosqlite is pinned in constraints.txt)."""
+    return await connection._execute(function, *args)  # type: ignore[no-untyped-call]  # private, untyped
+
+
+def _insert_transaction(connection: aiosqlite.Connection, sql: str, rows: Sequence[tuple[Any, ...]]) -> None:
+    """On the connection's thread: the rows in one write transaction, taken
+    first (BEGIN IMMEDIATE, so it waits on the busy timeout), rolled back if
+    a row is refused."""
+    raw = connection._conn
+    raw.execute("BEGIN IMMEDIATE")
+    try:
+        raw.executemany(sql, rows)
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            raw.execute("ROLLBACK")
+        raise
+    raw.execute("COMMIT")
+
+
 class _SqliteSession:
     """Statements inside a transaction the caller holds."""
 
@@ -279,8 +301,15 @@ class SqliteDatabase:
             return await session.execute_returning(sql, *params)
 
     async def insert_new(self, table: Table, rows: Sequence[tuple[Any, ...]]) -> None:
-        async with self.transaction() as session:
-            await session.insert_new(table, rows)
+        # Every call writes decisions and a request-log row, so this runs on
+        # each flush of the write buffers: the whole transaction goes to
+        # aiosqlite's thread as one job (one hand-over instead of three for
+        # BEGIN, the rows and COMMIT), which halves the event loop's share of
+        # a batch. The lock still keeps it out of another coroutine's transaction.
+        marks = ", ".join("?" for _ in table.columns)
+        sql = f"INSERT INTO {table.name} ({table.column_names}) VALUES ({marks}) ON CONFLICT DO NOTHING"
+        async with self._lock:
+            await _on_connection_thread(self._connection, _insert_transaction, self._connection, sql, rows)
 
     async def ping(self) -> None:
         await self.fetch("SELECT 1")

@@ -634,6 +634,9 @@ class PiiDetector:
         self.entities = wanted
         self._min_score = min_score
         self._recognizers = [r for entity in sorted(wanted - NER_ENTITIES) for r in _FACTORIES[entity]()]
+        # Most short texts (a prompt, a window of a streamed answer) hold no
+        # digit at all, and then only these can find anything.
+        self._without_digits = [r for r in self._recognizers if not _needs_a_digit(r)]
         ner = wanted & NER_ENTITIES if spacy_model else frozenset()
         self._ner = _SpacyEntities(spacy_model, ner or frozenset(("PERSON", "LOCATION"))) if spacy_model else None
         self.detect("warm up: a@b.co +1 (555) 010-0100 4111 1111 1111 1111")
@@ -643,7 +646,8 @@ class PiiDetector:
         lowered = text.lower()
         if len(lowered) != len(text):
             lowered = text  # prefilters only; lower() changed the length (İ)
-        for recognizer in self._recognizers:
+        recognizers = self._recognizers if _DIGIT.search(text) is not None else self._without_digits
+        for recognizer in recognizers:
             for start, end, score in recognizer.find(text, lowered):
                 if score >= self._min_score:
                     found.append(Finding(Category.PII, recognizer.entity, start=start, end=end, score=score))
@@ -651,6 +655,35 @@ class PiiDetector:
             for entity, start, end, score in self._ner.find_typed(text):
                 found.append(Finding(Category.PII, entity, start=start, end=end, score=score))
         return keep_strongest(found, PRIORITY)
+
+
+# Entities every match of which holds a digit: each of their patterns (and
+# the phone and card parsers) needs one, so a text without any is skipped
+# whole. IPv6 (`fe80::`, `abcd::ef`), MAC (`aa:bb:...`), e-mail, URL and UUID
+# spans may have none. `\d` without re.ASCII: the phone parser also reads
+# full-width and Arabic-Indic digits, which are Unicode decimal digits too.
+_DIGIT_ENTITIES = frozenset(
+    (
+        "CREDIT_CARD",
+        "CRYPTO",  # bitcoin addresses start with 1, 3 or bc1
+        "DATE_TIME",
+        "IBAN_CODE",
+        "IP_ADDRESS",  # IPv4 only: see _needs_a_digit
+        "MEDICAL_LICENSE",
+        "PHONE_NUMBER",
+        "UK_NHS",
+        "US_BANK_NUMBER",
+        "US_DRIVER_LICENSE",
+        "US_ITIN",
+        "US_PASSPORT",
+        "US_SSN",
+    )
+)
+_DIGIT = re.compile(r"\d")
+
+
+def _needs_a_digit(recognizer: _Recognizer) -> bool:
+    return recognizer.entity in _DIGIT_ENTITIES and not isinstance(recognizer, _Ipv6)
 
 
 def _email_domain_valid() -> Callable[[str], bool]:
