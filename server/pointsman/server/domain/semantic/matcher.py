@@ -86,7 +86,7 @@ class Features:
     poles: frozenset[tuple[str, int]]
     content: frozenset[str]  # stemmed, synonyms mapped, stop words dropped
     directed: frozenset[tuple[str, str]] = frozenset()  # (x, y) of "x to y", "x in y"
-    initials: frozenset[str] = frozenset()  # of runs of 2 to 4 words: "gross domestic product" -> gdp
+    initials: str = ""  # the words' first letters, in order: "gross domestic product" -> "gdp" in it
     qualifiers: frozenset[str] = frozenset()  # content words right after a preposition
 
 
@@ -246,14 +246,14 @@ def features(text: str) -> Features:
         if sequence[index] == ">" and sequence[index - 1] != ">" and sequence[index + 1] != ">":
             directed.add((sequence[index - 1], sequence[index + 1]))
     words = [t for t in tokens if t[0].isalpha() and t not in ("of", "the", "a", "and")]
-    initials = {"".join(w[0] for w in words[i : i + n]) for n in (2, 3, 4) for i in range(len(words) - n + 1)}
+    initials = "".join(w[0] for w in words)
     return Features(
         tuple(sorted(critical)),
         negations,
         frozenset(poles),
         frozenset(content),
         frozenset(directed),
-        frozenset(initials),
+        initials,
         frozenset(qualifiers),
     )
 
@@ -287,9 +287,12 @@ def _critical_agree(a: Features, b: Features) -> bool:
     # An acronym on one side may be spelled out on the other (GDP, CEO).
     only_a = [t for t in a.critical if t not in b.critical]
     only_b = [t for t in b.critical if t not in a.critical]
-    return all(t.startswith("e:") and t[2:] in b.initials for t in only_a) and all(
-        t.startswith("e:") and t[2:] in a.initials for t in only_b
-    )
+    return all(_acronym_of(t, b) for t in only_a) and all(_acronym_of(t, a) for t in only_b)
+
+
+def _acronym_of(token: str, other: Features) -> bool:
+    """A name of 2 to 4 letters spelled out by a run of the other's words."""
+    return token.startswith("e:") and 2 <= len(token) - 2 <= 4 and token[2:] in other.initials
 
 
 def judge(a: Features, b: Features, cosine: float, policy: MatchPolicy) -> Verdict:
