@@ -14,8 +14,8 @@ with each entry) give the exact cosine, which alone decides what is returned.
 A quarter of the bytes read per row, and a quarter of the memory the matrices
 take. Up to `_FLAT_ROWS` rows a lookup is one matrix product; past that the
 scope is split into lists around k-means centroids (an inverted file) and a
-lookup reads the `_PROBES` lists nearest the query: a cache only wants neighbours above a high cosine, and those sit in the nearest
-lists. No list grows past `_MAX_LIST` rows: a longer one is split in two
+lookup reads the `_PROBES` lists nearest the query: a cache only wants
+neighbours above a high cosine, and those sit in the nearest lists. No list grows past `_MAX_LIST` rows: a longer one is split in two
 around its own 2-means centroids. Cached questions are often near-identical
 (one template, other numbers), and they pile into a few lists that would
 otherwise make a lookup read tens of thousands of rows. Removing an entry
