@@ -5,21 +5,22 @@ A scope is a digest of everything a cached answer depends on except the last
 user turn (the conversation before it, the model, the config): only entries in
 the caller's organisation and scope are compared. Within a scope, a lookup
 scans short vectors and re-ranks with the full ones: the rows of the scope's
-float32 matrices hold only the first `_COARSE` dimensions of each vector
-(unit length again). WordLlama is trained Matryoshka-style, so a prefix of its
-vector is a coarser embedding of its own: on the evaluation pairs the prefix
-cosine is within 0.08 of the full one above 0.5. Rows within `_MARGIN` of the
-threshold are a shortlist (the best `_SHORTLIST`); their full vectors (kept
-with each entry) give the exact cosine, which alone decides what is returned.
-A quarter of the bytes read per row, and a quarter of the memory the matrices
-take. Up to `_FLAT_ROWS` rows a lookup is one matrix product; past that the
-scope is split into lists around k-means centroids (an inverted file) and a
-lookup reads the `_PROBES` lists nearest the query: a cache only wants
-neighbours above a high cosine, and those sit in the nearest lists. No list grows past `_MAX_LIST` rows: a longer one is split in two
-around its own 2-means centroids. Cached questions are often near-identical
-(one template, other numbers), and they pile into a few lists that would
-otherwise make a lookup read tens of thousands of rows. Removing an entry
-zeroes its row (a zero row never passes a threshold) and the slot is reused.
+float32 matrices hold only the first `_COARSE` dimensions of each vector (unit
+length again). WordLlama is trained Matryoshka-style, so a prefix of its vector
+is a coarser embedding of its own: on the evaluation pairs the prefix cosine is
+within 0.08 of the full one above 0.5. Rows within `_MARGIN` of the threshold
+are a shortlist (the best `_SHORTLIST`); their full vectors (kept with each
+entry) give the exact cosine, which alone decides what is returned. A quarter
+of the bytes read per row, and a quarter of the memory the matrices take. Up to
+`_FLAT_ROWS` rows a lookup is one matrix product; past that the scope is split
+into lists around k-means centroids (an inverted file) and a lookup reads the
+`_PROBES` lists nearest the query: a cache only wants neighbours above a high
+cosine, and those sit in the nearest lists. No list grows past `_MAX_LIST`
+rows: a longer one is split in two around its own 2-means centroids. Cached
+questions are often near-identical (one template, other numbers), and they pile
+into a few lists that would otherwise make a lookup read tens of thousands of
+rows. Removing an entry zeroes its row (a zero row never passes a threshold)
+and the slot is reused.
 """
 
 from __future__ import annotations
