@@ -25,6 +25,7 @@ and the slot is reused.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -131,7 +132,11 @@ class _Scope:
         self.size -= 1
 
     def search(self, query: Vector, threshold: float, limit: int) -> list[tuple[float, Entry]]:
-        coarse = _coarse(query)
+        coarse = query[: self.dimensions]
+        norm = math.sqrt(float(coarse @ coarse))  # one vector: cheaper than np.linalg.norm
+        if norm == 0.0:
+            return []
+        coarse = coarse * (1.0 / norm)
         if self.centroids is None:
             probed = self.lists
         else:
@@ -152,12 +157,16 @@ class _Scope:
             rows = rows[np.argpartition(-scores[rows], shortlist)[:shortlist]]
         if not len(rows):
             return []
-        starts = np.cumsum([0] + [len(c.entries) for c in probed])
-        lists = np.searchsorted(starts, rows, side="right") - 1
-        pairs = [
-            (probed[n].entries[r - starts[n]], score)
-            for n, r, score in zip(lists.tolist(), rows.tolist(), scores[rows].tolist(), strict=True)
-        ]
+        if len(probed) == 1:
+            members = probed[0].entries
+            pairs = [(members[r], score) for r, score in zip(rows.tolist(), scores[rows].tolist(), strict=True)]
+        else:
+            starts = np.cumsum([0] + [len(c.entries) for c in probed])
+            lists = np.searchsorted(starts, rows, side="right") - 1
+            pairs = [
+                (probed[n].entries[r - starts[n]], score)
+                for n, r, score in zip(lists.tolist(), rows.tolist(), scores[rows].tolist(), strict=True)
+            ]
         live = [(entry, score) for entry, score in pairs if entry is not None]  # a removed row is zero
         if not live:
             return []

@@ -71,8 +71,25 @@ _COUNTED_UNITS = frozenset(
 )
 # Words that give a conversion or a relation its direction (list to set).
 _DIRECTIONAL = frozenset({"to", "into", "in"})
-# Prepositions whose object qualifies the question ("to" is left out: "how to install").
-_PREPOSITIONS = frozenset({"in", "on", "at", "for", "with", "without", "from", "into", "under", "over", "by", "during"})
+# Prepositions whose object qualifies the question ("to" is left out: "how to install";
+# "of" is in: "the number of *keys*").
+_PREPOSITIONS = frozenset(
+    {"in", "on", "at", "for", "with", "without", "from", "into", "under", "over", "by", "during", "of"}
+)
+# Question words that name the kind of answer ("what"/"which" do not: "what is
+# the reason" asks why). "Why is it slow?" and "How is it slow?" differ.
+_ASKS = {
+    "why": "why",
+    "how": "how",
+    "hows": "how",
+    "when": "when",
+    "where": "where",
+    "wheres": "where",
+    "who": "who",
+    "whos": "who",
+    "whom": "who",
+    "whose": "whose",
+}
 _DETERMINERS = frozenset({"a", "an", "the", "my", "your", "our", "their", "his", "her", "its", "this", "that", "some"})
 
 
@@ -88,6 +105,7 @@ class Features:
     directed: frozenset[tuple[str, str]] = frozenset()  # (x, y) of "x to y", "x in y"
     initials: str = ""  # the words' first letters, in order: "gross domestic product" -> "gdp" in it
     qualifiers: frozenset[str] = frozenset()  # content words right after a preposition
+    asks: frozenset[str] = frozenset()  # question words that say what kind of answer: why, how, when, ...
 
 
 def _fold(text: str) -> str:
@@ -178,8 +196,11 @@ def features(text: str) -> Features:
         add_critical("fmt:" + match.group().lower())
     qualifiers: set[str] = set()
     after_preposition = False
+    asks: set[str] = set()
     for index, token in enumerate(tokens):
         slot, after_preposition = after_preposition, False
+        if token in _ASKS:
+            asks.add(_ASKS[token])
         if token[0] in '"“`':
             add_critical("q:" + token.strip('"“”`').strip().lower())
             continue
@@ -255,6 +276,7 @@ def features(text: str) -> Features:
         frozenset(directed),
         initials,
         frozenset(qualifiers),
+        frozenset(asks),
     )
 
 
@@ -304,6 +326,9 @@ def judge(a: Features, b: Features, cosine: float, policy: MatchPolicy) -> Verdi
         return Verdict(False, "critical")
     if a.negations % 2 != b.negations % 2:
         return Verdict(False, "negation")
+    if a.asks and b.asks and a.asks.isdisjoint(b.asks):
+        # Both name the kind of answer and no kind is shared: why is not how, who is not where.
+        return Verdict(False, "question word")
     if any((axis, -pole) in b.poles for axis, pole in a.poles):
         # A pole named alone is a content word as well: the word check below sees it.
         return Verdict(False, "antonym")
