@@ -2,7 +2,7 @@
 index and matcher, and the in-process shared level. A question is stored, a
 second one is looked up: a paraphrase gets the stored answer, a near neighbour
 gets nothing. Pairs here try the matcher's issue-14 part-2 rules (question
-words, phrase rewrites, "of" qualifiers) and the index's prefix scan."""
+words, phrase rewrites, "of" qualifiers), the index and the one-text embedding."""
 
 from __future__ import annotations
 
@@ -77,10 +77,9 @@ def test_near_neighbours_are_not_served(stored: str, asked: str) -> None:
     assert not served(stored, asked)
 
 
-def test_the_prefix_scan_returns_exact_cosines_and_skips_removed_entries() -> None:
-    """The index scans 64-dimension prefixes and re-ranks with the full
-    vectors: what it returns carries the full vectors' cosine, and a removed
-    entry is never returned, past the flat size too (the k-means lists)."""
+def test_the_index_returns_exact_cosines_best_first_and_skips_removed_entries() -> None:
+    """Past the flat size too (the k-means lists): what a search returns carries
+    the vectors' cosine, best first, and a removed entry is never returned."""
     questions = [f"How do I copy {n} files to a server with scp?" for n in range(3000)]
     vectors = EMBEDDER.embed(questions)
     index = VectorIndex(EMBEDDER.dimensions, max_entries=10_000, max_entries_per_organisation=10_000)

@@ -3,29 +3,20 @@ by cosine.
 
 A scope is a digest of everything a cached answer depends on except the last
 user turn (the conversation before it, the model, the config): only entries in
-the caller's organisation and scope are compared. Within a scope, a lookup
-scans short vectors and re-ranks with the full ones: the rows of the scope's
-float32 matrices hold only the first `_COARSE` dimensions of each vector (unit
-length again). WordLlama is trained Matryoshka-style, so a prefix of its vector
-is a coarser embedding of its own: on the evaluation pairs the prefix cosine is
-within 0.08 of the full one above 0.5. Rows within `_MARGIN` of the threshold
-are a shortlist (the best `_SHORTLIST`); their full vectors (kept with each
-entry) give the exact cosine, which alone decides what is returned. A quarter
-of the bytes read per row, and a quarter of the memory the matrices take. Up to
-`_FLAT_ROWS` rows a lookup is one matrix product; past that the scope is split
-into lists around k-means centroids (an inverted file) and a lookup reads the
-`_PROBES` lists nearest the query: a cache only wants neighbours above a high
-cosine, and those sit in the nearest lists. No list grows past `_MAX_LIST`
-rows: a longer one is split in two around its own 2-means centroids. Cached
-questions are often near-identical (one template, other numbers), and they pile
-into a few lists that would otherwise make a lookup read tens of thousands of
-rows. Removing an entry zeroes its row (a zero row never passes a threshold)
-and the slot is reused.
+the caller's organisation and scope are compared. Within a scope, vectors are
+unit rows of float32 matrices. Up to `_FLAT_ROWS` rows a lookup is one matrix
+product; past that the scope is split into lists around k-means centroids (an
+inverted file) and a lookup reads the `_PROBES` lists nearest the query: a
+cache only wants neighbours above a high cosine, and those sit in the nearest
+lists. No list grows past `_MAX_LIST` rows: a longer one is split in two
+around its own 2-means centroids. Cached questions are often near-identical
+(one template, other numbers), and they pile into a few lists that would
+otherwise make a lookup read tens of thousands of rows. Removing an entry
+zeroes its row (a zero row never passes a threshold) and the slot is reused.
 """
 
 from __future__ import annotations
 
-import math
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -43,9 +34,6 @@ _PROBES = 6  # lists read per lookup once a scope is split
 _RETRAIN_FACTOR = 8  # the centroids are worked out again when a scope grows this much
 _SAMPLE = 8192  # vectors k-means learns from
 _MAX_LIST = 256  # rows in one list at most (a longer one is split in two)
-_COARSE = 64  # dimensions scanned; the full vector re-ranks the shortlist
-_MARGIN = 0.15  # a row whose coarse cosine is this far below the threshold may still pass it
-_SHORTLIST = 32  # rows re-ranked with the full vector at most
 
 
 @dataclass(slots=True)
@@ -74,9 +62,8 @@ class _List:
 
 class _Scope:
     def __init__(self, dimensions: int) -> None:
-        self.dimensions = min(dimensions, _COARSE)  # of the rows scanned
-        self.exact = self.dimensions == dimensions  # no prefix: the scan is exact
-        self.lists = [_new_list(self.dimensions)]
+        self.dimensions = dimensions
+        self.lists = [_new_list(dimensions)]
         self.centroids: Vector | None = None
         self.size = 0
         self.trained_at = 0
@@ -84,7 +71,7 @@ class _Scope:
     def add(self, entry: Entry) -> None:
         if self.size + 1 > max(_FLAT_ROWS, self.trained_at * _RETRAIN_FACTOR) and self.size >= _FLAT_ROWS:
             self._split()
-        number = 0 if self.centroids is None else int(np.argmax(self.centroids @ _coarse(entry.vector)))
+        number = 0 if self.centroids is None else int(np.argmax(self.centroids @ entry.vector))
         _put(self.lists[number], number, entry)
         self.size += 1
         target = self.lists[number]
@@ -96,7 +83,7 @@ class _Scope:
         the second half becomes a new list with its own centroid."""
         assert self.centroids is not None
         members = [e for e in self.lists[number].entries if e is not None]
-        matrix = _coarse(np.stack([e.vector for e in members]))
+        matrix = np.stack([e.vector for e in members])
         # Seeds: one row and the row least like it, then a few rounds of 2-means.
         first = matrix[0]
         second = matrix[int(np.argmin(matrix @ first))]
@@ -132,49 +119,27 @@ class _Scope:
         self.size -= 1
 
     def search(self, query: Vector, threshold: float, limit: int) -> list[tuple[float, Entry]]:
-        coarse = query[: self.dimensions]
-        norm = math.sqrt(float(coarse @ coarse))  # one vector: cheaper than np.linalg.norm
-        if norm == 0.0:
-            return []
-        coarse = coarse * (1.0 / norm)
         if self.centroids is None:
             probed = self.lists
         else:
-            nearest = np.argpartition(-(self.centroids @ coarse), min(_PROBES, len(self.lists) - 1))[:_PROBES]
+            nearest = np.argpartition(-(self.centroids @ query), min(_PROBES, len(self.lists) - 1))[:_PROBES]
             probed = [self.lists[int(n)] for n in nearest]
         probed = [candidates for candidates in probed if candidates.entries]
         if not probed:
             return []
         # One score array for all probed lists: a few numpy calls per lookup, not a few per list.
-        if len(probed) == 1:
-            scores = probed[0].vectors[: len(probed[0].entries)] @ coarse
-        else:
-            scores = np.concatenate([c.vectors[: len(c.entries)] @ coarse for c in probed])
-        shortlist = limit if self.exact else _SHORTLIST
-        rows = np.flatnonzero(scores >= threshold - (0.0 if self.exact else _MARGIN))
-        if len(rows) > shortlist:
-            # Only the best can be returned: no Python object for the rest.
-            rows = rows[np.argpartition(-scores[rows], shortlist)[:shortlist]]
-        if not len(rows):
-            return []
-        if len(probed) == 1:
-            members = probed[0].entries
-            pairs = [(members[r], score) for r, score in zip(rows.tolist(), scores[rows].tolist(), strict=True)]
-        else:
-            starts = np.cumsum([0] + [len(c.entries) for c in probed])
-            lists = np.searchsorted(starts, rows, side="right") - 1
-            pairs = [
-                (probed[n].entries[r - starts[n]], score)
-                for n, r, score in zip(lists.tolist(), rows.tolist(), scores[rows].tolist(), strict=True)
-            ]
-        live = [(entry, score) for entry, score in pairs if entry is not None]  # a removed row is zero
-        if not live:
-            return []
-        if self.exact:
-            exact = [score for _, score in live]
-        else:
-            exact = (np.stack([entry.vector for entry, _ in live]) @ query).tolist()
-        found = [(score, entry) for score, (entry, _) in zip(exact, live, strict=True) if score >= threshold]
+        scores = np.concatenate([c.vectors[: len(c.entries)] @ query for c in probed])
+        rows = np.flatnonzero(scores >= threshold)
+        if len(rows) > limit:
+            # Only the best `limit` can be returned: no Python object for the rest.
+            rows = rows[np.argpartition(-scores[rows], limit)[:limit]]
+        starts = np.cumsum([0] + [len(c.entries) for c in probed])
+        found: list[tuple[float, Entry]] = []
+        for row in rows:
+            number = int(np.searchsorted(starts, row, side="right")) - 1
+            entry = probed[number].entries[int(row - starts[number])]
+            if entry is not None:
+                found.append((float(scores[row]), entry))
         found.sort(key=lambda pair: -pair[0])
         return found[:limit]
 
@@ -182,7 +147,7 @@ class _Scope:
         """Learns centroids (k-means on a sample) and files every entry under
         its nearest one."""
         entries = [e for lst in self.lists for e in lst.entries if e is not None]
-        matrix = _coarse(np.stack([e.vector for e in entries]))
+        matrix = np.stack([e.vector for e in entries])
         count = max(2, int(np.sqrt(len(entries))))
         rng = np.random.default_rng(len(entries))
         sample = matrix[rng.choice(len(matrix), min(len(matrix), _SAMPLE), replace=False)]
@@ -206,15 +171,6 @@ class _Scope:
         self.trained_at = len(entries)
 
 
-def _coarse(vectors: Vector) -> Vector:
-    """The first `_COARSE` dimensions, unit length again (a zero row stays zero)."""
-    prefix = vectors[..., :_COARSE]
-    norms = np.linalg.norm(prefix, axis=-1, keepdims=True)
-    out: Vector = np.zeros_like(prefix)
-    np.divide(prefix, norms, out=out, where=norms > 0)
-    return out
-
-
 def _new_list(dimensions: int) -> _List:
     return _List(np.zeros((16, dimensions), np.float32), [], [])
 
@@ -230,7 +186,7 @@ def _put(target: _List, number: int, entry: Entry) -> None:
             grown[:row] = target.vectors
             target.vectors = grown
         target.entries.append(entry)
-    target.vectors[row] = _coarse(entry.vector)
+    target.vectors[row] = entry.vector
     entry.slot = (number, row)
 
 
