@@ -22,6 +22,23 @@ PHRASES: tuple[tuple[str, str], ...] = (
     ("highest to lowest", "descending"),
     ("high to low", "descending"),
     ("most recent", "last"),
+    # Common rewrites of one verb or noun as a phrase (issue 14 part 2; from usage,
+    # not from the evaluation lines).
+    ("chief executive officer", "ceo"),
+    ("chief executive", "ceo"),
+    ("change the size of", "resize"),
+    ("change the name of", "rename"),
+    ("one line at a time", "line by line"),
+    ("protect against", "prevent"),
+    ("guard against", "prevent"),
+    ("the mean of", "the average of"),
+    ("mean value", "average"),
+    ("number of elements", "length"),
+    ("number of items", "length"),
+    ("speed up", "make faster"),
+    ("comment out", "comment"),
+    ("at once", "together"),
+    ("at the same time", "together"),
     # Question templates that ask the same thing.
     ("in what year", "when"),
     ("what year", "when"),
@@ -469,6 +486,7 @@ NAMES = frozenset(
     vim emacs nano vscode chrome firefox safari edge photoshop excel word gmail outlook
     json yaml xml csv toml html css markdown latex
     tcp udp http https ssh ftp dns ip gpg
+    ceo cfo cto
     forloop whileloop dowhile ifstatement switchstatement
     english french german spanish italian portuguese chinese japanese korean russian arabic hindi dutch
     spain italy france germany portugal uk england scotland ireland usa canada mexico brazil argentina chile

@@ -71,8 +71,25 @@ _COUNTED_UNITS = frozenset(
 )
 # Words that give a conversion or a relation its direction (list to set).
 _DIRECTIONAL = frozenset({"to", "into", "in"})
-# Prepositions whose object qualifies the question ("to" is left out: "how to install").
-_PREPOSITIONS = frozenset({"in", "on", "at", "for", "with", "without", "from", "into", "under", "over", "by", "during"})
+# Prepositions whose object qualifies the question ("to" is left out: "how to install";
+# "of" is in: "the number of *keys*").
+_PREPOSITIONS = frozenset(
+    {"in", "on", "at", "for", "with", "without", "from", "into", "under", "over", "by", "during", "of"}
+)
+# Question words that name the kind of answer ("what"/"which" do not: "what is
+# the reason" asks why). "Why is it slow?" and "How is it slow?" differ.
+_ASKS = {
+    "why": "why",
+    "how": "how",
+    "hows": "how",
+    "when": "when",
+    "where": "where",
+    "wheres": "where",
+    "who": "who",
+    "whos": "who",
+    "whom": "who",
+    "whose": "whose",
+}
 _DETERMINERS = frozenset({"a", "an", "the", "my", "your", "our", "their", "his", "her", "its", "this", "that", "some"})
 
 
@@ -86,8 +103,9 @@ class Features:
     poles: frozenset[tuple[str, int]]
     content: frozenset[str]  # stemmed, synonyms mapped, stop words dropped
     directed: frozenset[tuple[str, str]] = frozenset()  # (x, y) of "x to y", "x in y"
-    initials: frozenset[str] = frozenset()  # of runs of 2 to 4 words: "gross domestic product" -> gdp
+    initials: str = ""  # the words' first letters, in order: "gross domestic product" -> "gdp" in it
     qualifiers: frozenset[str] = frozenset()  # content words right after a preposition
+    asks: frozenset[str] = frozenset()  # question words that say what kind of answer: why, how, when, ...
 
 
 def _fold(text: str) -> str:
@@ -178,8 +196,11 @@ def features(text: str) -> Features:
         add_critical("fmt:" + match.group().lower())
     qualifiers: set[str] = set()
     after_preposition = False
+    asks: set[str] = set()
     for index, token in enumerate(tokens):
         slot, after_preposition = after_preposition, False
+        if token in _ASKS:
+            asks.add(_ASKS[token])
         if token[0] in '"“`':
             add_critical("q:" + token.strip('"“”`').strip().lower())
             continue
@@ -246,15 +267,16 @@ def features(text: str) -> Features:
         if sequence[index] == ">" and sequence[index - 1] != ">" and sequence[index + 1] != ">":
             directed.add((sequence[index - 1], sequence[index + 1]))
     words = [t for t in tokens if t[0].isalpha() and t not in ("of", "the", "a", "and")]
-    initials = {"".join(w[0] for w in words[i : i + n]) for n in (2, 3, 4) for i in range(len(words) - n + 1)}
+    initials = "".join(w[0] for w in words)
     return Features(
         tuple(sorted(critical)),
         negations,
         frozenset(poles),
         frozenset(content),
         frozenset(directed),
-        frozenset(initials),
+        initials,
         frozenset(qualifiers),
+        frozenset(asks),
     )
 
 
@@ -287,9 +309,12 @@ def _critical_agree(a: Features, b: Features) -> bool:
     # An acronym on one side may be spelled out on the other (GDP, CEO).
     only_a = [t for t in a.critical if t not in b.critical]
     only_b = [t for t in b.critical if t not in a.critical]
-    return all(t.startswith("e:") and t[2:] in b.initials for t in only_a) and all(
-        t.startswith("e:") and t[2:] in a.initials for t in only_b
-    )
+    return all(_acronym_of(t, b) for t in only_a) and all(_acronym_of(t, a) for t in only_b)
+
+
+def _acronym_of(token: str, other: Features) -> bool:
+    """A name of 2 to 4 letters spelled out by a run of the other's words."""
+    return token.startswith("e:") and 2 <= len(token) - 2 <= 4 and token[2:] in other.initials
 
 
 def judge(a: Features, b: Features, cosine: float, policy: MatchPolicy) -> Verdict:
@@ -301,6 +326,9 @@ def judge(a: Features, b: Features, cosine: float, policy: MatchPolicy) -> Verdi
         return Verdict(False, "critical")
     if a.negations % 2 != b.negations % 2:
         return Verdict(False, "negation")
+    if a.asks and b.asks and a.asks.isdisjoint(b.asks):
+        # Both name the kind of answer and no kind is shared: why is not how, who is not where.
+        return Verdict(False, "question word")
     if any((axis, -pole) in b.poles for axis, pole in a.poles):
         # A pole named alone is a content word as well: the word check below sees it.
         return Verdict(False, "antonym")
