@@ -294,7 +294,8 @@ class FakeUpstream:
     # ----- lifecycle
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        app = web.Application()
+        # Real APIs take bodies of tens of MB (images inline); aiohttp's default is 1 MiB.
+        app = web.Application(client_max_size=64 * 1024 * 1024)
         app.add_routes(self._routes())
         # handler_cancellation: a client disconnect cancels the handler, so sleeps end promptly.
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=1.0)
