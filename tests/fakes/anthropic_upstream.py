@@ -17,6 +17,7 @@ answer ("Echo: <the tool results>") instead of another tool call.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from dataclasses import dataclass
@@ -270,6 +271,8 @@ def _check_turns(messages: list[Any]) -> None:
                 raise BadRequest(f"messages.{i}.content.{j}: unknown block type {kind!r}")
             if kind == "text" and not b.get("text"):
                 raise BadRequest("messages: text content blocks must be non-empty")
+            if kind == "image":
+                _check_image_source(b.get("source"), f"messages.{i}.content.{j}.image.source")
             if kind == "tool_use":
                 if m["role"] != "assistant" or not b.get("id") or not b.get("name"):
                     raise BadRequest(f"messages.{i}.content.{j}: tool_use needs id and name, in an assistant turn")
@@ -291,6 +294,26 @@ def _check_turns(messages: list[Any]) -> None:
                 f"messages.{i - 1}: `tool_use` ids were found without `tool_result` blocks immediately after"
             )
         pending = {b["id"] for b in blocks if isinstance(b, dict) and b.get("type") == "tool_use"}
+
+
+_IMAGE_MEDIA_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
+
+
+def _check_image_source(source: Any, path: str) -> None:
+    """An image block's source as the API takes it: base64 data of a known type, or a URL."""
+    kind = source.get("type") if isinstance(source, dict) else None
+    if kind == "base64":
+        if source.get("media_type") not in _IMAGE_MEDIA_TYPES:
+            raise BadRequest(f"{path}.base64.media_type: Input should be {', '.join(_IMAGE_MEDIA_TYPES)}")
+        try:
+            base64.b64decode(source.get("data") or "", validate=True)
+        except ValueError:
+            raise BadRequest(f"{path}.base64.data: invalid base64 data") from None
+    elif kind == "url":
+        if not str(source.get("url") or "").startswith(("https://", "http://")):
+            raise BadRequest(f"{path}.url.url: must be a URL")
+    else:
+        raise BadRequest(f"{path}: unknown source type {kind!r}")
 
 
 def _check_tools(tools: Any) -> None:

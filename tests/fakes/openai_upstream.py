@@ -294,7 +294,8 @@ class FakeUpstream:
     # ----- lifecycle
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        app = web.Application()
+        # Real APIs take bodies of tens of MB (images inline); aiohttp's default is 1 MiB.
+        app = web.Application(client_max_size=64 * 1024 * 1024)
         app.add_routes(self._routes())
         # handler_cancellation: a client disconnect cancels the handler, so sleeps end promptly.
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=1.0)
@@ -543,6 +544,31 @@ _FINISH_REASONS = {
 _OPENAI_MODELS = ("gpt-fake", "gpt-fake-mini")
 
 
+_OPENAI_DETAILS = ("auto", "low", "high", "original")
+_OPENAI_DATA_URL = re.compile(r"data:image/(png|jpeg|gif|webp);base64,[A-Za-z0-9+/=]+")
+
+
+def _check_openai_images(messages: list[Any]) -> None:
+    """The API's rules for image parts: in user messages, {url, detail} with
+    an http(s) URL or a base64 data: URL of an image."""
+    for i, m in enumerate(messages):
+        content = m.get("content") if isinstance(m, dict) else None
+        if not isinstance(content, list):
+            continue
+        for j, part in enumerate(content):
+            if not isinstance(part, dict) or part.get("type") != "image_url":
+                continue
+            path = f"messages[{i}].content[{j}].image_url"
+            if m.get("role") != "user":
+                raise BadRequest(f"{path}: image content parts are only supported in user messages")
+            image = part.get("image_url")
+            url = image.get("url") if isinstance(image, dict) else None
+            if not isinstance(url, str) or not (url.startswith("https://") or _OPENAI_DATA_URL.fullmatch(url)):
+                raise BadRequest(f"{path}.url: Invalid image URL")
+            if "detail" in image and image["detail"] not in _OPENAI_DETAILS:
+                raise BadRequest(f"{path}.detail: Invalid value")
+
+
 class FakeOpenAI(FakeUpstream):
     """Fake OpenAI server: POST /v1/chat/completions, POST /v1/embeddings and GET /v1/models."""
 
@@ -610,6 +636,7 @@ class FakeOpenAI(FakeUpstream):
         if not isinstance(messages, list) or not messages:
             raise BadRequest("'messages' must be a non-empty array")
         texts = [message_text(m.get("content")) for m in messages if isinstance(m, dict)]
+        _check_openai_images(messages)
         stop = body.get("stop") or ()
         max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
         # After tool results (an agent's loop), the fake answers with them.

@@ -37,7 +37,7 @@ class Settings(BaseSettings):
     # Port 0 picks a free port.
     http_address: str | None = Field(None, validation_alias="POINTSMAN_HTTP_ADDRESS")
     # The largest request body the HTTP door reads; a larger one is refused with 413.
-    http_max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, validation_alias="POINTSMAN_HTTP_MAX_BODY_BYTES")
+    http_max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, validation_alias="POINTSMAN_HTTP_MAX_BODY_BYTES")
     # OpenTelemetry traces over OTLP/gRPC (docs/metrics.md#traces), by the
     # standard variables; unset endpoint: no tracing.
     otlp_endpoint: str | None = Field(None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT")
@@ -208,7 +208,14 @@ class Settings(BaseSettings):
     budget_refresh_seconds: float = Field(5.0, gt=0, le=3600, validation_alias="POINTSMAN_BUDGET_REFRESH_SECONDS")
 
     # Limits.
-    max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024, validation_alias="POINTSMAN_MAX_MESSAGE_BYTES")
+    # 16 MiB (the Python client's own limit): room for a request's images
+    # (POINTSMAN_IMAGE_MAX_REQUEST_BYTES) and its text; must be above the former.
+    max_message_bytes: int = Field(16 * 1024 * 1024, ge=1024, validation_alias="POINTSMAN_MAX_MESSAGE_BYTES")
+    # Inline images in chat messages (docs/images.md): bytes of one image, of
+    # all of a request's, and how many images a request may carry.
+    image_max_bytes: int = Field(5 * 1024 * 1024, ge=1, validation_alias="POINTSMAN_IMAGE_MAX_BYTES")
+    image_max_request_bytes: int = Field(10 * 1024 * 1024, ge=1, validation_alias="POINTSMAN_IMAGE_MAX_REQUEST_BYTES")
+    image_max_per_request: int = Field(20, ge=0, le=1000, validation_alias="POINTSMAN_IMAGE_MAX_PER_REQUEST")
     max_input_chars: int = Field(400_000, ge=1, validation_alias="POINTSMAN_MAX_INPUT_CHARS")
     max_messages: int = Field(1000, ge=1, validation_alias="POINTSMAN_MAX_MESSAGES")
     # An Embed call's inputs and the length of each (docs/embeddings.md).
@@ -264,6 +271,25 @@ class Settings(BaseSettings):
             raise ValueError("set both POINTSMAN_TLS_CERT_FILE and POINTSMAN_TLS_KEY_FILE, or neither")
         if self.tls_client_ca_file is not None and self.tls_cert_file is None:
             raise ValueError("POINTSMAN_TLS_CLIENT_CA_FILE needs TLS: set POINTSMAN_TLS_CERT_FILE and _KEY_FILE")
+        return self
+
+    @model_validator(mode="after")
+    def _room_for_images(self) -> Settings:
+        # A request with the images the limits allow must fit in one gRPC
+        # message. Defaults that do not (a smaller POINTSMAN_MAX_MESSAGE_BYTES)
+        # shrink to half of it; limits set too high are an error.
+        unset = "image_max_request_bytes" not in self.model_fields_set
+        if unset and self.image_max_request_bytes >= self.max_message_bytes:
+            self.image_max_request_bytes = self.max_message_bytes // 2
+        if "image_max_bytes" not in self.model_fields_set:
+            self.image_max_bytes = min(self.image_max_bytes, self.image_max_request_bytes)
+        if self.image_max_bytes > self.image_max_request_bytes:
+            raise ValueError("POINTSMAN_IMAGE_MAX_BYTES must be at most POINTSMAN_IMAGE_MAX_REQUEST_BYTES")
+        if self.image_max_request_bytes >= self.max_message_bytes:
+            raise ValueError(
+                "POINTSMAN_IMAGE_MAX_REQUEST_BYTES must be below POINTSMAN_MAX_MESSAGE_BYTES: "
+                "a request with that much image data must fit in one gRPC message"
+            )
         return self
 
     @property

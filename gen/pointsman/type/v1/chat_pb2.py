@@ -25,35 +25,41 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cpointsman/type/v1/chat.proto\x12\x11pointsman.type.v1\x1a\x1cgoogle/protobuf/struct.proto\"\x9a\x01\n\x0b\x43hatMessage\x12%\n\x04role\x18\x01 \x01(\x0e\x32\x17.pointsman.type.v1.Role\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x14\n\x0ctool_call_id\x18\x04 \x01(\t\x12/\n\ntool_calls\x18\x05 \x03(\x0b\x32\x1b.pointsman.type.v1.ToolCall\"<\n\x08ToolCall\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x03 \x01(\t\"V\n\x04Tool\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12+\n\nparameters\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"\xaf\x03\n\x10GenerationConfig\x12\x18\n\x0btemperature\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x17\n\nmax_tokens\x18\x03 \x01(\x05H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x04 \x03(\t\x12\x11\n\x04seed\x18\x05 \x01(\x03H\x03\x88\x01\x01\x12&\n\x05tools\x18\x06 \x03(\x0b\x32\x17.pointsman.type.v1.Tool\x12:\n\x0fresponse_format\x18\x07 \x01(\x0b\x32!.pointsman.type.v1.ResponseFormat\x12\x32\n\x0btool_choice\x18\x08 \x01(\x0b\x32\x1d.pointsman.type.v1.ToolChoice\x12 \n\x13parallel_tool_calls\x18\t \x01(\x08H\x04\x88\x01\x01\x12/\n\treasoning\x18\n \x01(\x0b\x32\x1c.pointsman.type.v1.ReasoningB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\r\n\x0b_max_tokensB\x07\n\x05_seedB\x16\n\x14_parallel_tool_calls\"m\n\tReasoning\x12\x32\n\x06\x65\x66\x66ort\x18\x01 \x01(\x0e\x32\".pointsman.type.v1.ReasoningEffort\x12\x1a\n\rbudget_tokens\x18\x02 \x01(\x05H\x00\x88\x01\x01\x42\x10\n\x0e_budget_tokens\"P\n\nToolChoice\x12/\n\x04mode\x18\x01 \x01(\x0e\x32!.pointsman.type.v1.ToolChoiceMode\x12\x11\n\ttool_name\x18\x02 \x01(\t\"\x93\x01\n\x0eResponseFormat\x12\x33\n\x04type\x18\x01 \x01(\x0e\x32%.pointsman.type.v1.ResponseFormatType\x12\x13\n\x0bschema_name\x18\x02 \x01(\t\x12\'\n\x06schema\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0e\n\x06strict\x18\x04 \x01(\x08\"\xa6\x01\n\x05Usage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x05\x12\x15\n\routput_tokens\x18\x02 \x01(\x05\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\x05\x12\x11\n\testimated\x18\x04 \x01(\x08\x12\x10\n\x08\x63ost_usd\x18\x05 \x01(\x01\x12\x1b\n\x13\x63\x61\x63hed_input_tokens\x18\x06 \x01(\x05\x12\x18\n\x10reasoning_tokens\x18\x07 \x01(\x05*_\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_SYSTEM\x10\x01\x12\r\n\tROLE_USER\x10\x02\x12\x12\n\x0eROLE_ASSISTANT\x10\x03\x12\r\n\tROLE_TOOL\x10\x04*\x85\x01\n\x0fReasoningEffort\x12 \n\x1cREASONING_EFFORT_UNSPECIFIED\x10\x00\x12\x18\n\x14REASONING_EFFORT_LOW\x10\x01\x12\x1b\n\x17REASONING_EFFORT_MEDIUM\x10\x02\x12\x19\n\x15REASONING_EFFORT_HIGH\x10\x03*\xa2\x01\n\x0eToolChoiceMode\x12 \n\x1cTOOL_CHOICE_MODE_UNSPECIFIED\x10\x00\x12\x19\n\x15TOOL_CHOICE_MODE_AUTO\x10\x01\x12\x19\n\x15TOOL_CHOICE_MODE_NONE\x10\x02\x12\x1d\n\x19TOOL_CHOICE_MODE_REQUIRED\x10\x03\x12\x19\n\x15TOOL_CHOICE_MODE_TOOL\x10\x04*\xa5\x01\n\x12ResponseFormatType\x12$\n RESPONSE_FORMAT_TYPE_UNSPECIFIED\x10\x00\x12\x1d\n\x19RESPONSE_FORMAT_TYPE_TEXT\x10\x01\x12$\n RESPONSE_FORMAT_TYPE_JSON_OBJECT\x10\x02\x12$\n RESPONSE_FORMAT_TYPE_JSON_SCHEMA\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cpointsman/type/v1/chat.proto\x12\x11pointsman.type.v1\x1a\x1cgoogle/protobuf/struct.proto\"\xc9\x01\n\x0b\x43hatMessage\x12%\n\x04role\x18\x01 \x01(\x0e\x32\x17.pointsman.type.v1.Role\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x14\n\x0ctool_call_id\x18\x04 \x01(\t\x12/\n\ntool_calls\x18\x05 \x03(\x0b\x32\x1b.pointsman.type.v1.ToolCall\x12-\n\x05parts\x18\x06 \x03(\x0b\x32\x1e.pointsman.type.v1.ContentPart\"T\n\x0b\x43ontentPart\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12-\n\x05image\x18\x02 \x01(\x0b\x32\x1c.pointsman.type.v1.ImagePartH\x00\x42\x06\n\x04part\"w\n\tImagePart\x12\r\n\x03url\x18\x01 \x01(\tH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x12\x11\n\tmime_type\x18\x03 \x01(\t\x12.\n\x06\x64\x65tail\x18\x04 \x01(\x0e\x32\x1e.pointsman.type.v1.ImageDetailB\x08\n\x06source\"<\n\x08ToolCall\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x03 \x01(\t\"V\n\x04Tool\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12+\n\nparameters\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"\xaf\x03\n\x10GenerationConfig\x12\x18\n\x0btemperature\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x17\n\nmax_tokens\x18\x03 \x01(\x05H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x04 \x03(\t\x12\x11\n\x04seed\x18\x05 \x01(\x03H\x03\x88\x01\x01\x12&\n\x05tools\x18\x06 \x03(\x0b\x32\x17.pointsman.type.v1.Tool\x12:\n\x0fresponse_format\x18\x07 \x01(\x0b\x32!.pointsman.type.v1.ResponseFormat\x12\x32\n\x0btool_choice\x18\x08 \x01(\x0b\x32\x1d.pointsman.type.v1.ToolChoice\x12 \n\x13parallel_tool_calls\x18\t \x01(\x08H\x04\x88\x01\x01\x12/\n\treasoning\x18\n \x01(\x0b\x32\x1c.pointsman.type.v1.ReasoningB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\r\n\x0b_max_tokensB\x07\n\x05_seedB\x16\n\x14_parallel_tool_calls\"m\n\tReasoning\x12\x32\n\x06\x65\x66\x66ort\x18\x01 \x01(\x0e\x32\".pointsman.type.v1.ReasoningEffort\x12\x1a\n\rbudget_tokens\x18\x02 \x01(\x05H\x00\x88\x01\x01\x42\x10\n\x0e_budget_tokens\"P\n\nToolChoice\x12/\n\x04mode\x18\x01 \x01(\x0e\x32!.pointsman.type.v1.ToolChoiceMode\x12\x11\n\ttool_name\x18\x02 \x01(\t\"\x93\x01\n\x0eResponseFormat\x12\x33\n\x04type\x18\x01 \x01(\x0e\x32%.pointsman.type.v1.ResponseFormatType\x12\x13\n\x0bschema_name\x18\x02 \x01(\t\x12\'\n\x06schema\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0e\n\x06strict\x18\x04 \x01(\x08\"\xa6\x01\n\x05Usage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x05\x12\x15\n\routput_tokens\x18\x02 \x01(\x05\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\x05\x12\x11\n\testimated\x18\x04 \x01(\x08\x12\x10\n\x08\x63ost_usd\x18\x05 \x01(\x01\x12\x1b\n\x13\x63\x61\x63hed_input_tokens\x18\x06 \x01(\x05\x12\x18\n\x10reasoning_tokens\x18\x07 \x01(\x05*_\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_SYSTEM\x10\x01\x12\r\n\tROLE_USER\x10\x02\x12\x12\n\x0eROLE_ASSISTANT\x10\x03\x12\r\n\tROLE_TOOL\x10\x04*\x8a\x01\n\x0bImageDetail\x12\x1c\n\x18IMAGE_DETAIL_UNSPECIFIED\x10\x00\x12\x15\n\x11IMAGE_DETAIL_AUTO\x10\x01\x12\x14\n\x10IMAGE_DETAIL_LOW\x10\x02\x12\x15\n\x11IMAGE_DETAIL_HIGH\x10\x03\x12\x19\n\x15IMAGE_DETAIL_ORIGINAL\x10\x04*\x85\x01\n\x0fReasoningEffort\x12 \n\x1cREASONING_EFFORT_UNSPECIFIED\x10\x00\x12\x18\n\x14REASONING_EFFORT_LOW\x10\x01\x12\x1b\n\x17REASONING_EFFORT_MEDIUM\x10\x02\x12\x19\n\x15REASONING_EFFORT_HIGH\x10\x03*\xa2\x01\n\x0eToolChoiceMode\x12 \n\x1cTOOL_CHOICE_MODE_UNSPECIFIED\x10\x00\x12\x19\n\x15TOOL_CHOICE_MODE_AUTO\x10\x01\x12\x19\n\x15TOOL_CHOICE_MODE_NONE\x10\x02\x12\x1d\n\x19TOOL_CHOICE_MODE_REQUIRED\x10\x03\x12\x19\n\x15TOOL_CHOICE_MODE_TOOL\x10\x04*\xa5\x01\n\x12ResponseFormatType\x12$\n RESPONSE_FORMAT_TYPE_UNSPECIFIED\x10\x00\x12\x1d\n\x19RESPONSE_FORMAT_TYPE_TEXT\x10\x01\x12$\n RESPONSE_FORMAT_TYPE_JSON_OBJECT\x10\x02\x12$\n RESPONSE_FORMAT_TYPE_JSON_SCHEMA\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pointsman.type.v1.chat_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ROLE']._serialized_start=1334
-  _globals['_ROLE']._serialized_end=1429
-  _globals['_REASONINGEFFORT']._serialized_start=1432
-  _globals['_REASONINGEFFORT']._serialized_end=1565
-  _globals['_TOOLCHOICEMODE']._serialized_start=1568
-  _globals['_TOOLCHOICEMODE']._serialized_end=1730
-  _globals['_RESPONSEFORMATTYPE']._serialized_start=1733
-  _globals['_RESPONSEFORMATTYPE']._serialized_end=1898
+  _globals['_ROLE']._serialized_start=1588
+  _globals['_ROLE']._serialized_end=1683
+  _globals['_IMAGEDETAIL']._serialized_start=1686
+  _globals['_IMAGEDETAIL']._serialized_end=1824
+  _globals['_REASONINGEFFORT']._serialized_start=1827
+  _globals['_REASONINGEFFORT']._serialized_end=1960
+  _globals['_TOOLCHOICEMODE']._serialized_start=1963
+  _globals['_TOOLCHOICEMODE']._serialized_end=2125
+  _globals['_RESPONSEFORMATTYPE']._serialized_start=2128
+  _globals['_RESPONSEFORMATTYPE']._serialized_end=2293
   _globals['_CHATMESSAGE']._serialized_start=82
-  _globals['_CHATMESSAGE']._serialized_end=236
-  _globals['_TOOLCALL']._serialized_start=238
-  _globals['_TOOLCALL']._serialized_end=298
-  _globals['_TOOL']._serialized_start=300
-  _globals['_TOOL']._serialized_end=386
-  _globals['_GENERATIONCONFIG']._serialized_start=389
-  _globals['_GENERATIONCONFIG']._serialized_end=820
-  _globals['_REASONING']._serialized_start=822
-  _globals['_REASONING']._serialized_end=931
-  _globals['_TOOLCHOICE']._serialized_start=933
-  _globals['_TOOLCHOICE']._serialized_end=1013
-  _globals['_RESPONSEFORMAT']._serialized_start=1016
-  _globals['_RESPONSEFORMAT']._serialized_end=1163
-  _globals['_USAGE']._serialized_start=1166
-  _globals['_USAGE']._serialized_end=1332
+  _globals['_CHATMESSAGE']._serialized_end=283
+  _globals['_CONTENTPART']._serialized_start=285
+  _globals['_CONTENTPART']._serialized_end=369
+  _globals['_IMAGEPART']._serialized_start=371
+  _globals['_IMAGEPART']._serialized_end=490
+  _globals['_TOOLCALL']._serialized_start=492
+  _globals['_TOOLCALL']._serialized_end=552
+  _globals['_TOOL']._serialized_start=554
+  _globals['_TOOL']._serialized_end=640
+  _globals['_GENERATIONCONFIG']._serialized_start=643
+  _globals['_GENERATIONCONFIG']._serialized_end=1074
+  _globals['_REASONING']._serialized_start=1076
+  _globals['_REASONING']._serialized_end=1185
+  _globals['_TOOLCHOICE']._serialized_start=1187
+  _globals['_TOOLCHOICE']._serialized_end=1267
+  _globals['_RESPONSEFORMAT']._serialized_start=1270
+  _globals['_RESPONSEFORMAT']._serialized_end=1417
+  _globals['_USAGE']._serialized_start=1420
+  _globals['_USAGE']._serialized_end=1586
 # @@protoc_insertion_point(module_scope)

@@ -105,6 +105,9 @@ class DeploymentConfig(_Strict):
     weight: int = Field(1, ge=0, le=1_000_000)
     timeout_seconds: float | None = Field(None, gt=0, le=3600)
     price: PriceConfig | None = None
+    # Whether the model takes images (docs/images.md); unset: yes on OpenAI
+    # and Anthropic endpoints, no on the built-in model (which cannot).
+    vision: bool | None = None
 
 
 class ModelConfig(_Strict):
@@ -389,6 +392,11 @@ def _build_catalog(config: RoutesConfig, settings: Settings, embedder: BuiltinEm
             if entry.endpoint not in providers:
                 providers[entry.endpoint] = _provider(endpoint, settings)
             kind = ProviderKind(endpoint.provider)
+            if kind is ProviderKind.BUILTIN and entry.vision:
+                raise RoutesFileError(
+                    f"models.{alias}.deployments: vision: the built-in model cannot take images (endpoint "
+                    f"'{entry.endpoint}')"
+                )
             name = f"{entry.endpoint}/{entry.model}"
             price = prices.get(name)
             deployment = Deployment(
@@ -399,6 +407,7 @@ def _build_catalog(config: RoutesConfig, settings: Settings, embedder: BuiltinEm
                 weight=entry.weight,
                 timeout_seconds=entry.timeout_seconds or config.defaults.timeout_seconds,
                 price=None if price is None else Price(price.input_per_million_tokens, price.output_per_million_tokens),
+                vision=entry.vision if entry.vision is not None else kind is not ProviderKind.BUILTIN,
             )
             deployments.append((deployment, providers[entry.endpoint]))
         retry = (model.retry or config.defaults.retry).policy()

@@ -17,6 +17,7 @@ from ..domain.catalog import ModelCatalog
 from ..domain.classify import ClassRouters
 from ..domain.embeddings import Embeddings, EmbedLimits
 from ..domain.firewall.engine import build_firewall
+from ..domain.images import ImageLimits
 from ..domain.orchestrator import Orchestrator
 from ..domain.ports.semantic_entries import SemanticEntries
 from ..domain.router import Router
@@ -93,7 +94,11 @@ def build_orchestrator(settings: Settings, state: State) -> OrchestratorStack:
         catalog,
         router,
         build_firewall(rules, state.decisions, settings, embedder),
-        ChatLimits(settings.max_messages, settings.max_input_chars),
+        ChatLimits(
+            settings.max_messages,
+            settings.max_input_chars,
+            ImageLimits(settings.image_max_bytes, settings.image_max_request_bytes, settings.image_max_per_request),
+        ),
         output_holdback=settings.firewall_output_holdback_chars,
         flights=state.flights,
         on_call_end=on_call_end,

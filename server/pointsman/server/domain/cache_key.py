@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .chat import ChatRequest
+from .images import image_digest
 
 # Part of every key: changing how requests are normalised changes this, so
 # entries written under the old rules are never read under the new ones.
@@ -35,10 +36,12 @@ def _json_value(text: str) -> Any:
 
 
 # Fields compared by what they mean rather than as written: stop sequences as
-# a set, JSON arguments by value (key order ignored).
+# a set, JSON arguments by value (key order ignored), an inline image by the
+# SHA-256 of its bytes (the key's text stays small).
 _NORMALISED: dict[str, Callable[[Any], Any]] = {
     "GenerationConfig.stop": _as_set,
     "ToolCall.arguments_json": _json_value,
+    "ImagePart.data": image_digest,
 }
 
 

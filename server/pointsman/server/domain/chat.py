@@ -42,12 +42,53 @@ class Tool:
 
 
 @dataclass(frozen=True, slots=True)
+class TextPart:
+    text: str
+
+
+class ImageDetail(enum.Enum):
+    AUTO = "auto"
+    LOW = "low"
+    HIGH = "high"
+    ORIGINAL = "original"
+
+
+@dataclass(frozen=True, slots=True)
+class ImagePart:
+    """An image by https `url`, or inline `data` of type `mime_type`
+    (checked by domain/images.py)."""
+
+    url: str = ""
+    data: bytes = b""
+    mime_type: str = ""
+    detail: ImageDetail | None = None
+
+
+ContentPart = TextPart | ImagePart
+
+
+@dataclass(frozen=True, slots=True)
 class Message:
     role: Role
     content: str
     name: str = ""
     tool_call_id: str = ""
     tool_calls: tuple[ToolCall, ...] = ()
+    # More content after `content` (its first text part, when set): text, and images in user messages.
+    parts: tuple[ContentPart, ...] = ()
+
+    @property
+    def text(self) -> str:
+        """All of the message's text: `content` and its text parts, one per line."""
+        if not self.parts:
+            return self.content
+        texts = [self.content] if self.content else []
+        texts.extend(p.text for p in self.parts if type(p) is TextPart)
+        return "\n".join(texts)
+
+    @property
+    def images(self) -> tuple[ImagePart, ...]:
+        return tuple(p for p in self.parts if type(p) is ImagePart) if self.parts else ()
 
 
 class ResponseFormatType(enum.Enum):
@@ -144,6 +185,8 @@ class Deployment:
     timeout_seconds: float = 60.0
     # From the routes file; None: its calls are not costed.
     price: Price | None = None
+    # Whether the model takes images (the routes file's `vision`); requests with images go only to those that do.
+    vision: bool = False
 
 
 # Events of a streamed answer, in the order a client sees them.

@@ -207,7 +207,7 @@ class Routing:
 def last_user_text(request: ChatRequest) -> str:
     for message in reversed(request.messages):
         if message.role is Role.USER:
-            return message.content
+            return message.text
     return ""
 
 

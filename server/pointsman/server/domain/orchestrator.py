@@ -39,6 +39,7 @@ from .semantic.cache import SemanticCache
 from .single_flight import SingleFlight
 from .structured_output import answer_is_valid
 from .validation import ChatLimits, check_config, check_messages, check_model
+from .vision import has_images, route_for_images
 
 log = logging.getLogger(__name__)
 
@@ -259,6 +260,8 @@ class Orchestrator:
             return _labelled(answer, request.model, choice)
         self.validate(request, errors)
         route = self.catalog.resolve(request.model, ModelKind.CHAT)
+        if has_images(request):
+            route = route_for_images(route)
         verdict = await self.firewall.guard_prompt(request.messages, caller)
         if verdict.messages:  # the firewall redacted: the model gets the redacted prompt
             request = replace(request, messages=list(verdict.messages))

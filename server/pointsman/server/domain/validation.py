@@ -6,8 +6,9 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from .chat import GenerationConfig, Message, Role, ToolChoiceMode
+from .chat import GenerationConfig, Message, Role, TextPart, ToolChoiceMode
 from .errors import ViolationCollector
+from .images import ImageLimits, check_request_images
 from .structured_output import check_response_format
 
 MAX_STOP_SEQUENCES = 4
@@ -56,11 +57,12 @@ def loggable(text: str, limit: int = MAX_LOGGED_CHARS) -> str:
 class ChatLimits:
     """Size limits on a chat request, from settings."""
 
-    __slots__ = ("max_input_chars", "max_messages")
+    __slots__ = ("images", "max_input_chars", "max_messages")
 
-    def __init__(self, max_messages: int, max_input_chars: int) -> None:
+    def __init__(self, max_messages: int, max_input_chars: int, images: ImageLimits | None = None) -> None:
         self.max_messages = max_messages
         self.max_input_chars = max_input_chars
+        self.images = images or ImageLimits()
 
 
 def check_messages(
@@ -72,14 +74,32 @@ def check_messages(
     if len(messages) > limits.max_messages:
         errors.add(path, f"at most {limits.max_messages} messages are allowed")
     total_chars = 0
+    with_parts = False
     for index, message in enumerate(messages):
         total_chars += len(message.content)
-        if not message.content and not message.tool_calls:
+        if message.parts:
+            with_parts = True
+            total_chars += _check_text_parts(message, errors, f"{path}[{index}].parts")
+        elif not message.content and not message.tool_calls:
             errors.add(f"{path}[{index}].content", "must not be empty")
         if message.role is Role.TOOL and not message.tool_call_id:
             errors.add(f"{path}[{index}].tool_call_id", "is required for tool messages")
+    if with_parts:
+        check_request_images(messages, limits.images, errors, path)
     if total_chars > limits.max_input_chars:
         errors.add(path, f"total content is {total_chars} characters; the limit is {limits.max_input_chars}")
+
+
+def _check_text_parts(message: Message, errors: ViolationCollector, path: str) -> int:
+    """Adds a violation for each empty text part (providers refuse them);
+    returns the characters of text the parts hold."""
+    chars = 0
+    for position, part in enumerate(message.parts):
+        if type(part) is TextPart:
+            chars += len(part.text)
+            if not part.text:
+                errors.add(f"{path}[{position}].text", "must not be empty")
+    return chars
 
 
 def check_config(config: GenerationConfig, errors: ViolationCollector, path: str = "config") -> None:

@@ -6,7 +6,9 @@ silently dropped."""
 
 from __future__ import annotations
 
+import base64
 import math
+import re
 from typing import Any
 
 from ..domain import chat
@@ -56,25 +58,64 @@ def _integer(body: dict[str, Any], name: str, errors: ViolationCollector) -> int
     return value
 
 
-def _content(value: Any, path: str, errors: ViolationCollector) -> str:
-    """A message's content: a string, null, or an array of text parts."""
+def _content(value: Any, path: str, errors: ViolationCollector) -> tuple[str, tuple[chat.ContentPart, ...]]:
+    """A message's content: a string, null, or an array of `text` and
+    `image_url` parts. Text alone is joined into the content; with images the
+    parts stay in order, so `messages[i].parts[j]` in a later error is
+    `messages[i].content[j]` here."""
     if value is None or isinstance(value, str):
-        return value or ""
+        return value or "", ()
     if not isinstance(value, list):
         errors.add(path, "must be a string or an array of content parts")
-        return ""
-    texts = []
+        return "", ()
+    parts: list[chat.ContentPart] = []
     for index, part in enumerate(value):
         part_path = f"{path}[{index}]"
         if not isinstance(part, dict):
             errors.add(part_path, "must be a content part object")
         elif part.get("type") == "text":
-            texts.append(_string(part.get("text"), f"{part_path}.text", errors, required=True))
+            parts.append(chat.TextPart(_string(part.get("text"), f"{part_path}.text", errors, required=True)))
+        elif part.get("type") == "image_url":
+            parts.append(_image_part(part.get("image_url"), f"{part_path}.image_url", errors))
         else:
-            errors.add(
-                f"{part_path}.type", f"content part type {str(part.get('type'))[:32]!r} is not supported; use 'text'"
-            )
-    return "".join(texts)
+            kind = str(part.get("type"))[:32]
+            errors.add(f"{part_path}.type", f"content part type {kind!r} is not supported; use 'text' or 'image_url'")
+    if not any(type(p) is chat.ImagePart for p in parts):
+        return "".join(p.text for p in parts if type(p) is chat.TextPart), ()
+    return "", tuple(parts)
+
+
+_DETAILS = {d.value: d for d in chat.ImageDetail}
+# data:[<mime type>][;base64],<data>; only base64 data URLs carry images.
+_DATA_URL = re.compile(r"data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(?:;[^;,]*)*),(?P<data>.*)", re.DOTALL)
+
+
+def _image_part(value: Any, path: str, errors: ViolationCollector) -> chat.ImagePart:
+    """OpenAI's `image_url` {url, detail}: an https URL, or a base64 data:
+    URL decoded to inline bytes (checked by the domain like any image)."""
+    if not isinstance(value, dict):
+        errors.add(path, "is required: {url, detail}")
+        return chat.ImagePart()
+    detail = None
+    if value.get("detail") is not None:
+        detail = _DETAILS.get(value["detail"]) if isinstance(value["detail"], str) else None
+        if detail is None:
+            errors.add(f"{path}.detail", f"must be one of {', '.join(_DETAILS)}")
+    url = _string(value.get("url"), f"{path}.url", errors, required=True)
+    if not url.startswith("data:"):
+        return chat.ImagePart(url=url, detail=detail)
+    match = _DATA_URL.fullmatch(url)
+    if match is None or ";base64" not in match["params"] or not match["mime"]:
+        errors.add(f"{path}.url", "a data: URL must be data:<image type>;base64,<data>")
+        return chat.ImagePart(detail=detail)
+    try:
+        data = base64.b64decode(match["data"], validate=True)
+    except ValueError:
+        errors.add(f"{path}.url", "the data: URL's data is not valid base64")
+        return chat.ImagePart(detail=detail)
+    if not data:
+        errors.add(f"{path}.url", "the data: URL holds no data")
+    return chat.ImagePart(data=data, mime_type=match["mime"].lower(), detail=detail)
 
 
 def _tool_calls(value: Any, path: str, errors: ViolationCollector) -> tuple[chat.ToolCall, ...]:
@@ -114,13 +155,15 @@ def messages_from_json(value: Any, errors: ViolationCollector) -> list[chat.Mess
         if role is None:
             errors.add(f"{path}.role", f"must be one of {', '.join(ROLES)}")
             role = chat.Role.USER
+        content, parts = _content(m.get("content"), f"{path}.content", errors)
         out.append(
             chat.Message(
                 role,
-                _content(m.get("content"), f"{path}.content", errors),
+                content,
                 _string(m.get("name"), f"{path}.name", errors),
                 _string(m.get("tool_call_id"), f"{path}.tool_call_id", errors),
                 _tool_calls(m.get("tool_calls"), f"{path}.tool_calls", errors),
+                parts,
             )
         )
     return out

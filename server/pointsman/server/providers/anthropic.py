@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, TypeAlias
@@ -15,6 +16,7 @@ from ..domain.chat import (
     Finish,
     FinishReason,
     GenerationConfig,
+    ImagePart,
     Message,
     ProviderEvent,
     ReasoningDelta,
@@ -22,6 +24,7 @@ from ..domain.chat import (
     ResponseFormatType,
     Role,
     TextDelta,
+    TextPart,
     ToolCallDelta,
     ToolChoice,
     ToolChoiceMode,
@@ -290,18 +293,19 @@ def _messages(messages: list[Message]) -> tuple[str, list[dict[str, Any]]]:
         role = message.role
         content: Content
         if role is Role.SYSTEM:
-            if message.content:
-                system.append(message.content)
+            if message.text:
+                system.append(message.text)
             continue
         if role is Role.TOOL:
             api_role = "user"
-            content = [{"type": "tool_result", "tool_use_id": message.tool_call_id, "content": message.content}]
+            result: Content = _part_blocks(message) if message.parts else message.content
+            content = [{"type": "tool_result", "tool_use_id": message.tool_call_id, "content": result}]
         elif role is Role.ASSISTANT:
             api_role = "assistant"
             content = _assistant_content(index, message)
         else:
             api_role = "user"
-            content = message.content
+            content = _part_blocks(message) if message.parts else message.content
         if turns and turns[-1]["role"] == api_role:
             turns[-1]["content"] = _merge(api_role, turns[-1]["content"], content)
         else:
@@ -313,8 +317,8 @@ def _messages(messages: list[Message]) -> tuple[str, list[dict[str, Any]]]:
 
 def _assistant_content(index: int, message: Message) -> Content:
     if not message.tool_calls:
-        return message.content
-    blocks = _blocks(message.content)
+        return _part_blocks(message) if message.parts else message.content
+    blocks = _part_blocks(message)
     for position, call in enumerate(message.tool_calls):
         tool_input = _tool_input(call.arguments_json, f"messages[{index}].tool_calls[{position}].arguments_json")
         blocks.append({"type": "tool_use", "id": call.id, "name": call.name, "input": tool_input})
@@ -331,6 +335,24 @@ def _tool_input(arguments_json: str, field_path: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise InvalidArgument.one(field_path, "must be a JSON object: Anthropic models take tool arguments as one")
     return value
+
+
+def _part_blocks(message: Message) -> list[dict[str, Any]]:
+    """`content` (its first text) and the parts as content blocks: images as
+    `image` blocks with a `url` or `base64` source. Anthropic takes no
+    image detail: it is not sent."""
+    blocks = _blocks(message.content)
+    for part in message.parts:
+        if type(part) is TextPart:
+            blocks.append({"type": "text", "text": part.text})
+        elif type(part) is ImagePart:
+            source = (
+                {"type": "url", "url": part.url}
+                if part.url
+                else {"type": "base64", "media_type": part.mime_type, "data": base64.b64encode(part.data).decode()}
+            )
+            blocks.append({"type": "image", "source": source})
+    return blocks
 
 
 def _blocks(content: Content) -> list[dict[str, Any]]:

@@ -88,8 +88,8 @@ class BuiltinProvider:
     async def stream(
         self, deployment: Deployment, request: ChatRequest, *, incremental: bool = True
     ) -> AsyncGenerator[ProviderEvent, None]:
-        input_tokens = sum(count_tokens(m.content) for m in request.messages)
-        last_user = next((m.content for m in reversed(request.messages) if m.role is Role.USER), "")
+        input_tokens = sum(count_tokens(m.text) for m in request.messages)
+        last_user = next((m.text for m in reversed(request.messages) if m.role is Role.USER), "")
         config = request.config
         answered_tool = request.messages[-1].role is Role.TOOL
         choice = config.tool_choice
@@ -110,7 +110,7 @@ class BuiltinProvider:
             for message in reversed(request.messages):
                 if message.role is not Role.TOOL:
                     break
-                results.append(message.content)
+                results.append(message.text)
             last_user = TOOL_ANSWER_PREAMBLE + " | ".join(reversed(results))
         if config.tools and not answered_tool and not directives and not no_tools:
             arguments = json.dumps({"input": last_user})

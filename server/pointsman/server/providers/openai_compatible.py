@@ -3,6 +3,7 @@ llama.cpp, vLLM, Groq): requests as the official `openai` SDK builds them."""
 
 from __future__ import annotations
 
+import base64
 import functools
 import json
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -17,12 +18,14 @@ from ..domain.chat import (
     Finish,
     FinishReason,
     GenerationConfig,
+    ImagePart,
     Message,
     ProviderEvent,
     ReasoningDelta,
     ResponseFormat,
     ResponseFormatType,
     TextDelta,
+    TextPart,
     ToolCallDelta,
     ToolChoice,
     ToolChoiceMode,
@@ -122,13 +125,21 @@ async def _stream_events(body: AsyncIterator[bytes], request: ChatRequest) -> As
     yield Finish(finish)
 
 
+# What an estimate counts per image: OpenAI's cost of a low-detail image
+# (85 tokens) is the floor; a high-detail one costs more, and local servers
+# vary. Rough, as the estimate says it is.
+IMAGE_TOKENS_ESTIMATE = 85
+
+
 def estimate_usage(request: ChatRequest, output_chunks: int) -> Usage:
     """Counts for an upstream that sent none. Servers that stream token by
     token (llama.cpp, Ollama, vLLM) send one chunk per token, so the output
     count is close; the prompt's is rough: about four characters a token,
-    plus four a message for the chat template's markers."""
-    prompt_chars = sum(len(message.content) for message in request.messages)
-    input_tokens = -(-prompt_chars // 4) + 4 * len(request.messages)
+    plus four a message for the chat template's markers, and
+    IMAGE_TOKENS_ESTIMATE an image."""
+    prompt_chars = sum(len(message.text) for message in request.messages)
+    images = sum(len(message.images) for message in request.messages if message.parts)
+    input_tokens = -(-prompt_chars // 4) + 4 * len(request.messages) + IMAGE_TOKENS_ESTIMATE * images
     output_tokens = output_chunks
     if request.config.max_tokens:
         output_tokens = min(output_tokens, request.config.max_tokens)
@@ -237,7 +248,8 @@ def _response_format(response_format: ResponseFormat) -> dict[str, Any]:
 
 
 def _message(message: Message) -> dict[str, Any]:
-    out: dict[str, Any] = {"role": message.role.value, "content": message.content}
+    content: str | list[dict[str, Any]] = _content_parts(message) if message.parts else message.content
+    out: dict[str, Any] = {"role": message.role.value, "content": content}
     if message.name:
         out["name"] = message.name
     if message.tool_call_id:
@@ -248,3 +260,19 @@ def _message(message: Message) -> dict[str, Any]:
             for c in message.tool_calls
         ]
     return out
+
+
+def _content_parts(message: Message) -> list[dict[str, Any]]:
+    """The content as the SDK's array of parts: `content` first, as text;
+    images as `image_url` parts, inline ones as base64 data: URLs."""
+    parts: list[dict[str, Any]] = [{"type": "text", "text": message.content}] if message.content else []
+    for part in message.parts:
+        if type(part) is TextPart:
+            parts.append({"type": "text", "text": part.text})
+        elif type(part) is ImagePart:
+            url = part.url or f"data:{part.mime_type};base64,{base64.b64encode(part.data).decode()}"
+            image_url: dict[str, Any] = {"url": url}
+            if part.detail is not None:
+                image_url["detail"] = part.detail.value
+            parts.append({"type": "image_url", "image_url": image_url})
+    return parts

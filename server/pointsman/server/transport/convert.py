@@ -52,6 +52,13 @@ REASONING_EFFORTS = {
     chat_pb2.REASONING_EFFORT_MEDIUM: chat.ReasoningEffort.MEDIUM,
     chat_pb2.REASONING_EFFORT_HIGH: chat.ReasoningEffort.HIGH,
 }
+IMAGE_DETAILS = {
+    chat_pb2.IMAGE_DETAIL_AUTO: chat.ImageDetail.AUTO,
+    chat_pb2.IMAGE_DETAIL_LOW: chat.ImageDetail.LOW,
+    chat_pb2.IMAGE_DETAIL_HIGH: chat.ImageDetail.HIGH,
+    chat_pb2.IMAGE_DETAIL_ORIGINAL: chat.ImageDetail.ORIGINAL,
+}
+IMAGE_DETAILS_TO_PROTO = {v: k for k, v in IMAGE_DETAILS.items()}
 PROVIDERS = {
     chat.ProviderKind.BUILTIN: orch.PROVIDER_BUILTIN,
     chat.ProviderKind.OPENAI: orch.PROVIDER_OPENAI,
@@ -169,8 +176,39 @@ def messages_from_proto(messages: Any, errors: ViolationCollector, path: str = "
             role = chat.Role.USER
         calls = m.tool_calls
         tool_calls = tuple(chat.ToolCall(c.id, c.name, c.arguments_json) for c in calls) if calls else ()
-        out.append(chat.Message(role, m.content, m.name, m.tool_call_id, tool_calls))
+        parts = _parts_from_proto(m.parts, errors, f"{path}[{index}].parts") if m.parts else ()
+        out.append(chat.Message(role, m.content, m.name, m.tool_call_id, tool_calls, parts))
     return out
+
+
+def _parts_from_proto(parts: Any, errors: ViolationCollector, path: str) -> tuple[chat.ContentPart, ...]:
+    """Content parts; their checks (types, sizes, where images may be) are the domain's."""
+    out: list[chat.ContentPart] = []
+    for position, part in enumerate(parts):
+        kind = part.WhichOneof("part")
+        if kind == "text":
+            out.append(chat.TextPart(part.text))
+        elif kind == "image":
+            image = part.image
+            detail = optional_enum(IMAGE_DETAILS, image.detail, f"{path}[{position}].image.detail", errors)
+            out.append(chat.ImagePart(image.url, image.data, image.mime_type, detail))
+        else:
+            errors.add(f"{path}[{position}]", "set text or image")
+    return tuple(out)
+
+
+def _part_to_proto(part: chat.ContentPart) -> chat_pb2.ContentPart:
+    if type(part) is chat.TextPart:
+        return chat_pb2.ContentPart(text=part.text)
+    assert type(part) is chat.ImagePart
+    image = chat_pb2.ImagePart(mime_type=part.mime_type)
+    if part.url:
+        image.url = part.url
+    else:
+        image.data = part.data
+    if part.detail is not None:
+        image.detail = IMAGE_DETAILS_TO_PROTO[part.detail]
+    return chat_pb2.ContentPart(image=image)
 
 
 def message_to_proto(message: chat.Message) -> chat_pb2.ChatMessage:
@@ -183,6 +221,7 @@ def message_to_proto(message: chat.Message) -> chat_pb2.ChatMessage:
             chat_pb2.ToolCall(id=call.id, name=call.name, arguments_json=call.arguments_json)
             for call in message.tool_calls
         ],
+        parts=[_part_to_proto(part) for part in message.parts],
     )
 
 

@@ -271,7 +271,7 @@ def _batch_to_proto(batch: BatchProgress) -> pb.Batch:
 
 
 def _judge_prompt(messages: list[chat.Message], answers: dict[str, list[str]]) -> list[chat.Message]:
-    question = "\n".join(m.content for m in messages if m.role is chat.Role.USER)
+    question = "\n".join(m.text for m in messages if m.role is chat.Role.USER)
     parts = [f"### {model}\n{''.join(text) or '(no answer)'}" for model, text in answers.items()]
     return [
         chat.Message(

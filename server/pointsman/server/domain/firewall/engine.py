@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from ..caller import Caller
-from ..chat import Message
+from ..chat import Message, TextPart
 from ..errors import ContentBlocked, DomainError, Unavailable, ViolationCollector
 from ..ports.embedder import Embedder
 from ..ports.stores import DecisionStore, RuleStore
@@ -125,40 +125,39 @@ class FirewallEngine:
         return Verdict(action, findings, redacted_text=redacted, decision=decision)
 
     async def guard_prompt(self, messages: Sequence[Message], caller: Caller) -> Verdict:
-        """Scans a chat prompt message by message; raises ContentBlocked when
-        it must not reach a model. With action REDACT, `Verdict.messages` is
-        the prompt to send instead.
+        """Scans a chat prompt text by text (each message's content and text
+        parts; images are not scanned); raises ContentBlocked when it must
+        not reach a model. With action REDACT, `Verdict.messages` is the
+        prompt to send instead.
 
-        Finding spans are positions in the messages' contents joined by "\\n"
-        (the text the rules see); `redacted_text` is that joined text redacted."""
+        Finding spans are positions in those texts joined by "\\n" (the text
+        the rules see); `redacted_text` is that joined text redacted."""
+        slots = _text_slots(messages)
         errors = ViolationCollector()
-        for index, message in enumerate(messages):
-            check_content(message.content, errors, f"messages[{index}].content")
+        for index, position, text in slots:
+            path = f"messages[{index}].content" if position < 0 else f"messages[{index}].parts[{position}].text"
+            check_content(text, errors, path)
         errors.raise_if_any()
         if not self.enabled:
             return ALLOWED
-        contents = [m.content for m in messages]
-        present = [i for i, c in enumerate(contents) if c]
-        texts = [contents[i] for i in present]
+        present = [slot for slot in slots if slot[2]]
+        texts = [slot[2] for slot in present]
         joined = texts[0] if len(texts) == 1 else "\n".join(texts)
-        digests, per_message, rule_findings = await self._analyse(texts, joined, Direction.INPUT, caller)
+        digests, per_text, rule_findings = await self._analyse(texts, joined, Direction.INPUT, caller)
         findings: list[Finding] = []
         offset = 0
-        for index, found in zip(present, per_message, strict=True):
+        for text, found in zip(texts, per_text, strict=True):
             findings.extend(f.shifted(offset) for f in found)
-            offset += len(contents[index]) + 1
+            offset += len(text) + 1
         findings.extend(rule_findings)
         findings.sort(key=lambda f: (f.start, f.end))
         action = self._action(findings)
         redacted_messages: tuple[Message, ...] = ()
         redacted_text = ""
         if action is Action.REDACT:
-            by_message = dict(zip(present, per_message, strict=True))
-            redacted_messages = tuple(
-                replace(m, content=self._redact(m.content, by_message[i])) if by_message.get(i) else m
-                for i, m in enumerate(messages)
-            )
-            redacted_text = "\n".join(redacted_messages[i].content for i in present)
+            redacted = [self._redact(t, found) if found else t for t, found in zip(texts, per_text, strict=True)]
+            redacted_messages = _with_texts(messages, present, redacted)
+            redacted_text = "\n".join(redacted)
         # One text (the usual prompt) is its own joined text: its digest serves both.
         digest = digests[0] if len(texts) == 1 and digests else _sha256(joined)
         decision = await self._record(caller, Direction.INPUT, action, tuple(findings), digest)
@@ -542,6 +541,36 @@ def _drop_shadowed(findings: list[Finding]) -> list[Finding]:
         for f in findings
         if f.category is not Category.PII or not any(s.start < f.end and f.start < s.end for s in secrets)
     ]
+
+
+# A text of a prompt: its message's index, the text part's (-1: the content), and the text.
+_TextSlot = tuple[int, int, str]
+
+
+def _text_slots(messages: Sequence[Message]) -> list[_TextSlot]:
+    slots: list[_TextSlot] = []
+    for index, message in enumerate(messages):
+        slots.append((index, -1, message.content))
+        if message.parts:
+            slots.extend((index, j, p.text) for j, p in enumerate(message.parts) if type(p) is TextPart)
+    return slots
+
+
+def _with_texts(messages: Sequence[Message], slots: Sequence[_TextSlot], texts: Sequence[str]) -> tuple[Message, ...]:
+    """The messages with the slots' texts replaced by `texts` (redacted); images stay as they are."""
+    edits: dict[int, dict[int, str]] = {}
+    for (index, position, old), new in zip(slots, texts, strict=True):
+        if new != old:
+            edits.setdefault(index, {})[position] = new
+    out = []
+    for index, message in enumerate(messages):
+        changed = edits.get(index)
+        if not changed:
+            out.append(message)
+            continue
+        parts = tuple(TextPart(changed[j]) if j in changed else p for j, p in enumerate(message.parts))
+        out.append(replace(message, content=changed.get(-1, message.content), parts=parts))
+    return tuple(out)
 
 
 def _sha256(text: str) -> str:

@@ -78,7 +78,10 @@ def question_of(request: ChatRequest) -> _Question | None:
     if not request.messages:
         return None
     last = request.messages[-1]
-    if last.role is not Role.USER or not last.content.strip() or last.name or last.tool_calls:
+    # A turn with parts (images above all) is never matched by meaning: the
+    # matcher reads text, and would take two questions about different
+    # pictures for the same one. Parts of earlier turns are in the exact scope.
+    if last.role is not Role.USER or not last.content.strip() or last.name or last.tool_calls or last.parts:
         return None
     before = replace(request, messages=list(request.messages[:-1]))
     return _Question("s1:" + cache_key(before), last.content)
