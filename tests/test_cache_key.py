@@ -33,6 +33,10 @@ def base_request() -> orch.ChatRequest:
     """A request with every field of the contract set."""
     parameters = struct_pb2.Struct()
     parameters.update({"type": "object", "properties": {"city": {"type": "string"}}})
+    # Options changed by the walk as any Struct is (a "required" key added):
+    # the key must change even though the allow-list would refuse that name.
+    options = struct_pb2.Struct()
+    options.update({"service_tier": "auto"})
     return orch.ChatRequest(
         model="builtin",
         messages=[
@@ -67,6 +71,8 @@ def base_request() -> orch.ChatRequest:
             reasoning=chat_pb2.Reasoning(effort=chat_pb2.REASONING_EFFORT_MEDIUM, budget_tokens=2048),
         ),
         cache=orch.CacheControl(bypass=False, ttl=Duration(seconds=60)),
+        metadata=orch.RequestMetadata(end_user_id="user-1", tags={"team": "search"}),
+        provider_options=orch.ProviderOptions(openai=options, anthropic=options),
     )
 
 
@@ -76,7 +82,7 @@ def leaf_paths(message: descriptor.Descriptor, prefix: str = "") -> Iterator[str
     for field in message.fields:
         path = f"{prefix}{field.name}"
         nested = field.message_type
-        if nested is not None and nested.full_name not in WHOLE_VALUES:
+        if nested is not None and nested.full_name not in WHOLE_VALUES and not nested.GetOptions().map_entry:
             yield from leaf_paths(nested, f"{path}.")
         else:
             yield path
@@ -92,6 +98,9 @@ def changed(request: orch.ChatRequest, path: str) -> orch.ChatRequest:
         value = getattr(holder, parent)
         holder = value[0] if holder.DESCRIPTOR.fields_by_name[parent].is_repeated else value
     field = holder.DESCRIPTOR.fields_by_name[name]
+    if field.message_type is not None and field.message_type.GetOptions().map_entry:
+        getattr(holder, name)["other"] = "x"
+        return copy
     repeated = field.is_repeated
     current = getattr(holder, name)[0] if repeated else getattr(holder, name)
     if field.message_type is not None and field.message_type.full_name == struct_pb2.Struct.DESCRIPTOR.full_name:
@@ -180,6 +189,7 @@ def test_the_list_names_only_real_fields() -> None:
         chat.Tool,
         chat.ResponseFormat,
         chat.ToolChoice,
+        chat.RequestMetadata,
     )
     classes = {c.__name__: c for c in kinds}
     for entry in ANSWER_NEUTRAL_FIELDS:
@@ -188,8 +198,12 @@ def test_the_list_names_only_real_fields() -> None:
 
 
 # Image parts are left to tests/test_images.py, against a model that takes
-# images (the built-in model used here refuses them).
-ANSWER_CHANGING = [p for p in PATHS if not p.startswith(("cache.", "messages.parts."))]
+# images (the built-in model used here refuses them); provider options need an
+# OpenAI or Anthropic deployment (the walk above covers them), and metadata
+# does not change the answer.
+ANSWER_CHANGING = [
+    p for p in PATHS if not p.startswith(("cache.", "messages.parts.", "metadata.", "provider_options."))
+]
 
 
 def text_only_request() -> orch.ChatRequest:
@@ -225,3 +239,9 @@ async def answers_are_not_shared(client: AsyncClient) -> None:
 
 def as_complete(request: orch.ChatRequest) -> dict[str, Any]:
     return {"model": request.model, "messages": request.messages, "config": request.config, "cache": request.cache}
+
+
+def test_the_end_user_and_tags_do_not_change_the_key() -> None:
+    plain = base_request()
+    plain.ClearField("metadata")
+    assert cache_key(domain(plain)) == cache_key(domain(base_request()))

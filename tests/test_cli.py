@@ -228,6 +228,22 @@ def test_calls_lists_the_request_log(address: str) -> None:
     assert rows[0].split("\t")[1:5] == ["users/dev-admin", "builtin", "builtin", "OK"]
 
 
+def test_chat_tags_reach_calls_and_stats(address: str) -> None:
+    chatted = run(
+        "chat", "tag this call", "--user", "cli-user", "--tag", "team=cli", "--tag", "env=test", address=address
+    )
+    assert chatted.returncode == 0, chatted.stderr
+    listed = run("calls", "--user", "cli-user", "--tag", "team=cli", address=address)
+    assert listed.returncode == 0, listed.stderr
+    row = listed.stdout.splitlines()[0].split("\t")
+    assert row[-3:] == ["user cli-user", "env=test", "team=cli"]
+    stats = run("stats", "--tag-key", "team", "--by-end-user", address=address)
+    assert stats.returncode == 0, stats.stderr
+    assert any(line.startswith("tag team=cli\t1 requests") for line in stats.stdout.splitlines())
+    assert any(line.startswith("end user cli-user\t") for line in stats.stdout.splitlines())
+    assert run("chat", "x", "--tag", "no-equals", address=address).returncode == 2  # argparse refuses it
+
+
 @pytest.mark.parametrize("taken", ["grpc", "metrics"])
 def test_serve_reports_a_port_already_taken_and_exits_2(tmp_path: Path, taken: str) -> None:
     with socket.socket() as holder:

@@ -23,6 +23,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("prompt")
     model_flag(p)
     _generation_flags(p)
+    metadata_flags(p)
 
     p = command(sub, "compare", cmd_compare, "ask several models the same prompt; '-' reads stdin", [common])
     p.add_argument("prompt")
@@ -42,6 +43,27 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", metavar="NAME", help="go on with conversations/{id}")
 
     command(sub, "models", cmd_models, "list model aliases and whether they can answer now", [common])
+
+
+def tag(text: str) -> tuple[str, str]:
+    """`--tag key=value`."""
+    key, equals, value = text.partition("=")
+    if not equals or not key:
+        raise argparse.ArgumentTypeError(f"{text!r} is not key=value")
+    return key, value
+
+
+def metadata_flags(p: argparse.ArgumentParser, *, filters: bool = False) -> None:
+    what = "only calls for this end user" if filters else "the end user the call is for (RequestMetadata.end_user_id)"
+    p.add_argument("--user", help=what)
+    p.add_argument(
+        "--tag",
+        action="append",
+        type=tag,
+        dest="tags",
+        metavar="KEY=VALUE",
+        help="only calls with this tag; repeatable" if filters else "a tag for spend attribution; repeatable",
+    )
 
 
 def _generation_flags(p: argparse.ArgumentParser) -> None:
@@ -67,6 +89,8 @@ def cmd_chat(args: argparse.Namespace) -> int:
         max_tokens=args.max_tokens,
         temperature=args.temperature,
     )
+    if args.user or args.tags:
+        request.metadata.CopyFrom(pb.RequestMetadata(end_user_id=args.user or "", tags=dict(args.tags or [])))
     with connect(args) as client:
         wrote_text = False
         for event in client.orchestrator.Chat(request):

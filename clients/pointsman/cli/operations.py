@@ -14,6 +14,7 @@ from pointsman.type.v1 import firewall_pb2 as types
 
 from ..client import PointsmanError
 from .arguments import command
+from .chat import metadata_flags
 from .connection import connect
 from .output import first, label, name, print_items, print_json, when
 
@@ -21,11 +22,16 @@ from .output import first, label, name, print_items, print_json, when
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = command(sub, "stats", cmd_stats, "traffic, cache, latency and firewall figures", [common])
     p.add_argument("--window", type=float, default=3600.0, help="seconds back from now (default %(default)s)")
+    p.add_argument(
+        "--tag-key", action="append", default=[], help="also sum spend per value of this tag key; repeatable"
+    )
+    p.add_argument("--by-end-user", action="store_true", help="also sum spend per end user")
 
     p = command(sub, "calls", cmd_calls, "the request log (admins): chat calls, newest first", [common])
     p.add_argument("--model", help="only this model alias")
     p.add_argument("--principal", help="only this principal (users/{id} or {id})")
     p.add_argument("--status", help="only calls that ended so: OK, UNAVAILABLE, PERMISSION_DENIED, ...")
+    metadata_flags(p, filters=True)
     p.add_argument("--limit", type=int, default=50, help="at most this many (default %(default)s)")
 
     p = command(sub, "health", cmd_health, "exit 0 only if the server reports SERVING", [common])
@@ -58,7 +64,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
     window = Duration()
     window.FromNanoseconds(int(args.window * 1e9))
     with connect(args) as client:
-        stats = client.orchestrator.GetStats(pb.GetStatsRequest(window=window))
+        request = pb.GetStatsRequest(window=window, tag_keys=args.tag_key, by_end_user=args.by_end_user)
+        stats = client.orchestrator.GetStats(request)
     if args.json:
         print_json(stats)
         return 0
@@ -81,6 +88,14 @@ def cmd_stats(args: argparse.Namespace) -> int:
     for f in stats.firewall:
         category = label(types.Category, f.category, "CATEGORY_")
         print(f"firewall {category}\tblocked {f.blocked}\tredacted {f.redacted}\tlogged {f.logged}")
+    for g in [*stats.tags, *stats.end_users]:
+        group = f"tag {g.tag_key}={g.value}" if g.tag_key else f"end user {g.value}"
+        print(
+            f"{group}\t{g.requests} requests\t{g.failed_requests} failed"
+            f"\ttokens in {g.input_tokens} out {g.output_tokens}\tcache hits {g.cache_hits}\t${g.cost_usd:.4f}"
+        )
+    if stats.groups_truncated:
+        print("(more groups than shown)")
     return 0
 
 
@@ -90,6 +105,8 @@ def cmd_calls(args: argparse.Namespace) -> int:
         model=args.model or "",
         principal=name(args.principal, "users") if args.principal else "",
         status_code=(args.status or "").upper(),
+        end_user_id=args.user or "",
+        tags=dict(args.tags or []),
     )
 
     def line(call: Any) -> str:
@@ -98,6 +115,8 @@ def cmd_calls(args: argparse.Namespace) -> int:
             f"{when(call.create_time)}\t{call.principal}\t{call.model}\t{call.deployment or '-'}"
             f"\t{call.status_code}{cached}\t{call.input_tokens}+{call.output_tokens} tokens"
             f"\t{call.latency_ms:.1f} ms\t${call.cost_usd:.6f}"
+            + (f"\tuser {call.end_user_id}" if call.end_user_id else "")
+            + "".join(f"\t{key}={value}" for key, value in sorted(call.tags.items()))
         )
 
     with connect(args) as client:

@@ -1,6 +1,7 @@
 import datetime
 
 from google.protobuf import duration_pb2 as _duration_pb2
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from pointsman.type.v1 import chat_pb2 as _chat_pb2
 from pointsman.type.v1 import firewall_pb2 as _firewall_pb2
@@ -104,16 +105,20 @@ BATCH_STATE_CANCELLING: BatchState
 BATCH_STATE_CANCELLED: BatchState
 
 class ChatRequest(_message.Message):
-    __slots__ = ("model", "messages", "config", "cache")
+    __slots__ = ("model", "messages", "config", "cache", "metadata", "provider_options")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     CACHE_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_OPTIONS_FIELD_NUMBER: _ClassVar[int]
     model: str
     messages: _containers.RepeatedCompositeFieldContainer[_chat_pb2.ChatMessage]
     config: _chat_pb2.GenerationConfig
     cache: CacheControl
-    def __init__(self, model: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[_chat_pb2.ChatMessage, _Mapping]]] = ..., config: _Optional[_Union[_chat_pb2.GenerationConfig, _Mapping]] = ..., cache: _Optional[_Union[CacheControl, _Mapping]] = ...) -> None: ...
+    metadata: RequestMetadata
+    provider_options: ProviderOptions
+    def __init__(self, model: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[_chat_pb2.ChatMessage, _Mapping]]] = ..., config: _Optional[_Union[_chat_pb2.GenerationConfig, _Mapping]] = ..., cache: _Optional[_Union[CacheControl, _Mapping]] = ..., metadata: _Optional[_Union[RequestMetadata, _Mapping]] = ..., provider_options: _Optional[_Union[ProviderOptions, _Mapping]] = ...) -> None: ...
 
 class CacheControl(_message.Message):
     __slots__ = ("bypass", "ttl")
@@ -122,6 +127,29 @@ class CacheControl(_message.Message):
     bypass: bool
     ttl: _duration_pb2.Duration
     def __init__(self, bypass: _Optional[bool] = ..., ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
+class RequestMetadata(_message.Message):
+    __slots__ = ("end_user_id", "tags")
+    class TagsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    END_USER_ID_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    end_user_id: str
+    tags: _containers.ScalarMap[str, str]
+    def __init__(self, end_user_id: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class ProviderOptions(_message.Message):
+    __slots__ = ("openai", "anthropic")
+    OPENAI_FIELD_NUMBER: _ClassVar[int]
+    ANTHROPIC_FIELD_NUMBER: _ClassVar[int]
+    openai: _struct_pb2.Struct
+    anthropic: _struct_pb2.Struct
+    def __init__(self, openai: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., anthropic: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class ChatResponse(_message.Message):
     __slots__ = ("start", "text_delta", "tool_call_delta", "firewall_notice", "usage", "finish", "reasoning_delta")
@@ -242,16 +270,20 @@ class DeploymentState(_message.Message):
     def __init__(self, circuit: _Optional[_Union[CircuitState, str]] = ..., latency: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., consecutive_failures: _Optional[int] = ...) -> None: ...
 
 class CompleteRequest(_message.Message):
-    __slots__ = ("model", "messages", "config", "cache")
+    __slots__ = ("model", "messages", "config", "cache", "metadata", "provider_options")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     CACHE_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_OPTIONS_FIELD_NUMBER: _ClassVar[int]
     model: str
     messages: _containers.RepeatedCompositeFieldContainer[_chat_pb2.ChatMessage]
     config: _chat_pb2.GenerationConfig
     cache: CacheControl
-    def __init__(self, model: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[_chat_pb2.ChatMessage, _Mapping]]] = ..., config: _Optional[_Union[_chat_pb2.GenerationConfig, _Mapping]] = ..., cache: _Optional[_Union[CacheControl, _Mapping]] = ...) -> None: ...
+    metadata: RequestMetadata
+    provider_options: ProviderOptions
+    def __init__(self, model: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[_chat_pb2.ChatMessage, _Mapping]]] = ..., config: _Optional[_Union[_chat_pb2.GenerationConfig, _Mapping]] = ..., cache: _Optional[_Union[CacheControl, _Mapping]] = ..., metadata: _Optional[_Union[RequestMetadata, _Mapping]] = ..., provider_options: _Optional[_Union[ProviderOptions, _Mapping]] = ...) -> None: ...
 
 class CompleteResponse(_message.Message):
     __slots__ = ("start", "message", "usage", "finish", "firewall_notices")
@@ -278,16 +310,20 @@ class ConverseRequest(_message.Message):
     def __init__(self, setup: _Optional[_Union[ConversationSetup, _Mapping]] = ..., turn: _Optional[_Union[UserTurn, _Mapping]] = ..., cancel: _Optional[_Union[CancelTurn, _Mapping]] = ...) -> None: ...
 
 class ConversationSetup(_message.Message):
-    __slots__ = ("model", "system_prompt", "config", "conversation")
+    __slots__ = ("model", "system_prompt", "config", "conversation", "metadata", "provider_options")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     SYSTEM_PROMPT_FIELD_NUMBER: _ClassVar[int]
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     CONVERSATION_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_OPTIONS_FIELD_NUMBER: _ClassVar[int]
     model: str
     system_prompt: str
     config: _chat_pb2.GenerationConfig
     conversation: str
-    def __init__(self, model: _Optional[str] = ..., system_prompt: _Optional[str] = ..., config: _Optional[_Union[_chat_pb2.GenerationConfig, _Mapping]] = ..., conversation: _Optional[str] = ...) -> None: ...
+    metadata: RequestMetadata
+    provider_options: ProviderOptions
+    def __init__(self, model: _Optional[str] = ..., system_prompt: _Optional[str] = ..., config: _Optional[_Union[_chat_pb2.GenerationConfig, _Mapping]] = ..., conversation: _Optional[str] = ..., metadata: _Optional[_Union[RequestMetadata, _Mapping]] = ..., provider_options: _Optional[_Union[ProviderOptions, _Mapping]] = ...) -> None: ...
 
 class UserTurn(_message.Message):
     __slots__ = ("turn_id", "content", "tool_results")
@@ -382,16 +418,20 @@ class TurnError(_message.Message):
     def __init__(self, code: _Optional[int] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., incomplete: _Optional[bool] = ...) -> None: ...
 
 class CompareRequest(_message.Message):
-    __slots__ = ("models", "messages", "config", "judge_model")
+    __slots__ = ("models", "messages", "config", "judge_model", "metadata", "provider_options")
     MODELS_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     JUDGE_MODEL_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_OPTIONS_FIELD_NUMBER: _ClassVar[int]
     models: _containers.RepeatedScalarFieldContainer[str]
     messages: _containers.RepeatedCompositeFieldContainer[_chat_pb2.ChatMessage]
     config: _chat_pb2.GenerationConfig
     judge_model: str
-    def __init__(self, models: _Optional[_Iterable[str]] = ..., messages: _Optional[_Iterable[_Union[_chat_pb2.ChatMessage, _Mapping]]] = ..., config: _Optional[_Union[_chat_pb2.GenerationConfig, _Mapping]] = ..., judge_model: _Optional[str] = ...) -> None: ...
+    metadata: RequestMetadata
+    provider_options: ProviderOptions
+    def __init__(self, models: _Optional[_Iterable[str]] = ..., messages: _Optional[_Iterable[_Union[_chat_pb2.ChatMessage, _Mapping]]] = ..., config: _Optional[_Union[_chat_pb2.GenerationConfig, _Mapping]] = ..., judge_model: _Optional[str] = ..., metadata: _Optional[_Union[RequestMetadata, _Mapping]] = ..., provider_options: _Optional[_Union[ProviderOptions, _Mapping]] = ...) -> None: ...
 
 class CompareResponse(_message.Message):
     __slots__ = ("model", "synthesis", "start", "text_delta", "tool_call_delta", "usage", "finish", "error", "reasoning_delta")
@@ -502,16 +542,20 @@ class Embedding(_message.Message):
     def __init__(self, index: _Optional[int] = ..., values: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class BatchItem(_message.Message):
-    __slots__ = ("custom_id", "model", "messages", "config")
+    __slots__ = ("custom_id", "model", "messages", "config", "metadata", "provider_options")
     CUSTOM_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     CONFIG_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_OPTIONS_FIELD_NUMBER: _ClassVar[int]
     custom_id: str
     model: str
     messages: _containers.RepeatedCompositeFieldContainer[_chat_pb2.ChatMessage]
     config: _chat_pb2.GenerationConfig
-    def __init__(self, custom_id: _Optional[str] = ..., model: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[_chat_pb2.ChatMessage, _Mapping]]] = ..., config: _Optional[_Union[_chat_pb2.GenerationConfig, _Mapping]] = ...) -> None: ...
+    metadata: RequestMetadata
+    provider_options: ProviderOptions
+    def __init__(self, custom_id: _Optional[str] = ..., model: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[_chat_pb2.ChatMessage, _Mapping]]] = ..., config: _Optional[_Union[_chat_pb2.GenerationConfig, _Mapping]] = ..., metadata: _Optional[_Union[RequestMetadata, _Mapping]] = ..., provider_options: _Optional[_Union[ProviderOptions, _Mapping]] = ...) -> None: ...
 
 class CreateBatchRequest(_message.Message):
     __slots__ = ("items", "max_concurrency")
@@ -610,7 +654,14 @@ class BatchResult(_message.Message):
     def __init__(self, custom_id: _Optional[str] = ..., response: _Optional[_Union[CompleteResponse, _Mapping]] = ..., error: _Optional[_Union[TurnError, _Mapping]] = ...) -> None: ...
 
 class ListCallsRequest(_message.Message):
-    __slots__ = ("page_size", "page_token", "model", "principal", "status_code", "start_time", "end_time")
+    __slots__ = ("page_size", "page_token", "model", "principal", "status_code", "start_time", "end_time", "end_user_id", "tags")
+    class TagsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -618,6 +669,8 @@ class ListCallsRequest(_message.Message):
     STATUS_CODE_FIELD_NUMBER: _ClassVar[int]
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     END_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_USER_ID_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
     page_size: int
     page_token: str
     model: str
@@ -625,7 +678,9 @@ class ListCallsRequest(_message.Message):
     status_code: str
     start_time: _timestamp_pb2.Timestamp
     end_time: _timestamp_pb2.Timestamp
-    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., model: _Optional[str] = ..., principal: _Optional[str] = ..., status_code: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    end_user_id: str
+    tags: _containers.ScalarMap[str, str]
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., model: _Optional[str] = ..., principal: _Optional[str] = ..., status_code: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_user_id: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class ListCallsResponse(_message.Message):
     __slots__ = ("calls", "next_page_token")
@@ -636,7 +691,14 @@ class ListCallsResponse(_message.Message):
     def __init__(self, calls: _Optional[_Iterable[_Union[Call, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class Call(_message.Message):
-    __slots__ = ("name", "create_time", "request_id", "principal", "model", "deployment", "status_code", "input_tokens", "output_tokens", "latency_ms", "time_to_first_token_ms", "cache_hit", "cost_usd")
+    __slots__ = ("name", "create_time", "request_id", "principal", "model", "deployment", "status_code", "input_tokens", "output_tokens", "latency_ms", "time_to_first_token_ms", "cache_hit", "cost_usd", "end_user_id", "tags")
+    class TagsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     NAME_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
@@ -650,6 +712,8 @@ class Call(_message.Message):
     TIME_TO_FIRST_TOKEN_MS_FIELD_NUMBER: _ClassVar[int]
     CACHE_HIT_FIELD_NUMBER: _ClassVar[int]
     COST_USD_FIELD_NUMBER: _ClassVar[int]
+    END_USER_ID_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
     name: str
     create_time: _timestamp_pb2.Timestamp
     request_id: str
@@ -663,16 +727,24 @@ class Call(_message.Message):
     time_to_first_token_ms: float
     cache_hit: bool
     cost_usd: float
-    def __init__(self, name: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., request_id: _Optional[str] = ..., principal: _Optional[str] = ..., model: _Optional[str] = ..., deployment: _Optional[str] = ..., status_code: _Optional[str] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., latency_ms: _Optional[float] = ..., time_to_first_token_ms: _Optional[float] = ..., cache_hit: _Optional[bool] = ..., cost_usd: _Optional[float] = ...) -> None: ...
+    end_user_id: str
+    tags: _containers.ScalarMap[str, str]
+    def __init__(self, name: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., request_id: _Optional[str] = ..., principal: _Optional[str] = ..., model: _Optional[str] = ..., deployment: _Optional[str] = ..., status_code: _Optional[str] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., latency_ms: _Optional[float] = ..., time_to_first_token_ms: _Optional[float] = ..., cache_hit: _Optional[bool] = ..., cost_usd: _Optional[float] = ..., end_user_id: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class GetStatsRequest(_message.Message):
-    __slots__ = ("window",)
+    __slots__ = ("window", "tag_keys", "by_end_user", "max_groups")
     WINDOW_FIELD_NUMBER: _ClassVar[int]
+    TAG_KEYS_FIELD_NUMBER: _ClassVar[int]
+    BY_END_USER_FIELD_NUMBER: _ClassVar[int]
+    MAX_GROUPS_FIELD_NUMBER: _ClassVar[int]
     window: _duration_pb2.Duration
-    def __init__(self, window: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    tag_keys: _containers.RepeatedScalarFieldContainer[str]
+    by_end_user: bool
+    max_groups: int
+    def __init__(self, window: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., tag_keys: _Optional[_Iterable[str]] = ..., by_end_user: _Optional[bool] = ..., max_groups: _Optional[int] = ...) -> None: ...
 
 class GetStatsResponse(_message.Message):
-    __slots__ = ("start_time", "end_time", "requests", "failed_requests", "input_tokens", "output_tokens", "cache_hits", "cache_hit_ratio", "tokens_saved", "deployments", "firewall", "active_conversations", "cost_usd", "cost_saved_usd", "semantic_cache_hits", "semantic_tokens_saved", "semantic_cost_saved_usd", "messages_processed", "llm_calls", "llm_calls_skipped", "average_response_time_ms")
+    __slots__ = ("start_time", "end_time", "requests", "failed_requests", "input_tokens", "output_tokens", "cache_hits", "cache_hit_ratio", "tokens_saved", "deployments", "firewall", "active_conversations", "cost_usd", "cost_saved_usd", "semantic_cache_hits", "semantic_tokens_saved", "semantic_cost_saved_usd", "messages_processed", "llm_calls", "llm_calls_skipped", "average_response_time_ms", "tags", "end_users", "groups_truncated")
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     END_TIME_FIELD_NUMBER: _ClassVar[int]
     REQUESTS_FIELD_NUMBER: _ClassVar[int]
@@ -694,6 +766,9 @@ class GetStatsResponse(_message.Message):
     LLM_CALLS_FIELD_NUMBER: _ClassVar[int]
     LLM_CALLS_SKIPPED_FIELD_NUMBER: _ClassVar[int]
     AVERAGE_RESPONSE_TIME_MS_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    END_USERS_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     start_time: _timestamp_pb2.Timestamp
     end_time: _timestamp_pb2.Timestamp
     requests: int
@@ -715,7 +790,10 @@ class GetStatsResponse(_message.Message):
     llm_calls: int
     llm_calls_skipped: int
     average_response_time_ms: float
-    def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., requests: _Optional[int] = ..., failed_requests: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cache_hits: _Optional[int] = ..., cache_hit_ratio: _Optional[float] = ..., tokens_saved: _Optional[int] = ..., deployments: _Optional[_Iterable[_Union[DeploymentStats, _Mapping]]] = ..., firewall: _Optional[_Iterable[_Union[FirewallCategoryStats, _Mapping]]] = ..., active_conversations: _Optional[int] = ..., cost_usd: _Optional[float] = ..., cost_saved_usd: _Optional[float] = ..., semantic_cache_hits: _Optional[int] = ..., semantic_tokens_saved: _Optional[int] = ..., semantic_cost_saved_usd: _Optional[float] = ..., messages_processed: _Optional[int] = ..., llm_calls: _Optional[int] = ..., llm_calls_skipped: _Optional[int] = ..., average_response_time_ms: _Optional[float] = ...) -> None: ...
+    tags: _containers.RepeatedCompositeFieldContainer[SpendStats]
+    end_users: _containers.RepeatedCompositeFieldContainer[SpendStats]
+    groups_truncated: bool
+    def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., requests: _Optional[int] = ..., failed_requests: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cache_hits: _Optional[int] = ..., cache_hit_ratio: _Optional[float] = ..., tokens_saved: _Optional[int] = ..., deployments: _Optional[_Iterable[_Union[DeploymentStats, _Mapping]]] = ..., firewall: _Optional[_Iterable[_Union[FirewallCategoryStats, _Mapping]]] = ..., active_conversations: _Optional[int] = ..., cost_usd: _Optional[float] = ..., cost_saved_usd: _Optional[float] = ..., semantic_cache_hits: _Optional[int] = ..., semantic_tokens_saved: _Optional[int] = ..., semantic_cost_saved_usd: _Optional[float] = ..., messages_processed: _Optional[int] = ..., llm_calls: _Optional[int] = ..., llm_calls_skipped: _Optional[int] = ..., average_response_time_ms: _Optional[float] = ..., tags: _Optional[_Iterable[_Union[SpendStats, _Mapping]]] = ..., end_users: _Optional[_Iterable[_Union[SpendStats, _Mapping]]] = ..., groups_truncated: _Optional[bool] = ...) -> None: ...
 
 class DeploymentStats(_message.Message):
     __slots__ = ("deployment", "requests", "failed_requests", "latency_p50_ms", "latency_p99_ms", "time_to_first_token_p50_ms", "cost_usd")
@@ -734,6 +812,26 @@ class DeploymentStats(_message.Message):
     time_to_first_token_p50_ms: float
     cost_usd: float
     def __init__(self, deployment: _Optional[str] = ..., requests: _Optional[int] = ..., failed_requests: _Optional[int] = ..., latency_p50_ms: _Optional[float] = ..., latency_p99_ms: _Optional[float] = ..., time_to_first_token_p50_ms: _Optional[float] = ..., cost_usd: _Optional[float] = ...) -> None: ...
+
+class SpendStats(_message.Message):
+    __slots__ = ("tag_key", "value", "requests", "failed_requests", "input_tokens", "output_tokens", "cache_hits", "cost_usd")
+    TAG_KEY_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    FAILED_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CACHE_HITS_FIELD_NUMBER: _ClassVar[int]
+    COST_USD_FIELD_NUMBER: _ClassVar[int]
+    tag_key: str
+    value: str
+    requests: int
+    failed_requests: int
+    input_tokens: int
+    output_tokens: int
+    cache_hits: int
+    cost_usd: float
+    def __init__(self, tag_key: _Optional[str] = ..., value: _Optional[str] = ..., requests: _Optional[int] = ..., failed_requests: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cache_hits: _Optional[int] = ..., cost_usd: _Optional[float] = ...) -> None: ...
 
 class FirewallCategoryStats(_message.Message):
     __slots__ = ("category", "blocked", "redacted", "logged")

@@ -60,6 +60,8 @@ class RequestLogger:
             cache_hit=outcome.start is not None and outcome.start.cached,
             cost_usd=cost,
             semantic_cache_hit=outcome.start is not None and outcome.start.semantic,
+            end_user_id=loggable(outcome.metadata.end_user_id) if outcome.metadata is not None else "",
+            tags=_loggable_tags(outcome.metadata.tags) if outcome.metadata is not None else {},
         )
         self._buffer.add(record)
         if cost and not record.cache_hit:
@@ -77,3 +79,8 @@ class RequestLogger:
                 0.0 if record.cache_hit else cost,
                 outcome.latency_seconds,
             )
+
+
+def _loggable_tags(tags: dict[str, str]) -> dict[str, str]:
+    # A refused request is logged too: its tags, bounded, as a record may hold them.
+    return {loggable(key, 64): loggable(value, 512) for key, value in list(tags.items())[:16]}

@@ -20,7 +20,17 @@ KEY_VERSION = "v2"
 # as "Class.field": the only ones left out of the key. Every other field is in
 # it, a field added later included, so forgetting to list one costs a cache
 # miss, never a wrong answer (tests/test_cache_key.py walks the proto contract).
-ANSWER_NEUTRAL_FIELDS = frozenset({"ChatRequest.cache_bypass", "ChatRequest.cache_ttl_seconds"})
+# The request's metadata (end user, tags) is for attribution: the same
+# question from another end user or team shares the answer.
+ANSWER_NEUTRAL_FIELDS = frozenset(
+    {
+        "ChatRequest.cache_bypass",
+        "ChatRequest.cache_ttl_seconds",
+        "ChatRequest.metadata",
+        "RequestMetadata.end_user_id",
+        "RequestMetadata.tags",
+    }
+)
 
 
 def _as_set(values: Any) -> Any:

@@ -151,6 +151,28 @@ class GenerationConfig:
     reasoning: Reasoning | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class RequestMetadata:
+    """Who a call is for and how its spend is attributed; never changes the answer."""
+
+    end_user_id: str = ""
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderOptions:
+    """Parameters passed to a provider as they are, per provider, checked
+    against its allow-list (domain/provider_options.py)."""
+
+    openai: dict[str, Any] = field(default_factory=dict)
+    anthropic: dict[str, Any] = field(default_factory=dict)
+
+    def given(self) -> dict[ProviderKind, dict[str, Any]]:
+        """The sections that hold parameters."""
+        sections = {ProviderKind.OPENAI: self.openai, ProviderKind.ANTHROPIC: self.anthropic}
+        return {kind: section for kind, section in sections.items() if section}
+
+
 @dataclass(slots=True)
 class ChatRequest:
     model: str
@@ -159,6 +181,8 @@ class ChatRequest:
     # The request's say over the response cache: skip it, or keep the answer this long.
     cache_bypass: bool = False
     cache_ttl_seconds: float | None = None
+    metadata: RequestMetadata | None = None
+    provider_options: ProviderOptions | None = None
 
 
 @dataclass(frozen=True, slots=True)

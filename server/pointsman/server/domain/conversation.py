@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 
 from .caller import Caller
-from .chat import ChatRequest, Finish, GenerationConfig, Message, Role
+from .chat import ChatRequest, Finish, GenerationConfig, Message, ProviderOptions, RequestMetadata, Role
 from .errors import Unavailable, ViolationCollector
 from .history import HistoryWindow
 from .orchestrator import ChatEvent, CompletedAnswer, Orchestrator
@@ -38,6 +38,9 @@ class Conversation:
         self._config = config
         self.id = conversation_id
         self._history = history
+        # Every turn's call carries these (ConversationSetup's).
+        self.metadata: RequestMetadata | None = None
+        self.provider_options: ProviderOptions | None = None
 
     @classmethod
     async def open(
@@ -102,7 +105,13 @@ class Conversation:
         added = [Message(Role.TOOL, text, tool_call_id=call_id) for call_id, text in tool_results]
         if content:
             added.append(Message(Role.USER, content))
-        request = ChatRequest(self._model, self._window.apply([*self._history, *added]), self._config)
+        request = ChatRequest(
+            self._model,
+            self._window.apply([*self._history, *added]),
+            self._config,
+            metadata=self.metadata,
+            provider_options=self.provider_options,
+        )
         answer = CompletedAnswer()
         finish: Finish | None = None
         async for event in self._orchestrator.chat(request, self._caller):

@@ -19,6 +19,7 @@ from .chat import (
     FinishReason,
     ProviderEvent,
     ReasoningDelta,
+    RequestMetadata,
     ResponseFormat,
     Start,
     TextDelta,
@@ -34,6 +35,8 @@ from .firewall.engine import FirewallEngine
 from .firewall.output_guard import GuardStep, OutputGuard
 from .firewall.verdict import Action, Direction, Verdict
 from .ports.cache import CachedAnswer
+from .provider_options import check_options_served, check_provider_options
+from .request_metadata import check_metadata
 from .router import Router
 from .semantic.cache import SemanticCache
 from .single_flight import SingleFlight
@@ -61,6 +64,7 @@ class CallOutcome:
     caller saw, and the error that ended it (None if it finished)."""
 
     model: str
+    metadata: RequestMetadata | None = None  # who the call was for, its tags
     start: Start | None = None
     usage: Usage | None = None
     finish: Finish | None = None
@@ -191,6 +195,8 @@ class Orchestrator:
         check_model(request.model, errors)
         check_messages(request.messages, self.limits, errors)
         check_config(request.config, errors)
+        check_metadata(request.metadata, errors)
+        check_provider_options(request.provider_options, errors)
 
     def validate(self, request: ChatRequest, errors: ViolationCollector | None = None) -> None:
         errors = errors or ViolationCollector()
@@ -232,7 +238,7 @@ class Orchestrator:
         """The call's outcome, told to `on_call_end` however the call ends."""
         if self.on_call_end is None:
             return nullcontext()
-        return _Observed(self.on_call_end, caller, CallOutcome(request.model), received)
+        return _Observed(self.on_call_end, caller, CallOutcome(request.model, request.metadata), received)
 
     async def _open(
         self,
@@ -262,6 +268,12 @@ class Orchestrator:
         route = self.catalog.resolve(request.model, ModelKind.CHAT)
         if has_images(request):
             route = route_for_images(route)
+        if request.provider_options is not None:
+            served = ViolationCollector()
+            check_options_served(
+                request.provider_options, (d.provider for d in route.deployments), request.model, served
+            )
+            served.raise_if_any()
         verdict = await self.firewall.guard_prompt(request.messages, caller)
         if verdict.messages:  # the firewall redacted: the model gets the redacted prompt
             request = replace(request, messages=list(verdict.messages))

@@ -4,12 +4,20 @@ the same), and the request log's records themselves."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from .ports.conversations import Conversations
-from .ports.stores import CategoryCount, DecisionStore, RequestFilter, RequestLog, RequestRecord, RequestSummary
+from .ports.stores import (
+    CategoryCount,
+    DecisionStore,
+    RequestFilter,
+    RequestLog,
+    RequestRecord,
+    RequestSummary,
+    SpendGroups,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +27,7 @@ class Traffic:
     summary: RequestSummary
     categories: list[CategoryCount]  # in category order
     active_conversations: int
+    groups: SpendGroups = field(default_factory=SpendGroups)  # spend per tag value and end user, when asked
 
 
 class Stats:
@@ -38,14 +47,25 @@ class Stats:
         self._decisions = decisions
         self._conversations = conversations
 
-    async def traffic(self, organisation: str, window: timedelta) -> Traffic:
+    async def traffic(
+        self,
+        organisation: str,
+        window: timedelta,
+        *,
+        tag_keys: Sequence[str] = (),
+        by_end_user: bool = False,
+        max_groups: int = 100,
+    ) -> Traffic:
         await self._requests_flushed()
         end = datetime.now(UTC)
         start = end - window
         active = await self._conversations.count(organisation)
         summary = await self._requests.summarise(organisation, start, end)
         categories = await self._decisions.count_by_category(organisation, start, end)
-        return Traffic(start, end, summary, categories, active)
+        groups = SpendGroups()
+        if tag_keys or by_end_user:
+            groups = await self._requests.summarise_groups(organisation, start, end, tag_keys, by_end_user, max_groups)
+        return Traffic(start, end, summary, categories, active, groups)
 
     async def calls(
         self, organisation: str, where: RequestFilter, page_size: int, after_id: str | None

@@ -14,6 +14,8 @@ from typing import Any
 from ..domain import chat
 from ..domain.embedding import EmbedRequest
 from ..domain.errors import ViolationCollector
+from ..domain.provider_options import OPENAI_OPTIONS
+from ..domain.request_metadata import check_end_user_id, check_tags
 from .features import features_from_json
 
 ROLES = {
@@ -250,7 +252,40 @@ def chat_request_from_json(body: dict[str, Any], errors: ViolationCollector) -> 
         else:
             include_usage = options.get("include_usage") is True
     request = chat.ChatRequest(model, messages, config if config != _DEFAULT_CONFIG else _DEFAULT_CONFIG)
+    request.metadata = _metadata(body, errors)
+    request.provider_options = _provider_options(body, errors)
     return request, stream is True, include_usage
+
+
+def _metadata(body: dict[str, Any], errors: ViolationCollector) -> chat.RequestMetadata | None:
+    """OpenAI's `user` as the end user and its `metadata` map as the tags,
+    checked here so problems are named as the app wrote them; only a valid
+    pair reaches the request (the orchestrator would name its own fields)."""
+    user, tags = body.get("user"), body.get("metadata")
+    if user is None and tags is None:
+        return None
+    found = len(errors.violations)
+    end_user_id = _string(user, "user", errors)
+    check_end_user_id(end_user_id, errors, "user")
+    if tags is not None and (not isinstance(tags, dict) or not all(isinstance(v, str) for v in tags.values())):
+        errors.add("metadata", "must be an object of string values")
+        tags = {}
+    check_tags(tags or {}, errors, "metadata")
+    return chat.RequestMetadata(end_user_id, dict(tags or {})) if len(errors.violations) == found else None
+
+
+def _provider_options(body: dict[str, Any], errors: ViolationCollector) -> chat.ProviderOptions | None:
+    """OpenAI's own parameters on the allow-list (presence_penalty,
+    logit_bias, service_tier...) passed through to OpenAI deployments; a
+    model with none refuses them (docs/http.md)."""
+    # `metadata` is the tags here (`_metadata`), as apps on the SDK mean it.
+    given = {name: body[name] for name in OPENAI_OPTIONS if name != "metadata" and body.get(name) is not None}
+    if not given:
+        return None
+    found = len(errors.violations)
+    for name, value in given.items():
+        OPENAI_OPTIONS[name](value, errors, name)
+    return chat.ProviderOptions(openai=given) if len(errors.violations) == found else None
 
 
 def embed_request_from_json(body: dict[str, Any], errors: ViolationCollector) -> tuple[EmbedRequest, bool]:

@@ -31,6 +31,7 @@ from ..domain.chat import (
     Usage,
 )
 from ..domain.errors import InvalidArgument
+from ..domain.provider_options import wire_value
 from . import upstream_errors
 from .sse_lines import LineSplitter
 from .upstream_http import UpstreamHttp, sdk_request_target
@@ -233,6 +234,11 @@ def request_body(model: str, request: ChatRequest, incremental: bool) -> dict[st
                 "config.reasoning.budget_tokens", f"must be below max_tokens ({body['max_tokens']}) on Anthropic models"
             )
         body["thinking"] = {"type": "enabled", "budget_tokens": reasoning.budget_tokens}
+    if request.metadata is not None and request.metadata.end_user_id:
+        body["metadata"] = {"user_id": request.metadata.end_user_id}
+    if request.provider_options is not None and request.provider_options.anthropic:
+        # Checked against the allow-list, which holds nothing set above.
+        body.update(wire_value(request.provider_options.anthropic))
     return body
 
 

@@ -32,6 +32,7 @@ from ..domain.chat import (
     Usage,
 )
 from ..domain.errors import InvalidArgument
+from ..domain.provider_options import wire_value
 from ..domain.structured_output import DEFAULT_SCHEMA_NAME
 from . import upstream_errors
 from .sse_lines import LineSplitter
@@ -226,6 +227,13 @@ def _request_body(model: str, request: ChatRequest, incremental: bool) -> dict[s
             kwargs["reasoning_effort"] = config.reasoning.effort.value
     if config.response_format is not None:
         kwargs["response_format"] = _response_format(config.response_format)
+    if request.metadata is not None and request.metadata.end_user_id:
+        # `user`, not the newer `safety_identifier`: OpenAI takes both, and
+        # the compatible servers (vLLM, Ollama, Groq) know only `user`.
+        kwargs["user"] = request.metadata.end_user_id
+    if request.provider_options is not None and request.provider_options.openai:
+        # Checked against the allow-list, which holds nothing set above.
+        kwargs.update(wire_value(request.provider_options.openai))
     return kwargs
 
 

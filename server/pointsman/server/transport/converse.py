@@ -18,6 +18,8 @@ from ..domain.errors import DomainError, InvalidArgument, ViolationCollector
 from ..domain.history import HistoryWindow
 from ..domain.orchestrator import Orchestrator
 from ..domain.ports.conversations import Conversations
+from ..domain.provider_options import check_provider_options
+from ..domain.request_metadata import check_metadata
 from ..domain.validation import check_config
 from . import convert
 from .errors import turn_error
@@ -69,8 +71,16 @@ class ConverseSession:
             errors.add("setup.model", "is required")
         config = convert.config_from_proto(setup.config, errors, "setup.config")
         check_config(config, errors, "setup.config")
+        metadata = convert.metadata_from_proto(setup.metadata) if setup.HasField("metadata") else None
+        check_metadata(metadata, errors, "setup.metadata")
+        options = None
+        if setup.HasField("provider_options"):
+            options = convert.provider_options_from_proto(setup.provider_options, errors, "setup.provider_options")
+            check_provider_options(options, errors, "setup.provider_options")
         errors.raise_if_any()
-        self._orchestrator.catalog.resolve(model)  # NotFound before a malformed conversation name
+        # NotFound before a malformed conversation name. Options for a provider
+        # the model lacks fail each turn (the orchestrator checks the routed model).
+        self._orchestrator.catalog.resolve(model)
         conversation_id = None
         if setup.conversation:
             conversation_id = resource_id(setup.conversation, "conversations", "setup.conversation")
@@ -84,6 +94,8 @@ class ConverseSession:
             conversation_id=conversation_id,
             system_prompt=setup.system_prompt,
         )
+        self._conversation.metadata = metadata
+        self._conversation.provider_options = options
         started = pb.ConversationStarted(
             conversation=f"conversations/{self._conversation.id}", history_length=self._conversation.history_length
         )

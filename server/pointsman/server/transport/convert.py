@@ -300,6 +300,10 @@ def chat_request_from_proto(request: Any, errors: ViolationCollector, default_mo
         messages=messages_from_proto(request.messages, errors),
         config=config_from_proto(request.config, errors) if request.HasField("config") else _DEFAULT_CONFIG,
     )
+    if request.HasField("metadata"):
+        domain.metadata = metadata_from_proto(request.metadata)
+    if request.HasField("provider_options"):
+        domain.provider_options = provider_options_from_proto(request.provider_options, errors)
     if hasattr(request, "cache") and request.HasField("cache"):
         domain.cache_bypass = request.cache.bypass
         if request.cache.HasField("ttl"):
@@ -308,6 +312,31 @@ def chat_request_from_proto(request: Any, errors: ViolationCollector, default_mo
                 errors.add("cache.ttl", f"must be more than 0 and at most {MAX_CACHE_TTL_SECONDS} seconds")
             domain.cache_ttl_seconds = ttl
     return domain
+
+
+def metadata_from_proto(metadata: orch.RequestMetadata) -> chat.RequestMetadata:
+    return chat.RequestMetadata(metadata.end_user_id, dict(metadata.tags))
+
+
+def provider_options_from_proto(
+    options: orch.ProviderOptions, errors: ViolationCollector, path: str = "provider_options"
+) -> chat.ProviderOptions:
+    """Each section as plain JSON values; the allow-lists are the domain's
+    (domain/provider_options.py)."""
+    return chat.ProviderOptions(
+        openai=_options(options, "openai", errors, path),
+        anthropic=_options(options, "anthropic", errors, path),
+    )
+
+
+def _options(options: orch.ProviderOptions, name: str, errors: ViolationCollector, path: str) -> dict[str, Any]:
+    if not options.HasField(name):
+        return {}
+    try:
+        return dict(json_format.MessageToDict(getattr(options, name)))
+    except ValueError:  # NaN or infinity
+        errors.add(f"{path}.{name}", "numbers must be finite")
+        return {}
 
 
 def usage_to_proto(usage: chat.Usage) -> chat_pb2.Usage:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import AsyncIterator
 
@@ -19,12 +20,14 @@ from ..domain.batches.runner import (
     BatchItem,
     BatchProgress,
 )
+from ..domain.catalog import ModelRoute
 from ..domain.embedding import EmbedRequest, ModelKind
 from ..domain.embeddings import Embeddings
 from ..domain.errors import DomainError, InvalidArgument, ViolationCollector
 from ..domain.history import HistoryWindow
 from ..domain.orchestrator import FirewallNotice, Orchestrator
 from ..domain.ports.conversations import Conversations
+from ..domain.provider_options import check_options_served
 from ..domain.stats import Stats
 from ..domain.validation import check_model, has_control_characters
 from ..metrics import Metrics
@@ -117,7 +120,11 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             errors.add("models", "must not repeat a model")
         messages = convert.messages_from_proto(request.messages, errors)
         config = convert.config_from_proto(request.config, errors)
-        requests = [chat.ChatRequest(m, messages, config) for m in models]
+        metadata = convert.metadata_from_proto(request.metadata) if request.HasField("metadata") else None
+        options = None
+        if request.HasField("provider_options"):
+            options = convert.provider_options_from_proto(request.provider_options, errors)
+        requests = [chat.ChatRequest(m, messages, config, metadata=metadata, provider_options=options) for m in models]
         if requests:
             self._orchestrator.check(requests[0], errors)  # they differ only in model
         for index, model in enumerate(models[1:], 1):
@@ -127,8 +134,12 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             errors.raise_if_any()
             self._orchestrator.catalog.resolve(request.judge_model, ModelKind.CHAT, "judge_model")
         errors.raise_if_any()
-        for index, r in enumerate(requests):  # unknown models fail the call up front
+        routes = [  # unknown models fail the call up front
             self._orchestrator.catalog.resolve(r.model, ModelKind.CHAT, f"models[{index}]")
+            for index, r in enumerate(requests)
+        ]
+        if options is not None:
+            requests = _options_per_model(requests, routes, options)
 
         caller = self._calls.caller()
         answers: dict[str, list[str]] = {m: [] for m in models}
@@ -142,7 +153,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
                 yield pb.CompareResponse(model=model, **convert.event_fields(item))
 
         if request.judge_model:
-            judge = chat.ChatRequest(request.judge_model, _judge_prompt(messages, answers), config)
+            judge = chat.ChatRequest(request.judge_model, _judge_prompt(messages, answers), config, metadata=metadata)
             try:
                 async for event in self._orchestrator.chat(judge, caller):
                     if not isinstance(event, FirewallNotice):  # CompareResponse has no notice event
@@ -268,6 +279,27 @@ def _batch_to_proto(batch: BatchProgress) -> pb.Batch:
         cancelled_items=batch.cancelled,
         create_time=convert.timestamp(batch.create_time),
     )
+
+
+def _options_per_model(
+    requests: list[chat.ChatRequest], routes: list[ModelRoute], options: chat.ProviderOptions
+) -> list[chat.ChatRequest]:
+    """Each model gets the sections of the providers it is served by; a
+    section none of the models can take is refused, as for one model."""
+    served: set[chat.ProviderKind] = set()
+    out = []
+    for request, route in zip(requests, routes, strict=True):
+        providers = {d.provider for d in route.deployments}
+        served |= providers
+        own = {kind: section for kind, section in options.given().items() if kind in providers}
+        mine = chat.ProviderOptions(
+            openai=own.get(chat.ProviderKind.OPENAI, {}), anthropic=own.get(chat.ProviderKind.ANTHROPIC, {})
+        )
+        out.append(dataclasses.replace(request, provider_options=mine if own else None))
+    errors = ViolationCollector()
+    check_options_served(options, served, "none of the models", errors)
+    errors.raise_if_any()
+    return out
 
 
 def _judge_prompt(messages: list[chat.Message], answers: dict[str, list[str]]) -> list[chat.Message]:

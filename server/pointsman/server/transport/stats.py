@@ -8,7 +8,8 @@ from datetime import timedelta
 from pointsman.orchestrator.v1 import orchestrator_pb2 as pb
 
 from ..domain.errors import InvalidArgument, ViolationCollector
-from ..domain.ports.stores import RequestFilter, RequestRecord
+from ..domain.ports.stores import RequestFilter, RequestRecord, SpendGroup
+from ..domain.request_metadata import check_end_user_id, check_tag_key, check_tags
 from ..domain.stats import Stats
 from ..domain.validation import check_text
 from . import convert
@@ -29,9 +30,46 @@ def stats_window(request: pb.GetStatsRequest) -> timedelta:
     return request.window.ToTimedelta()
 
 
+MAX_TAG_KEYS = 8
+MAX_GROUPS = 1000
+DEFAULT_GROUPS = 100
+MAX_TAG_FILTERS = 4
+
+
+def _group_request(request: pb.GetStatsRequest) -> tuple[list[str], int]:
+    errors = ViolationCollector()
+    keys = list(request.tag_keys)
+    if len(keys) > MAX_TAG_KEYS:
+        errors.add("tag_keys", f"at most {MAX_TAG_KEYS} keys are allowed")
+    for index, key in enumerate(keys[:MAX_TAG_KEYS]):
+        check_tag_key(key, errors, f"tag_keys[{index}]")
+    if not 0 <= request.max_groups <= MAX_GROUPS:
+        errors.add("max_groups", f"must be from 1 to {MAX_GROUPS}, or 0 for {DEFAULT_GROUPS}")
+    errors.raise_if_any()
+    return list(dict.fromkeys(keys)), request.max_groups or DEFAULT_GROUPS
+
+
+def _spend(group: SpendGroup) -> pb.SpendStats:
+    return pb.SpendStats(
+        tag_key=group.tag_key,
+        value=group.value,
+        requests=group.requests,
+        failed_requests=group.failed_requests,
+        input_tokens=group.input_tokens,
+        output_tokens=group.output_tokens,
+        cache_hits=group.cache_hits,
+        cost_usd=group.cost_usd,
+    )
+
+
 async def get_stats(stats: Stats, request: pb.GetStatsRequest, organisation: str) -> pb.GetStatsResponse:
-    traffic = await stats.traffic(organisation, stats_window(request))
+    window = stats_window(request)
+    tag_keys, max_groups = _group_request(request)
+    traffic = await stats.traffic(
+        organisation, window, tag_keys=tag_keys, by_end_user=request.by_end_user, max_groups=max_groups
+    )
     summary = traffic.summary
+    groups = traffic.groups
     return pb.GetStatsResponse(
         start_time=convert.timestamp(traffic.start_time),
         end_time=convert.timestamp(traffic.end_time),
@@ -73,6 +111,9 @@ async def get_stats(stats: Stats, request: pb.GetStatsRequest, organisation: str
         llm_calls=summary.llm_calls,
         llm_calls_skipped=summary.cache_hits,
         average_response_time_ms=summary.average_latency_ms,
+        tags=[_spend(g) for g in groups.tags],
+        end_users=[_spend(g) for g in groups.end_users],
+        groups_truncated=groups.truncated,
     )
 
 
@@ -80,12 +121,17 @@ async def list_calls(stats: Stats, request: pb.ListCallsRequest, organisation: s
     errors = ViolationCollector()
     for field in ("model", "principal", "status_code"):
         check_text(getattr(request, field), errors, field, max_chars=MAX_FILTER_CHARS)
+    check_end_user_id(request.end_user_id, errors, "end_user_id")
+    tags = dict(request.tags)
+    check_tags(tags, errors, "tags", max_tags=MAX_TAG_FILTERS)
     where = RequestFilter(
         model=request.model or None,
         principal=request.principal or None,
         status_code=request.status_code or None,
         start_time=convert.time_field(request, "start_time", errors),
         end_time=convert.time_field(request, "end_time", errors),
+        end_user_id=request.end_user_id or None,
+        tags=tags,
     )
     errors.raise_if_any()
     after_id = decode_record_cursor(request.page_token)
@@ -110,4 +156,6 @@ def _call(record: RequestRecord) -> pb.Call:
         time_to_first_token_ms=record.time_to_first_token_ms or 0.0,
         cache_hit=record.cache_hit,
         cost_usd=record.cost_usd,
+        end_user_id=record.end_user_id,
+        tags=record.tags,
     )

@@ -125,6 +125,13 @@ class Database(Session, Protocol):
     delete_oldest: str  # {table}: up to ? rows made before ?
     count_by_tag: str  # decisions per category; {categories}: the known ones as JSON
     deployment_percentiles: str  # {window}: see sql.py
+    # A JSON object column's entries as rows (key, value: text), to join:
+    # {column} names the column.
+    json_entries: str
+
+    def has_entry(self, column: str, key: str, value: str) -> tuple[str, tuple[Any, ...]]:
+        """A condition and its parameters: the JSON object column holds key: value."""
+        ...
 
 
 def read_time_or_none(database: Database, value: Any) -> datetime | None:
@@ -232,6 +239,11 @@ class SqliteDatabase:
     name: Literal["sqlite"] = "sqlite"
     lock_row = ""  # the write transaction holds the whole file
     binary_order = ""  # BINARY is SQLite's default collation
+    json_entries = "json_each({column}) AS entry"
+
+    @staticmethod
+    def has_entry(column: str, key: str, value: str) -> tuple[str, tuple[Any, ...]]:
+        return f"EXISTS (SELECT 1 FROM json_each({column}) WHERE key = ? AND value = ?)", (key, value)
 
     def __init__(self, connection: aiosqlite.Connection, migrated: tuple[int, ...] = ()) -> None:
         self._connection = connection
@@ -479,6 +491,12 @@ class PostgresDatabase(_PostgresSession):
     name: Literal["postgres"] = "postgres"
     lock_row = " FOR UPDATE"
     binary_order = ' COLLATE "C"'  # the database's collation may sort by language
+    json_entries = "jsonb_each_text({column}) AS entry"
+
+    @staticmethod
+    def has_entry(column: str, key: str, value: str) -> tuple[str, tuple[Any, ...]]:
+        # Containment: the GIN index of migration 0009 answers it.
+        return f"{column} @> ?::jsonb", (json.dumps({key: value}),)
 
     def __init__(self, pool: asyncpg.Pool, migrated: tuple[int, ...] = ()) -> None:
         super().__init__(pool)

@@ -25,6 +25,8 @@ from ...domain.ports.stores import (
     RequestSummary,
     RuleChange,
     RuleChangeType,
+    SpendGroup,
+    SpendGroups,
     StoredApiKey,
     User,
     UserRole,
@@ -58,9 +60,9 @@ class _Where:
         self.clauses = [clause]
         self.params = [value]
 
-    def add(self, clause: str, value: Any) -> None:
+    def add(self, clause: str, *values: Any) -> None:
         self.clauses.append(clause)
-        self.params.append(value)
+        self.params.extend(values)
 
     @property
     def sql(self) -> str:
@@ -360,6 +362,8 @@ REQUEST_LOG = Table(
         ("cache_hit", Kind.BOOLEAN),
         ("cost_usd", Kind.REAL),
         ("semantic_cache_hit", Kind.BOOLEAN),
+        ("end_user_id", Kind.TEXT),
+        ("tags", Kind.JSON),
     ),
 )
 
@@ -401,6 +405,30 @@ def _request(db: Database, row: Row) -> RequestRecord:
         cache_hit=bool(row["cache_hit"]),
         cost_usd=row["cost_usd"],
         semantic_cache_hit=bool(row["semantic_cache_hit"]),
+        end_user_id=row["end_user_id"],
+        tags=json.loads(row["tags"]),
+    )
+
+
+# One group's figures, as SpendGroup holds them.
+_GROUP_FIGURES = """count(*) AS requests,
+       count(*) FILTER (WHERE status_code <> 'OK') AS failed_requests,
+       coalesce(sum(input_tokens), 0) AS input_tokens,
+       coalesce(sum(output_tokens), 0) AS output_tokens,
+       count(*) FILTER (WHERE cache_hit) AS cache_hits,
+       coalesce(sum(cost_usd) FILTER (WHERE NOT cache_hit), 0) AS cost_usd"""
+
+
+def _spend_group(row: Row) -> SpendGroup:
+    return SpendGroup(
+        tag_key=row["tag_key"],
+        value=row["value"],
+        requests=row["requests"],
+        failed_requests=row["failed_requests"],
+        input_tokens=row["input_tokens"],
+        output_tokens=row["output_tokens"],
+        cache_hits=row["cache_hits"],
+        cost_usd=float(row["cost_usd"]),
     )
 
 
@@ -426,6 +454,8 @@ class SqlRequestLog(_AppendOnlyLog[RequestRecord]):
                 e.cache_hit,
                 e.cost_usd,
                 e.semantic_cache_hit,
+                e.end_user_id,
+                json.dumps(e.tags, ensure_ascii=False, sort_keys=True),
             )
             for e in entries
         ]
@@ -442,6 +472,11 @@ class SqlRequestLog(_AppendOnlyLog[RequestRecord]):
         ):
             if value is not None:
                 conditions.add(f"{column} = ?", value)
+        if where.end_user_id is not None:
+            conditions.add("end_user_id = ?", where.end_user_id)
+        for key, value in where.tags.items():
+            clause, params = db.has_entry("tags", key, value)
+            conditions.add(clause, *params)
         return await _page(db, "request_log", conditions, page_size, lambda row: _request(db, row))
 
     async def cost_since(self, organisation: str, start_time: datetime, principal: str | None = None) -> float:
@@ -467,6 +502,49 @@ class SqlRequestLog(_AppendOnlyLog[RequestRecord]):
             totals = await snapshot.fetchrow(_SUMMARY_TOTALS, *window)
             deployments = await snapshot.fetch(deployments_sql, *window)
         return request_summary(totals, deployments)
+
+    async def summarise_groups(
+        self,
+        organisation: str,
+        start_time: datetime,
+        end_time: datetime,
+        tag_keys: Sequence[str],
+        by_end_user: bool,
+        limit: int,
+    ) -> SpendGroups:
+        db = self._db
+        window = (require_organisation(organisation), db.time(start_time), db.time(end_time))
+        # Costliest, then busiest, then by name: the same order on every replica.
+        order = " ORDER BY cost_usd DESC, requests DESC, {names} LIMIT ?"
+        binary = db.binary_order
+        tags: list[Row] = []
+        end_users: list[Row] = []
+        async with db.snapshot() as snapshot:  # both lists from one snapshot
+            if tag_keys:
+                keys = ", ".join("?" for _ in tag_keys)
+                tags = await snapshot.fetch(
+                    f"SELECT entry.key AS tag_key, entry.value AS value, {_GROUP_FIGURES}"
+                    f" FROM request_log, {db.json_entries.format(column='request_log.tags')}"
+                    f" WHERE organisation = ? AND create_time >= ? AND create_time < ? AND tags <> '{{}}'"
+                    f" AND entry.key IN ({keys}) GROUP BY entry.key, entry.value"
+                    + order.format(names=f"entry.key{binary}, entry.value{binary}"),
+                    *window,
+                    *tag_keys,
+                    limit + 1,
+                )
+            if by_end_user:
+                end_users = await snapshot.fetch(
+                    f"SELECT '' AS tag_key, end_user_id AS value, {_GROUP_FIGURES}"
+                    f" {_REQUESTS_IN_WINDOW} AND end_user_id <> '' GROUP BY end_user_id"
+                    + order.format(names=f"end_user_id{binary}"),
+                    *window,
+                    limit + 1,
+                )
+        return SpendGroups(
+            tags=tuple(_spend_group(row) for row in tags[:limit]),
+            end_users=tuple(_spend_group(row) for row in end_users[:limit]),
+            truncated=len(tags) > limit or len(end_users) > limit,
+        )
 
 
 # Users and API keys ---------------------------------------------------------

@@ -152,6 +152,8 @@ class RequestRecord:
     # cache hit, what the answer would have cost.
     cost_usd: float = 0.0
     semantic_cache_hit: bool = False  # a cache hit the semantic cache answered
+    end_user_id: str = ""  # the caller's RequestMetadata; "" when not given
+    tags: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +163,29 @@ class RequestFilter:
     status_code: str | None = None
     start_time: datetime | None = None
     end_time: datetime | None = None
+    end_user_id: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)  # every one of them
+
+
+@dataclass(frozen=True, slots=True)
+class SpendGroup:
+    """The calls of one tag value (`tag_key` set) or of one end user (`tag_key` "")."""
+
+    tag_key: str
+    value: str
+    requests: int = 0
+    failed_requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_hits: int = 0
+    cost_usd: float = 0.0  # upstream calls only: cache hits cost nothing
+
+
+@dataclass(frozen=True, slots=True)
+class SpendGroups:
+    tags: tuple[SpendGroup, ...] = ()  # costliest, then busiest, first
+    end_users: tuple[SpendGroup, ...] = ()
+    truncated: bool = False  # some group beyond `limit` was left out
 
 
 class RequestLog(Protocol):
@@ -175,6 +200,20 @@ class RequestLog(Protocol):
 
     async def summarise(self, organisation: str, start_time: datetime, end_time: datetime) -> RequestSummary:
         """The calls made in [start_time, end_time), computed in the database."""
+        ...
+
+    async def summarise_groups(
+        self,
+        organisation: str,
+        start_time: datetime,
+        end_time: datetime,
+        tag_keys: Sequence[str],
+        by_end_user: bool,
+        limit: int,
+    ) -> SpendGroups:
+        """The calls in [start_time, end_time) summed per value of each of
+        `tag_keys` and (with `by_end_user`) per end user, in the database; at
+        most `limit` groups in each list."""
         ...
 
     async def cost_since(self, organisation: str, start_time: datetime, principal: str | None = None) -> float:
