@@ -318,6 +318,19 @@ async def test_openai_gets_an_effort_and_its_reasoning_streams_apart(
     assert openai_upstream.last_request["reasoning_effort"] == "high"
 
 
+async def test_complete_returns_the_reasoning_apart_from_the_answer(
+    gateway: AsyncClient, openai_upstream: FakeOpenAI
+) -> None:
+    openai_upstream.reasoning_text = "Let me think."
+    high = chat_pb2.Reasoning(effort=chat_pb2.REASONING_EFFORT_HIGH)
+    request = reasoning_request("gpt-test", high)
+    response = await gateway.orchestrator.Complete(
+        orch.CompleteRequest(model=request.model, messages=request.messages, config=request.config)
+    )
+    assert response.reasoning == "Let me think."
+    assert response.message.content == "Echo: think"
+
+
 async def test_anthropic_gets_a_thinking_budget_or_an_effort(
     gateway: AsyncClient, anthropic_upstream: FakeAnthropic
 ) -> None:

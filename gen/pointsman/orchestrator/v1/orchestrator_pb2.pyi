@@ -286,18 +286,20 @@ class CompleteRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[_chat_pb2.ChatMessage, _Mapping]]] = ..., config: _Optional[_Union[_chat_pb2.GenerationConfig, _Mapping]] = ..., cache: _Optional[_Union[CacheControl, _Mapping]] = ..., metadata: _Optional[_Union[RequestMetadata, _Mapping]] = ..., provider_options: _Optional[_Union[ProviderOptions, _Mapping]] = ...) -> None: ...
 
 class CompleteResponse(_message.Message):
-    __slots__ = ("start", "message", "usage", "finish", "firewall_notices")
+    __slots__ = ("start", "message", "usage", "finish", "firewall_notices", "reasoning")
     START_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
     FINISH_FIELD_NUMBER: _ClassVar[int]
     FIREWALL_NOTICES_FIELD_NUMBER: _ClassVar[int]
+    REASONING_FIELD_NUMBER: _ClassVar[int]
     start: ChatStart
     message: _chat_pb2.ChatMessage
     usage: _chat_pb2.Usage
     finish: ChatFinish
     firewall_notices: _containers.RepeatedCompositeFieldContainer[FirewallNotice]
-    def __init__(self, start: _Optional[_Union[ChatStart, _Mapping]] = ..., message: _Optional[_Union[_chat_pb2.ChatMessage, _Mapping]] = ..., usage: _Optional[_Union[_chat_pb2.Usage, _Mapping]] = ..., finish: _Optional[_Union[ChatFinish, _Mapping]] = ..., firewall_notices: _Optional[_Iterable[_Union[FirewallNotice, _Mapping]]] = ...) -> None: ...
+    reasoning: str
+    def __init__(self, start: _Optional[_Union[ChatStart, _Mapping]] = ..., message: _Optional[_Union[_chat_pb2.ChatMessage, _Mapping]] = ..., usage: _Optional[_Union[_chat_pb2.Usage, _Mapping]] = ..., finish: _Optional[_Union[ChatFinish, _Mapping]] = ..., firewall_notices: _Optional[_Iterable[_Union[FirewallNotice, _Mapping]]] = ..., reasoning: _Optional[str] = ...) -> None: ...
 
 class ConverseRequest(_message.Message):
     __slots__ = ("setup", "turn", "cancel")

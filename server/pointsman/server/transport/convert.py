@@ -493,6 +493,8 @@ def complete_response(answer: CompletedAnswer) -> orch.CompleteResponse:
     message.content = answer.content
     for c in answer.tool_calls:
         message.tool_calls.add(id=c.id, name=c.name, arguments_json=c.arguments_json)
+    if answer.reasoning:
+        response.reasoning = answer.reasoning_text
     if answer.notices:
         response.firewall_notices.extend(notice_to_proto(n) for n in answer.notices)
     start = answer.start
