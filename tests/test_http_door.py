@@ -65,6 +65,12 @@ def routes_file(tmp_path: Path, upstream: FakeOpenAI) -> str:
                         "deployments": [{"endpoint": "fake", "model": "text-embedding-fake"}],
                     },
                 },
+                "routers": {
+                    "auto": {
+                        "default": "gpt",
+                        "classes": {"slow": {"model": "slow", "examples": ["Take your time over this one."]}},
+                    }
+                },
             }
         )
     )
@@ -203,8 +209,11 @@ async def test_tools_come_back_as_tool_calls(sdk: openai.AsyncOpenAI) -> None:
 
 async def test_models_and_embeddings(sdk: openai.AsyncOpenAI) -> None:
     models = [m.id async for m in sdk.models.list()]
-    assert {"down", "embed", "gpt"} <= set(models)
+    assert {"down", "embed", "gpt", "auto"} <= set(models)  # router aliases too
     assert (await sdk.models.retrieve("gpt")).id == "gpt"
+    assert (await sdk.models.retrieve("auto")).id == "auto"
+    routed = await sdk.chat.completions.create(model="auto", messages=[{"role": "user", "content": "hi"}])
+    assert routed.choices[0].message.content == "Echo: hi"
     with pytest.raises(openai.NotFoundError):
         await sdk.models.retrieve("nope")
     # The SDK asks for base64 unless told; both encodings give the fake's vectors.

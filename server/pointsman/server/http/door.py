@@ -320,15 +320,21 @@ class HttpDoor:
         result = await self._embeddings.embed(embed_request, caller)
         return _json_response(embeddings_json(result, as_base64), caller.request_id)
 
+    def _served_aliases(self) -> list[str]:
+        """Model aliases, then router aliases (which a client names as a model)."""
+        aliases = [r.alias for r in self._orchestrator.catalog.routes()]
+        if self._orchestrator.classes is not None:
+            aliases += self._orchestrator.classes.aliases
+        return aliases
+
     async def _models(self, request: web.Request) -> web.StreamResponse:
         caller = await self._caller(request, "ListModels")
-        aliases = [r.alias for r in self._orchestrator.catalog.routes()]
-        return _json_response(models_json(aliases), caller.request_id)
+        return _json_response(models_json(self._served_aliases()), caller.request_id)
 
     async def _model(self, request: web.Request) -> web.StreamResponse:
         caller = await self._caller(request, "ListModels")
         alias = request.match_info["model"]
-        if alias not in {r.alias for r in self._orchestrator.catalog.routes()}:
+        if alias not in self._served_aliases():
             raise NotFound(
                 f"model '{alias[:256]}' is not served here; GET /v1/models lists the models that are",
                 reason="MODEL_NOT_FOUND",
