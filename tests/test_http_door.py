@@ -340,7 +340,8 @@ async def test_malformed_bodies_get_clear_json_errors(door: tuple[PointsmanServe
         json.dumps({"model": "gpt", "messages": [{"role": "user", "content": [image]}]}).encode(),
     )
     # Images are taken (tests/test_images.py), but by https or data: URL only.
-    assert status == 400 and body["error"]["param"] == "messages[0].parts[0].image.url"
+    # Named as the client sent it: OpenAI's content part, not the gRPC contract's path.
+    assert status == 400 and body["error"]["param"] == "messages[0].content[0].image_url.url"
     status, body = await _post(server, key, "/embeddings", json.dumps({"model": "embed", "input": [[1, 2]]}).encode())
     assert status == 400 and body["error"]["param"] == "input"
     # Unknown fields are tolerated, as OpenAI tolerates them.

@@ -336,8 +336,8 @@ async def test_the_openai_sdk_sends_an_image_content_array_through_the_door(
         ({"url": "data:image/png;base64,@@@@"}, "messages[0].content[1].image_url.url"),
         ({"url": PHOTO_URL, "detail": "ultra"}, "messages[0].content[1].image_url.detail"),
         ("not an object", "messages[0].content[1].image_url"),
-        ({"url": f"data:image/gif;base64,{b64(PNG)}"}, "messages[0].parts[1].image.data"),
-        ({"url": "ftp://example.com/a.png"}, "messages[0].parts[1].image.url"),
+        ({"url": f"data:image/gif;base64,{b64(PNG)}"}, "messages[0].content[1].image_url.url"),
+        ({"url": "ftp://example.com/a.png"}, "messages[0].content[1].image_url.url"),
     ],
 )
 async def test_bad_images_at_the_door_are_400_naming_the_field(

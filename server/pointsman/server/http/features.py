@@ -137,6 +137,9 @@ _PARAMS = [
     ("config.parallel_tool_calls", "parallel_tool_calls"),
 ]
 _TOOL_NAME = re.compile(r"^config\.tools\[(\d+)\]\.name")
+# Content parts: the door keeps them in order, so `parts[j]` is `content[j]`;
+# an image's url, bytes and type all came from its `image_url.url`.
+_PART = re.compile(r"^(messages\[\d+\])\.parts(\[\d+\])(?:\.image(?:\.(url|data|mime_type|detail))?)?")
 
 
 def openai_param(path: str) -> str:
@@ -144,6 +147,15 @@ def openai_param(path: str) -> str:
     for domain_path, param in _PARAMS:
         if path == domain_path or path.startswith(domain_path + ".") or path.startswith(domain_path + "["):
             return param
+    part = _PART.match(path)
+    if part is not None:
+        message, index, image_field = part.groups()
+        if part.group(0).endswith(".image"):
+            return f"{message}.content{index}.image_url" + path[part.end() :]
+        if image_field is not None:
+            leaf = "detail" if image_field == "detail" else "url"
+            return f"{message}.content{index}.image_url.{leaf}" + path[part.end() :]
+        return f"{message}.content{index}" + path[part.end() :]
     tool = _TOOL_NAME.match(path)
     if tool is not None:
         return f"tools[{tool.group(1)}].function.name" + path[tool.end() :]
