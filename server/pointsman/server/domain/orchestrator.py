@@ -201,6 +201,15 @@ class Orchestrator:
         check_metadata(request.metadata, errors)
         check_provider_options(request.provider_options, errors)
 
+    def chat_routes(self, alias: str, path: str = "model") -> list[ModelRoute]:
+        """The routes a chat call to `alias` may take: its own, or each one a
+        router alias may send it to. Raises as `catalog.resolve` does, naming
+        `path`, for an alias that is neither a chat model nor a router."""
+        spec = self.classes.spec(alias) if self.classes is not None else None
+        if spec is None:
+            return [self.catalog.resolve(alias, ModelKind.CHAT, path)]
+        return [self.catalog.resolve(target, ModelKind.CHAT) for target in spec.targets]
+
     def validate(self, request: ChatRequest, errors: ViolationCollector | None = None) -> None:
         errors = errors or ViolationCollector()
         self.check(request, errors)
