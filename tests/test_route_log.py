@@ -231,6 +231,23 @@ async def _drain(stream: Any) -> None:
         pass
 
 
+async def test_converse_routes_each_turn_of_a_router_alias_by_its_own_text(gateway: tuple[Any, AsyncClient]) -> None:
+    _, client = gateway
+    requests = [
+        orch.ConverseRequest(setup=orch.ConversationSetup(model="auto")),
+        orch.ConverseRequest(turn=orch.UserTurn(turn_id="t1", content="Here is the stack trace of my crash")),
+        orch.ConverseRequest(turn=orch.UserTurn(turn_id="t2", content="What is the integral of x cubed?")),
+    ]
+    events = [e async for e in client.orchestrator.Converse(iter(requests))]
+    starts = [e.start for e in events if e.HasField("start")]
+    assert [(s.model, s.route_class, s.routed_model) for s in starts] == [
+        ("auto", "code", "coder"),
+        ("auto", "math", "mathematician"),
+    ]
+    calls = (await client.orchestrator.ListCalls(orch.ListCallsRequest(model="auto"))).calls
+    assert [c.route_class for c in calls] == ["math", "code"]
+
+
 # --------------------------------------------------------------------------- health
 
 
