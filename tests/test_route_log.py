@@ -248,6 +248,14 @@ async def test_converse_routes_each_turn_of_a_router_alias_by_its_own_text(gatew
     assert [c.route_class for c in calls] == ["math", "code"]
 
 
+async def test_converse_refuses_an_embedding_alias_at_setup(gateway: tuple[Any, AsyncClient]) -> None:
+    _, client = gateway
+    requests = [orch.ConverseRequest(setup=orch.ConversationSetup(model="builtin-embedding"))]
+    error = await raises(_drain(client.orchestrator.Converse(iter(requests))))
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT and error.reason == "MODEL_KIND_MISMATCH"
+    assert [v.field for v in error.field_violations] == ["setup.model"]
+
+
 # --------------------------------------------------------------------------- health
 
 
