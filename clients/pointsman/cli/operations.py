@@ -26,11 +26,13 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "--tag-key", action="append", default=[], help="also sum spend per value of this tag key; repeatable"
     )
     p.add_argument("--by-end-user", action="store_true", help="also sum spend per end user")
+    p.add_argument("--by-route-class", action="store_true", help="also sum spend per router alias and class")
 
     p = command(sub, "calls", cmd_calls, "the request log (admins): chat calls, newest first", [common])
     p.add_argument("--model", help="only this model alias")
     p.add_argument("--principal", help="only this principal (users/{id} or {id})")
     p.add_argument("--status", help="only calls that ended so: OK, UNAVAILABLE, PERMISSION_DENIED, ...")
+    p.add_argument("--route-class", help="only calls a router alias put in this class (default: its fallback)")
     metadata_flags(p, filters=True)
     p.add_argument("--limit", type=int, default=50, help="at most this many (default %(default)s)")
 
@@ -64,7 +66,9 @@ def cmd_stats(args: argparse.Namespace) -> int:
     window = Duration()
     window.FromNanoseconds(int(args.window * 1e9))
     with connect(args) as client:
-        request = pb.GetStatsRequest(window=window, tag_keys=args.tag_key, by_end_user=args.by_end_user)
+        request = pb.GetStatsRequest(
+            window=window, tag_keys=args.tag_key, by_end_user=args.by_end_user, by_route_class=args.by_route_class
+        )
         stats = client.orchestrator.GetStats(request)
     if args.json:
         print_json(stats)
@@ -88,8 +92,11 @@ def cmd_stats(args: argparse.Namespace) -> int:
     for f in stats.firewall:
         category = label(types.Category, f.category, "CATEGORY_")
         print(f"firewall {category}\tblocked {f.blocked}\tredacted {f.redacted}\tlogged {f.logged}")
-    for g in [*stats.tags, *stats.end_users]:
-        group = f"tag {g.tag_key}={g.value}" if g.tag_key else f"end user {g.value}"
+    for g in [*stats.tags, *stats.end_users, *stats.route_classes]:
+        if g.router:
+            group = f"route {g.router}/{g.value}"
+        else:
+            group = f"tag {g.tag_key}={g.value}" if g.tag_key else f"end user {g.value}"
         print(
             f"{group}\t{g.requests} requests\t{g.failed_requests} failed"
             f"\ttokens in {g.input_tokens} out {g.output_tokens}\tcache hits {g.cache_hits}\t${g.cost_usd:.4f}"
@@ -107,12 +114,18 @@ def cmd_calls(args: argparse.Namespace) -> int:
         status_code=(args.status or "").upper(),
         end_user_id=args.user or "",
         tags=dict(args.tags or []),
+        route_class=args.route_class or "",
     )
 
     def line(call: Any) -> str:
         cached = " (cached)" if call.cache_hit else ""
+        # A router alias: the class and the model it chose, and how ("auto -> code: coder (keyword)").
+        model = call.model
+        if call.routed_model:
+            decided = label(pb.RouteDecision, call.route_decision, "ROUTE_DECISION_")
+            model += f" -> {call.route_class}: {call.routed_model} ({decided})"
         return (
-            f"{when(call.create_time)}\t{call.principal}\t{call.model}\t{call.deployment or '-'}"
+            f"{when(call.create_time)}\t{call.principal}\t{model}\t{call.deployment or '-'}"
             f"\t{call.status_code}{cached}\t{call.input_tokens}+{call.output_tokens} tokens"
             f"\t{call.latency_ms:.1f} ms\t${call.cost_usd:.6f}"
             + (f"\tuser {call.end_user_id}" if call.end_user_id else "")

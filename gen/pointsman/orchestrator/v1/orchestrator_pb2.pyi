@@ -656,7 +656,7 @@ class BatchResult(_message.Message):
     def __init__(self, custom_id: _Optional[str] = ..., response: _Optional[_Union[CompleteResponse, _Mapping]] = ..., error: _Optional[_Union[TurnError, _Mapping]] = ...) -> None: ...
 
 class ListCallsRequest(_message.Message):
-    __slots__ = ("page_size", "page_token", "model", "principal", "status_code", "start_time", "end_time", "end_user_id", "tags")
+    __slots__ = ("page_size", "page_token", "model", "principal", "status_code", "start_time", "end_time", "end_user_id", "tags", "route_class")
     class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -673,6 +673,7 @@ class ListCallsRequest(_message.Message):
     END_TIME_FIELD_NUMBER: _ClassVar[int]
     END_USER_ID_FIELD_NUMBER: _ClassVar[int]
     TAGS_FIELD_NUMBER: _ClassVar[int]
+    ROUTE_CLASS_FIELD_NUMBER: _ClassVar[int]
     page_size: int
     page_token: str
     model: str
@@ -682,7 +683,8 @@ class ListCallsRequest(_message.Message):
     end_time: _timestamp_pb2.Timestamp
     end_user_id: str
     tags: _containers.ScalarMap[str, str]
-    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., model: _Optional[str] = ..., principal: _Optional[str] = ..., status_code: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_user_id: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    route_class: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., model: _Optional[str] = ..., principal: _Optional[str] = ..., status_code: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_user_id: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., route_class: _Optional[str] = ...) -> None: ...
 
 class ListCallsResponse(_message.Message):
     __slots__ = ("calls", "next_page_token")
@@ -693,7 +695,7 @@ class ListCallsResponse(_message.Message):
     def __init__(self, calls: _Optional[_Iterable[_Union[Call, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class Call(_message.Message):
-    __slots__ = ("name", "create_time", "request_id", "principal", "model", "deployment", "status_code", "input_tokens", "output_tokens", "latency_ms", "time_to_first_token_ms", "cache_hit", "cost_usd", "end_user_id", "tags")
+    __slots__ = ("name", "create_time", "request_id", "principal", "model", "deployment", "status_code", "input_tokens", "output_tokens", "latency_ms", "time_to_first_token_ms", "cache_hit", "cost_usd", "end_user_id", "tags", "route_class", "routed_model", "route_decision")
     class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -716,6 +718,9 @@ class Call(_message.Message):
     COST_USD_FIELD_NUMBER: _ClassVar[int]
     END_USER_ID_FIELD_NUMBER: _ClassVar[int]
     TAGS_FIELD_NUMBER: _ClassVar[int]
+    ROUTE_CLASS_FIELD_NUMBER: _ClassVar[int]
+    ROUTED_MODEL_FIELD_NUMBER: _ClassVar[int]
+    ROUTE_DECISION_FIELD_NUMBER: _ClassVar[int]
     name: str
     create_time: _timestamp_pb2.Timestamp
     request_id: str
@@ -731,22 +736,27 @@ class Call(_message.Message):
     cost_usd: float
     end_user_id: str
     tags: _containers.ScalarMap[str, str]
-    def __init__(self, name: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., request_id: _Optional[str] = ..., principal: _Optional[str] = ..., model: _Optional[str] = ..., deployment: _Optional[str] = ..., status_code: _Optional[str] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., latency_ms: _Optional[float] = ..., time_to_first_token_ms: _Optional[float] = ..., cache_hit: _Optional[bool] = ..., cost_usd: _Optional[float] = ..., end_user_id: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    route_class: str
+    routed_model: str
+    route_decision: RouteDecision
+    def __init__(self, name: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., request_id: _Optional[str] = ..., principal: _Optional[str] = ..., model: _Optional[str] = ..., deployment: _Optional[str] = ..., status_code: _Optional[str] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., latency_ms: _Optional[float] = ..., time_to_first_token_ms: _Optional[float] = ..., cache_hit: _Optional[bool] = ..., cost_usd: _Optional[float] = ..., end_user_id: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., route_class: _Optional[str] = ..., routed_model: _Optional[str] = ..., route_decision: _Optional[_Union[RouteDecision, str]] = ...) -> None: ...
 
 class GetStatsRequest(_message.Message):
-    __slots__ = ("window", "tag_keys", "by_end_user", "max_groups")
+    __slots__ = ("window", "tag_keys", "by_end_user", "max_groups", "by_route_class")
     WINDOW_FIELD_NUMBER: _ClassVar[int]
     TAG_KEYS_FIELD_NUMBER: _ClassVar[int]
     BY_END_USER_FIELD_NUMBER: _ClassVar[int]
     MAX_GROUPS_FIELD_NUMBER: _ClassVar[int]
+    BY_ROUTE_CLASS_FIELD_NUMBER: _ClassVar[int]
     window: _duration_pb2.Duration
     tag_keys: _containers.RepeatedScalarFieldContainer[str]
     by_end_user: bool
     max_groups: int
-    def __init__(self, window: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., tag_keys: _Optional[_Iterable[str]] = ..., by_end_user: _Optional[bool] = ..., max_groups: _Optional[int] = ...) -> None: ...
+    by_route_class: bool
+    def __init__(self, window: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., tag_keys: _Optional[_Iterable[str]] = ..., by_end_user: _Optional[bool] = ..., max_groups: _Optional[int] = ..., by_route_class: _Optional[bool] = ...) -> None: ...
 
 class GetStatsResponse(_message.Message):
-    __slots__ = ("start_time", "end_time", "requests", "failed_requests", "input_tokens", "output_tokens", "cache_hits", "cache_hit_ratio", "tokens_saved", "deployments", "firewall", "active_conversations", "cost_usd", "cost_saved_usd", "semantic_cache_hits", "semantic_tokens_saved", "semantic_cost_saved_usd", "messages_processed", "llm_calls", "llm_calls_skipped", "average_response_time_ms", "tags", "end_users", "groups_truncated")
+    __slots__ = ("start_time", "end_time", "requests", "failed_requests", "input_tokens", "output_tokens", "cache_hits", "cache_hit_ratio", "tokens_saved", "deployments", "firewall", "active_conversations", "cost_usd", "cost_saved_usd", "semantic_cache_hits", "semantic_tokens_saved", "semantic_cost_saved_usd", "messages_processed", "llm_calls", "llm_calls_skipped", "average_response_time_ms", "tags", "end_users", "groups_truncated", "route_classes")
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     END_TIME_FIELD_NUMBER: _ClassVar[int]
     REQUESTS_FIELD_NUMBER: _ClassVar[int]
@@ -771,6 +781,7 @@ class GetStatsResponse(_message.Message):
     TAGS_FIELD_NUMBER: _ClassVar[int]
     END_USERS_FIELD_NUMBER: _ClassVar[int]
     GROUPS_TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    ROUTE_CLASSES_FIELD_NUMBER: _ClassVar[int]
     start_time: _timestamp_pb2.Timestamp
     end_time: _timestamp_pb2.Timestamp
     requests: int
@@ -795,7 +806,8 @@ class GetStatsResponse(_message.Message):
     tags: _containers.RepeatedCompositeFieldContainer[SpendStats]
     end_users: _containers.RepeatedCompositeFieldContainer[SpendStats]
     groups_truncated: bool
-    def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., requests: _Optional[int] = ..., failed_requests: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cache_hits: _Optional[int] = ..., cache_hit_ratio: _Optional[float] = ..., tokens_saved: _Optional[int] = ..., deployments: _Optional[_Iterable[_Union[DeploymentStats, _Mapping]]] = ..., firewall: _Optional[_Iterable[_Union[FirewallCategoryStats, _Mapping]]] = ..., active_conversations: _Optional[int] = ..., cost_usd: _Optional[float] = ..., cost_saved_usd: _Optional[float] = ..., semantic_cache_hits: _Optional[int] = ..., semantic_tokens_saved: _Optional[int] = ..., semantic_cost_saved_usd: _Optional[float] = ..., messages_processed: _Optional[int] = ..., llm_calls: _Optional[int] = ..., llm_calls_skipped: _Optional[int] = ..., average_response_time_ms: _Optional[float] = ..., tags: _Optional[_Iterable[_Union[SpendStats, _Mapping]]] = ..., end_users: _Optional[_Iterable[_Union[SpendStats, _Mapping]]] = ..., groups_truncated: _Optional[bool] = ...) -> None: ...
+    route_classes: _containers.RepeatedCompositeFieldContainer[SpendStats]
+    def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., requests: _Optional[int] = ..., failed_requests: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cache_hits: _Optional[int] = ..., cache_hit_ratio: _Optional[float] = ..., tokens_saved: _Optional[int] = ..., deployments: _Optional[_Iterable[_Union[DeploymentStats, _Mapping]]] = ..., firewall: _Optional[_Iterable[_Union[FirewallCategoryStats, _Mapping]]] = ..., active_conversations: _Optional[int] = ..., cost_usd: _Optional[float] = ..., cost_saved_usd: _Optional[float] = ..., semantic_cache_hits: _Optional[int] = ..., semantic_tokens_saved: _Optional[int] = ..., semantic_cost_saved_usd: _Optional[float] = ..., messages_processed: _Optional[int] = ..., llm_calls: _Optional[int] = ..., llm_calls_skipped: _Optional[int] = ..., average_response_time_ms: _Optional[float] = ..., tags: _Optional[_Iterable[_Union[SpendStats, _Mapping]]] = ..., end_users: _Optional[_Iterable[_Union[SpendStats, _Mapping]]] = ..., groups_truncated: _Optional[bool] = ..., route_classes: _Optional[_Iterable[_Union[SpendStats, _Mapping]]] = ...) -> None: ...
 
 class DeploymentStats(_message.Message):
     __slots__ = ("deployment", "requests", "failed_requests", "latency_p50_ms", "latency_p99_ms", "time_to_first_token_p50_ms", "cost_usd")
@@ -816,7 +828,7 @@ class DeploymentStats(_message.Message):
     def __init__(self, deployment: _Optional[str] = ..., requests: _Optional[int] = ..., failed_requests: _Optional[int] = ..., latency_p50_ms: _Optional[float] = ..., latency_p99_ms: _Optional[float] = ..., time_to_first_token_p50_ms: _Optional[float] = ..., cost_usd: _Optional[float] = ...) -> None: ...
 
 class SpendStats(_message.Message):
-    __slots__ = ("tag_key", "value", "requests", "failed_requests", "input_tokens", "output_tokens", "cache_hits", "cost_usd")
+    __slots__ = ("tag_key", "value", "requests", "failed_requests", "input_tokens", "output_tokens", "cache_hits", "cost_usd", "router")
     TAG_KEY_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     REQUESTS_FIELD_NUMBER: _ClassVar[int]
@@ -825,6 +837,7 @@ class SpendStats(_message.Message):
     OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     CACHE_HITS_FIELD_NUMBER: _ClassVar[int]
     COST_USD_FIELD_NUMBER: _ClassVar[int]
+    ROUTER_FIELD_NUMBER: _ClassVar[int]
     tag_key: str
     value: str
     requests: int
@@ -833,7 +846,8 @@ class SpendStats(_message.Message):
     output_tokens: int
     cache_hits: int
     cost_usd: float
-    def __init__(self, tag_key: _Optional[str] = ..., value: _Optional[str] = ..., requests: _Optional[int] = ..., failed_requests: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cache_hits: _Optional[int] = ..., cost_usd: _Optional[float] = ...) -> None: ...
+    router: str
+    def __init__(self, tag_key: _Optional[str] = ..., value: _Optional[str] = ..., requests: _Optional[int] = ..., failed_requests: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cache_hits: _Optional[int] = ..., cost_usd: _Optional[float] = ..., router: _Optional[str] = ...) -> None: ...
 
 class FirewallCategoryStats(_message.Message):
     __slots__ = ("category", "blocked", "redacted", "logged")

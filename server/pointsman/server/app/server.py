@@ -111,7 +111,8 @@ class PointsmanServer:
         self.batches = build_batches(settings, state, self.orchestrator)
         self.registry = Registry(state.stores.instances, state.bus)
         self.health = HealthService()
-        self.model_health = ModelHealth(self.health, self.catalog, self.router)
+        routers = self.orchestrator.classes.specs if self.orchestrator.classes is not None else []
+        self.model_health = ModelHealth(self.health, self.catalog, self.router, routers)
         self.dependency_health = DependencyHealth(self.health, state.stores.ping, state.redis_probe())
         self.self_registration: SelfRegistration | None = None
         self.retention = Retention(state.stores, settings.retention_days) if settings.retention_days else None

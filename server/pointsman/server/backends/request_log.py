@@ -44,6 +44,7 @@ class RequestLogger:
         usage = outcome.usage
         price = outcome.start.deployment.price if outcome.start is not None else None
         cost = price.cost(usage.input_tokens, usage.output_tokens) if price is not None and usage is not None else 0.0
+        route = outcome.route
         record = RequestRecord(
             id=self._store.new_id(),
             create_time=datetime.now(UTC),
@@ -62,6 +63,9 @@ class RequestLogger:
             semantic_cache_hit=outcome.start is not None and outcome.start.semantic,
             end_user_id=loggable(outcome.metadata.end_user_id) if outcome.metadata is not None else "",
             tags=_loggable_tags(outcome.metadata.tags) if outcome.metadata is not None else {},
+            route_class=route.route_class if route is not None else "",
+            routed_model=route.alias if route is not None else "",
+            route_decision=route.decision if route is not None else None,
         )
         self._buffer.add(record)
         if cost and not record.cache_hit:

@@ -81,6 +81,13 @@ class RouterSpec:
     # Off by default: no model is asked.
     classifier: ClassifierSpec | None = None
 
+    @property
+    def targets(self) -> tuple[str, ...]:
+        """The model aliases it sends calls to (the default and each class's),
+        each once, in order. Not the classifier model: without it the router
+        still answers."""
+        return tuple(dict.fromkeys((self.default, *(cls.alias for cls in self.classes))))
+
 
 @dataclass(frozen=True, slots=True)
 class Choice:
@@ -182,6 +189,10 @@ class ClassRouters:
     @property
     def specs(self) -> list[RouterSpec]:
         return [router.spec for router in self._routers.values()]
+
+    def spec(self, alias: str) -> RouterSpec | None:
+        router = self._routers.get(alias)
+        return router.spec if router is not None else None
 
     def route(self, request: ChatRequest) -> Routing | None:
         """How the request is routed by the embeddings; None when the

@@ -70,6 +70,9 @@ class CallOutcome:
     finish: Finish | None = None
     error: BaseException | None = None
     latency_seconds: float = 0.0
+    # Through a router alias: its choice, known before any Start (a call that
+    # fails before one still says where it was routed).
+    route: Choice | None = None
 
     def note(self, event: ChatEvent) -> None:
         if isinstance(event, Start):
@@ -198,6 +201,15 @@ class Orchestrator:
         check_metadata(request.metadata, errors)
         check_provider_options(request.provider_options, errors)
 
+    def chat_routes(self, alias: str, path: str = "model") -> list[ModelRoute]:
+        """The routes a chat call to `alias` may take: its own, or each one a
+        router alias may send it to. Raises as `catalog.resolve` does, naming
+        `path`, for an alias that is neither a chat model nor a router."""
+        spec = self.classes.spec(alias) if self.classes is not None else None
+        if spec is None:
+            return [self.catalog.resolve(alias, ModelKind.CHAT, path)]
+        return [self.catalog.resolve(target, ModelKind.CHAT) for target in spec.targets]
+
     def validate(self, request: ChatRequest, errors: ViolationCollector | None = None) -> None:
         errors = errors or ViolationCollector()
         self.check(request, errors)
@@ -218,7 +230,7 @@ class Orchestrator:
         found (converting the request), reported together with these."""
         received = time.perf_counter()
         with self._observed(request, caller, received) as outcome:
-            answer = await self._open(request, caller, incremental, errors, received)
+            answer = await self._open(request, caller, incremental, errors, received, outcome=outcome)
             response_format = _json_format(request)
             text: list[str] = []
             async with aclosing(answer):
@@ -249,10 +261,12 @@ class Orchestrator:
         received: float,
         *,
         admitted: bool = False,
+        outcome: CallOutcome | None = None,
     ) -> AsyncGenerator[ChatEvent, None]:
         """Everything that can fail the call up front, then the answer's
         events, not yet started (it holds nothing until iterated). `admitted`:
-        the call already passed the rate limits and budgets."""
+        the call already passed the rate limits and budgets; `outcome` is told
+        a router's choice."""
         if self.admit is not None and not admitted:
             await self.admit(caller)
         routing = self.classes.route(request) if self.classes is not None else None
@@ -261,6 +275,8 @@ class Orchestrator:
             if choice.ask:
                 self.validate(request, errors)  # nothing is sent anywhere for a request that will be refused
                 choice = routing.router.settle(choice, await self._ask_classifier(routing, caller))
+            if outcome is not None:
+                outcome.route = choice
             routed = replace(request, model=choice.alias)
             answer = await self._open(routed, caller, incremental, errors, received, admitted=True)
             return _labelled(answer, request.model, choice)
@@ -563,7 +579,7 @@ class Orchestrator:
         received = time.perf_counter()
         answer = CompletedAnswer()
         with self._observed(request, caller, received) as outcome:
-            events = await self._open(request, caller, False, errors, received, admitted=admitted)
+            events = await self._open(request, caller, False, errors, received, admitted=admitted, outcome=outcome)
             response_format = _json_format(request)
             async with aclosing(events):
                 async for event in events:

@@ -27,7 +27,8 @@ class Traffic:
     summary: RequestSummary
     categories: list[CategoryCount]  # in category order
     active_conversations: int
-    groups: SpendGroups = field(default_factory=SpendGroups)  # spend per tag value and end user, when asked
+    # Spend per tag value, end user and route class, when asked.
+    groups: SpendGroups = field(default_factory=SpendGroups)
 
 
 class Stats:
@@ -54,6 +55,7 @@ class Stats:
         *,
         tag_keys: Sequence[str] = (),
         by_end_user: bool = False,
+        by_route_class: bool = False,
         max_groups: int = 100,
     ) -> Traffic:
         await self._requests_flushed()
@@ -63,8 +65,10 @@ class Stats:
         summary = await self._requests.summarise(organisation, start, end)
         categories = await self._decisions.count_by_category(organisation, start, end)
         groups = SpendGroups()
-        if tag_keys or by_end_user:
-            groups = await self._requests.summarise_groups(organisation, start, end, tag_keys, by_end_user, max_groups)
+        if tag_keys or by_end_user or by_route_class:
+            groups = await self._requests.summarise_groups(
+                organisation, start, end, tag_keys, by_end_user, max_groups, by_route_class
+            )
         return Traffic(start, end, summary, categories, active, groups)
 
     async def calls(

@@ -78,9 +78,10 @@ class ConverseSession:
             options = convert.provider_options_from_proto(setup.provider_options, errors, "setup.provider_options")
             check_provider_options(options, errors, "setup.provider_options")
         errors.raise_if_any()
-        # NotFound before a malformed conversation name. Options for a provider
-        # the model lacks fail each turn (the orchestrator checks the routed model).
-        self._orchestrator.catalog.resolve(model)
+        # NotFound before a malformed conversation name; a router alias routes
+        # each turn by its own text. Options for a provider the model lacks fail
+        # each turn (the orchestrator checks the routed model).
+        self._orchestrator.chat_routes(model, "setup.model")
         conversation_id = None
         if setup.conversation:
             conversation_id = resource_id(setup.conversation, "conversations", "setup.conversation")

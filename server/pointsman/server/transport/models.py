@@ -40,11 +40,10 @@ def _model(route: ModelRoute, router: Router) -> pb.Model:
 
 def _router_model(spec: RouterSpec, catalog: ModelCatalog, router: Router) -> pb.Model:
     # A router can answer while any alias it sends calls to can.
-    targets = {spec.default, *(cls.alias for cls in spec.classes)}
     return pb.Model(
         name=f"models/{spec.alias}",
         alias=spec.alias,
-        available=any(router.available(catalog.resolve(alias)) for alias in targets),
+        available=any(router.available(catalog.resolve(alias)) for alias in spec.targets),
         kind=MODEL_KINDS[ModelKind.CHAT],
         router=pb.ModelRouter(
             default_model=spec.default,

@@ -21,7 +21,7 @@ from ..domain.batches.runner import (
     BatchProgress,
 )
 from ..domain.catalog import ModelRoute
-from ..domain.embedding import EmbedRequest, ModelKind
+from ..domain.embedding import EmbedRequest
 from ..domain.embeddings import Embeddings
 from ..domain.errors import DomainError, InvalidArgument, ViolationCollector
 from ..domain.history import HistoryWindow
@@ -132,11 +132,10 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         if request.judge_model:
             check_model(request.judge_model, errors, "judge_model")
             errors.raise_if_any()
-            self._orchestrator.catalog.resolve(request.judge_model, ModelKind.CHAT, "judge_model")
+            self._orchestrator.chat_routes(request.judge_model, "judge_model")
         errors.raise_if_any()
-        routes = [  # unknown models fail the call up front
-            self._orchestrator.catalog.resolve(r.model, ModelKind.CHAT, f"models[{index}]")
-            for index, r in enumerate(requests)
+        routes = [  # unknown models fail the call up front; a router alias is routed like a chat
+            self._orchestrator.chat_routes(r.model, f"models[{index}]") for index, r in enumerate(requests)
         ]
         if options is not None:
             requests = _options_per_model(requests, routes, options)
@@ -282,14 +281,15 @@ def _batch_to_proto(batch: BatchProgress) -> pb.Batch:
 
 
 def _options_per_model(
-    requests: list[chat.ChatRequest], routes: list[ModelRoute], options: chat.ProviderOptions
+    requests: list[chat.ChatRequest], routes: list[list[ModelRoute]], options: chat.ProviderOptions
 ) -> list[chat.ChatRequest]:
-    """Each model gets the sections of the providers it is served by; a
-    section none of the models can take is refused, as for one model."""
+    """Each model gets the sections of the providers it is served by (a
+    router alias: those of any model it routes to); a section none of the
+    models can take is refused, as for one model."""
     served: set[chat.ProviderKind] = set()
     out = []
-    for request, route in zip(requests, routes, strict=True):
-        providers = {d.provider for d in route.deployments}
+    for request, choices in zip(requests, routes, strict=True):
+        providers = {d.provider for route in choices for d in route.deployments}
         served |= providers
         own = {kind: section for kind, section in options.given().items() if kind in providers}
         mine = chat.ProviderOptions(

@@ -53,6 +53,7 @@ def _spend(group: SpendGroup) -> pb.SpendStats:
     return pb.SpendStats(
         tag_key=group.tag_key,
         value=group.value,
+        router=group.router,
         requests=group.requests,
         failed_requests=group.failed_requests,
         input_tokens=group.input_tokens,
@@ -66,7 +67,12 @@ async def get_stats(stats: Stats, request: pb.GetStatsRequest, organisation: str
     window = stats_window(request)
     tag_keys, max_groups = _group_request(request)
     traffic = await stats.traffic(
-        organisation, window, tag_keys=tag_keys, by_end_user=request.by_end_user, max_groups=max_groups
+        organisation,
+        window,
+        tag_keys=tag_keys,
+        by_end_user=request.by_end_user,
+        by_route_class=request.by_route_class,
+        max_groups=max_groups,
     )
     summary = traffic.summary
     groups = traffic.groups
@@ -113,13 +119,14 @@ async def get_stats(stats: Stats, request: pb.GetStatsRequest, organisation: str
         average_response_time_ms=summary.average_latency_ms,
         tags=[_spend(g) for g in groups.tags],
         end_users=[_spend(g) for g in groups.end_users],
+        route_classes=[_spend(g) for g in groups.route_classes],
         groups_truncated=groups.truncated,
     )
 
 
 async def list_calls(stats: Stats, request: pb.ListCallsRequest, organisation: str) -> pb.ListCallsResponse:
     errors = ViolationCollector()
-    for field in ("model", "principal", "status_code"):
+    for field in ("model", "principal", "status_code", "route_class"):
         check_text(getattr(request, field), errors, field, max_chars=MAX_FILTER_CHARS)
     check_end_user_id(request.end_user_id, errors, "end_user_id")
     tags = dict(request.tags)
@@ -132,6 +139,7 @@ async def list_calls(stats: Stats, request: pb.ListCallsRequest, organisation: s
         end_time=convert.time_field(request, "end_time", errors),
         end_user_id=request.end_user_id or None,
         tags=tags,
+        route_class=request.route_class or None,
     )
     errors.raise_if_any()
     after_id = decode_record_cursor(request.page_token)
@@ -158,4 +166,7 @@ def _call(record: RequestRecord) -> pb.Call:
         cost_usd=record.cost_usd,
         end_user_id=record.end_user_id,
         tags=record.tags,
+        route_class=record.route_class,
+        routed_model=record.routed_model,
+        route_decision=convert.ROUTE_DECISIONS[record.route_decision],
     )

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
 
 from ...domain.broadcast import Broadcaster
+from ...domain.chat import RouteDecision
 from ...domain.errors import AlreadyExists
 from ...domain.firewall.rules import MatchType, Rule, RuleKind, RuleScope
 from ...domain.firewall.verdict import Action, Category, Decision, Direction
@@ -364,6 +365,9 @@ REQUEST_LOG = Table(
         ("semantic_cache_hit", Kind.BOOLEAN),
         ("end_user_id", Kind.TEXT),
         ("tags", Kind.JSON),
+        ("route_class", Kind.TEXT),
+        ("routed_model", Kind.TEXT),
+        ("route_decision", Kind.TEXT),
     ),
 )
 
@@ -407,7 +411,18 @@ def _request(db: Database, row: Row) -> RequestRecord:
         semantic_cache_hit=bool(row["semantic_cache_hit"]),
         end_user_id=row["end_user_id"],
         tags=json.loads(row["tags"]),
+        route_class=row["route_class"],
+        routed_model=row["routed_model"],
+        route_decision=_route_decision(row["route_decision"]),
     )
+
+
+def _route_decision(text: str) -> RouteDecision | None:
+    # One a newer version wrote and this one does not know reads as none said.
+    try:
+        return RouteDecision(text) if text else None
+    except ValueError:
+        return None
 
 
 # One group's figures, as SpendGroup holds them.
@@ -419,8 +434,9 @@ _GROUP_FIGURES = """count(*) AS requests,
        coalesce(sum(cost_usd) FILTER (WHERE NOT cache_hit), 0) AS cost_usd"""
 
 
-def _spend_group(row: Row) -> SpendGroup:
+def _spend_group(row: Row, router: str = "") -> SpendGroup:
     return SpendGroup(
+        router=router,
         tag_key=row["tag_key"],
         value=row["value"],
         requests=row["requests"],
@@ -456,6 +472,9 @@ class SqlRequestLog(_AppendOnlyLog[RequestRecord]):
                 e.semantic_cache_hit,
                 e.end_user_id,
                 json.dumps(e.tags, ensure_ascii=False, sort_keys=True),
+                e.route_class,
+                e.routed_model,
+                e.route_decision.value if e.route_decision is not None else "",
             )
             for e in entries
         ]
@@ -469,6 +488,7 @@ class SqlRequestLog(_AppendOnlyLog[RequestRecord]):
             ("model", where.model),
             ("principal", where.principal),
             ("status_code", where.status_code),
+            ("route_class", where.route_class),
         ):
             if value is not None:
                 conditions.add(f"{column} = ?", value)
@@ -511,6 +531,7 @@ class SqlRequestLog(_AppendOnlyLog[RequestRecord]):
         tag_keys: Sequence[str],
         by_end_user: bool,
         limit: int,
+        by_route_class: bool = False,
     ) -> SpendGroups:
         db = self._db
         window = (require_organisation(organisation), db.time(start_time), db.time(end_time))
@@ -519,7 +540,8 @@ class SqlRequestLog(_AppendOnlyLog[RequestRecord]):
         binary = db.binary_order
         tags: list[Row] = []
         end_users: list[Row] = []
-        async with db.snapshot() as snapshot:  # both lists from one snapshot
+        route_classes: list[Row] = []
+        async with db.snapshot() as snapshot:  # every list from one snapshot
             if tag_keys:
                 keys = ", ".join("?" for _ in tag_keys)
                 tags = await snapshot.fetch(
@@ -540,10 +562,20 @@ class SqlRequestLog(_AppendOnlyLog[RequestRecord]):
                     *window,
                     limit + 1,
                 )
+            if by_route_class:
+                # Class names are the router's own: grouped by router alias and class.
+                route_classes = await snapshot.fetch(
+                    f"SELECT model AS router, '' AS tag_key, route_class AS value, {_GROUP_FIGURES}"
+                    f" {_REQUESTS_IN_WINDOW} AND route_class <> '' GROUP BY model, route_class"
+                    + order.format(names=f"model{binary}, route_class{binary}"),
+                    *window,
+                    limit + 1,
+                )
         return SpendGroups(
             tags=tuple(_spend_group(row) for row in tags[:limit]),
             end_users=tuple(_spend_group(row) for row in end_users[:limit]),
-            truncated=len(tags) > limit or len(end_users) > limit,
+            route_classes=tuple(_spend_group(row, row["router"]) for row in route_classes[:limit]),
+            truncated=len(tags) > limit or len(end_users) > limit or len(route_classes) > limit,
         )
 
 

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Protocol
 
 from ..broadcast import Broadcaster
+from ..chat import RouteDecision
 from ..errors import NotFound
 from ..firewall.rules import Rule
 from ..firewall.verdict import Action, Category, Decision, Direction
@@ -154,6 +155,11 @@ class RequestRecord:
     semantic_cache_hit: bool = False  # a cache hit the semantic cache answered
     end_user_id: str = ""  # the caller's RequestMetadata; "" when not given
     tags: dict[str, str] = field(default_factory=dict)
+    # Through a router alias (`model`): the class chosen, the model alias it
+    # sent the call to and how it decided; "", "" and None for a plain alias.
+    route_class: str = ""
+    routed_model: str = ""
+    route_decision: RouteDecision | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,11 +171,13 @@ class RequestFilter:
     end_time: datetime | None = None
     end_user_id: str | None = None
     tags: dict[str, str] = field(default_factory=dict)  # every one of them
+    route_class: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class SpendGroup:
-    """The calls of one tag value (`tag_key` set) or of one end user (`tag_key` "")."""
+    """The calls of one tag value (`tag_key` set), of one end user (`tag_key`
+    ""), or of one router alias's class (`router` the alias, `value` the class)."""
 
     tag_key: str
     value: str
@@ -179,12 +187,14 @@ class SpendGroup:
     output_tokens: int = 0
     cache_hits: int = 0
     cost_usd: float = 0.0  # upstream calls only: cache hits cost nothing
+    router: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class SpendGroups:
     tags: tuple[SpendGroup, ...] = ()  # costliest, then busiest, first
     end_users: tuple[SpendGroup, ...] = ()
+    route_classes: tuple[SpendGroup, ...] = ()
     truncated: bool = False  # some group beyond `limit` was left out
 
 
@@ -210,9 +220,11 @@ class RequestLog(Protocol):
         tag_keys: Sequence[str],
         by_end_user: bool,
         limit: int,
+        by_route_class: bool = False,
     ) -> SpendGroups:
         """The calls in [start_time, end_time) summed per value of each of
-        `tag_keys` and (with `by_end_user`) per end user, in the database; at
+        `tag_keys`, (with `by_end_user`) per end user and (with
+        `by_route_class`) per router alias and class, in the database; at
         most `limit` groups in each list."""
         ...
 
