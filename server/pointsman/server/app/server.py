@@ -90,6 +90,25 @@ def grpc_options(settings: Settings) -> list[tuple[str, int]]:
     ]
 
 
+class _GenericHandlersOnly:
+    """What the generated `add_*Servicer_to_server` functions see of the
+    server: each service becomes one generic handler, and its methods are not
+    also pre-registered. grpc.aio keeps a pending request for every
+    registered method and, for every call it accepts, waits on all of them
+    at once (`asyncio.wait` over 40-odd futures: a callback added and removed
+    on each), which cost more per call than looking the method up in the
+    services' tables does. The calls, handlers and interceptor are the same."""
+
+    def __init__(self, server: grpc.aio.Server) -> None:
+        self._server = server
+
+    def add_generic_rpc_handlers(self, handlers: tuple[grpc.GenericRpcHandler, ...]) -> None:
+        self._server.add_generic_rpc_handlers(handlers)
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, grpc.RpcMethodHandler]) -> None:
+        pass  # served by the generic handler added just before
+
+
 class PointsmanServer:
     """One server process: all three services on one port, plus health and
     reflection. `start()`, then `stop()`; nothing happens at construction
@@ -128,6 +147,7 @@ class PointsmanServer:
             options=grpc_options(settings),
             maximum_concurrent_rpcs=settings.max_concurrent_calls or None,
         )
+        services = _GenericHandlersOnly(self.server)
         self.metrics_endpoint: MetricsEndpoint | None = None
         if state.metrics is not None and settings.metrics_address:
             state.metrics.collect_state(state_metrics(state, self.router, self.dependency_health))
@@ -159,7 +179,7 @@ class PointsmanServer:
                 self.embeddings,
                 state.metrics,
             ),
-            self.server,
+            services,
         )
         firewall_pb2_grpc.add_FirewallServiceServicer_to_server(
             FirewallServicer(
@@ -172,10 +192,10 @@ class PointsmanServer:
                 # Each part of a WatchRules snapshot stays well inside one message.
                 snapshot_bytes=min(SNAPSHOT_PART_BYTES, settings.max_message_bytes // 2),
             ),
-            self.server,
+            services,
         )
-        registry_pb2_grpc.add_RegistryServiceServicer_to_server(RegistryServicer(self.registry, calls), self.server)
-        auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(self.accounts, calls), self.server)
+        registry_pb2_grpc.add_RegistryServiceServicer_to_server(RegistryServicer(self.registry, calls), services)
+        auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(self.accounts, calls), services)
         agent_pb2_grpc.add_AgentServiceServicer_to_server(
             AgentServicer(
                 self.agents.definitions,
@@ -186,9 +206,9 @@ class PointsmanServer:
                 self.agents.workflows,
                 self.agents.default_workflow,
             ),
-            self.server,
+            services,
         )
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, services)
         reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
             ReflectionService(
                 (
@@ -198,7 +218,7 @@ class PointsmanServer:
                     reflection.SERVICE_NAME,
                 )
             ),
-            self.server,
+            services,
         )
         # Read now, so that an unusable file stops start-up with its name.
         self._registry_credentials = registry_credentials(settings) if settings.registry_addr else None
