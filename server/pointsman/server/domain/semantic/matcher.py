@@ -24,6 +24,7 @@ Everything here is text processing; the vectors come from the `Embedder` port.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -135,6 +136,15 @@ def _stem(word: str) -> str:
     return word
 
 
+@functools.lru_cache(maxsize=16384)
+def _canonical(token: str) -> str | None:
+    """A content word's one form (irregular forms, stem, synonyms), or None
+    for a word that carries no meaning once stemmed."""
+    stemmed = lexicon.LEMMAS.get(token) or _stem(token)
+    canonical = lexicon.SYNONYMS.get(token) or lexicon.SYNONYMS.get(stemmed) or stemmed
+    return None if canonical in lexicon.STOP_WORDS else canonical
+
+
 def _number(token: str) -> str:
     """Digits as their value ("1.0" and "1" agree, "1,000" and "1000")."""
     plain = token.replace(",", "")
@@ -148,13 +158,16 @@ def _number(token: str) -> str:
 def features(text: str) -> Features:
     folded = _fold(text)
     lowered = folded.lower()
+    rewritten = False
     for phrase, replacement in lexicon.PHRASES:
         if phrase in lowered:
             lowered = re.sub(rf"\b{re.escape(phrase)}\b", replacement, lowered)
+            rewritten = True
     # Which words were capitalised (names), judged on the original text.
     capitalised = set()
     sentence_start = True
-    for match in _TOKEN.finditer(folded):
+    original = list(_TOKEN.finditer(folded))
+    for match in original:
         token = match.group()
         if token[0].isupper() and not sentence_start and token != "I":
             capitalised.add(token.lower())
@@ -169,7 +182,10 @@ def features(text: str) -> Features:
     poles: set[tuple[str, int]] = set()
     content: set[str] = set()
     negations = 0
-    tokens = [m.group() for m in _TOKEN.finditer(lowered)]
+    if rewritten or len(lowered) != len(folded):
+        tokens = [m.group() for m in _TOKEN.finditer(lowered)]
+    else:  # the same spans (the pattern ignores case): no second pass
+        tokens = [m.group().lower() for m in original]
 
     # The meaningful tokens in order (critical or content), with the
     # directional words between them, for `directed`.
@@ -255,9 +271,8 @@ def features(text: str) -> Features:
             continue
         if token in lexicon.STOP_WORDS:
             continue
-        stemmed = lexicon.LEMMAS.get(token) or _stem(token)
-        canonical = lexicon.SYNONYMS.get(token) or lexicon.SYNONYMS.get(stemmed) or stemmed
-        if canonical not in lexicon.STOP_WORDS:
+        canonical = _canonical(token)
+        if canonical is not None:
             content.add(canonical)
             sequence.append(canonical)
             if slot:
