@@ -52,14 +52,16 @@ DATA = Path(__file__).resolve().parent / "data" / "semantic_pairs.txt"
 UNSEEN = Path(__file__).resolve().parent / "data" / "semantic_pairs_unseen.txt"
 BLIND = Path(__file__).resolve().parent / "data" / "semantic_pairs_blind.txt"
 TUNE2 = Path(__file__).resolve().parent / "data" / "semantic_pairs_tune2.txt"  # tuned on, like `tune`
+TUNE3 = Path(__file__).resolve().parent / "data" / "semantic_pairs_tune3.txt"  # tuned on, like `tune`
+FRESH = Path(__file__).resolve().parent / "data" / "semantic_pairs_fresh.txt"  # round 4's blind set
 
 
 def load(split: str) -> list[tuple[str, str, str]]:
-    path = {"unseen": UNSEEN, "blind": BLIND, "tune2": TUNE2}.get(split, DATA)
+    path = {"unseen": UNSEEN, "blind": BLIND, "tune2": TUNE2, "tune3": TUNE3, "fresh": FRESH}.get(split, DATA)
     rows = [
         line.rstrip("\n").split("\t") for line in path.read_text().splitlines() if line and not line.startswith("#")
     ]
-    if split in ("unseen", "blind", "tune2"):
+    if split in ("unseen", "blind", "tune2", "tune3", "fresh"):
         return [(kind, a, b) for kind, a, b in rows]
     keep = 0 if split == "tune" else 1
     return [(kind, a, b) for index, (kind, a, b) in enumerate(rows) if index % 2 == keep]
@@ -271,7 +273,9 @@ async def memory(embedder: BuiltinEmbedder, count: int = 20_000) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--split", choices=["held-out", "unseen", "blind", "tune", "tune2"], default="unseen")
+    parser.add_argument(
+        "--split", choices=["held-out", "unseen", "blind", "tune", "tune2", "tune3", "fresh"], default="unseen"
+    )
     parser.add_argument("--sizes", default="1000,10000,100000")
     parser.add_argument("--errors", action="store_true", help="list the pairs the matcher gets wrong")
     parser.add_argument("--quality-only", action="store_true")

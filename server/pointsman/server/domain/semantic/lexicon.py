@@ -607,3 +607,66 @@ ORDINALS: dict[str, int] = {
     "tenth": 10,
 }
 ROMAN = {"ii": 2, "iii": 3, "iv": 4, "vi": 6, "vii": 7, "viii": 8, "ix": 9}
+
+# British spellings the suffix rules in matcher.py do not reach.
+SPELLINGS: dict[str, str] = {
+    "tyre": "tire",
+    "tyres": "tires",
+    "grey": "gray",
+    "programme": "program",
+    "programmes": "programs",
+    "licence": "license",
+    "defence": "defense",
+    "offence": "offense",
+    "catalogue": "catalog",
+    "dialogue": "dialog",
+    "aluminium": "aluminum",
+    "cheque": "check",
+    "plough": "plow",
+    "mould": "mold",
+    "jewellery": "jewelry",
+    "travelling": "traveling",
+    "travelled": "traveled",
+    "cancelled": "canceled",
+    "cancelling": "canceling",
+    "modelling": "modeling",
+    "labelled": "labeled",
+    "labelling": "labeling",
+}
+
+# Verbs of looking something up: "check", "see", "view", "display" (and "list"
+# where it stands as a verb) ask for the same answer. Their stems.
+LOOKUP_VERBS = frozenset({"check", "see", "view", "display", "list", "inspect"})
+
+# Verbs of making a piece of code ("write a function", "define a function"),
+# one verb when a word of CODE_NOUNS follows within four words. Their stems.
+CODE_VERBS = frozenset({"write", "create", "define", "declare", "implement", "build", "code", "set", "assign"})
+CODE_NOUNS = frozenset(
+    """
+    function method class loop forloop whileloop dowhile ifstatement switchstatement script program
+    test query regex regexp struct enum variable constant lambda decorator component module macro
+    interface type closure generator iterator constructor
+    """.split()
+)
+
+# A name that a name implies: a question that names only the second says as much
+# as one that names both ("a GET request" is an HTTP request). Only where the
+# implied name adds nothing: not a distribution for Linux, not React for JavaScript.
+IMPLIES: dict[str, frozenset[str]] = {
+    "e:" + _name: frozenset("e:" + _implied for _implied in _implies.split())
+    for _name, _implies in {
+        "get": "http",
+        "post": "http",
+        "numpy": "python",
+        "pandas": "python",
+        "django": "python",
+        "flask": "python",
+        "matplotlib": "python",
+        "pytest": "python",
+        "pip": "python",
+        "npm": "node",
+        "cargo": "rust",
+        "rails": "ruby",
+        "tkinter": "python",
+    }.items()
+}

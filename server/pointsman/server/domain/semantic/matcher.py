@@ -24,6 +24,7 @@ Everything here is text processing; the vectors come from the `Embedder` port.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -90,6 +91,8 @@ _ASKS = {
     "whom": "who",
     "whose": "whose",
 }
+# Nouns after which a word is a name ("the where command").
+_NAMING = frozenset({"command", "keyword", "statement", "operator", "clause", "builtin", "directive"})
 _DETERMINERS = frozenset({"a", "an", "the", "my", "your", "our", "their", "his", "her", "its", "this", "that", "some"})
 
 
@@ -127,12 +130,65 @@ def _stem(word: str) -> str:
         ("es", ""),
         ("s", ""),
     ):
+        if suffix == "s" and word.endswith(("ss", "us", "is")):
+            return word  # "class", "status", "analysis": no plural ending
         if word.endswith(suffix) and len(word) - len(suffix) >= 3:
             stem = word[: len(word) - len(suffix)] + replacement
             if suffix == "es" and not stem.endswith(("sh", "ch", "x", "ss", "z", "o")):
                 stem = word[:-1]  # "changes" -> "change", but "boxes" -> "box"
             return stem
     return word
+
+
+_BRITISH = re.compile(r"(?<=[a-z]{4})(is|ys)(e|es|ed|ing|ation|ations|er|ers)$|(?<=[a-z]{3})our(s|ed|ing)?$")
+
+
+def _american(word: str) -> str:
+    """British spellings as American ones, so that either is one word:
+    "organise"/"organize", "analyse"/"analyze", "colour"/"color", "centre"/
+    "center"; a few irregular ones by name ("tyre", "grey")."""
+    spelled = lexicon.SPELLINGS.get(word)
+    if spelled is not None:
+        return spelled
+    if len(word) < 6:
+        return word
+    match = _BRITISH.search(word)
+    if match is None:
+        if word.endswith(("tre", "tres")) and len(word) >= 6:
+            return word.replace("tre", "ter") if word.endswith("tre") else word[:-4] + "ters"
+        return word
+    if match.group(1):
+        return word[: match.start()] + match.group(1)[0] + "z" + match.group(2)
+    return word[: match.start()] + "or" + (match.group(3) or "")
+
+
+@functools.lru_cache(maxsize=16384)
+def _canonical(token: str) -> str | None:
+    """A content word's one form (spelling, irregular forms, stem, synonyms),
+    or None for a word that carries no meaning once stemmed ("shows" as "show")."""
+    token = _american(token)
+    stemmed = lexicon.LEMMAS.get(token) or _stem(token)
+    if stemmed in lexicon.STOP_WORDS:
+        return None
+    canonical = lexicon.SYNONYMS.get(token) or lexicon.SYNONYMS.get(stemmed) or stemmed
+    return None if canonical in lexicon.STOP_WORDS else canonical
+
+
+@functools.lru_cache(maxsize=16384)
+def _base(token: str) -> str:
+    """A word's stem before synonyms ("checked" -> "check")."""
+    return lexicon.LEMMAS.get(token) or _stem(token)
+
+
+def _verb_slot(tokens: list[str], index: int) -> bool:
+    """Whether a word stands where a verb does: first, or after I/you/we/to/please."""
+    return index == 0 or tokens[index - 1] in ("i", "you", "we", "to", "please", "and", "can", "should")
+
+
+def _makes_code(tokens: list[str], index: int) -> bool:
+    """A verb of making (write, create, define, declare, implement) whose object,
+    within the next four words, is a piece of code: "write a function"."""
+    return any(_base(t) in lexicon.CODE_NOUNS for t in tokens[index + 1 : index + 5])
 
 
 def _number(token: str) -> str:
@@ -148,13 +204,16 @@ def _number(token: str) -> str:
 def features(text: str) -> Features:
     folded = _fold(text)
     lowered = folded.lower()
+    rewritten = False
     for phrase, replacement in lexicon.PHRASES:
         if phrase in lowered:
             lowered = re.sub(rf"\b{re.escape(phrase)}\b", replacement, lowered)
+            rewritten = True
     # Which words were capitalised (names), judged on the original text.
     capitalised = set()
     sentence_start = True
-    for match in _TOKEN.finditer(folded):
+    original = list(_TOKEN.finditer(folded))
+    for match in original:
         token = match.group()
         if token[0].isupper() and not sentence_start and token != "I":
             capitalised.add(token.lower())
@@ -169,7 +228,10 @@ def features(text: str) -> Features:
     poles: set[tuple[str, int]] = set()
     content: set[str] = set()
     negations = 0
-    tokens = [m.group() for m in _TOKEN.finditer(lowered)]
+    if rewritten or len(lowered) != len(folded):
+        tokens = [m.group() for m in _TOKEN.finditer(lowered)]
+    else:  # the same spans (the pattern ignores case): no second pass
+        tokens = [m.group().lower() for m in original]
 
     # The meaningful tokens in order (critical or content), with the
     # directional words between them, for `directed`.
@@ -199,6 +261,10 @@ def features(text: str) -> Features:
     asks: set[str] = set()
     for index, token in enumerate(tokens):
         slot, after_preposition = after_preposition, False
+        if 0 < index < len(tokens) - 1 and tokens[index + 1] in _NAMING and tokens[index - 1] in ("the", "a", "an"):
+            # "the where command", "the list keyword": a name, whatever the word.
+            add_critical("id:" + token)
+            continue
         if token in _ASKS:
             asks.add(_ASKS[token])
         if token[0] in '"“`':
@@ -255,9 +321,15 @@ def features(text: str) -> Features:
             continue
         if token in lexicon.STOP_WORDS:
             continue
-        stemmed = lexicon.LEMMAS.get(token) or _stem(token)
-        canonical = lexicon.SYNONYMS.get(token) or lexicon.SYNONYMS.get(stemmed) or stemmed
-        if canonical not in lexicon.STOP_WORDS:
+        canonical = _canonical(token)
+        if canonical is not None:
+            base = _base(token)
+            if base in lexicon.LOOKUP_VERBS and (base != "list" or _verb_slot(tokens, index)):
+                # Verbs of looking something up name how the answer is seen, not which
+                # answer: "check", "see", "view", "display", "list" as a verb, one word.
+                canonical = "lookup"
+            elif base in lexicon.CODE_VERBS and _makes_code(tokens, index):
+                canonical = "write-code"
             content.add(canonical)
             sequence.append(canonical)
             if slot:
@@ -309,7 +381,15 @@ def _critical_agree(a: Features, b: Features) -> bool:
     # An acronym on one side may be spelled out on the other (GDP, CEO).
     only_a = [t for t in a.critical if t not in b.critical]
     only_b = [t for t in b.critical if t not in a.critical]
-    return all(_acronym_of(t, b) for t in only_a) and all(_acronym_of(t, a) for t in only_b)
+    return all(_acronym_of(t, b) or _implied(t, b) for t in only_a) and all(
+        _acronym_of(t, a) or _implied(t, a) for t in only_b
+    )
+
+
+def _implied(token: str, other: Features) -> bool:
+    """A name the other question implies by a name of its own: a GET request
+    is an HTTP one, NumPy is Python's."""
+    return any(token in lexicon.IMPLIES.get(t, ()) for t in other.critical)
 
 
 def _acronym_of(token: str, other: Features) -> bool:
