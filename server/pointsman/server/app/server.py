@@ -341,6 +341,7 @@ class PointsmanServer:
             cut += await self.http_door.stop()
         if cut:
             log.warning("shutdown: %d call(s) still running at the end of the grace period were cut", cut)
+        await self.health.watches_ended(min(1.0, max(0.0, deadline - time.monotonic())))
         await self.server.stop(0)  # only health and reflection calls can be left
         await self.batches.aclose()
         await self.agents.aclose()  # tool servers: stdio subprocesses end here

@@ -27,6 +27,9 @@ class HealthService(health_pb2_grpc.HealthServicer):  # type: ignore[misc]  # ge
         # no change can slip between reading a status and waiting.
         self._changed = asyncio.Event()
         self._shutting_down = False
+        self._open_watches = 0
+        self._watches_ended = asyncio.Event()
+        self._watches_ended.set()
 
     def status(self, service: str) -> ServingStatus | None:
         return self._statuses.get(service)
@@ -71,15 +74,32 @@ class HealthService(health_pb2_grpc.HealthServicer):  # type: ignore[misc]  # ge
         NOT_SERVING when shutdown starts. An unknown service is SERVICE_UNKNOWN
         until it is set, as the health protocol says."""
         last: ServingStatus | None = None
-        while True:
-            changed = self._changed
-            status = self._statuses.get(request.service, SERVICE_UNKNOWN)
-            if status != last:
-                yield health_pb2.HealthCheckResponse(status=status)
-                last = status
-            if self._shutting_down:
-                return
-            await changed.wait()
+        self._open_watches += 1
+        self._watches_ended.clear()
+        try:
+            while True:
+                changed = self._changed
+                status = self._statuses.get(request.service, SERVICE_UNKNOWN)
+                if status != last:
+                    yield health_pb2.HealthCheckResponse(status=status)
+                    last = status
+                if self._shutting_down:
+                    return
+                await changed.wait()
+        finally:
+            self._open_watches -= 1
+            if not self._open_watches:
+                self._watches_ended.set()
+
+    async def watches_ended(self, timeout: float) -> None:
+        """Waits (at most `timeout`) until every open watch has sent its
+        final status and returned, so that stopping the server does not cut
+        one before its OK leaves."""
+        try:
+            await asyncio.wait_for(self._watches_ended.wait(), timeout)
+        except TimeoutError:
+            return
+        await asyncio.sleep(0.01)  # the last handler's status is sent on the loop's next turns
 
     async def List(
         self, request: health_pb2.HealthListRequest, context: grpc.aio.ServicerContext
