@@ -107,7 +107,7 @@ class Features:
     content: frozenset[str]  # stemmed, synonyms mapped, stop words dropped
     directed: frozenset[tuple[str, str]] = frozenset()  # (x, y) of "x to y", "x in y"
     initials: str = ""  # the words' first letters, in order: "gross domestic product" -> "gdp" in it
-    qualifiers: frozenset[str] = frozenset()  # content words right after a preposition
+    qualifiers: frozenset[str] = frozenset()  # content words right after a preposition, superlatives
     asks: frozenset[str] = frozenset()  # question words that say what kind of answer: why, how, when, ...
 
 
