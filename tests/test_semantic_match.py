@@ -122,3 +122,34 @@ def test_templates_politeness_and_word_forms_are_paraphrases(a: str, b: str) -> 
 )
 def test_the_new_word_lists_keep_near_neighbours_apart(a: str, b: str) -> None:
     assert not verdict(a, b)[0], verdict(a, b)
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("How do I check the git log?", "How do I view the git log?"),
+        ("How do I list all branches in git?", "How can I display every git branch?"),
+        ("How do I write a function in Go?", "How do I define a function in Go?"),
+        ("How do I create a class in Python?", "How do I define a class in Python?"),
+        ("How do I change the colour of a button in CSS?", "How do I change the color of a button in CSS?"),
+        ("How do I send a GET request in Go?", "How do I send an HTTP GET request in Go?"),
+    ],
+)
+def test_look_up_verbs_code_verbs_spellings_and_implied_names_are_paraphrases(a: str, b: str) -> None:
+    assert verdict(a, b)[0]
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("How do I check my Python version?", "How do I change my Python version?"),
+        ("How do I list all branches in git?", "How do I delete all branches in git?"),
+        ("How do I write a function in Go?", "How do I call a function in Go?"),
+        ("How do I install numpy with pip?", "How do I install numpy with conda?"),
+        ("What does the list command show in pdb?", "What does the where command show in pdb?"),
+        ("What is the best way to learn touch typing?", "What is the fastest way to learn touch typing?"),
+        ("What time is it in Tokyo when it is noon in London?", "What time is it in London when it is noon in Tokyo?"),
+    ],
+)
+def test_the_round_4_rules_keep_near_neighbours_apart(a: str, b: str) -> None:
+    assert not verdict(a, b)[0]

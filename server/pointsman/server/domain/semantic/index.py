@@ -44,7 +44,7 @@ _RETRAIN_FACTOR = 8  # the centroids are worked out again when a scope grows thi
 _SAMPLE = 8192  # vectors k-means learns from
 _MAX_LIST = 256  # rows in one list at most (a longer one is split in two)
 _PREFIX = 64  # dimensions a list keeps of each vector, for the first pass
-_RERANK = 16  # rows the first pass hands to the full vectors, at least
+_RERANK = 32  # rows the first pass hands to the full vectors, at least
 
 
 @dataclass(slots=True)

@@ -107,7 +107,7 @@ class Features:
     content: frozenset[str]  # stemmed, synonyms mapped, stop words dropped
     directed: frozenset[tuple[str, str]] = frozenset()  # (x, y) of "x to y", "x in y"
     initials: str = ""  # the words' first letters, in order: "gross domestic product" -> "gdp" in it
-    qualifiers: frozenset[str] = frozenset()  # content words right after a preposition
+    qualifiers: frozenset[str] = frozenset()  # content words right after a preposition, superlatives
     asks: frozenset[str] = frozenset()  # question words that say what kind of answer: why, how, when, ...
 
 
@@ -178,6 +178,19 @@ def _canonical(token: str) -> str | None:
 def _base(token: str) -> str:
     """A word's stem before synonyms ("checked" -> "check")."""
     return lexicon.LEMMAS.get(token) or _stem(token)
+
+
+_NOT_SUPERLATIVE = frozenset(
+    "test request interest forest honest suggest contest manifest harvest digest protest invest guest chest "
+    "nest rest west quest pest arrest attest detest ingest modest unrest conquest".split()
+)
+
+
+def _superlative(word: str) -> bool:
+    """ "fastest", "cheapest", "easiest": a word that ranks (a guess by its ending)."""
+    return (len(word) >= 6 and word.endswith("est") and word not in _NOT_SUPERLATIVE and not word.endswith("iest")) or (
+        word.endswith("iest") and len(word) >= 7
+    )
 
 
 def _verb_slot(tokens: list[str], index: int) -> bool:
@@ -323,6 +336,9 @@ def features(text: str) -> Features:
             continue
         canonical = _canonical(token)
         if canonical is not None:
+            if slot or _superlative(token):
+                # An added qualifier or superlative ("the *fastest* way") changes the answer.
+                qualifiers.add(canonical)
             base = _base(token)
             if base in lexicon.LOOKUP_VERBS and (base != "list" or _verb_slot(tokens, index)):
                 # Verbs of looking something up name how the answer is seen, not which
@@ -332,8 +348,6 @@ def features(text: str) -> Features:
                 canonical = "write-code"
             content.add(canonical)
             sequence.append(canonical)
-            if slot:
-                qualifiers.add(canonical)
     directed = set()
     for index in range(1, len(sequence) - 1):
         if sequence[index] == ">" and sequence[index - 1] != ">" and sequence[index + 1] != ">":
@@ -414,6 +428,8 @@ def judge(a: Features, b: Features, cosine: float, policy: MatchPolicy) -> Verdi
         return Verdict(False, "antonym")
     if any((y, x) in b.directed for x, y in a.directed):
         return Verdict(False, "direction")
+    if _attached_elsewhere(a, b):
+        return Verdict(False, "attachment")
     only_a = a.content - b.content
     only_b = b.content - a.content
     if not only_a and not only_b:
@@ -435,6 +451,19 @@ def judge(a: Features, b: Features, cosine: float, policy: MatchPolicy) -> Verdi
         # An added qualifier ("speed of sound *in water*") changes the answer.
         return Verdict(False, "qualifier added")
     return Verdict(True, "words added")
+
+
+def _attached_elsewhere(a: Features, b: Features) -> bool:
+    """Two names swapped between the words "in"/"to" tie them to: "the time *in
+    Tokyo* when it is noon *in London*" against the other way round."""
+    tails = {x: y for x, y in a.directed if y.startswith("e:")}
+    other = {x: y for x, y in b.directed if y.startswith("e:")}
+    return any(
+        x1 in other and x2 in other and other[x1] == y2 and other[x2] == y1
+        for x1, y1 in tails.items()
+        for x2, y2 in tails.items()
+        if y1 != y2
+    )
 
 
 def _same_root(a: str, b: str) -> bool:
